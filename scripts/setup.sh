@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the system packages the project needs to build, run and test.
+# Idempotent and quiet: when everything is present it only checks and exits.
+set -euo pipefail
+
+# Debian packages by purpose. Keep this list the one place that says what the machine needs.
+PACKAGES=(
+  openvswitch-switch   # OVS userspace datapath: ovsdb-server, ovs-vswitchd, ovs-vsctl, ovs-ofctl
+  iproute2             # ip, for namespaces in tests and the demo
+  ethtool              # checksum offload checks in tests
+  iputils-ping         # ping in tests
+  busybox-static       # ping/nc/httpd inside test namespaces
+  curl                 # the demo and the docs' examples
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup: run as root (it installs Debian packages)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  # Do not start the distribution's OVS service: tests and the demo run private OVS instances.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
