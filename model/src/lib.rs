@@ -1,1 +1,12 @@
-//! model
+//! Contiv's object model: the REST objects with Contiv's JSON names and validation rules, the
+//! inspect (oper) views, the agent-facing API types, and a typed REST client.
+
+pub mod agent;
+pub mod client;
+pub mod names;
+pub mod net;
+pub mod objects;
+pub mod oper;
+
+pub use client::{Client, ClientError};
+pub use objects::*;
