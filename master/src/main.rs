@@ -1,1 +1,115 @@
-fn main() {}
+//! netmaster: parse flags, open the store, serve the API.
+
+use anyhow::Context;
+use clap::Parser;
+use master::{Master, MasterOptions, api};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use store::{EmbeddedOptions, EmbeddedStore};
+use tracing_subscriber::EnvFilter;
+
+/// Contiv's control plane: REST API, allocation and the watch stream agents follow.
+#[derive(Parser, Debug)]
+#[command(name = "netmaster", version)]
+struct Opts {
+    /// Address to serve the API on (host:port).
+    #[arg(
+        long = "listen-url",
+        alias = "external-address",
+        env = "CONTIV_NETMASTER_LISTEN_URL",
+        default_value = "0.0.0.0:9999"
+    )]
+    listen_url: String,
+
+    /// Directory of the embedded store (one file, contiv.redb, is kept there).
+    #[arg(
+        long = "data-dir",
+        env = "CONTIV_NETMASTER_DATA_DIR",
+        default_value = "/var/lib/contiv"
+    )]
+    data_dir: PathBuf,
+
+    /// Seconds a node registration lives without a heartbeat.
+    #[arg(
+        long = "node-ttl",
+        env = "CONTIV_NETMASTER_NODE_TTL",
+        default_value_t = 30
+    )]
+    node_ttl: u64,
+
+    /// Log level (error, warn, info, debug, trace), or a tracing filter.
+    #[arg(
+        long = "log-level",
+        env = "CONTIV_NETMASTER_LOG_LEVEL",
+        default_value = "info"
+    )]
+    log_level: String,
+
+    /// Log JSON lines instead of text.
+    #[arg(long = "use-json-log", env = "CONTIV_NETMASTER_USE_JSON_LOG")]
+    json_log: bool,
+}
+
+#[tokio::main]
+async fn main() {
+    let opts = Opts::parse();
+    let filter = EnvFilter::try_new(&opts.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if opts.json_log {
+        fmt.json().init();
+    } else {
+        fmt.with_ansi(ansi).init();
+    }
+    if let Err(e) = run(opts).await {
+        eprintln!("netmaster: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(opts: Opts) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("create data dir {}", opts.data_dir.display()))?;
+    let db = opts.data_dir.join("contiv.redb");
+    let store = EmbeddedStore::open(EmbeddedOptions::new(&db))
+        .with_context(|| format!("open embedded store {}", db.display()))?;
+    let listener = tokio::net::TcpListener::bind(&opts.listen_url)
+        .await
+        .with_context(|| {
+            format!(
+                "listen on {} (is another netmaster running? set --listen-url)",
+                opts.listen_url
+            )
+        })?;
+    let local = listener.local_addr().context("read listen address")?;
+    let master = Master::open(
+        Arc::new(store),
+        MasterOptions {
+            node_ttl: Duration::from_secs(opts.node_ttl.max(1)),
+            listen: local.to_string(),
+            store_kind: "embedded",
+        },
+    )
+    .await
+    .context("load state")?;
+    tokio::spawn(master.clone().follow_node_expiry());
+    tracing::info!(listen = %local, data = %db.display(), "netmaster serving");
+    axum::serve(listener, api::router(master))
+        .with_graceful_shutdown(shutdown())
+        .await
+        .context("serve")?;
+    tracing::info!("netmaster stopped");
+    Ok(())
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,341 @@
+//! The HTTP API: Contiv's REST paths, inspect, the agent-facing endpoints and the watch stream.
+
+use crate::error::{ApiError, ApiResult};
+use crate::keys;
+use crate::ops::{Master, parse_body};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::StreamExt;
+use model::Kind;
+use model::agent::{
+    EndpointRequest, Info, NodeRegistration, VersionInfo, WatchEvent, WatchEventType,
+};
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// Bodies larger than this are refused: no object comes near it.
+pub const MAX_BODY: usize = 1 << 20;
+
+type Shared = State<Arc<Master>>;
+
+pub fn router(master: Arc<Master>) -> Router {
+    Router::new()
+        .route("/version", get(version))
+        .route("/info", get(info))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/watch", get(watch))
+        .route("/api/v1/nodes/", get(list_nodes))
+        .route("/api/v1/nodes", get(list_nodes))
+        .route(
+            "/api/v1/nodes/{name}/",
+            axum::routing::put(register_node).delete(unregister_node),
+        )
+        .route(
+            "/api/v1/nodes/{name}",
+            axum::routing::put(register_node).delete(unregister_node),
+        )
+        .route(
+            "/api/v1/endpoints/",
+            get(list_endpoints).post(create_endpoint),
+        )
+        .route(
+            "/api/v1/endpoints",
+            get(list_endpoints).post(create_endpoint),
+        )
+        .route(
+            "/api/v1/endpoints/{id}/",
+            get(get_endpoint).delete(delete_endpoint),
+        )
+        .route(
+            "/api/v1/endpoints/{id}",
+            get(get_endpoint).delete(delete_endpoint),
+        )
+        .route("/api/v1/inspect/endpoints/{id}/", get(inspect_endpoint))
+        .route("/api/v1/inspect/endpoints/{id}", get(inspect_endpoint))
+        .route("/api/v1/inspect/{coll}/{key}/", get(inspect))
+        .route("/api/v1/inspect/{coll}/{key}", get(inspect))
+        .route("/api/v1/{coll}/", get(list))
+        .route("/api/v1/{coll}", get(list))
+        .route(
+            "/api/v1/{coll}/{key}/",
+            get(get_one).post(upsert).put(upsert).delete(delete),
+        )
+        .route(
+            "/api/v1/{coll}/{key}",
+            get(get_one).post(upsert).put(upsert).delete(delete),
+        )
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(body_limit_as_json))
+        .with_state(master)
+}
+
+/// axum answers an oversized body with a plain-text 413; give it our JSON shape.
+async fn body_limit_as_json(resp: Response) -> Response {
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!("the request body is larger than the limit of {MAX_BODY} bytes"),
+        }
+        .into_response();
+    }
+    resp
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such path; the API is under /api/v1/ (see /api/v1/openapi.json)")
+}
+
+fn kind(coll: &str) -> ApiResult<Kind> {
+    Kind::from_collection(coll).ok_or_else(|| {
+        let known: Vec<&str> = Kind::ALL.iter().map(|k| k.collection()).collect();
+        ApiError::not_found(format!(
+            "unknown collection '{coll}'; known: {}",
+            known.join(", ")
+        ))
+    })
+}
+
+async fn version() -> Json<VersionInfo> {
+    Json(version_info())
+}
+
+pub fn version_info() -> VersionInfo {
+    VersionInfo {
+        git_commit: option_env!("CONTIV_GIT_COMMIT")
+            .unwrap_or("unknown")
+            .to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        build_time: option_env!("CONTIV_BUILD_TIME")
+            .unwrap_or("unknown")
+            .to_string(),
+    }
+}
+
+async fn info(State(m): Shared) -> ApiResult<Json<Info>> {
+    let revision = m.store.revision().await?;
+    Ok(Json(Info {
+        local_ip: m.opts.listen.clone(),
+        leader_ip: m.opts.listen.clone(),
+        current_state: "leader".into(),
+        netplugin_nodes: m.nodes().into_iter().map(|n| n.hostname).collect(),
+        netmaster_nodes: vec![m.opts.listen.clone()],
+        store: m.opts.store_kind.to_string(),
+        revision,
+    }))
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::document().to_string(),
+    )
+        .into_response()
+}
+
+async fn list(
+    State(m): Shared,
+    Path(coll): Path<String>,
+) -> ApiResult<Json<Vec<serde_json::Value>>> {
+    Ok(Json(m.list(kind(&coll)?)))
+}
+
+async fn get_one(
+    State(m): Shared,
+    Path((coll, key)): Path<(String, String)>,
+) -> ApiResult<Json<serde_json::Value>> {
+    Ok(Json(m.get(kind(&coll)?, &key)?))
+}
+
+async fn upsert(
+    State(m): Shared,
+    Path((coll, key)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    Ok(Json(m.upsert(kind(&coll)?, &key, &body).await?))
+}
+
+async fn delete(
+    State(m): Shared,
+    Path((coll, key)): Path<(String, String)>,
+) -> ApiResult<Json<serde_json::Value>> {
+    Ok(Json(m.delete(kind(&coll)?, &key).await?))
+}
+
+async fn inspect(
+    State(m): Shared,
+    Path((coll, key)): Path<(String, String)>,
+) -> ApiResult<Json<serde_json::Value>> {
+    Ok(Json(m.inspect(kind(&coll)?, &key)?))
+}
+
+async fn inspect_endpoint(
+    State(m): Shared,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    m.with_state(|s| crate::views::inspect_endpoint(s, &id))
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no endpoint whose id, container id or container name contains '{id}'"
+            ))
+        })
+}
+
+async fn list_nodes(State(m): Shared) -> Json<Vec<model::agent::Node>> {
+    Json(m.nodes())
+}
+
+async fn register_node(
+    State(m): Shared,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<model::agent::NodeLease>> {
+    let reg: NodeRegistration = parse_body(&body)?;
+    Ok(Json(m.register_node(&name, &reg).await?))
+}
+
+async fn unregister_node(
+    State(m): Shared,
+    Path(name): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    m.unregister_node(&name).await?;
+    Ok(Json(serde_json::Value::String(name)))
+}
+
+#[derive(Deserialize)]
+struct HostFilter {
+    host: Option<String>,
+}
+
+async fn list_endpoints(
+    State(m): Shared,
+    Query(q): Query<HostFilter>,
+) -> Json<Vec<model::agent::Endpoint>> {
+    Json(m.list_endpoints(q.host.as_deref()))
+}
+
+async fn create_endpoint(State(m): Shared, body: Bytes) -> ApiResult<Json<model::agent::Endpoint>> {
+    let req: EndpointRequest = parse_body(&body)?;
+    Ok(Json(m.create_endpoint(&req).await?))
+}
+
+async fn get_endpoint(
+    State(m): Shared,
+    Path(id): Path<String>,
+) -> ApiResult<Json<model::agent::Endpoint>> {
+    Ok(Json(m.get_endpoint(&id)?))
+}
+
+async fn delete_endpoint(
+    State(m): Shared,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    m.delete_endpoint(&id).await?;
+    Ok(Json(serde_json::Value::String(id)))
+}
+
+#[derive(Deserialize)]
+struct WatchQuery {
+    revision: Option<u64>,
+}
+
+/// Converts a store event to a watch event; None for keys agents do not see (allocation guards).
+fn to_watch_event(
+    kind: store::EventKind,
+    key: &str,
+    value: &[u8],
+    revision: u64,
+) -> Option<WatchEvent> {
+    let event_type = match kind {
+        store::EventKind::Put => WatchEventType::Put,
+        store::EventKind::Delete => WatchEventType::Delete,
+    };
+    let (k, name) = match keys::parse(key) {
+        keys::Parsed::Obj(k, name) => (k.name().to_string(), name),
+        keys::Parsed::Endpoint(id) => ("endpoint".to_string(), id),
+        keys::Parsed::Node(n) => ("node".to_string(), n),
+        keys::Parsed::Alloc | keys::Parsed::Unknown => return None,
+    };
+    let (mut v, mut st) = (None, None);
+    if event_type == WatchEventType::Put {
+        let parsed: serde_json::Value = serde_json::from_slice(value).ok()?;
+        if matches!(keys::parse(key), keys::Parsed::Obj(..)) {
+            let so: keys::StoredObject = serde_json::from_value(parsed).ok()?;
+            v = Some(so.config);
+            st = so.state;
+        } else {
+            v = Some(parsed);
+        }
+    }
+    Some(WatchEvent {
+        revision,
+        event_type,
+        kind: k,
+        key: name.to_string(),
+        value: v,
+        state: st,
+        error: None,
+    })
+}
+
+fn line(ev: &WatchEvent) -> Bytes {
+    let mut b = serde_json::to_vec(ev).expect("serializable");
+    b.push(b'\n');
+    Bytes::from(b)
+}
+
+/// `GET /api/v1/watch[?revision=N]`: newline-delimited JSON events. Without a revision: every
+/// current object as a `put`, a `synced` line, then live events. With one: the events from that
+/// revision on (inclusive), then live events; 410 when the revision has been compacted.
+async fn watch(State(m): Shared, Query(q): Query<WatchQuery>) -> ApiResult<Response> {
+    let (initial, from) = match q.revision {
+        Some(r) => (Vec::new(), r.max(1)),
+        None => {
+            let (kvs, rev) = m.store.list(keys::ROOT).await?;
+            let mut lines: Vec<Bytes> = kvs
+                .iter()
+                .filter_map(|kv| {
+                    to_watch_event(store::EventKind::Put, &kv.key, &kv.value, kv.mod_revision)
+                })
+                .map(|e| line(&e))
+                .collect();
+            lines.push(line(&WatchEvent {
+                revision: rev,
+                event_type: WatchEventType::Synced,
+                kind: String::new(),
+                key: String::new(),
+                value: None,
+                state: None,
+                error: None,
+            }));
+            (lines, rev + 1)
+        }
+    };
+    let events = m.store.watch(keys::ROOT, from).await?;
+    let live = events.filter_map(|r| async move {
+        match r {
+            Ok(ev) => to_watch_event(ev.kind, &ev.kv.key, &ev.kv.value, ev.kv.mod_revision)
+                .map(|e| Ok::<Bytes, std::io::Error>(line(&e))),
+            Err(e) => Some(Ok(line(&WatchEvent {
+                revision: 0,
+                event_type: WatchEventType::Error,
+                kind: String::new(),
+                key: String::new(),
+                value: None,
+                state: None,
+                error: Some(e.to_string()),
+            }))),
+        }
+    });
+    let stream = futures::stream::iter(initial.into_iter().map(Ok)).chain(live);
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}

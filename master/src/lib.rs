@@ -1,0 +1,12 @@
+//! netmaster: Contiv's REST API over a store, with allocation and a watch stream.
+
+pub mod alloc;
+pub mod api;
+pub mod error;
+pub mod keys;
+pub mod openapi;
+pub mod ops;
+pub mod state;
+pub mod views;
+
+pub use ops::{Master, MasterOptions};

@@ -1,0 +1,489 @@
+//! What GET and inspect return: the stored config with Contiv's `links`/`link-sets` derived from
+//! the current state, and the oper views computed from the allocation pools.
+
+use crate::alloc::{AsNumber, AsV4, ranges_of, render_ranges};
+use crate::state::{GroupEntry, NetEntry, State, v4};
+use model::agent::Endpoint;
+use model::oper::*;
+use model::*;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::net::Ipv4Addr;
+
+fn link(kind: &str, key: &str) -> Link {
+    Link {
+        kind: kind.into(),
+        key: key.into(),
+    }
+}
+
+fn set<'a>(kind: &str, keys: impl IntoIterator<Item = &'a String>) -> LinkSet {
+    keys.into_iter()
+        .map(|k| (k.clone(), link(kind, k)))
+        .collect()
+}
+
+fn put_set(sets: &mut LinkSets, name: &str, s: LinkSet) {
+    if !s.is_empty() {
+        sets.insert(name.into(), s);
+    }
+}
+
+fn val<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).expect("serializable")
+}
+
+fn in_tenant<'a, V>(
+    m: &'a std::collections::BTreeMap<String, V>,
+    t: &'a str,
+) -> impl Iterator<Item = &'a String> + 'a {
+    m.keys().filter(move |k| k.split(':').next() == Some(t))
+}
+
+fn tenant_view(s: &State, t: &Tenant) -> Tenant {
+    let mut t = t.clone();
+    let name = t.tenant_name.clone();
+    let mut ls = LinkSets::new();
+    put_set(
+        &mut ls,
+        "AppProfiles",
+        set("appProfile", in_tenant(&s.app_profiles, &name)),
+    );
+    put_set(
+        &mut ls,
+        "EndpointGroups",
+        set("endpointGroup", in_tenant(&s.groups, &name)),
+    );
+    put_set(
+        &mut ls,
+        "NetProfiles",
+        set("netprofile", in_tenant(&s.netprofiles, &name)),
+    );
+    put_set(
+        &mut ls,
+        "Networks",
+        set("network", in_tenant(&s.networks, &name)),
+    );
+    put_set(
+        &mut ls,
+        "Policies",
+        set("policy", in_tenant(&s.policies, &name)),
+    );
+    put_set(
+        &mut ls,
+        "Servicelbs",
+        set("serviceLB", in_tenant(&s.services, &name)),
+    );
+    t.link_sets = ls;
+    t
+}
+
+fn network_view(s: &State, n: &NetEntry) -> Network {
+    let mut c = n.cfg.clone();
+    let key = c.key();
+    c.links
+        .insert("Tenant".into(), link("tenant", &c.tenant_name));
+    let groups: Vec<&String> = s
+        .groups
+        .iter()
+        .filter(|(_, g)| format!("{}:{}", g.cfg.tenant_name, g.cfg.network_name) == key)
+        .map(|(k, _)| k)
+        .collect();
+    put_set(
+        &mut c.link_sets,
+        "EndpointGroups",
+        set("endpointGroup", groups),
+    );
+    let svcs: Vec<&String> = s
+        .services
+        .iter()
+        .filter(|(_, v)| format!("{}:{}", v.cfg.tenant_name, v.cfg.network_name) == key)
+        .map(|(k, _)| k)
+        .collect();
+    put_set(&mut c.link_sets, "Servicelbs", set("serviceLB", svcs));
+    c
+}
+
+fn group_view(s: &State, g: &GroupEntry) -> EndpointGroup {
+    let mut c = g.cfg.clone();
+    let t = c.tenant_name.clone();
+    c.links.insert("Tenant".into(), link("tenant", &t));
+    c.links.insert(
+        "Network".into(),
+        link("network", &format!("{t}:{}", c.network_name)),
+    );
+    if !c.net_profile.is_empty() {
+        c.links.insert(
+            "NetProfile".into(),
+            link("netprofile", &format!("{t}:{}", c.net_profile)),
+        );
+    }
+    if let Some((k, _)) = s
+        .app_profiles
+        .iter()
+        .find(|(_, a)| a.tenant_name == t && a.endpoint_groups.contains(&c.group_name))
+    {
+        c.links.insert("AppProfile".into(), link("appProfile", k));
+    }
+    let pols: Vec<String> = c.policies.iter().map(|p| format!("{t}:{p}")).collect();
+    put_set(&mut c.link_sets, "Policies", set("policy", &pols));
+    let ecs: Vec<String> = c
+        .ext_contracts_grps
+        .iter()
+        .map(|p| format!("{t}:{p}"))
+        .collect();
+    put_set(
+        &mut c.link_sets,
+        "ExtContractsGrps",
+        set("extContractsGroup", &ecs),
+    );
+    c
+}
+
+fn policy_view(s: &State, p: &Policy) -> Policy {
+    let mut c = p.clone();
+    c.links
+        .insert("Tenant".into(), link("tenant", &c.tenant_name));
+    let groups: Vec<&String> = s
+        .groups
+        .iter()
+        .filter(|(_, g)| {
+            g.cfg.tenant_name == c.tenant_name && g.cfg.policies.contains(&c.policy_name)
+        })
+        .map(|(k, _)| k)
+        .collect();
+    put_set(
+        &mut c.link_sets,
+        "EndpointGroups",
+        set("endpointGroup", groups),
+    );
+    let prefix = format!("{}:", c.key());
+    put_set(
+        &mut c.link_sets,
+        "Rules",
+        set("rule", s.rules.keys().filter(|k| k.starts_with(&prefix))),
+    );
+    c
+}
+
+fn netprofile_view(s: &State, n: &Netprofile) -> Netprofile {
+    let mut c = n.clone();
+    c.links
+        .insert("Tenant".into(), link("tenant", &c.tenant_name));
+    let groups: Vec<&String> = s
+        .groups
+        .iter()
+        .filter(|(_, g)| g.cfg.tenant_name == c.tenant_name && g.cfg.net_profile == c.profile_name)
+        .map(|(k, _)| k)
+        .collect();
+    put_set(
+        &mut c.link_sets,
+        "EndpointGroups",
+        set("endpointGroup", groups),
+    );
+    c
+}
+
+fn service_view(s: &crate::state::SvcEntry) -> ServiceLb {
+    let mut c = s.cfg.clone();
+    c.links
+        .insert("Tenant".into(), link("tenant", &c.tenant_name));
+    c.links.insert(
+        "Network".into(),
+        link("network", &format!("{}:{}", c.tenant_name, c.network_name)),
+    );
+    c
+}
+
+fn app_profile_view(a: &AppProfile) -> AppProfile {
+    let mut c = a.clone();
+    c.links
+        .insert("Tenant".into(), link("tenant", &c.tenant_name));
+    let groups: Vec<String> = c
+        .endpoint_groups
+        .iter()
+        .map(|g| format!("{}:{g}", c.tenant_name))
+        .collect();
+    put_set(
+        &mut c.link_sets,
+        "EndpointGroups",
+        set("endpointGroup", &groups),
+    );
+    c
+}
+
+/// One object as `GET /api/v1/<coll>/<key>/` returns it.
+pub fn object(s: &State, kind: Kind, key: &str) -> Option<Value> {
+    Some(match kind {
+        Kind::Tenant => val(&tenant_view(s, s.tenants.get(key)?)),
+        Kind::Network => val(&network_view(s, s.networks.get(key)?)),
+        Kind::EndpointGroup => val(&group_view(s, s.groups.get(key)?)),
+        Kind::Policy => val(&policy_view(s, s.policies.get(key)?)),
+        Kind::Rule => val(s.rules.get(key)?),
+        Kind::Netprofile => val(&netprofile_view(s, s.netprofiles.get(key)?)),
+        Kind::Global => (key == "global").then(|| val(&s.global))?,
+        Kind::Bgp => val(s.bgps.get(key)?),
+        Kind::ServiceLb => val(&service_view(s.services.get(key)?)),
+        Kind::AppProfile => val(&app_profile_view(s.app_profiles.get(key)?)),
+        Kind::ExtContractsGroup => val(s.ext_contracts.get(key)?),
+        Kind::AciGw => (key == "aciGw").then(|| s.aci_gw.as_ref().map(val))??,
+    })
+}
+
+/// Every object of a collection, sorted by key.
+pub fn list(s: &State, kind: Kind) -> Vec<Value> {
+    let keys: Vec<String> = match kind {
+        Kind::Tenant => s.tenants.keys().cloned().collect(),
+        Kind::Network => s.networks.keys().cloned().collect(),
+        Kind::EndpointGroup => s.groups.keys().cloned().collect(),
+        Kind::Policy => s.policies.keys().cloned().collect(),
+        Kind::Rule => s.rules.keys().cloned().collect(),
+        Kind::Netprofile => s.netprofiles.keys().cloned().collect(),
+        Kind::Global => vec!["global".into()],
+        Kind::Bgp => s.bgps.keys().cloned().collect(),
+        Kind::ServiceLb => s.services.keys().cloned().collect(),
+        Kind::AppProfile => s.app_profiles.keys().cloned().collect(),
+        Kind::ExtContractsGroup => s.ext_contracts.keys().cloned().collect(),
+        Kind::AciGw => s.aci_gw.iter().map(|_| "aciGw".to_string()).collect(),
+    };
+    keys.iter().filter_map(|k| object(s, kind, k)).collect()
+}
+
+/// Contiv's oper view of an endpoint.
+pub fn endpoint_oper(s: &State, ep: &Endpoint) -> EndpointOper {
+    let mut ips = vec![ep.ip_address.clone()];
+    if !ep.ipv6_address.is_empty() {
+        ips.push(ep.ipv6_address.clone());
+    }
+    EndpointOper {
+        key: ep.endpoint_id.clone(),
+        container_id: ep.container_id.clone(),
+        container_name: ep.container_name.clone(),
+        endpoint_group_id: i64::from(ep.group_id),
+        endpoint_group_key: if ep.group_name.is_empty() {
+            String::new()
+        } else {
+            format!("{}:{}", ep.group_name, ep.tenant_name)
+        },
+        endpoint_id: ep.endpoint_id.clone(),
+        homing_host: ep.host.clone(),
+        intf_name: ep.intf_name.clone(),
+        ip_address: ips,
+        labels: ep
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
+        mac_address: ep.mac_address.clone(),
+        network: format!("{}.{}", ep.network_name, ep.tenant_name),
+        service_name: ep.group_name.clone(),
+        virtual_port: String::new(),
+        vtep_ip: s
+            .nodes
+            .get(&ep.host)
+            .map(|n| n.vtep_ip.clone())
+            .unwrap_or_default(),
+    }
+}
+
+fn endpoints_of<'a>(s: &'a State, ids: impl IntoIterator<Item = &'a String>) -> Vec<EndpointOper> {
+    ids.into_iter()
+        .filter_map(|id| s.endpoints.get(id))
+        .map(|e| endpoint_oper(s, e))
+        .collect()
+}
+
+pub fn network_oper(s: &State, n: &NetEntry) -> NetworkOper {
+    let eps: Vec<&Endpoint> = n
+        .endpoints
+        .iter()
+        .filter_map(|id| s.endpoints.get(id))
+        .collect();
+    NetworkOper {
+        allocated_addresses_count: eps.len() as i64,
+        allocated_ip_addresses: render_ranges::<AsV4>(n.v4.used_ranges()),
+        available_ip_addresses: render_ranges::<AsV4>(n.v4.free_ranges()),
+        endpoints: endpoints_of(s, &n.endpoints),
+        external_pkt_tag: i64::from(n.st.ext_pkt_tag),
+        network_tag: n.cfg.cfgd_tag.clone(),
+        num_endpoints: eps.len() as i64,
+        pkt_tag: i64::from(n.st.pkt_tag),
+    }
+}
+
+pub fn group_oper(s: &State, g: &GroupEntry) -> EndpointGroupOper {
+    let net = s
+        .networks
+        .get(&format!("{}:{}", g.cfg.tenant_name, g.cfg.network_name));
+    let (allocated, available) = match &g.pool {
+        Some(p) => (
+            render_ranges::<AsV4>(p.used_ranges()),
+            render_ranges::<AsV4>(p.free_ranges()),
+        ),
+        None => {
+            let mut addrs: Vec<u128> = g
+                .endpoints
+                .iter()
+                .filter_map(|id| s.endpoints.get(id))
+                .filter_map(|e| e.ip_address.parse::<Ipv4Addr>().ok())
+                .map(v4)
+                .collect();
+            addrs.sort();
+            (render_ranges::<AsV4>(ranges_of(addrs)), String::new())
+        }
+    };
+    EndpointGroupOper {
+        allocated_ip_addresses: allocated,
+        available_ip_addresses: available,
+        endpoints: endpoints_of(s, &g.endpoints),
+        external_pkt_tag: net.map(|n| i64::from(n.st.ext_pkt_tag)).unwrap_or(0),
+        group_tag: g.cfg.cfgd_tag.clone(),
+        group_id: i64::from(g.st.group_id),
+        num_endpoints: g
+            .endpoints
+            .iter()
+            .filter(|id| s.endpoints.contains_key(*id))
+            .count() as i64,
+        pkt_tag: net.map(|n| i64::from(n.st.pkt_tag)).unwrap_or(0),
+    }
+}
+
+fn policy_oper(s: &State, p: &Policy) -> PolicyOper {
+    let ids: Vec<&String> = s
+        .groups
+        .values()
+        .filter(|g| g.cfg.tenant_name == p.tenant_name && g.cfg.policies.contains(&p.policy_name))
+        .flat_map(|g| g.endpoints.iter())
+        .collect();
+    let eps = endpoints_of(s, ids);
+    PolicyOper {
+        num_endpoints: eps.len() as i64,
+        endpoints: eps,
+        policy_violations: 0,
+    }
+}
+
+fn service_oper(s: &State, svc: &crate::state::SvcEntry) -> ServiceLbOper {
+    let sel: Vec<(&str, &str)> = svc
+        .cfg
+        .selectors
+        .iter()
+        .filter_map(|x| x.split_once('='))
+        .collect();
+    let providers: Vec<EndpointOper> = s
+        .endpoints
+        .values()
+        .filter(|e| e.tenant_name == svc.cfg.tenant_name && e.network_name == svc.cfg.network_name)
+        .filter(|e| {
+            sel.iter()
+                .all(|(k, v)| e.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|e| endpoint_oper(s, e))
+        .collect();
+    ServiceLbOper {
+        num_providers: providers.len() as i64,
+        providers,
+        service_vip: svc.vip.to_string(),
+    }
+}
+
+pub fn global_oper(s: &State) -> GlobalOper {
+    let mut vl: Vec<u128> = Vec::new();
+    let mut vx: Vec<u128> = Vec::new();
+    for n in s.networks.values() {
+        if n.cfg.encap == "vlan" {
+            vl.push(u128::from(n.st.pkt_tag));
+        } else {
+            vx.push(u128::from(n.st.ext_pkt_tag));
+        }
+    }
+    vl.sort();
+    vx.sort();
+    GlobalOper {
+        cluster_mode: "kubernetes".into(),
+        default_network: String::new(),
+        free_vxlans_start: i64::from(s.global.vxlan_range().0),
+        num_networks: s.networks.len() as i64,
+        vlans_in_use: render_ranges::<AsNumber>(ranges_of(vl)),
+        vxlans_in_use: render_ranges::<AsNumber>(ranges_of(vx)),
+    }
+}
+
+/// `GET /api/v1/inspect/<coll>/<key>/`.
+pub fn inspect(s: &State, kind: Kind, key: &str) -> Option<Value> {
+    let config = object(s, kind, key)?;
+    let oper = match kind {
+        Kind::Tenant => {
+            let t = key;
+            let nets: Vec<&NetEntry> = s
+                .networks
+                .iter()
+                .filter(|(k, _)| k.split(':').next() == Some(t))
+                .map(|(_, v)| v)
+                .collect();
+            let groups: Vec<&GroupEntry> = s
+                .groups
+                .iter()
+                .filter(|(k, _)| k.split(':').next() == Some(t))
+                .map(|(_, v)| v)
+                .collect();
+            let eps: Vec<EndpointOper> = s
+                .endpoints
+                .values()
+                .filter(|e| e.tenant_name == t)
+                .map(|e| endpoint_oper(s, e))
+                .collect();
+            let pols: Vec<PolicyOper> = s
+                .policies
+                .values()
+                .filter(|p| p.tenant_name == t)
+                .map(|p| policy_oper(s, p))
+                .collect();
+            let svcs: Vec<ServiceLbOper> = s
+                .services
+                .values()
+                .filter(|v| v.cfg.tenant_name == t)
+                .map(|v| service_oper(s, v))
+                .collect();
+            val(&TenantOper {
+                total_networks: nets.len() as i64,
+                total_epgs: groups.len() as i64,
+                total_endpoints: eps.len() as i64,
+                total_policies: pols.len() as i64,
+                total_servicelbs: svcs.len() as i64,
+                total_netprofiles: in_tenant(&s.netprofiles, t).count() as i64,
+                total_app_profiles: in_tenant(&s.app_profiles, t).count() as i64,
+                networks: nets.iter().map(|n| network_oper(s, n)).collect(),
+                endpoint_groups: groups.iter().map(|g| group_oper(s, g)).collect(),
+                endpoints: eps,
+                policies: pols,
+                servicelbs: svcs,
+            })
+        }
+        Kind::Network => val(&network_oper(s, s.networks.get(key)?)),
+        Kind::EndpointGroup => val(&group_oper(s, s.groups.get(key)?)),
+        Kind::Policy => val(&policy_oper(s, s.policies.get(key)?)),
+        Kind::Global => val(&global_oper(s)),
+        Kind::ServiceLb => val(&service_oper(s, s.services.get(key)?)),
+        Kind::Bgp => val(&BgpOper::default()),
+        Kind::AciGw => val(&AciGwOper {
+            num_app_profiles: s.app_profiles.len() as i64,
+        }),
+        Kind::Rule | Kind::Netprofile | Kind::AppProfile | Kind::ExtContractsGroup => {
+            return Some(json!({ "Config": config }));
+        }
+    };
+    Some(json!({ "Config": config, "Oper": oper }))
+}
+
+/// `GET /api/v1/inspect/endpoints/<id>/`: the first endpoint (by id) whose id, container id or
+/// container name contains `needle`.
+pub fn inspect_endpoint(s: &State, needle: &str) -> Option<Value> {
+    let ep = s.endpoints.values().find(|e| {
+        e.endpoint_id.contains(needle)
+            || e.container_id.contains(needle)
+            || (!e.container_name.is_empty() && e.container_name.contains(needle))
+    })?;
+    Some(json!({ "Oper": endpoint_oper(s, ep) }))
+}
