@@ -546,7 +546,7 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if path.is_empty() || path == "." {
+        if inner.is_syntax() || inner.is_eof() || path.is_empty() || path == "." {
             ApiError::bad_request(format!("invalid JSON body: {inner}"))
         } else {
             ApiError::bad_request(format!("invalid JSON body: field {path}: {inner}"))

@@ -1,0 +1,158 @@
+//! A netmaster process for tests: a temp data dir, a free loopback port, killed on drop.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Netmaster {
+    child: Option<Child>,
+    pub url: String,
+    pub port: u16,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    extra: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Netmaster {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut m = Netmaster {
+            child: None,
+            url: String::new(),
+            port: 0,
+            dir,
+            _tmp: Some(tmp),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        m.spawn();
+        m
+    }
+
+    fn spawn(&mut self) {
+        // The port may be taken between probe and bind by another test: retry on a new one.
+        for _ in 0..5 {
+            let port = if self.port == 0 {
+                free_port()
+            } else {
+                self.port
+            };
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join("netmaster.log"))
+                .unwrap();
+            let child = Command::new(env!("CARGO_BIN_EXE_netmaster"))
+                .args(["--listen-url", &format!("127.0.0.1:{port}")])
+                .arg("--data-dir")
+                .arg(&self.dir)
+                .args(&self.extra)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("spawn netmaster");
+            self.child = Some(child);
+            self.port = port;
+            self.url = format!("http://127.0.0.1:{port}");
+            if self.wait_ready() {
+                return;
+            }
+            self.kill();
+            self.port = 0;
+        }
+        panic!("netmaster did not start; log:\n{}", self.log());
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return false;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("netmaster.log")).unwrap_or_default()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the process hard (SIGKILL: no clean shutdown) and starts it again on the same data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn client(&self) -> model::Client {
+        model::Client::new(&[self.url.clone()]).unwrap()
+    }
+
+    pub async fn req(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let http = reqwest::Client::new();
+        let mut r = http.request(method.parse().unwrap(), format!("{}{}", self.url, path));
+        if let Some(b) = body {
+            r = r
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, v)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.req("GET", path, None).await
+    }
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.req("POST", path, Some(body)).await
+    }
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.req("DELETE", path, None).await
+    }
+}
+
+impl Drop for Netmaster {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The error text of a JSON error answer.
+pub fn err(v: &Value) -> String {
+    v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error body: {v}"))
+        .to_string()
+}
