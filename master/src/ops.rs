@@ -182,25 +182,25 @@ impl Master {
 
     async fn ensure_defaults(&self) -> anyhow::Result<()> {
         let mut plan = Plan::default();
-        {
+        let (has_default_tenant, global) = {
             let s = self.state();
-            let gkey = keys::obj(Kind::Global, "global");
-            let tkey = keys::obj(Kind::Tenant, "default");
-            if !s.tenants.contains_key("default") {
-                let mut t = Tenant {
-                    tenant_name: "default".into(),
-                    ..Default::default()
-                };
-                t.set_key();
-                plan.txn.compares.push(Compare::absent(tkey));
-                plan.put_object(&t, None);
-            }
-            let stored_global = s.global.clone();
-            drop(s);
-            if self.store.get(&gkey).await?.is_none() {
-                plan.txn.compares.push(Compare::absent(gkey));
-                plan.put_object(&stored_global, None);
-            }
+            (s.tenants.contains_key("default"), s.global.clone())
+        };
+        if !has_default_tenant {
+            let mut t = Tenant {
+                tenant_name: "default".into(),
+                ..Default::default()
+            };
+            t.set_key();
+            plan.txn
+                .compares
+                .push(Compare::absent(keys::obj(Kind::Tenant, "default")));
+            plan.put_object(&t, None);
+        }
+        let gkey = keys::obj(Kind::Global, "global");
+        if self.store.get(&gkey).await?.is_none() {
+            plan.txn.compares.push(Compare::absent(gkey));
+            plan.put_object(&global, None);
         }
         if !plan.txn.ops.is_empty() {
             self.commit(plan)

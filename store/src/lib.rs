@@ -157,7 +157,10 @@ pub enum StoreError {
     #[error("open store at {path}: {reason}")]
     Open { path: String, reason: String },
     #[error("store {action}: {reason}")]
-    Backend { action: &'static str, reason: String },
+    Backend {
+        action: &'static str,
+        reason: String,
+    },
 }
 
 /// The netmaster's store. Every method is safe to call concurrently.

@@ -114,7 +114,7 @@ impl Netmaster {
     }
 
     pub fn client(&self) -> model::Client {
-        model::Client::new(&[self.url.clone()]).unwrap()
+        model::Client::new(std::slice::from_ref(&self.url)).unwrap()
     }
 
     pub async fn req(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {

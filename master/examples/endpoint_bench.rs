@@ -1,0 +1,118 @@
+//! Benchmark: endpoint create + delete per second over HTTP against the embedded store
+//! (durable writes), with 1 and 16 concurrent clients.
+//!
+//! `cargo run --release -p master --example endpoint_bench [-- --seconds 5]`
+//!
+//! The baseline, measured in the same run on the same server, is `GET /version`: an HTTP round
+//! trip with no store work. The ratio says how much of a create+delete pair is store and
+//! allocation work rather than HTTP.
+
+use master::{Master, MasterOptions, api};
+use model::agent::EndpointRequest;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let seconds: u64 = std::env::args()
+        .skip_while(|a| a != "--seconds")
+        .nth(1)
+        .map(|s| s.parse().expect("--seconds N"))
+        .unwrap_or(5);
+    let dir = tempfile::tempdir()?;
+    let store =
+        store::EmbeddedStore::open(store::EmbeddedOptions::new(dir.path().join("contiv.redb")))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let master = Master::open(
+        Arc::new(store),
+        MasterOptions {
+            node_ttl: Duration::from_secs(30),
+            listen: addr.to_string(),
+            store_kind: "embedded",
+        },
+    )
+    .await?;
+    tokio::spawn(async move { axum::serve(listener, api::router(master)).await });
+    let url = format!("http://{addr}");
+    let client = model::Client::new(std::slice::from_ref(&url))?;
+    let net = model::Network {
+        tenant_name: "default".into(),
+        network_name: "bench".into(),
+        encap: "vxlan".into(),
+        subnet: "10.128.0.0/16".into(),
+        ..Default::default()
+    };
+    client.put(&net).await?;
+
+    println!(
+        "endpoint create+delete over HTTP, embedded store with durable writes, {seconds} s per run"
+    );
+    println!(
+        "{:>8} {:>16} {:>16} {:>8}",
+        "clients", "GET /version/s", "ep pairs/s", "ratio"
+    );
+    for clients in [1usize, 16] {
+        let cl = client.clone();
+        let base = run(clients, seconds, move |_, _| {
+            let c = cl.clone();
+            async move {
+                c.version().await?;
+                Ok(())
+            }
+        })
+        .await?;
+        let cl = client.clone();
+        let pairs = run(clients, seconds, move |w, i| {
+            let c = cl.clone();
+            async move {
+                let id = format!("b{w}-{i}");
+                c.create_endpoint(&EndpointRequest {
+                    endpoint_id: id.clone(),
+                    tenant_name: "default".into(),
+                    network_name: "bench".into(),
+                    host: "bench".into(),
+                    ..Default::default()
+                })
+                .await?;
+                c.delete_endpoint(&id).await?;
+                Ok(())
+            }
+        })
+        .await?;
+        println!(
+            "{clients:>8} {base:>16.0} {pairs:>16.0} {:>8.3}",
+            pairs / base
+        );
+    }
+    Ok(())
+}
+
+/// Runs `op` from `clients` concurrent loops for `seconds`; returns completed ops per second.
+async fn run<F, Fut>(clients: usize, seconds: u64, op: F) -> anyhow::Result<f64>
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let end = start + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for w in 0..clients {
+        let (op, done) = (op.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0;
+            while Instant::now() < end {
+                op(w, i).await?;
+                i += 1;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+}

@@ -1,0 +1,220 @@
+//! OfctlProgrammer against a real ovs-vswitchd with a netdev bridge.
+
+mod common;
+
+use common::Sandbox;
+use ovs::{
+    BridgeSpec, Client, CookieMask, FailMode, Flow, FlowError, FlowMatch, FlowProgrammer,
+    FlowStats, OfctlProgrammer, Vswitch,
+};
+use std::time::Duration;
+
+async fn bridge(sb: &Sandbox, protocols: &[&str]) -> OfctlProgrammer {
+    let vs = Vswitch::new(Client::connect(sb.db_sock()).await.unwrap());
+    vs.ensure_bridge(
+        &BridgeSpec::new("br0")
+            .datapath_type("netdev")
+            .protocols(protocols)
+            .fail_mode(FailMode::Secure),
+    )
+    .await
+    .unwrap();
+    let programmer = OfctlProgrammer::new(sb.dir());
+    programmer
+        .wait_for_bridge("br0", Duration::from_secs(10))
+        .await
+        .unwrap();
+    programmer
+}
+
+/// (cookie, table, priority, match, actions), sorted.
+fn summary(flows: &[FlowStats]) -> Vec<(u64, u8, u16, String, String)> {
+    let mut s: Vec<_> = flows
+        .iter()
+        .map(|f| {
+            (
+                f.cookie,
+                f.table,
+                f.priority,
+                f.matches.clone(),
+                f.actions.clone(),
+            )
+        })
+        .collect();
+    s.sort();
+    s
+}
+
+fn row(cookie: u64, table: u8, priority: u16, m: &str, a: &str) -> (u64, u8, u16, String, String) {
+    (cookie, table, priority, m.to_string(), a.to_string())
+}
+
+#[tokio::test]
+async fn add_dump_replace_and_delete_by_cookie() {
+    let sb = Sandbox::start_with_vswitchd();
+    let of = bridge(&sb, &["OpenFlow13", "OpenFlow14"]).await;
+
+    let endpoint = [
+        Flow::new(0, 100, "ip,nw_dst=10.1.0.5", "output:1").cookie(0x10),
+        Flow::new(0, 100, "arp,arp_tpa=10.1.0.5", "output:1").cookie(0x10),
+    ];
+    let policy = [Flow::new(1, 0, "", "drop").cookie(0x20)];
+    of.add_flows("br0", &endpoint).await.unwrap();
+    of.add_flows("br0", &policy).await.unwrap();
+
+    let all = of.dump_flows("br0", None).await.unwrap();
+    assert_eq!(
+        summary(&all),
+        [
+            row(0x10, 0, 100, "arp,arp_tpa=10.1.0.5", "output:1"),
+            row(0x10, 0, 100, "ip,nw_dst=10.1.0.5", "output:1"),
+            row(0x20, 1, 0, "", "drop"),
+        ]
+    );
+    // The same dump as ovs-ofctl prints it, for the counters.
+    assert!(all.iter().all(|f| f.n_packets == 0 && f.n_bytes == 0));
+
+    let only = of
+        .dump_flows("br0", Some(CookieMask::exact(0x20)))
+        .await
+        .unwrap();
+    assert_eq!(summary(&only), [row(0x20, 1, 0, "", "drop")]);
+
+    // Replace the endpoint's flows in one step; the policy flow is untouched.
+    let moved = [Flow::new(0, 100, "ip,nw_dst=10.1.0.5", "output:2").cookie(0x10)];
+    of.replace_flows_for_cookie("br0", 0x10, &moved)
+        .await
+        .unwrap();
+    assert_eq!(
+        summary(&of.dump_flows("br0", None).await.unwrap()),
+        [
+            row(0x10, 0, 100, "ip,nw_dst=10.1.0.5", "output:2"),
+            row(0x20, 1, 0, "", "drop"),
+        ]
+    );
+
+    // Delete by masked cookie: 0x10 and 0x20 share nothing in the high nibble, 0x1x goes.
+    of.del_flows("br0", &[FlowMatch::cookie(CookieMask::masked(0x10, 0xf0))])
+        .await
+        .unwrap();
+    assert_eq!(
+        summary(&of.dump_flows("br0", None).await.unwrap()),
+        [row(0x20, 1, 0, "", "drop")]
+    );
+
+    // Replacing with nothing deletes; empty calls are no-ops.
+    of.replace_flows_for_cookie("br0", 0x20, &[]).await.unwrap();
+    of.add_flows("br0", &[]).await.unwrap();
+    of.del_flows("br0", &[]).await.unwrap();
+    assert!(of.dump_flows("br0", None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_bad_flow_rejects_the_whole_batch() {
+    let sb = Sandbox::start_with_vswitchd();
+    let of = bridge(&sb, &["OpenFlow13", "OpenFlow14"]).await;
+    of.add_flows("br0", &[Flow::new(0, 1, "", "drop").cookie(1)])
+        .await
+        .unwrap();
+
+    // The second flow is valid syntax but the switch refuses it (goto_table must go forward):
+    // nothing of the batch, nor of the replace, may be applied.
+    let batch = [
+        Flow::new(3, 1, "", "drop").cookie(1),
+        Flow::new(5, 1, "", "goto_table:2").cookie(1),
+    ];
+    let err = of.add_flows("br0", &batch).await.unwrap_err();
+    assert!(matches!(err, FlowError::Command { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(
+            "add 2 flows on bridge br0: ovs-ofctl -O OpenFlow14 --bundle add-flows unix:"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("OFPBIC_BAD_TABLE_ID"), "{text}");
+    let err = of
+        .replace_flows_for_cookie("br0", 1, &batch)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("replace flows with cookie 0x1 on bridge br0"),
+        "{err}"
+    );
+    assert_eq!(
+        summary(&of.dump_flows("br0", None).await.unwrap()),
+        [row(1, 0, 1, "", "drop")]
+    );
+
+    // Syntax errors name the line.
+    let err = of
+        .add_flows("br0", &[Flow::new(0, 1, "nosuchfield=1", "drop")])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("nosuchfield"), "{err}");
+
+    // Flows that would corrupt the batch or the replace never reach ovs-ofctl.
+    let err = of
+        .replace_flows_for_cookie("br0", 2, &[Flow::new(0, 1, "", "drop").cookie(3)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FlowError::InvalidFlow { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn bundles_need_openflow14_and_a_bridge() {
+    let sb = Sandbox::start_with_vswitchd();
+    let of = bridge(&sb, &["OpenFlow13"]).await;
+    let err = of
+        .add_flows("br0", &[Flow::new(0, 1, "", "drop")])
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("version negotiation failed"),
+        "{err}"
+    );
+
+    let err = of
+        .wait_for_bridge("nobr", Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FlowError::NotReady { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("nobr.mgmt did not appear"),
+        "{err}"
+    );
+    let err = of.dump_flows("nobr", None).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("dump flows on bridge nobr:"), "{text}");
+    assert!(text.contains("nobr.mgmt"), "{text}");
+}
+
+#[tokio::test]
+async fn dump_parses_counters_of_real_traffic() {
+    let sb = Sandbox::start_with_vswitchd();
+    let of = bridge(&sb, &["OpenFlow13", "OpenFlow14"]).await;
+    of.add_flows("br0", &[Flow::new(0, 10, "", "drop").cookie(7)])
+        .await
+        .unwrap();
+    // Inject packets from the bridge's local port; they hit the drop flow and count.
+    let packet = "ffffffffffff000000000001080045000014000000004001f96b0a0000010a000002";
+    for _ in 0..3 {
+        sb.ofctl(&[
+            "-O",
+            "OpenFlow14",
+            "packet-out",
+            &sb.mgmt_target("br0"),
+            "LOCAL",
+            "resubmit(,0)",
+            packet,
+        ]);
+    }
+    let flows = of
+        .dump_flows("br0", Some(CookieMask::exact(7)))
+        .await
+        .unwrap();
+    assert_eq!(flows.len(), 1);
+    assert_eq!(flows[0].n_packets, 3);
+    assert_eq!(flows[0].n_bytes, 3 * (packet.len() as u64 / 2));
+}
