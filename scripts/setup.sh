@@ -11,6 +11,12 @@ PACKAGES=(
   iputils-ping         # ping in tests
   busybox-static       # ping/nc/httpd inside test namespaces
   curl                 # the demo and the docs' examples
+  etcd-server          # the distributed store (tests start private members)
+  etcd-client          # etcdctl, for tests and operators
+  protobuf-compiler    # protoc: the etcd-client crate generates its gRPC code at build time
+  libprotobuf-dev      # the well-known .proto files protoc needs for etcd's API
+  containernetworking-plugins # reference CNI plugins: loopback, and the bridge baseline in benchmarks
+  iperf3               # throughput checks between pods
 )
 
 if [ "$(id -u)" -ne 0 ]; then
