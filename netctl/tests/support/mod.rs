@@ -1,0 +1,300 @@
+//! What the netctl tests share: a real netmaster process on a temp data dir and a free port,
+//! and a session that runs the real `netctl` binary against it and keeps a transcript.
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const NETCTL: &str = env!("CARGO_BIN_EXE_netctl");
+
+/// The `netmaster` binary: `$NETMASTER_BIN` if set, else built once from the workspace's
+/// `master` crate into the target dir and profile these tests were built in (under
+/// `cargo test --workspace` it is already there and the build is a no-op).
+pub fn netmaster_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("NETMASTER_BIN") {
+            return PathBuf::from(p);
+        }
+        let netctl = Path::new(NETCTL);
+        let profile_dir = netctl.parent().expect("netctl is in a profile dir");
+        let target_dir = profile_dir
+            .parent()
+            .expect("profile dir is in a target dir");
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev",
+            Some(other) => other,
+        };
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("netctl is a workspace member");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "master",
+                "--bin",
+                "netmaster",
+                "--profile",
+            ])
+            .arg(profile)
+            .env("CARGO_TARGET_DIR", target_dir)
+            .current_dir(workspace)
+            .status()
+            .expect("run cargo build -p master");
+        assert!(status.success(), "cargo build -p master failed");
+        profile_dir.join("netmaster")
+    })
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// A running netmaster, killed when dropped (also when the test panics).
+pub struct Master {
+    child: Child,
+    pub port: u16,
+    pub url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Master {
+    pub fn start() -> Master {
+        let bin = netmaster_bin();
+        // A port found free may be taken by another test before netmaster binds it: retry.
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let log = std::fs::File::create(dir.path().join("netmaster.log")).expect("log file");
+            let port = free_port();
+            let child = Command::new(bin)
+                .arg("--listen-url")
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("--data-dir")
+                .arg(dir.path())
+                .arg("--log-level")
+                .arg("warn")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("spawn netmaster");
+            let mut m = Master {
+                child,
+                port,
+                url: format!("http://127.0.0.1:{port}"),
+                dir,
+            };
+            if m.wait_ready() {
+                return m;
+            }
+            eprintln!("netmaster did not start on {port}:\n{}", m.log());
+        }
+        panic!("netmaster did not start");
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("netmaster.log")).unwrap_or_default()
+    }
+
+    /// A typed client of this netmaster, for set-ups netctl has no command for (endpoints).
+    pub fn client(&self) -> model::Client {
+        model::Client::new(&[self.url.as_str()]).expect("client")
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What one netctl run printed.
+#[derive(Debug)]
+pub struct Run {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: i32,
+    pub elapsed: Duration,
+}
+
+/// Runs netctl with `args` and `NETMASTER` set to `netmaster` (when given).
+pub fn netctl(netmaster: Option<&str>, args: &[String]) -> Run {
+    let mut cmd = Command::new(NETCTL);
+    cmd.args(args)
+        .env_remove("NETMASTER")
+        .env_remove("INSECURE");
+    if let Some(url) = netmaster {
+        cmd.env("NETMASTER", url);
+    }
+    let start = Instant::now();
+    let out = cmd.output().expect("run netctl");
+    Run {
+        stdout: String::from_utf8(out.stdout).expect("utf-8 stdout"),
+        stderr: String::from_utf8(out.stderr).expect("utf-8 stderr"),
+        code: out.status.code().expect("netctl exited"),
+        elapsed: start.elapsed(),
+    }
+}
+
+/// Splits a command line as a shell would for the simple cases the tests use: words separated
+/// by spaces, single quotes around words with spaces.
+pub fn words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    for c in line.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                any = true;
+            }
+            ' ' if !quoted => {
+                if any {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        out.push(cur);
+    }
+    out
+}
+
+/// A series of netctl runs against one netmaster, written down as a transcript:
+///
+/// ```text
+/// $ netctl tenant rm blue
+/// Deleting tenant blue
+/// 2> Error: tenant blue is in use by networks blue:contiv-net; ...
+/// [exit 3]
+/// ```
+///
+/// stdout as printed, stderr lines behind `2> `, and the exit code when it is not 0. The
+/// netmaster's port is written `PORT`, so transcripts do not change from run to run.
+pub struct Session {
+    pub master: Master,
+    transcript: String,
+    dead_ports: Vec<u16>,
+}
+
+impl Session {
+    pub fn new() -> Session {
+        Session {
+            master: Master::start(),
+            transcript: String::new(),
+            dead_ports: Vec::new(),
+        }
+    }
+
+    /// The URL of a port nothing listens on, written `127.0.0.1:DEAD` in the transcript.
+    pub fn dead_url(&mut self) -> String {
+        let port = free_port();
+        self.dead_ports.push(port);
+        format!("http://127.0.0.1:{port}")
+    }
+
+    /// Runs `netctl <line>` and adds it to the transcript.
+    pub fn run(&mut self, line: &str) -> Run {
+        let url = self.master.url.clone();
+        self.run_with(Some(&url), line)
+    }
+
+    /// Runs `netctl <line>` with `NETMASTER` set to `netmaster`, or unset.
+    pub fn run_with(&mut self, netmaster: Option<&str>, line: &str) -> Run {
+        let r = netctl(netmaster, &words(line));
+        if !self.transcript.is_empty() {
+            self.transcript.push('\n');
+        }
+        match netmaster {
+            Some(url) if url != self.master.url => {
+                self.transcript
+                    .push_str(&format!("$ NETMASTER={url} netctl {line}\n"));
+            }
+            _ => self.transcript.push_str(&format!("$ netctl {line}\n")),
+        }
+        self.transcript.push_str(&r.stdout);
+        if !r.stdout.is_empty() && !r.stdout.ends_with('\n') {
+            self.transcript.push_str("[no newline at end]\n");
+        }
+        for l in r.stderr.lines() {
+            self.transcript
+                .push_str(&format!("2> {l}\n").replace("2> \n", "2>\n"));
+        }
+        if r.code != 0 {
+            self.transcript.push_str(&format!("[exit {}]\n", r.code));
+        }
+        r
+    }
+
+    /// Runs `netctl <line>` and fails the test unless it succeeds.
+    pub fn ok(&mut self, line: &str) -> Run {
+        let r = self.run(line);
+        assert_eq!(
+            r.code,
+            0,
+            "netctl {line}: {r:?}\nnetmaster log:\n{}",
+            self.master.log()
+        );
+        r
+    }
+
+    /// The transcript so far, with the netmaster's port written `PORT` and the dead ports
+    /// `DEAD`.
+    pub fn transcript(&self) -> String {
+        let mut t = redact_port(&self.transcript, self.master.port, "PORT");
+        for p in &self.dead_ports {
+            t = redact_port(&t, *p, "DEAD");
+        }
+        t
+    }
+}
+
+/// Replaces `127.0.0.1:<port>` (and not a longer number) by `127.0.0.1:<name>`.
+pub fn redact_port(s: &str, port: u16, name: &str) -> String {
+    let marker = format!("127.0.0.1:{port}");
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find(&marker) {
+        let after = &rest[i + marker.len()..];
+        out.push_str(&rest[..i]);
+        if after.starts_with(|c: char| c.is_ascii_digit()) {
+            out.push_str(&marker);
+        } else {
+            out.push_str(&format!("127.0.0.1:{name}"));
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}

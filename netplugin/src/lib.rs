@@ -1,0 +1,2 @@
+//! netplugin: the Contiv node agent.
+pub mod netlink;

@@ -1,0 +1,400 @@
+//! Links, addresses and routes over rtnetlink, in the host's or a pod's network namespace.
+//!
+//! A netlink socket belongs to the namespace it was created in. To work inside a pod's namespace
+//! we create the socket on a short-lived OS thread that has `setns`'d there, then use it from
+//! the async runtime like any other. No runtime thread ever changes namespace.
+
+use futures::TryStreamExt;
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags};
+use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("open network namespace {path}: {reason}")]
+    Netns { path: PathBuf, reason: String },
+    #[error("{action}: {reason}")]
+    Netlink { action: String, reason: String },
+}
+
+fn nl(action: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
+    move |e| {
+        let reason = match &e {
+            rtnetlink::Error::NetlinkError(m) => match m.raw_code().abs() {
+                libc::EEXIST => "File exists".to_string(),
+                libc::ENODEV => "No such device".to_string(),
+                libc::ENOENT => "No such file or directory".to_string(),
+                libc::EPERM => "Operation not permitted (the agent must run as root)".to_string(),
+                libc::ENETUNREACH => "Network is unreachable".to_string(),
+                c => format!("{} (errno {c})", std::io::Error::from_raw_os_error(c)),
+            },
+            other => other.to_string(),
+        };
+        LinkError::Netlink { action: action.into(), reason }
+    }
+}
+
+/// A namespace, held open by its file descriptor.
+pub struct Netns {
+    pub path: PathBuf,
+    fd: OwnedFd,
+}
+
+impl Netns {
+    pub fn open(path: &Path) -> Result<Self, LinkError> {
+        let f = File::open(path).map_err(|e| LinkError::Netns {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Ok(Netns {
+            path: path.to_path_buf(),
+            fd: f.into(),
+        })
+    }
+
+    pub fn raw_fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+
+    /// Runs `f` on a fresh OS thread inside this namespace.
+    pub fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, String> + Send + 'static,
+    ) -> Result<T, LinkError> {
+        let fd = self.fd.try_clone().map_err(|e| LinkError::Netns {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        let path = self.path.clone();
+        std::thread::spawn(move || {
+            nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("enter namespace: {e}"))?;
+            f()
+        })
+        .join()
+        .map_err(|_| LinkError::Netns {
+            path: path.clone(),
+            reason: "worker thread panicked".into(),
+        })?
+        .map_err(|reason| LinkError::Netns { path, reason })
+    }
+}
+
+/// An rtnetlink connection bound to one namespace.
+#[derive(Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+impl Netlink {
+    /// A connection in the agent's own namespace.
+    pub fn host() -> Result<Self, LinkError> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| LinkError::Netlink {
+            action: "open netlink socket".into(),
+            reason: e.to_string(),
+        })?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    /// A connection inside `ns`.
+    pub fn in_netns(ns: &Netns) -> Result<Self, LinkError> {
+        let rt = tokio::runtime::Handle::current();
+        let (conn, handle) = ns.run(move || {
+            let _guard = rt.enter();
+            let (conn, handle, _) =
+                rtnetlink::new_connection().map_err(|e| format!("open netlink socket: {e}"))?;
+            Ok((conn, handle))
+        })?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    /// The index of a link, or None when it does not exist.
+    pub async fn index(&self, name: &str) -> Result<Option<u32>, LinkError> {
+        let mut s = self.handle.link().get().match_name(name.to_string()).execute();
+        match s.try_next().await {
+            Ok(Some(m)) => Ok(Some(m.header.index)),
+            Ok(None) => Ok(None),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => Ok(None),
+            Err(e) => Err(nl(format!("look up link {name}"))(e)),
+        }
+    }
+
+    /// A link's MAC address.
+    pub async fn mac(&self, name: &str) -> Result<Option<String>, LinkError> {
+        let mut s = self.handle.link().get().match_name(name.to_string()).execute();
+        let msg = match s.try_next().await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(None),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => return Ok(None),
+            Err(e) => return Err(nl(format!("look up link {name}"))(e)),
+        };
+        Ok(msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Address(b) => Some(
+                b.iter()
+                    .map(|x| format!("{x:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":"),
+            ),
+            _ => None,
+        }))
+    }
+
+    pub async fn mtu(&self, name: &str) -> Result<Option<u32>, LinkError> {
+        let mut s = self.handle.link().get().match_name(name.to_string()).execute();
+        let msg = match s.try_next().await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(None),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => return Ok(None),
+            Err(e) => return Err(nl(format!("look up link {name}"))(e)),
+        };
+        Ok(msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Mtu(m) => Some(*m),
+            _ => None,
+        }))
+    }
+
+    /// Creates a veth pair: `host` here, its peer `peer` born directly inside `peer_ns` with its
+    /// MAC and MTU already set (no create-then-move, no window with a half-configured peer).
+    pub async fn create_veth(
+        &self,
+        host: &str,
+        peer: &str,
+        peer_mac: [u8; 6],
+        mtu: u32,
+        peer_ns: &Netns,
+    ) -> Result<(), LinkError> {
+        let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(peer.to_string())
+            .mtu(mtu)
+            .address(peer_mac.to_vec())
+            .setns_by_fd(peer_ns.raw_fd())
+            .build();
+        let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(host.to_string())
+            .mtu(mtu)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+            .build();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(|e| {
+                let mut err = nl(format!(
+                    "create veth {host} with peer {peer} in netns {}",
+                    peer_ns.path.display()
+                ))(e);
+                if let LinkError::Netlink { reason, .. } = &mut err
+                    && reason == "File exists"
+                {
+                    *reason = format!(
+                        "File exists (interface {host} on the host or {peer} in the pod's namespace already exists)"
+                    );
+                }
+                err
+            })
+    }
+
+    pub async fn set_up(&self, name: &str, index: u32) -> Result<(), LinkError> {
+        let msg = LinkMessageBuilder::<LinkUnspec>::new().index(index).up().build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(nl(format!("set link {name} up")))
+    }
+
+    /// Whether a link is administratively up.
+    pub async fn is_up(&self, index: u32) -> Result<bool, LinkError> {
+        let mut s = self.handle.link().get().match_index(index).execute();
+        let m = s.try_next().await.map_err(nl(format!("look up link {index}")))?;
+        Ok(m.is_some_and(|m| m.header.flags.contains(LinkFlags::Up)))
+    }
+
+    pub async fn add_address(&self, name: &str, index: u32, ip: IpAddr, prefix: u8) -> Result<(), LinkError> {
+        let mut req = self.handle.address().add(index, ip, prefix);
+        if ip.is_ipv6() {
+            // No duplicate address detection: the master guarantees uniqueness, and DAD would
+            // leave the address unusable for a second or more after ADD returns.
+            req.message_mut().header.flags = netlink_packet_route::address::AddressHeaderFlags::Nodad;
+        }
+        match req.execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::EEXIST => Ok(()),
+            Err(e) => Err(nl(format!("add address {ip}/{prefix} to {name}"))(e)),
+        }
+    }
+
+    /// The addresses of a link (global scope), as `ip/prefix`.
+    pub async fn addresses(&self, index: u32) -> Result<Vec<(IpAddr, u8)>, LinkError> {
+        let mut s = self.handle.address().get().set_link_index_filter(index).execute();
+        let mut out = Vec::new();
+        while let Some(m) = s.try_next().await.map_err(nl("list addresses"))? {
+            if m.header.index != index {
+                continue;
+            }
+            for a in &m.attributes {
+                if let AddressAttribute::Address(ip) = a
+                    && !(ip.is_ipv6() && m.header.scope != netlink_packet_route::address::AddressScope::Universe)
+                {
+                    out.push((*ip, m.header.prefix_len));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn add_default_route(&self, gw: IpAddr, dev_index: u32) -> Result<(), LinkError> {
+        let msg = match gw {
+            IpAddr::V4(g) => RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
+                .gateway(g)
+                .output_interface(dev_index)
+                .build(),
+            IpAddr::V6(g) => RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(Ipv6Addr::UNSPECIFIED, 0)
+                .gateway(g)
+                .output_interface(dev_index)
+                .build(),
+        };
+        match self.handle.route().add(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::EEXIST => Ok(()),
+            Err(e) => Err(nl(format!("add default route via {gw}"))(e)),
+        }
+    }
+
+    /// Whether a default route via `gw` exists.
+    pub async fn has_default_route(&self, gw: IpAddr) -> Result<bool, LinkError> {
+        let msg = match gw {
+            IpAddr::V4(_) => RouteMessageBuilder::<Ipv4Addr>::new().build(),
+            IpAddr::V6(_) => RouteMessageBuilder::<Ipv6Addr>::new().build(),
+        };
+        let mut s = self.handle.route().get(msg).execute();
+        while let Some(r) = s.try_next().await.map_err(nl("list routes"))? {
+            if r.header.destination_prefix_length != 0 {
+                continue;
+            }
+            let via = r.attributes.iter().find_map(|a| match a {
+                netlink_packet_route::route::RouteAttribute::Gateway(netlink_packet_route::route::RouteAddress::Inet(g)) => Some(IpAddr::V4(*g)),
+                netlink_packet_route::route::RouteAttribute::Gateway(netlink_packet_route::route::RouteAddress::Inet6(g)) => Some(IpAddr::V6(*g)),
+                _ => None,
+            });
+            if via == Some(gw) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Deletes a link; a link that does not exist is not an error.
+    pub async fn delete(&self, name: &str) -> Result<bool, LinkError> {
+        let Some(index) = self.index(name).await? else {
+            return Ok(false);
+        };
+        match self.handle.link().del(index).execute().await {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => Ok(false),
+            Err(e) => Err(nl(format!("delete link {name}"))(e)),
+        }
+    }
+
+    /// Address family helper for callers that build their own messages.
+    pub fn family(ip: &IpAddr) -> AddressFamily {
+        if ip.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 }
+    }
+}
+
+/// Turns TX checksum offload off on `ifname` in `ns`. The userspace datapath hands packets to
+/// the wire without ever computing the checksum a veth left to "hardware": TCP silently fails
+/// without this (ICMP works, which hides it).
+pub fn disable_tx_checksum(ns: &Netns, ifname: &str) -> Result<(), LinkError> {
+    let name = ifname.to_string();
+    ns.run(move || ethtool_set_tx_csum(&name, false).map_err(|e| format!("turn tx checksum offload off on {name}: {e}")))
+}
+
+/// Reads whether TX checksum offload is on (for CHECK and tests).
+pub fn tx_checksum_enabled(ns: &Netns, ifname: &str) -> Result<bool, LinkError> {
+    let name = ifname.to_string();
+    ns.run(move || ethtool_get_tx_csum(&name).map_err(|e| format!("read tx checksum offload of {name}: {e}")))
+}
+
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const ETHTOOL_GTXCSUM: u32 = 0x16;
+const ETHTOOL_STXCSUM: u32 = 0x17;
+
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+#[repr(C)]
+struct IfReq {
+    name: [u8; libc::IFNAMSIZ],
+    data: *mut libc::c_void,
+    _pad: [u8; 16],
+}
+
+fn ethtool(ifname: &str, ev: &mut EthtoolValue) -> std::io::Result<()> {
+    if ifname.len() >= libc::IFNAMSIZ {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "interface name too long"));
+    }
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        data: ev as *mut EthtoolValue as *mut libc::c_void,
+        _pad: [0; 16],
+    };
+    req.name[..ifname.len()].copy_from_slice(ifname.as_bytes());
+    // SAFETY: a plain datagram socket, closed below; the ioctl reads and writes `req` and the
+    // `ev` it points to, both alive for the call.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let r = libc::ioctl(fd, SIOCETHTOOL as _, &mut req as *mut IfReq);
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if r < 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+fn ethtool_set_tx_csum(ifname: &str, on: bool) -> std::io::Result<()> {
+    ethtool(ifname, &mut EthtoolValue { cmd: ETHTOOL_STXCSUM, data: u32::from(on) })
+}
+
+fn ethtool_get_tx_csum(ifname: &str) -> std::io::Result<bool> {
+    let mut ev = EthtoolValue { cmd: ETHTOOL_GTXCSUM, data: 0 };
+    ethtool(ifname, &mut ev)?;
+    Ok(ev.data != 0)
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<u8> = s.split(':').map(|p| u8::from_str_radix(p, 16)).collect::<Result<_, _>>().ok()?;
+    parts.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs() {
+        assert_eq!(parse_mac("02:02:0a:01:02:03"), Some([2, 2, 10, 1, 2, 3]));
+        assert_eq!(parse_mac("02:02:0a:01:02"), None);
+        assert_eq!(parse_mac("zz:02:0a:01:02:03"), None);
+    }
+}
