@@ -22,6 +22,11 @@ struct Opts {
     )]
     listen_url: String,
 
+    /// Also serve the API on this unix socket (for agents on this machine, or in network
+    /// namespaces that cannot reach the TCP address).
+    #[arg(long = "listen-unix", env = "CONTIV_NETMASTER_LISTEN_UNIX")]
+    listen_unix: Option<PathBuf>,
+
     /// Directory of the embedded store (one file, contiv.redb, is kept there).
     #[arg(
         long = "data-dir",
@@ -96,11 +101,30 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     .await
     .context("load state")?;
     tokio::spawn(master.clone().follow_node_expiry());
+    if let Some(path) = &opts.listen_unix {
+        // A socket file left by a previous run would make bind fail.
+        let _ = std::fs::remove_file(path);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        }
+        let ul = tokio::net::UnixListener::bind(path)
+            .with_context(|| format!("listen on unix socket {}", path.display()))?;
+        let router = api::router(master.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(ul, router).await {
+                tracing::error!(error = %e, "serve unix socket");
+            }
+        });
+        tracing::info!(socket = %path.display(), "netmaster serving on unix socket");
+    }
     tracing::info!(listen = %local, data = %db.display(), "netmaster serving");
     axum::serve(listener, api::router(master))
         .with_graceful_shutdown(shutdown())
         .await
         .context("serve")?;
+    if let Some(path) = &opts.listen_unix {
+        let _ = std::fs::remove_file(path);
+    }
     tracing::info!("netmaster stopped");
     Ok(())
 }

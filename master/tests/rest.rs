@@ -36,6 +36,33 @@ async fn defaults_exist_from_first_start() {
     assert_eq!(s, 200);
     assert_eq!(v["current-state"], "leader");
     assert_eq!(v["store"], "embedded");
+    // The same API on the unix socket, through the client's unix:// URLs.
+    let c = model::Client::new(&[format!("unix://{}", m.unix_socket().display())]).unwrap();
+    let tenants: Vec<model::Tenant> = c.list().await.unwrap();
+    assert_eq!(tenants[0].tenant_name, "default");
+    // A dead socket first, then the live one: the client fails over.
+    let c = model::Client::new(&[format!(
+        "unix://{}/none.sock,unix://{}",
+        m.dir.display(),
+        m.unix_socket().display()
+    )])
+    .unwrap();
+    assert_eq!(
+        c.version().await.unwrap().version,
+        env!("CARGO_PKG_VERSION")
+    );
+    let e = model::Client::new(&[format!("unix://{}/none.sock", m.dir.display())])
+        .unwrap()
+        .version()
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().starts_with(&format!(
+            "cannot reach netmaster at unix://{}/none.sock: ",
+            m.dir.display()
+        )),
+        "{e}"
+    );
 }
 
 /// Create, get, list, update and delete for every collection, in dependency order.

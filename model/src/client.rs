@@ -43,9 +43,18 @@ impl ClientError {
 /// keep going there until it stops answering.
 #[derive(Clone)]
 pub struct Client {
-    http: reqwest::Client,
+    targets: Arc<Vec<Target>>,
     urls: Arc<Vec<String>>,
     current: Arc<AtomicUsize>,
+}
+
+/// One netmaster address: `http(s)://host:port`, or `unix:///path/to/socket`.
+struct Target {
+    /// As the user wrote it, for messages.
+    url: String,
+    /// What request paths are appended to.
+    base: String,
+    http: reqwest::Client,
 }
 
 /// The text of the innermost error, which is what a user can act on ("connection refused").
@@ -63,9 +72,10 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 impl Client {
-    /// `urls`: one or more base URLs (`http://host:9999`), tried in order.
+    /// `urls`: one or more base URLs (`http://host:9999`, or `unix:///run/contiv/netmaster.sock`),
+    /// tried in order; each may itself be a comma-separated list.
     pub fn new<S: AsRef<str>>(urls: &[S]) -> Result<Self, ClientError> {
-        let mut clean = Vec::new();
+        let mut targets = Vec::new();
         for u in urls {
             for u in u
                 .as_ref()
@@ -73,37 +83,66 @@ impl Client {
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
             {
-                let parsed = reqwest::Url::parse(u).map_err(|e| ClientError::BadUrl {
-                    url: u.to_string(),
-                    reason: e.to_string(),
-                })?;
-                if parsed.scheme() != "http" && parsed.scheme() != "https" {
-                    return Err(ClientError::BadUrl {
-                        url: u.to_string(),
-                        reason: "must start with http:// or https://".into(),
-                    });
-                }
-                clean.push(u.trim_end_matches('/').to_string());
+                targets.push(Self::target(u)?);
             }
         }
-        if clean.is_empty() {
+        if targets.is_empty() {
             return Err(ClientError::BadUrl {
                 url: String::new(),
                 reason: "no URL given".into(),
             });
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| ClientError::BadUrl {
-                url: clean[0].clone(),
-                reason: e.to_string(),
-            })?;
         Ok(Client {
-            http,
-            urls: Arc::new(clean),
+            urls: Arc::new(targets.iter().map(|t| t.url.clone()).collect()),
+            targets: Arc::new(targets),
             current: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    fn target(u: &str) -> Result<Target, ClientError> {
+        let bad = |reason: String| ClientError::BadUrl {
+            url: u.to_string(),
+            reason,
+        };
+        let builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .pool_idle_timeout(Duration::from_secs(30));
+        if let Some(path) = u.strip_prefix("unix://") {
+            if !path.starts_with('/') {
+                return Err(bad(
+                    "a unix socket URL needs an absolute path: unix:///path".into(),
+                ));
+            }
+            let http = builder
+                .unix_socket(std::path::PathBuf::from(path))
+                .build()
+                .map_err(|e| bad(e.to_string()))?;
+            return Ok(Target {
+                url: u.to_string(),
+                base: "http://localhost".into(),
+                http,
+            });
+        }
+        let parsed = reqwest::Url::parse(u).map_err(|e| bad(e.to_string()))?;
+        match parsed.scheme() {
+            "http" => {}
+            "https" => {
+                return Err(bad(
+                    "https is not supported by this build yet; use http:// or unix://".into(),
+                ));
+            }
+            _ => {
+                return Err(bad(
+                    "must start with http:// (or unix:// for a local socket)".into(),
+                ));
+            }
+        }
+        let http = builder.build().map_err(|e| bad(e.to_string()))?;
+        let base = u.trim_end_matches('/').to_string();
+        Ok(Target {
+            url: base.clone(),
+            base,
+            http,
         })
     }
 
@@ -119,13 +158,14 @@ impl Client {
         body: Option<Vec<u8>>,
         timeout: Option<Duration>,
     ) -> Result<(String, reqwest::Response), ClientError> {
-        let n = self.urls.len();
+        let n = self.targets.len();
         let start = self.current.load(Ordering::Relaxed);
         let mut last_err = None;
         for i in 0..n {
             let idx = (start + i) % n;
-            let url = format!("{}{}", self.urls[idx], path);
-            let mut req = self.http.request(method.clone(), &url);
+            let t = &self.targets[idx];
+            let url = format!("{}{}", t.base, path);
+            let mut req = t.http.request(method.clone(), &url);
             if let Some(t) = timeout {
                 req = req.timeout(t);
             }
@@ -146,13 +186,13 @@ impl Client {
                         root_cause(&e)
                     };
                     last_err = Some(ClientError::Unreachable {
-                        url: self.urls[idx].clone(),
+                        url: t.url.clone(),
                         reason,
                     });
                 }
                 Err(e) => {
                     return Err(ClientError::Unreachable {
-                        url: self.urls[idx].clone(),
+                        url: t.url.clone(),
                         reason: root_cause(&e),
                     });
                 }
@@ -294,6 +334,15 @@ impl Client {
             None,
         )
         .await
+    }
+
+    /// Endpoints, all or those of one host.
+    pub async fn list_endpoints(&self, host: Option<&str>) -> Result<Vec<Endpoint>, ClientError> {
+        let path = match host {
+            Some(h) => format!("/api/v1/endpoints/?host={h}"),
+            None => "/api/v1/endpoints/".to_string(),
+        };
+        self.call(reqwest::Method::GET, &path, None).await
     }
 
     /// Deletes an endpoint; deleting one that does not exist succeeds.

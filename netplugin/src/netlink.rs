@@ -35,7 +35,10 @@ fn nl(action: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
             },
             other => other.to_string(),
         };
-        LinkError::Netlink { action: action.into(), reason }
+        LinkError::Netlink {
+            action: action.into(),
+            reason,
+        }
     }
 }
 
@@ -117,22 +120,36 @@ impl Netlink {
 
     /// The index of a link, or None when it does not exist.
     pub async fn index(&self, name: &str) -> Result<Option<u32>, LinkError> {
-        let mut s = self.handle.link().get().match_name(name.to_string()).execute();
+        let mut s = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
         match s.try_next().await {
             Ok(Some(m)) => Ok(Some(m.header.index)),
             Ok(None) => Ok(None),
-            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => Ok(None),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => {
+                Ok(None)
+            }
             Err(e) => Err(nl(format!("look up link {name}"))(e)),
         }
     }
 
     /// A link's MAC address.
     pub async fn mac(&self, name: &str) -> Result<Option<String>, LinkError> {
-        let mut s = self.handle.link().get().match_name(name.to_string()).execute();
+        let mut s = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
         let msg = match s.try_next().await {
             Ok(Some(m)) => m,
             Ok(None) => return Ok(None),
-            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => return Ok(None),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => {
+                return Ok(None);
+            }
             Err(e) => return Err(nl(format!("look up link {name}"))(e)),
         };
         Ok(msg.attributes.iter().find_map(|a| match a {
@@ -147,11 +164,18 @@ impl Netlink {
     }
 
     pub async fn mtu(&self, name: &str) -> Result<Option<u32>, LinkError> {
-        let mut s = self.handle.link().get().match_name(name.to_string()).execute();
+        let mut s = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
         let msg = match s.try_next().await {
             Ok(Some(m)) => m,
             Ok(None) => return Ok(None),
-            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => return Ok(None),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => {
+                return Ok(None);
+            }
             Err(e) => return Err(nl(format!("look up link {name}"))(e)),
         };
         Ok(msg.attributes.iter().find_map(|a| match a {
@@ -203,7 +227,10 @@ impl Netlink {
     }
 
     pub async fn set_up(&self, name: &str, index: u32) -> Result<(), LinkError> {
-        let msg = LinkMessageBuilder::<LinkUnspec>::new().index(index).up().build();
+        let msg = LinkMessageBuilder::<LinkUnspec>::new()
+            .index(index)
+            .up()
+            .build();
         self.handle
             .link()
             .set(msg)
@@ -215,16 +242,26 @@ impl Netlink {
     /// Whether a link is administratively up.
     pub async fn is_up(&self, index: u32) -> Result<bool, LinkError> {
         let mut s = self.handle.link().get().match_index(index).execute();
-        let m = s.try_next().await.map_err(nl(format!("look up link {index}")))?;
+        let m = s
+            .try_next()
+            .await
+            .map_err(nl(format!("look up link {index}")))?;
         Ok(m.is_some_and(|m| m.header.flags.contains(LinkFlags::Up)))
     }
 
-    pub async fn add_address(&self, name: &str, index: u32, ip: IpAddr, prefix: u8) -> Result<(), LinkError> {
+    pub async fn add_address(
+        &self,
+        name: &str,
+        index: u32,
+        ip: IpAddr,
+        prefix: u8,
+    ) -> Result<(), LinkError> {
         let mut req = self.handle.address().add(index, ip, prefix);
         if ip.is_ipv6() {
             // No duplicate address detection: the master guarantees uniqueness, and DAD would
             // leave the address unusable for a second or more after ADD returns.
-            req.message_mut().header.flags = netlink_packet_route::address::AddressHeaderFlags::Nodad;
+            req.message_mut().header.flags =
+                netlink_packet_route::address::AddressHeaderFlags::Nodad;
         }
         match req.execute().await {
             Ok(()) => Ok(()),
@@ -235,7 +272,12 @@ impl Netlink {
 
     /// The addresses of a link (global scope), as `ip/prefix`.
     pub async fn addresses(&self, index: u32) -> Result<Vec<(IpAddr, u8)>, LinkError> {
-        let mut s = self.handle.address().get().set_link_index_filter(index).execute();
+        let mut s = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
         let mut out = Vec::new();
         while let Some(m) = s.try_next().await.map_err(nl("list addresses"))? {
             if m.header.index != index {
@@ -243,7 +285,8 @@ impl Netlink {
             }
             for a in &m.attributes {
                 if let AddressAttribute::Address(ip) = a
-                    && !(ip.is_ipv6() && m.header.scope != netlink_packet_route::address::AddressScope::Universe)
+                    && !(ip.is_ipv6()
+                        && m.header.scope != netlink_packet_route::address::AddressScope::Universe)
                 {
                     out.push((*ip, m.header.prefix_len));
                 }
@@ -284,8 +327,12 @@ impl Netlink {
                 continue;
             }
             let via = r.attributes.iter().find_map(|a| match a {
-                netlink_packet_route::route::RouteAttribute::Gateway(netlink_packet_route::route::RouteAddress::Inet(g)) => Some(IpAddr::V4(*g)),
-                netlink_packet_route::route::RouteAttribute::Gateway(netlink_packet_route::route::RouteAddress::Inet6(g)) => Some(IpAddr::V6(*g)),
+                netlink_packet_route::route::RouteAttribute::Gateway(
+                    netlink_packet_route::route::RouteAddress::Inet(g),
+                ) => Some(IpAddr::V4(*g)),
+                netlink_packet_route::route::RouteAttribute::Gateway(
+                    netlink_packet_route::route::RouteAddress::Inet6(g),
+                ) => Some(IpAddr::V6(*g)),
                 _ => None,
             });
             if via == Some(gw) {
@@ -302,14 +349,20 @@ impl Netlink {
         };
         match self.handle.link().del(index).execute().await {
             Ok(()) => Ok(true),
-            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => Ok(false),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => {
+                Ok(false)
+            }
             Err(e) => Err(nl(format!("delete link {name}"))(e)),
         }
     }
 
     /// Address family helper for callers that build their own messages.
     pub fn family(ip: &IpAddr) -> AddressFamily {
-        if ip.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 }
+        if ip.is_ipv4() {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        }
     }
 }
 
@@ -318,13 +371,18 @@ impl Netlink {
 /// without this (ICMP works, which hides it).
 pub fn disable_tx_checksum(ns: &Netns, ifname: &str) -> Result<(), LinkError> {
     let name = ifname.to_string();
-    ns.run(move || ethtool_set_tx_csum(&name, false).map_err(|e| format!("turn tx checksum offload off on {name}: {e}")))
+    ns.run(move || {
+        ethtool_set_tx_csum(&name, false)
+            .map_err(|e| format!("turn tx checksum offload off on {name}: {e}"))
+    })
 }
 
 /// Reads whether TX checksum offload is on (for CHECK and tests).
 pub fn tx_checksum_enabled(ns: &Netns, ifname: &str) -> Result<bool, LinkError> {
     let name = ifname.to_string();
-    ns.run(move || ethtool_get_tx_csum(&name).map_err(|e| format!("read tx checksum offload of {name}: {e}")))
+    ns.run(move || {
+        ethtool_get_tx_csum(&name).map_err(|e| format!("read tx checksum offload of {name}: {e}"))
+    })
 }
 
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
@@ -346,7 +404,10 @@ struct IfReq {
 
 fn ethtool(ifname: &str, ev: &mut EthtoolValue) -> std::io::Result<()> {
     if ifname.len() >= libc::IFNAMSIZ {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "interface name too long"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "interface name too long",
+        ));
     }
     let mut req = IfReq {
         name: [0; libc::IFNAMSIZ],
@@ -372,18 +433,31 @@ fn ethtool(ifname: &str, ev: &mut EthtoolValue) -> std::io::Result<()> {
 }
 
 fn ethtool_set_tx_csum(ifname: &str, on: bool) -> std::io::Result<()> {
-    ethtool(ifname, &mut EthtoolValue { cmd: ETHTOOL_STXCSUM, data: u32::from(on) })
+    ethtool(
+        ifname,
+        &mut EthtoolValue {
+            cmd: ETHTOOL_STXCSUM,
+            data: u32::from(on),
+        },
+    )
 }
 
 fn ethtool_get_tx_csum(ifname: &str) -> std::io::Result<bool> {
-    let mut ev = EthtoolValue { cmd: ETHTOOL_GTXCSUM, data: 0 };
+    let mut ev = EthtoolValue {
+        cmd: ETHTOOL_GTXCSUM,
+        data: 0,
+    };
     ethtool(ifname, &mut ev)?;
     Ok(ev.data != 0)
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let parts: Vec<u8> = s.split(':').map(|p| u8::from_str_radix(p, 16)).collect::<Result<_, _>>().ok()?;
+    let parts: Vec<u8> = s
+        .split(':')
+        .map(|p| u8::from_str_radix(p, 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
     parts.try_into().ok()
 }
 

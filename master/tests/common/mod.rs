@@ -61,6 +61,8 @@ impl Netmaster {
                 .args(["--listen-url", &format!("127.0.0.1:{port}")])
                 .arg("--data-dir")
                 .arg(&self.dir)
+                .arg("--listen-unix")
+                .arg(self.unix_socket())
                 .args(&self.extra)
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -94,6 +96,11 @@ impl Netmaster {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("netmaster.log")).unwrap_or_default()
+    }
+
+    /// The unix socket every test netmaster also serves on.
+    pub fn unix_socket(&self) -> PathBuf {
+        self.dir.join("netmaster.sock")
     }
 
     pub fn data_dir(&self) -> &Path {

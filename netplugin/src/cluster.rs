@@ -1,0 +1,111 @@
+//! The agent's link to netmaster: node registration with heartbeats, and the watch stream that
+//! keeps a view of the cluster (networks, groups, nodes) for the reconcilers.
+
+use futures::StreamExt;
+use model::agent::{NodeRegistration, WatchEvent, WatchEventType};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Registers the node and renews the registration for as long as the agent runs.
+pub async fn heartbeat(client: model::Client, reg: NodeRegistration) {
+    let mut every = Duration::from_secs(5);
+    let mut registered = false;
+    loop {
+        match client.register_node(&reg).await {
+            Ok(lease) => {
+                if !registered {
+                    tracing::info!(node = %reg.hostname, vtep = %reg.vtep_ip, ttl = lease.ttl_seconds, "registered with netmaster");
+                    registered = true;
+                }
+                every = Duration::from_secs(lease.heartbeat_seconds.max(1));
+            }
+            Err(e) => {
+                if registered {
+                    tracing::warn!(error = %e, "renew node registration");
+                }
+                registered = false;
+                every = Duration::from_secs(1);
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// What the agent knows of the cluster, from the watch stream.
+#[derive(Debug, Default)]
+pub struct ClusterView {
+    pub revision: u64,
+    pub synced: bool,
+    /// kind -> key -> (value, state)
+    pub objects: BTreeMap<String, BTreeMap<String, (serde_json::Value, Option<serde_json::Value>)>>,
+}
+
+impl ClusterView {
+    fn apply(&mut self, e: WatchEvent) {
+        match e.event_type {
+            WatchEventType::Put => {
+                self.objects
+                    .entry(e.kind)
+                    .or_default()
+                    .insert(e.key, (e.value.unwrap_or_default(), e.state));
+                self.revision = self.revision.max(e.revision);
+            }
+            WatchEventType::Delete => {
+                if let Some(m) = self.objects.get_mut(&e.kind) {
+                    m.remove(&e.key);
+                }
+                self.revision = self.revision.max(e.revision);
+            }
+            WatchEventType::Synced => {
+                self.revision = e.revision;
+                self.synced = true;
+            }
+            WatchEventType::Error => {}
+        }
+    }
+}
+
+/// Follows the watch stream for as long as the agent runs, resuming from the last revision after
+/// a disconnect and re-listing when that revision is gone.
+pub async fn follow(client: model::Client, view: Arc<Mutex<ClusterView>>) {
+    loop {
+        let from = {
+            let v = view.lock().unwrap_or_else(|p| p.into_inner());
+            v.synced.then_some(v.revision + 1)
+        };
+        let stream = match client.watch(from).await {
+            Ok(s) => s,
+            Err(e) => {
+                if e.status() == Some(410) {
+                    tracing::warn!("watch revision compacted: re-listing");
+                    let mut v = view.lock().unwrap_or_else(|p| p.into_inner());
+                    *v = ClusterView::default();
+                } else {
+                    tracing::debug!(error = %e, "watch netmaster");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let mut stream = Box::pin(stream);
+        if from.is_none() {
+            *view.lock().unwrap_or_else(|p| p.into_inner()) = ClusterView::default();
+        }
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(e) if e.event_type == WatchEventType::Error => {
+                    tracing::warn!(error = ?e.error, "watch stream ended: re-listing");
+                    *view.lock().unwrap_or_else(|p| p.into_inner()) = ClusterView::default();
+                    break;
+                }
+                Ok(e) => view.lock().unwrap_or_else(|p| p.into_inner()).apply(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, "watch stream broke; resuming");
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

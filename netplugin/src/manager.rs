@@ -1,0 +1,587 @@
+//! The endpoint manager: everything that puts a container on a Contiv network and takes it off
+//! again. The CNI server and (later) the Docker driver both call it, so a container gets the same
+//! port, flows and addresses whichever runtime asked.
+//!
+//! ADD is a sequence of steps, each with an undo; a failure runs the undos in reverse, so a
+//! failed ADD leaves no veth, port, flow or address behind. DEL needs nothing but the container id
+//! and interface name: every name is derived from them. Operations on one container are
+//! serialized; different containers proceed in parallel.
+
+use crate::datapath::{Datapath, DatapathType, host_ifname, ids};
+use crate::netlink::{LinkError, Netlink, Netns, disable_tx_checksum, parse_mac};
+use model::ClientError;
+use model::agent::{Endpoint, EndpointRequest};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+
+/// What kind of failure, so each front end can map it to its protocol (CNI codes, Docker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request names something that does not exist or breaks a rule: fix the config.
+    InvalidConfig,
+    /// The runtime's environment is wrong (netns path, interface name).
+    InvalidEnv,
+    /// A dependency is unreachable: retrying later may work.
+    TryAgain,
+    /// The agent cannot serve (STATUS).
+    Unavailable,
+    /// Anything else.
+    Internal,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{msg}")]
+pub struct ManagerError {
+    pub kind: ErrorKind,
+    pub msg: String,
+    pub details: String,
+}
+
+impl ManagerError {
+    fn new(kind: ErrorKind, msg: impl Into<String>) -> Self {
+        ManagerError {
+            kind,
+            msg: msg.into(),
+            details: String::new(),
+        }
+    }
+    fn details(mut self, d: impl Into<String>) -> Self {
+        self.details = d.into();
+        self
+    }
+}
+
+impl From<LinkError> for ManagerError {
+    fn from(e: LinkError) -> Self {
+        let kind = match e {
+            LinkError::Netns { .. } => ErrorKind::InvalidEnv,
+            LinkError::Netlink { .. } => ErrorKind::Internal,
+        };
+        ManagerError::new(kind, e.to_string())
+    }
+}
+
+impl From<crate::datapath::DatapathError> for ManagerError {
+    fn from(e: crate::datapath::DatapathError) -> Self {
+        ManagerError::new(ErrorKind::Internal, e.to_string())
+    }
+}
+
+fn master_err(action: &str, e: ClientError) -> ManagerError {
+    match &e {
+        ClientError::Unreachable { .. } => {
+            ManagerError::new(ErrorKind::TryAgain, format!("{action}: {e}"))
+        }
+        ClientError::Api { status, .. } if *status == 503 => {
+            ManagerError::new(ErrorKind::TryAgain, format!("{action}: {e}"))
+        }
+        ClientError::Api { status, .. } if (400..500).contains(status) => {
+            ManagerError::new(ErrorKind::InvalidConfig, format!("{action}: {e}"))
+        }
+        _ => ManagerError::new(ErrorKind::Internal, format!("{action}: {e}")),
+    }
+}
+
+/// Where a container goes and who it is.
+#[derive(Debug, Clone, Default)]
+pub struct AddRequest {
+    pub container_id: String,
+    pub netns: PathBuf,
+    pub ifname: String,
+    pub tenant: String,
+    pub network: String,
+    pub group: String,
+    pub container_name: String,
+    pub labels: BTreeMap<String, String>,
+    /// Overrides the agent's MTU.
+    pub mtu: Option<u32>,
+    /// A requested IPv4 address.
+    pub ip: Option<String>,
+    /// The runtime's name for this attachment's network config (CNI `name`), to scope GC.
+    pub attachment_network: String,
+}
+
+/// A plumbed endpoint.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub endpoint: Endpoint,
+    pub host_ifname: String,
+    pub host_mac: String,
+    pub ifname: String,
+    pub mac: String,
+    pub netns: PathBuf,
+    pub mtu: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    pub node: String,
+    pub mtu: u32,
+}
+
+pub struct Manager {
+    master: model::Client,
+    pub dp: Datapath,
+    host: Netlink,
+    cfg: ManagerConfig,
+    locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+/// The cluster-wide endpoint id of a container's interface.
+pub fn endpoint_id(container_id: &str, ifname: &str) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    let id = format!("{}-{}", clean(container_id), clean(ifname));
+    if id.len() <= 128 {
+        id
+    } else {
+        format!(
+            "{}-{:016x}",
+            &id[..100],
+            crate::datapath::fnv1a(id.as_bytes())
+        )
+    }
+}
+
+enum Undo {
+    MasterEndpoint(String),
+    HostLink(String),
+    Port { ifname: String, endpoint: String },
+}
+
+impl Manager {
+    pub fn new(master: model::Client, dp: Datapath, host: Netlink, cfg: ManagerConfig) -> Self {
+        Manager {
+            master,
+            dp,
+            host,
+            cfg,
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn master(&self) -> &model::Client {
+        &self.master
+    }
+
+    /// A per-container lock; entries go away with their last user.
+    async fn lock(&self, container_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.retain(|_, w| w.strong_count() > 0);
+            match locks.get(container_id).and_then(Weak::upgrade) {
+                Some(m) => m,
+                None => {
+                    let m = Arc::new(tokio::sync::Mutex::new(()));
+                    locks.insert(container_id.to_string(), Arc::downgrade(&m));
+                    m
+                }
+            }
+        };
+        m.lock_owned().await
+    }
+
+    async fn run_undo(&self, steps: Vec<Undo>) {
+        for s in steps.into_iter().rev() {
+            let r = match &s {
+                Undo::MasterEndpoint(id) => self
+                    .master
+                    .delete_endpoint(id)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Undo::HostLink(name) => self
+                    .host
+                    .delete(name)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Undo::Port { ifname, endpoint } => self
+                    .dp
+                    .remove_endpoint(ifname, endpoint)
+                    .await
+                    .map_err(|e| e.to_string()),
+            };
+            if let Err(e) = r {
+                tracing::error!(error = %e, "undo a failed ADD step: something may be left behind");
+            }
+        }
+    }
+
+    pub async fn add(&self, req: &AddRequest) -> Result<Attachment, ManagerError> {
+        let _l = self.lock(&req.container_id).await;
+        let mut undo = Vec::new();
+        match self.add_steps(req, &mut undo).await {
+            Ok(a) => Ok(a),
+            Err(e) => {
+                self.run_undo(undo).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn add_steps(
+        &self,
+        req: &AddRequest,
+        undo: &mut Vec<Undo>,
+    ) -> Result<Attachment, ManagerError> {
+        let ns = Netns::open(&req.netns).map_err(|e| {
+            ManagerError::new(ErrorKind::InvalidEnv, e.to_string())
+                .details("CNI_NETNS must be the path of the pod's network namespace, e.g. /var/run/netns/<name> or /proc/<pid>/ns/net")
+        })?;
+        if req.ifname.is_empty() || req.ifname.len() > 15 || req.ifname.contains(['/', ' ', ':']) {
+            return Err(ManagerError::new(
+                ErrorKind::InvalidEnv,
+                format!(
+                    "interface name '{}' is not valid: 1-15 characters, no '/', ':' or spaces",
+                    req.ifname
+                ),
+            ));
+        }
+        let ep_id = endpoint_id(&req.container_id, &req.ifname);
+        let host_if = host_ifname(&ep_id);
+        let mtu = req.mtu.unwrap_or(self.cfg.mtu);
+
+        if let Some(a) = self.existing(req, &ep_id, &host_if, &ns, mtu).await? {
+            tracing::info!(endpoint = %ep_id, "ADD of an existing attachment: returning it");
+            return Ok(a);
+        }
+
+        let ep = self
+            .master
+            .create_endpoint(&EndpointRequest {
+                endpoint_id: ep_id.clone(),
+                tenant_name: req.tenant.clone(),
+                network_name: req.network.clone(),
+                group_name: req.group.clone(),
+                host: self.cfg.node.clone(),
+                container_id: req.container_id.clone(),
+                container_name: req.container_name.clone(),
+                intf_name: req.ifname.clone(),
+                labels: req.labels.clone(),
+                ip_address: req.ip.clone().unwrap_or_default(),
+                ipv6_address: String::new(),
+            })
+            .await
+            .map_err(|e| {
+                master_err(
+                    &format!("get an address on network {}:{}", req.tenant, req.network),
+                    e,
+                )
+            })?;
+        undo.push(Undo::MasterEndpoint(ep_id.clone()));
+
+        // A host veth left by a crashed earlier attempt would make creation fail: it is ours
+        // (the name derives from this endpoint id), so remove it.
+        self.host.delete(&host_if).await?;
+        let mac = parse_mac(&ep.mac_address).ok_or_else(|| {
+            ManagerError::new(
+                ErrorKind::Internal,
+                format!("netmaster gave a bad MAC {}", ep.mac_address),
+            )
+        })?;
+        self.host
+            .create_veth(&host_if, &req.ifname, mac, mtu, &ns)
+            .await?;
+        undo.push(Undo::HostLink(host_if.clone()));
+
+        let pod = Netlink::in_netns(&ns)?;
+        let idx = pod.index(&req.ifname).await?.ok_or_else(|| {
+            ManagerError::new(
+                ErrorKind::Internal,
+                format!(
+                    "interface {} vanished from {}",
+                    req.ifname,
+                    req.netns.display()
+                ),
+            )
+        })?;
+        let v4: IpAddr = ep
+            .ip_address
+            .parse()
+            .map_err(|_| ManagerError::new(ErrorKind::Internal, "netmaster gave a bad address"))?;
+        pod.add_address(&req.ifname, idx, v4, ep.prefix_len).await?;
+        if !ep.ipv6_address.is_empty()
+            && let Ok(v6) = ep.ipv6_address.parse::<IpAddr>()
+        {
+            pod.add_address(&req.ifname, idx, v6, ep.ipv6_prefix_len)
+                .await?;
+        }
+        if self.dp.kind == DatapathType::Userspace {
+            disable_tx_checksum(&ns, &req.ifname)?;
+        }
+        pod.set_up(&req.ifname, idx).await?;
+        if let Some(lo) = pod.index("lo").await? {
+            pod.set_up("lo", lo).await?;
+        }
+        // No gateway, no default route: the pod reaches only its own network (Contiv's rule).
+        if let Ok(gw) = ep.gateway.parse::<IpAddr>() {
+            pod.add_default_route(gw, idx).await?;
+        }
+        if let Ok(gw) = ep.ipv6_gateway.parse::<IpAddr>() {
+            pod.add_default_route(gw, idx).await?;
+        }
+
+        let host_idx = self.host.index(&host_if).await?.ok_or_else(|| {
+            ManagerError::new(
+                ErrorKind::Internal,
+                format!("host interface {host_if} vanished"),
+            )
+        })?;
+        self.host.set_up(&host_if, host_idx).await?;
+        let mut extra = BTreeMap::new();
+        extra.insert(ids::CONTAINER.to_string(), req.container_id.clone());
+        extra.insert(ids::IFNAME.to_string(), req.ifname.clone());
+        extra.insert(ids::NETNS.to_string(), req.netns.display().to_string());
+        extra.insert(ids::CNI_NETWORK.to_string(), req.attachment_network.clone());
+        undo.push(Undo::Port {
+            ifname: host_if.clone(),
+            endpoint: ep_id.clone(),
+        });
+        self.dp.add_endpoint(&host_if, &ep, &extra).await?;
+        let host_mac = self.host.mac(&host_if).await?.unwrap_or_default();
+        tracing::info!(endpoint = %ep_id, ip = %ep.ip_address, network = %format!("{}:{}", ep.tenant_name, ep.network_name), port = %host_if, "endpoint added");
+        Ok(Attachment {
+            mac: ep.mac_address.clone(),
+            endpoint: ep,
+            host_ifname: host_if,
+            host_mac,
+            ifname: req.ifname.clone(),
+            netns: req.netns.clone(),
+            mtu,
+        })
+    }
+
+    /// The attachment when it is already fully in place (a repeated ADD).
+    async fn existing(
+        &self,
+        req: &AddRequest,
+        ep_id: &str,
+        host_if: &str,
+        ns: &Netns,
+        mtu: u32,
+    ) -> Result<Option<Attachment>, ManagerError> {
+        let ports = self.dp.endpoint_ports().await?;
+        let Some(port) = ports.iter().find(|p| {
+            p.name == host_if
+                && p.external_ids.get(ids::ENDPOINT).map(String::as_str) == Some(ep_id)
+        }) else {
+            return Ok(None);
+        };
+        if port.ofport.is_none() {
+            return Ok(None);
+        }
+        let ep = match self.master.get_endpoint(ep_id).await {
+            Ok(ep) => ep,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(master_err("read endpoint", e)),
+        };
+        let pod = Netlink::in_netns(ns)?;
+        if pod.index(&req.ifname).await?.is_none() {
+            return Ok(None);
+        }
+        let host_mac = self.host.mac(host_if).await?.unwrap_or_default();
+        Ok(Some(Attachment {
+            mac: ep.mac_address.clone(),
+            endpoint: ep,
+            host_ifname: host_if.to_string(),
+            host_mac,
+            ifname: req.ifname.clone(),
+            netns: req.netns.clone(),
+            mtu,
+        }))
+    }
+
+    /// Removes an attachment: flows, port, veth (its peer goes with it) and the endpoint in
+    /// netmaster. Nothing to remove is success.
+    pub async fn del(&self, container_id: &str, ifname: &str) -> Result<(), ManagerError> {
+        let _l = self.lock(container_id).await;
+        let ep_id = endpoint_id(container_id, ifname);
+        let host_if = host_ifname(&ep_id);
+        self.dp.remove_endpoint(&host_if, &ep_id).await?;
+        self.host.delete(&host_if).await?;
+        self.master
+            .delete_endpoint(&ep_id)
+            .await
+            .map_err(|e| master_err(&format!("release endpoint {ep_id}"), e))?;
+        tracing::info!(endpoint = %ep_id, "endpoint deleted");
+        Ok(())
+    }
+
+    /// Verifies an attachment is as ADD left it.
+    pub async fn check(
+        &self,
+        container_id: &str,
+        ifname: &str,
+        netns: &std::path::Path,
+    ) -> Result<(), ManagerError> {
+        let _l = self.lock(container_id).await;
+        let ep_id = endpoint_id(container_id, ifname);
+        let host_if = host_ifname(&ep_id);
+        let bad = |m: String| ManagerError::new(ErrorKind::Internal, m);
+        let ep = self
+            .master
+            .get_endpoint(&ep_id)
+            .await
+            .map_err(|e| master_err(&format!("read endpoint {ep_id}"), e))?;
+        let ports = self.dp.endpoint_ports().await?;
+        let port = ports.iter().find(|p| p.name == host_if).ok_or_else(|| {
+            bad(format!(
+                "OVS port {host_if} of endpoint {ep_id} is missing from bridge {}",
+                self.dp.bridge
+            ))
+        })?;
+        if port.ofport.is_none() {
+            return Err(bad(format!(
+                "OVS port {host_if} has no OpenFlow port: {}",
+                port.error.clone().unwrap_or_default()
+            )));
+        }
+        if port.tag != Some(ep.pkt_tag as u16) {
+            return Err(bad(format!(
+                "OVS port {host_if} has tag {:?}, expected {}",
+                port.tag, ep.pkt_tag
+            )));
+        }
+        let ns = Netns::open(netns)?;
+        let pod = Netlink::in_netns(&ns)?;
+        let idx = pod.index(ifname).await?.ok_or_else(|| {
+            bad(format!(
+                "interface {ifname} is missing from {}",
+                netns.display()
+            ))
+        })?;
+        if !pod.is_up(idx).await? {
+            return Err(bad(format!(
+                "interface {ifname} in {} is down",
+                netns.display()
+            )));
+        }
+        let mac = pod.mac(ifname).await?.unwrap_or_default();
+        if mac != ep.mac_address {
+            return Err(bad(format!(
+                "interface {ifname} has MAC {mac}, expected {}",
+                ep.mac_address
+            )));
+        }
+        let addrs: BTreeSet<String> = pod
+            .addresses(idx)
+            .await?
+            .into_iter()
+            .map(|(a, p)| format!("{a}/{p}"))
+            .collect();
+        let want = format!("{}/{}", ep.ip_address, ep.prefix_len);
+        if !addrs.contains(&want) {
+            return Err(bad(format!(
+                "interface {ifname} lacks address {want} (has {})",
+                addrs.into_iter().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        if let Ok(gw) = ep.gateway.parse::<IpAddr>()
+            && !pod.has_default_route(gw).await?
+        {
+            return Err(bad(format!(
+                "no default route via {gw} in {}",
+                netns.display()
+            )));
+        }
+        if self.host.index(&host_if).await?.is_none() {
+            return Err(bad(format!("host interface {host_if} is missing")));
+        }
+        Ok(())
+    }
+
+    /// Removes every attachment of `attachment_network` that is not in `valid`
+    /// (container id, interface name).
+    pub async fn gc(
+        &self,
+        attachment_network: &str,
+        valid: &BTreeSet<(String, String)>,
+    ) -> Result<usize, ManagerError> {
+        let ports = self.dp.endpoint_ports().await?;
+        let mut removed = 0;
+        for p in ports {
+            let get = |k: &str| p.external_ids.get(k).cloned().unwrap_or_default();
+            if get(ids::CNI_NETWORK) != attachment_network {
+                continue;
+            }
+            let (cid, ifname) = (get(ids::CONTAINER), get(ids::IFNAME));
+            if cid.is_empty() || valid.contains(&(cid.clone(), ifname.clone())) {
+                continue;
+            }
+            self.del(&cid, &ifname).await?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Whether the agent can serve ADDs: netmaster answers and OVS is reachable.
+    pub async fn status(&self) -> Result<(), ManagerError> {
+        self.master.version().await.map_err(|e| {
+            ManagerError::new(
+                ErrorKind::Unavailable,
+                format!("netmaster is not reachable: {e}"),
+            )
+        })?;
+        self.dp.endpoint_ports().await.map_err(|e| {
+            ManagerError::new(
+                ErrorKind::Unavailable,
+                format!("Open vSwitch is not reachable: {e}"),
+            )
+        })?;
+        Ok(())
+    }
+
+    /// After a restart: re-assert every endpoint port's flows (an atomic replace, so running pods
+    /// see no gap), and release netmaster endpoints of this node that have no port (an ADD that
+    /// crashed half-way).
+    pub async fn reconcile(&self) -> Result<(), ManagerError> {
+        let ports = self.dp.endpoint_ports().await?;
+        let eps = self
+            .master
+            .list_endpoints(Some(&self.cfg.node))
+            .await
+            .map_err(|e| master_err("list this node's endpoints", e))?;
+        let by_id: HashMap<&str, &Endpoint> =
+            eps.iter().map(|e| (e.endpoint_id.as_str(), e)).collect();
+        let mut with_port = BTreeSet::new();
+        for p in &ports {
+            let id = p
+                .external_ids
+                .get(ids::ENDPOINT)
+                .cloned()
+                .unwrap_or_default();
+            with_port.insert(id.clone());
+            match (by_id.get(id.as_str()), p.ofport) {
+                (Some(ep), Some(of)) => self.dp.program_endpoint(of, ep).await?,
+                (None, _) => {
+                    tracing::warn!(endpoint = %id, port = %p.name, "port has no endpoint in netmaster; leaving it alone")
+                }
+                (Some(_), None) => {
+                    tracing::warn!(endpoint = %id, port = %p.name, "port has no OpenFlow port yet")
+                }
+            }
+        }
+        for ep in &eps {
+            if !with_port.contains(&ep.endpoint_id) {
+                tracing::warn!(endpoint = %ep.endpoint_id, "releasing an endpoint whose ADD never finished");
+                self.master
+                    .delete_endpoint(&ep.endpoint_id)
+                    .await
+                    .map_err(|e| master_err("release orphan endpoint", e))?;
+            }
+        }
+        tracing::info!(ports = ports.len(), "reconciled endpoint ports");
+        Ok(())
+    }
+}
