@@ -9,25 +9,24 @@ use std::time::Duration;
 
 /// Registers the node and renews the registration for as long as the agent runs.
 pub async fn heartbeat(client: model::Client, reg: NodeRegistration) {
-    let mut every = Duration::from_secs(5);
     let mut registered = false;
     loop {
-        match client.register_node(&reg).await {
+        let every = match client.register_node(&reg).await {
             Ok(lease) => {
                 if !registered {
                     tracing::info!(node = %reg.hostname, vtep = %reg.vtep_ip, ttl = lease.ttl_seconds, "registered with netmaster");
                     registered = true;
                 }
-                every = Duration::from_secs(lease.heartbeat_seconds.max(1));
+                Duration::from_secs(lease.heartbeat_seconds.max(1))
             }
             Err(e) => {
                 if registered {
                     tracing::warn!(error = %e, "renew node registration");
                 }
                 registered = false;
-                every = Duration::from_secs(1);
+                Duration::from_secs(1)
             }
-        }
+        };
         tokio::time::sleep(every).await;
     }
 }

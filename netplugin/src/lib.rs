@@ -1,4 +1,6 @@
 //! netplugin: the Contiv node agent.
+pub mod cluster;
+pub mod cni_server;
 pub mod datapath;
 pub mod manager;
 pub mod netlink;

@@ -1,1 +1,211 @@
-fn main() {}
+//! netplugin: parse flags, connect to OVS and netmaster, serve the CNI socket.
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use netplugin::cluster::{self, ClusterView};
+use netplugin::datapath::{Datapath, DatapathType};
+use netplugin::manager::{Manager, ManagerConfig};
+use netplugin::netlink::Netlink;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DatapathChoice {
+    Auto,
+    Kernel,
+    Userspace,
+}
+
+/// The Contiv node agent: puts containers on Contiv networks through Open vSwitch.
+#[derive(Parser, Debug)]
+#[command(name = "netplugin", version)]
+struct Opts {
+    /// netmaster URL(s), comma-separated: http://host:9999 or unix:///path/to/socket.
+    #[arg(
+        long,
+        env = "CONTIV_NETPLUGIN_NETMASTER",
+        default_value = "http://127.0.0.1:9999"
+    )]
+    netmaster: String,
+    /// This node's name in the cluster.
+    #[arg(long = "host", alias = "host-label", env = "CONTIV_NETPLUGIN_HOST")]
+    host: Option<String>,
+    /// The address other nodes reach this node's VXLAN endpoint at.
+    #[arg(
+        long = "vtep-ip",
+        env = "CONTIV_NETPLUGIN_VTEP_IP",
+        default_value = "127.0.0.1"
+    )]
+    vtep_ip: String,
+    /// OVSDB unix socket.
+    #[arg(
+        long = "ovsdb-sock",
+        env = "CONTIV_NETPLUGIN_OVSDB_SOCK",
+        default_value = "/var/run/openvswitch/db.sock"
+    )]
+    ovsdb_sock: PathBuf,
+    /// OVS run directory, where ovs-vswitchd puts each bridge's OpenFlow socket (<bridge>.mgmt).
+    #[arg(
+        long = "ovs-rundir",
+        env = "CONTIV_NETPLUGIN_OVS_RUNDIR",
+        default_value = "/var/run/openvswitch"
+    )]
+    ovs_rundir: PathBuf,
+    /// The integration bridge.
+    #[arg(
+        long,
+        env = "CONTIV_NETPLUGIN_BRIDGE",
+        default_value = "contivVxlanBridge"
+    )]
+    bridge: String,
+    /// The socket the contiv CNI plugin talks to.
+    #[arg(
+        long = "cni-socket",
+        env = "CONTIV_NETPLUGIN_CNI_SOCKET",
+        default_value = "/run/contiv/cni.sock"
+    )]
+    cni_socket: PathBuf,
+    /// OVS datapath: the kernel module when present (auto), or the userspace datapath.
+    #[arg(
+        long,
+        value_enum,
+        env = "CONTIV_NETPLUGIN_DATAPATH",
+        default_value = "auto"
+    )]
+    datapath: DatapathChoice,
+    /// Pod interface MTU (a network config's `mtu` overrides it). Default: 1450, room for VXLAN
+    /// on a 1500-byte underlay.
+    #[arg(long, env = "CONTIV_NETPLUGIN_MTU", default_value_t = 1450)]
+    mtu: u32,
+    /// Log level, or a tracing filter.
+    #[arg(
+        long = "log-level",
+        env = "CONTIV_NETPLUGIN_LOG_LEVEL",
+        default_value = "info"
+    )]
+    log_level: String,
+    /// Log JSON lines.
+    #[arg(long = "use-json-log", env = "CONTIV_NETPLUGIN_USE_JSON_LOG")]
+    json_log: bool,
+}
+
+#[tokio::main]
+async fn main() {
+    let opts = Opts::parse();
+    let filter = EnvFilter::try_new(&opts.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if opts.json_log {
+        fmt.json().init();
+    } else {
+        fmt.with_ansi(ansi).init();
+    }
+    if let Err(e) = run(opts).await {
+        eprintln!("netplugin: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+async fn run(opts: Opts) -> anyhow::Result<()> {
+    let node = opts.host.clone().unwrap_or_else(hostname);
+    let kind = match opts.datapath {
+        DatapathChoice::Auto => DatapathType::detect(),
+        DatapathChoice::Kernel => DatapathType::Kernel,
+        DatapathChoice::Userspace => DatapathType::Userspace,
+    };
+    tracing::info!(
+        datapath = kind.ovs_name(),
+        reason = if matches!(opts.datapath, DatapathChoice::Auto) {
+            "auto: kernel module present?"
+        } else {
+            "set by --datapath"
+        },
+        "OVS datapath chosen ({})",
+        if kind == DatapathType::Kernel {
+            "kernel"
+        } else {
+            "userspace: no openvswitch kernel module"
+        }
+    );
+    let dp = Datapath::connect(
+        &opts.ovsdb_sock,
+        opts.ovs_rundir.clone(),
+        &opts.bridge,
+        kind,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "connect to OVSDB at {} (is ovsdb-server running? set --ovsdb-sock)",
+            opts.ovsdb_sock.display()
+        )
+    })?;
+    dp.ensure_bridge()
+        .await
+        .with_context(|| format!("set up bridge {}", opts.bridge))?;
+    let client = model::Client::new(&[opts.netmaster.as_str()]).context("netmaster URL")?;
+    // Wait for netmaster: an agent may start first; say so once instead of failing.
+    let mut warned = false;
+    loop {
+        match client.version().await {
+            Ok(_) => break,
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(error = %e, "waiting for netmaster");
+                    warned = true;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    let host = Netlink::host().context("open netlink")?;
+    let m = Arc::new(Manager::new(
+        client.clone(),
+        dp,
+        host,
+        ManagerConfig {
+            node: node.clone(),
+            mtu: opts.mtu,
+        },
+    ));
+    m.reconcile()
+        .await
+        .context("reconcile endpoints after start")?;
+    tokio::spawn(cluster::heartbeat(
+        client.clone(),
+        model::agent::NodeRegistration {
+            hostname: node,
+            vtep_ip: opts.vtep_ip.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+    ));
+    tokio::spawn(cluster::follow(
+        client,
+        Arc::new(Mutex::new(ClusterView::default())),
+    ));
+    tokio::select! {
+        r = netplugin::cni_server::serve(m, &opts.cni_socket) => r.context("CNI server")?,
+        _ = shutdown() => tracing::info!("netplugin stopping; pods keep their networking"),
+    }
+    let _ = std::fs::remove_file(&opts.cni_socket);
+    Ok(())
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
