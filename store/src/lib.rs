@@ -1,16 +1,21 @@
 //! The netmaster's state store.
 //!
 //! [`Store`] is shaped after etcd v3 so that the embedded implementation ([`EmbeddedStore`], on
-//! redb) and the etcd one (a later issue) are interchangeable: a single global revision that
-//! every write bumps, per-key create/mod revisions, transactions guarded by compares, watches
-//! that resume from a revision, and leases whose expiry deletes the keys attached to them.
+//! redb) and the etcd one ([`EtcdStore`], behind the default feature `etcd`) are
+//! interchangeable: a single global revision that every write bumps, per-key create/mod
+//! revisions, transactions guarded by compares, watches that resume from a revision, and leases
+//! whose expiry deletes the keys attached to them.
 //!
 //! Both implementations must pass the same suite in [`conformance`].
 
 pub mod conformance;
 mod embedded;
+#[cfg(feature = "etcd")]
+mod etcd;
 
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdOptions, EtcdStore, TlsOptions};
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
