@@ -1,0 +1,699 @@
+//! The simulated cluster for end-to-end tests: a netmaster, and hosts that are network namespaces
+//! each with their own ovsdb-server, ovs-vswitchd and netplugin; pods are namespaces plumbed by
+//! the real `contiv` CNI binary. Every name is unique per run, everything is removed on drop
+//! (even when a test panics), and leftovers of crashed runs are removed at start.
+//!
+//! Needs root, Open vSwitch and iproute2 (scripts/setup.sh installs them).
+
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Prefix of every namespace, directory and bridge this harness makes.
+pub const PREFIX: &str = "cte";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this process: `cte<pid>x<n><suffix>`, short enough for interface names.
+pub fn unique(suffix: &str) -> String {
+    format!(
+        "{PREFIX}{}x{}{suffix}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The directory holding the workspace's binaries (target/<profile>), built once if missing.
+pub fn bin(name: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        // Test binaries live in target/<profile>/deps.
+        let exe = std::env::current_exe().expect("current exe");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .to_path_buf();
+        let profile_release = dir.ends_with("release");
+        let needed = ["netmaster", "netplugin", "contiv", "netctl"];
+        if needed.iter().any(|b| !dir.join(b).exists())
+            || std::env::var_os("CONTIV_E2E_REBUILD").is_some()
+        {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut c = Command::new(cargo);
+            c.args([
+                "build",
+                "--quiet",
+                "-p",
+                "master",
+                "-p",
+                "netplugin",
+                "-p",
+                "cni",
+                "-p",
+                "netctl",
+                "--bins",
+            ]);
+            if profile_release {
+                c.arg("--release");
+            }
+            let st = c.status().expect("run cargo build");
+            assert!(st.success(), "cargo build of the binaries failed");
+        }
+        cleanup_leftovers();
+        dir
+    });
+    dir.join(name)
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes namespaces and daemons of earlier runs whose test process is gone.
+pub fn cleanup_leftovers() {
+    let out = Command::new("ip").args(["netns", "list"]).output();
+    if let Ok(out) = out {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or_default();
+            if let Some(owner) = owner_pid(name)
+                && !pid_alive(owner)
+            {
+                // Kill whatever still runs inside, then remove it.
+                if let Ok(p) = Command::new("ip").args(["netns", "pids", name]).output() {
+                    for pid in String::from_utf8_lossy(&p.stdout).split_whitespace() {
+                        let _ = Command::new("kill").args(["-9", pid]).status();
+                    }
+                }
+                let _ = Command::new("ip").args(["netns", "del", name]).status();
+            }
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir("/tmp") {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Some(owner) = owner_pid(&name)
+                && !pid_alive(owner)
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(PREFIX)?;
+    rest.split('x').next()?.parse().ok()
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"))
+}
+
+fn must(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Waits for `f` to hold, up to `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+fn kill_child(c: &mut Option<Child>) {
+    if let Some(mut ch) = c.take() {
+        let _ = ch.kill();
+        let _ = ch.wait();
+    }
+}
+
+// ------------------------------------------------------------------------ netmaster
+
+/// A netmaster on a temp dir, serving on loopback and on a unix socket (hosts are network
+/// namespaces that cannot reach this namespace's loopback; the socket works from all of them).
+pub struct Netmaster {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl Netmaster {
+    pub fn start() -> Self {
+        let dir = PathBuf::from(format!("/tmp/{}", unique("m")));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("netmaster.sock");
+        let mut m = Netmaster {
+            child: None,
+            dir,
+            socket,
+        };
+        m.spawn();
+        m
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.join("netmaster.log")).unwrap();
+        let child = Command::new(bin("netmaster"))
+            .args(["--listen-url", "127.0.0.1:0", "--listen-unix"])
+            .arg(&self.socket)
+            .arg("--data-dir")
+            .arg(self.dir.join("data"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn netmaster");
+        self.child = Some(child);
+        let s = self.socket.clone();
+        wait_for("netmaster socket", Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&s).is_ok()
+        });
+    }
+
+    pub fn url(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    pub fn client(&self) -> model::Client {
+        model::Client::new(&[self.url()]).unwrap()
+    }
+
+    /// A REST call with curl over the unix socket: (status, JSON body).
+    pub fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut c = Command::new("curl");
+        c.args(["-s", "-o", "-", "-w", "\n%{http_code}", "--unix-socket"])
+            .arg(&self.socket)
+            .args(["-X", method, &format!("http://localhost{path}")]);
+        if let Some(b) = body {
+            c.args(["-H", "content-type: application/json", "-d", &b.to_string()]);
+        }
+        let out = must(&mut c);
+        let (body, code) = out.trim_end().rsplit_once('\n').unwrap_or(("", out.trim()));
+        (
+            code.parse().unwrap_or(0),
+            serde_json::from_str(body).unwrap_or(Value::String(body.into())),
+        )
+    }
+
+    pub fn network(&self, tenant: &str, name: &str, subnet: &str, gateway: &str) {
+        if tenant != "default" {
+            self.api(
+                "POST",
+                &format!("/api/v1/tenants/{tenant}/"),
+                Some(json!({"tenantName": tenant})),
+            );
+        }
+        let (s, v) = self.api(
+            "POST",
+            &format!("/api/v1/networks/{tenant}:{name}/"),
+            Some(json!({"tenantName": tenant, "networkName": name, "encap": "vxlan", "subnet": subnet, "gateway": gateway})),
+        );
+        assert_eq!(s, 200, "create network {tenant}:{name}: {v}");
+    }
+
+    /// Endpoints netmaster holds (all hosts).
+    pub fn endpoints(&self) -> Vec<Value> {
+        let (_, v) = self.api("GET", "/api/v1/endpoints/", None);
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("netmaster.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Netmaster {
+    fn drop(&mut self) {
+        kill_child(&mut self.child);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+// ------------------------------------------------------------------------ hosts
+
+/// A simulated host: a network namespace with its own OVS and agent.
+pub struct Host {
+    pub name: String,
+    pub ns: String,
+    pub dir: PathBuf,
+    pub bridge: String,
+    pub cni_socket: PathBuf,
+    master_url: String,
+    agent: Option<Child>,
+    agent_starts: u32,
+}
+
+impl Host {
+    pub fn start(master: &Netmaster, name: &str) -> Self {
+        let ns = unique("h");
+        let dir = PathBuf::from(format!("/tmp/{ns}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        must(Command::new("ip").args(["netns", "add", &ns]));
+        let mut h = Host {
+            name: name.to_string(),
+            bridge: format!("br{}", &ns[PREFIX.len()..]),
+            cni_socket: dir.join("cni.sock"),
+            ns,
+            dir,
+            master_url: master.url(),
+            agent: None,
+            agent_starts: 0,
+        };
+        h.exec(&["ip", "link", "set", "lo", "up"]);
+        h.start_ovs();
+        h.start_agent();
+        h
+    }
+
+    fn ovs_env(&self, c: &mut Command) {
+        c.env("OVS_RUNDIR", &self.dir)
+            .env("OVS_LOGDIR", &self.dir)
+            .env("OVS_DBDIR", &self.dir)
+            .env("OVS_SYSCONFDIR", &self.dir);
+    }
+
+    pub fn db_sock(&self) -> PathBuf {
+        self.dir.join("db.sock")
+    }
+
+    fn start_ovs(&mut self) {
+        let d = self.dir.display().to_string();
+        must(Command::new("ovsdb-tool").args([
+            "create",
+            &format!("{d}/conf.db"),
+            "/usr/share/openvswitch/vswitch.ovsschema",
+        ]));
+        let mut c = Command::new("ip");
+        c.args([
+            "netns",
+            "exec",
+            &self.ns,
+            "ovsdb-server",
+            &format!("{d}/conf.db"),
+        ])
+        .arg(format!("--remote=punix:{d}/db.sock"))
+        .arg(format!("--pidfile={d}/ovsdb.pid"))
+        .arg(format!("--unixctl={d}/ovsdb.ctl"))
+        .arg(format!("--log-file={d}/ovsdb.log"))
+        .arg("--detach");
+        self.ovs_env(&mut c);
+        must(&mut c);
+        let mut c = Command::new("ovs-vsctl");
+        c.arg(format!("--db=unix:{d}/db.sock"))
+            .args(["--no-wait", "init"]);
+        must(&mut c);
+        self.start_vswitchd();
+    }
+
+    pub fn start_vswitchd(&mut self) {
+        let d = self.dir.display().to_string();
+        let mut c = Command::new("ip");
+        c.args([
+            "netns",
+            "exec",
+            &self.ns,
+            "ovs-vswitchd",
+            &format!("unix:{d}/db.sock"),
+        ])
+        .arg(format!("--pidfile={d}/vswitchd.pid"))
+        .arg(format!("--unixctl={d}/vswitchd.ctl"))
+        .arg(format!("--log-file={d}/vswitchd.log"))
+        .arg("--detach");
+        self.ovs_env(&mut c);
+        must(&mut c);
+    }
+
+    /// Kills ovs-vswitchd (SIGKILL), as a crash would.
+    pub fn kill_vswitchd(&mut self) {
+        kill_pidfile(&self.dir.join("vswitchd.pid"));
+    }
+
+    pub fn start_agent(&mut self) {
+        self.agent_starts += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("netplugin.log"))
+            .unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(bin("netplugin"))
+            .args([
+                "--netmaster",
+                &self.master_url,
+                "--host",
+                &self.name,
+                "--bridge",
+                &self.bridge,
+                "--datapath",
+                "userspace",
+            ])
+            .arg("--ovsdb-sock")
+            .arg(self.db_sock())
+            .arg("--ovs-rundir")
+            .arg(&self.dir)
+            .arg("--cni-socket")
+            .arg(&self.cni_socket)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn netplugin");
+        self.agent = Some(child);
+        let sock = self.cni_socket.clone();
+        let logp = self.dir.join("netplugin.log");
+        let starts = self.agent_starts;
+        wait_for("netplugin to serve CNI", Duration::from_secs(30), || {
+            // The socket file of a previous run may linger until the new agent replaces it.
+            std::fs::read_to_string(&logp)
+                .map(|l| l.matches("serving CNI").count() as u32 >= starts)
+                .unwrap_or(false)
+                && std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        });
+    }
+
+    /// Kills the agent (SIGKILL, no cleanup), as a crash would.
+    pub fn kill_agent(&mut self) {
+        kill_child(&mut self.agent);
+    }
+
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("netplugin.log")).unwrap_or_default()
+    }
+
+    /// Runs a command inside the host's namespace.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        run(Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .args(args))
+    }
+
+    /// Interface names in the host's namespace.
+    pub fn links(&self) -> Vec<String> {
+        let out = self.exec(&["ip", "-o", "link", "show"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .collect()
+    }
+
+    /// Ports on the integration bridge (the bridge's own port left out).
+    pub fn ovs_ports(&self) -> Vec<String> {
+        let mut c = Command::new("ovs-vsctl");
+        c.arg(format!("--db=unix:{}", self.db_sock().display()))
+            .args(["list-ports", &self.bridge]);
+        let out = run(&mut c);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn flows(&self) -> String {
+        let mut c = Command::new("ovs-ofctl");
+        c.args([
+            "-O",
+            "OpenFlow14",
+            "dump-flows",
+            &format!("unix:{}/{}.mgmt", self.dir.display(), self.bridge),
+        ]);
+        String::from_utf8_lossy(&run(&mut c).stdout).to_string()
+    }
+
+    /// The network config a runtime would pass to the plugin.
+    pub fn conf(&self, version: &str, extra: Value) -> Value {
+        let mut c = json!({"cniVersion": version, "name": "contiv", "type": "contiv", "agentSocket": self.cni_socket});
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            c[k] = v.clone();
+        }
+        c
+    }
+
+    /// Runs the real `contiv` plugin like a runtime does.
+    pub fn cni(
+        &self,
+        command: &str,
+        container: &str,
+        netns: &str,
+        ifname: &str,
+        conf: &Value,
+    ) -> CniOutput {
+        cni_call(command, container, netns, ifname, conf)
+    }
+
+    /// Creates a pod namespace and ADDs it with `conf`.
+    pub fn pod(&self, conf: &Value) -> Pod {
+        let p = Pod::new();
+        let out = self.cni("ADD", &p.container_id, &p.netns_path(), "eth0", conf);
+        assert!(
+            out.ok(),
+            "ADD of {} failed: {} (agent log:\n{})",
+            p.container_id,
+            out.stdout,
+            self.agent_log()
+        );
+        let mut p = p;
+        p.ip = out.json["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        p.result = out.json;
+        p
+    }
+}
+
+fn kill_pidfile(p: &Path) {
+    if let Ok(pid) = std::fs::read_to_string(p) {
+        let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        kill_child(&mut self.agent);
+        kill_pidfile(&self.dir.join("vswitchd.pid"));
+        kill_pidfile(&self.dir.join("ovsdb.pid"));
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What the plugin printed and how it exited.
+pub struct CniOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub json: Value,
+    pub elapsed: Duration,
+}
+
+impl CniOutput {
+    pub fn ok(&self) -> bool {
+        self.code == 0
+    }
+    /// The CNI error code of a failure.
+    pub fn error_code(&self) -> u64 {
+        self.json["code"].as_u64().unwrap_or(0)
+    }
+    pub fn msg(&self) -> String {
+        format!(
+            "{} {}",
+            self.json["msg"].as_str().unwrap_or_default(),
+            self.json["details"].as_str().unwrap_or_default()
+        )
+    }
+}
+
+/// Runs the `contiv` plugin with the CNI environment and `conf` on stdin.
+pub fn cni_call(
+    command: &str,
+    container: &str,
+    netns: &str,
+    ifname: &str,
+    conf: &Value,
+) -> CniOutput {
+    cni_call_with(
+        bin("contiv").as_path(),
+        command,
+        container,
+        netns,
+        ifname,
+        conf,
+        &[],
+    )
+}
+
+pub fn cni_call_with(
+    plugin: &Path,
+    command: &str,
+    container: &str,
+    netns: &str,
+    ifname: &str,
+    conf: &Value,
+    env: &[(&str, &str)],
+) -> CniOutput {
+    use std::io::Write;
+    let start = Instant::now();
+    let mut c = Command::new(plugin);
+    c.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", container)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", ifname)
+        .env("CNI_PATH", "/usr/lib/cni:/opt/cni/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut ch = c.spawn().expect("spawn the CNI plugin");
+    ch.stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let out = ch.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    CniOutput {
+        code: out.status.code().unwrap_or(-1),
+        json: serde_json::from_str(&stdout).unwrap_or(Value::Null),
+        stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+        elapsed: start.elapsed(),
+    }
+}
+
+// ------------------------------------------------------------------------ pods
+
+/// A pod: a network namespace (plumbed by the plugin when made by [`Host::pod`]).
+pub struct Pod {
+    pub netns: String,
+    pub container_id: String,
+    pub ip: String,
+    pub result: Value,
+}
+
+impl Default for Pod {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Pod {
+    /// A bare namespace, not plumbed.
+    pub fn new() -> Self {
+        let netns = unique("p");
+        must(Command::new("ip").args(["netns", "add", &netns]));
+        Pod {
+            container_id: format!("{netns}c0ffee"),
+            netns,
+            ip: String::new(),
+            result: Value::Null,
+        }
+    }
+
+    pub fn netns_path(&self) -> String {
+        format!("/var/run/netns/{}", self.netns)
+    }
+
+    pub fn exec(&self, args: &[&str]) -> Output {
+        run(Command::new("ip")
+            .args(["netns", "exec", &self.netns])
+            .args(args))
+    }
+
+    /// One ping with a short deadline.
+    pub fn ping(&self, ip: &str) -> bool {
+        self.exec(&["ping", "-c", "1", "-W", "1", ip])
+            .status
+            .success()
+    }
+
+    /// Pings until one answers or `timeout` passes (ARP and flows may need a moment).
+    pub fn reaches(&self, ip: &str, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if self.ping(ip) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Runs `f` on a thread inside the pod's namespace (sockets made there stay there).
+    pub fn in_ns<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let ns = std::fs::File::open(self.netns_path()).expect("open pod netns");
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on this thread only, with a valid namespace fd.
+            let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("pod thread")
+    }
+
+    /// A TCP listener on `port` inside the pod.
+    pub fn tcp_listener(&self, port: u16) -> std::net::TcpListener {
+        self.in_ns(move || std::net::TcpListener::bind(("0.0.0.0", port)).expect("listen in pod"))
+    }
+
+    /// Connects from the pod to `ip:port` (bounded by `timeout`).
+    pub fn tcp_connect(
+        &self,
+        ip: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> std::io::Result<std::net::TcpStream> {
+        let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().expect("address");
+        self.in_ns(move || std::net::TcpStream::connect_timeout(&addr, timeout))
+    }
+
+    /// Sends `data` from this pod to `server` over TCP and returns what the server received.
+    pub fn tcp_exchange(&self, server: &Pod, port: u16, data: &[u8]) -> Vec<u8> {
+        use std::io::{Read, Write};
+        let l = server.tcp_listener(port);
+        let reader = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().expect("accept");
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut got = Vec::new();
+            let _ = c.read_to_end(&mut got);
+            got
+        });
+        let mut c = self
+            .tcp_connect(&server.ip, port, Duration::from_secs(5))
+            .expect("connect");
+        c.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(data).expect("send");
+        drop(c);
+        reader.join().expect("reader")
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+    }
+}

@@ -1,0 +1,358 @@
+//! One host: the real netmaster, agent (in its own namespace with its own OVS, userspace
+//! datapath) and `contiv` plugin, pods in namespaces, real packets.
+
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::time::Duration;
+use test_e2e::{Host, Netmaster, Pod, cni_call};
+
+fn setup() -> (Netmaster, Host) {
+    let m = Netmaster::start();
+    m.network("default", "default-net", "10.1.2.0/24", "10.1.2.1");
+    let h = Host::start(&m, "host1");
+    (m, h)
+}
+
+/// What must be back to its starting state after a failure: links on the host, OVS ports,
+/// endpoints in netmaster.
+fn snapshot(m: &Netmaster, h: &Host) -> (BTreeSet<String>, Vec<String>, usize) {
+    (
+        h.links().into_iter().collect(),
+        h.ovs_ports(),
+        m.endpoints().len(),
+    )
+}
+
+#[test]
+fn every_verb_for_every_config_version() {
+    let (m, h) = setup();
+    let before = snapshot(&m, &h);
+    for v in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+        let conf = h.conf(v, json!({}));
+        let p = Pod::new();
+        let add = h.cni("ADD", &p.container_id, &p.netns_path(), "eth0", &conf);
+        assert!(add.ok(), "ADD {v}: {}", add.stdout);
+        let r = &add.json;
+        assert_eq!(r["cniVersion"], v);
+        // Host side and container side interfaces; the address on the container side.
+        assert_eq!(r["interfaces"].as_array().unwrap().len(), 2, "{r}");
+        assert_eq!(r["interfaces"][1]["name"], "eth0");
+        assert_eq!(r["interfaces"][1]["sandbox"], p.netns_path());
+        assert!(
+            r["interfaces"][1]["mac"]
+                .as_str()
+                .unwrap()
+                .starts_with("02:02:0a:01:02:"),
+            "{r}"
+        );
+        assert_eq!(r["ips"][0]["interface"], 1);
+        assert_eq!(r["ips"][0]["gateway"], "10.1.2.1");
+        assert_eq!(
+            r["routes"][0],
+            json!({"dst": "0.0.0.0/0", "gw": "10.1.2.1"})
+        );
+        if v.starts_with("0.") {
+            assert_eq!(r["ips"][0]["version"], "4", "{v}: {r}");
+        } else {
+            assert!(r["ips"][0].get("version").is_none(), "{v}: {r}");
+        }
+        // The kernel agrees with the result.
+        let ip = r["ips"][0]["address"].as_str().unwrap();
+        let addrs = String::from_utf8_lossy(&p.exec(&["ip", "-o", "addr", "show", "eth0"]).stdout)
+            .to_string();
+        assert!(addrs.contains(ip), "{addrs}");
+        // TX checksum offload is off on the pod side (the userspace datapath needs it).
+        let k = String::from_utf8_lossy(&p.exec(&["ethtool", "-k", "eth0"]).stdout).to_string();
+        assert!(k.contains("tx-checksumming: off"), "{k}");
+        // ADD again: the same attachment, nothing new.
+        let again = h.cni("ADD", &p.container_id, &p.netns_path(), "eth0", &conf);
+        assert!(again.ok(), "{}", again.stdout);
+        assert_eq!(again.json["ips"], r["ips"]);
+        if v >= "0.4.0" {
+            let mut c = conf.clone();
+            c["prevResult"] = r.clone();
+            let chk = h.cni("CHECK", &p.container_id, &p.netns_path(), "eth0", &c);
+            assert!(chk.ok(), "CHECK {v}: {}", chk.stdout);
+            // CHECK notices damage: take the address away.
+            p.exec(&["ip", "addr", "flush", "dev", "eth0"]);
+            let chk = h.cni("CHECK", &p.container_id, &p.netns_path(), "eth0", &c);
+            assert!(
+                !chk.ok() && chk.msg().contains("lacks address"),
+                "{}",
+                chk.stdout
+            );
+        }
+        let del = h.cni("DEL", &p.container_id, &p.netns_path(), "eth0", &conf);
+        assert!(del.ok(), "DEL {v}: {}", del.stdout);
+        assert_eq!(del.stdout, "");
+        // DEL of something already gone succeeds.
+        let del = h.cni("DEL", &p.container_id, &p.netns_path(), "eth0", &conf);
+        assert!(del.ok(), "second DEL {v}: {}", del.stdout);
+        assert_eq!(snapshot(&m, &h), before, "{v}: something leaked");
+    }
+    let ver = h.cni("VERSION", "", "", "", &h.conf("1.1.0", json!({})));
+    assert!(ver.ok());
+    assert_eq!(
+        ver.json["supportedVersions"],
+        json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+    );
+    let st = h.cni("STATUS", "", "", "", &h.conf("1.1.0", json!({})));
+    assert!(st.ok(), "STATUS: {}", st.stdout);
+}
+
+#[test]
+fn gc_removes_attachments_not_listed() {
+    let (m, h) = setup();
+    let conf = h.conf("1.1.0", json!({}));
+    let keep = h.pod(&conf);
+    let drop_ = h.pod(&conf);
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": keep.container_id, "ifname": "eth0"}]);
+    // Another network name's attachments are not this GC's business.
+    let mut other = h.conf("1.1.0", json!({}));
+    other["name"] = json!("other");
+    other["cni.dev/valid-attachments"] = json!([]);
+    assert!(h.cni("GC", "", "", "", &other).ok());
+    assert_eq!(m.endpoints().len(), 2);
+    let out = h.cni("GC", "", "", "", &gc);
+    assert!(out.ok(), "{}", out.stdout);
+    let eps: Vec<String> = m
+        .endpoints()
+        .iter()
+        .map(|e| e["containerID"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(eps.len(), 1);
+    assert_eq!(eps[0], keep.container_id);
+    assert_eq!(h.ovs_ports().len(), 1);
+    assert!(
+        keep.exec(&["ip", "link", "show", "eth0"]).status.success(),
+        "GC removed a valid attachment"
+    );
+    // The removed pod's interface is gone with its veth.
+    assert!(!drop_.exec(&["ip", "link", "show", "eth0"]).status.success());
+}
+
+#[test]
+fn pods_talk_within_a_network_and_nowhere_else() {
+    let (m, h) = setup();
+    m.network("default", "other", "10.1.3.0/24", "10.1.3.1");
+    m.network("blue", "default-net", "10.1.2.0/24", "10.1.2.1");
+    let a1 = h.pod(&h.conf("1.1.0", json!({})));
+    let a2 = h.pod(&h.conf("1.1.0", json!({})));
+    let b1 = h.pod(&h.conf("1.1.0", json!({"network": "other"})));
+    let t1 = h.pod(&h.conf("1.1.0", json!({"tenant": "blue"})));
+    assert_eq!(
+        (
+            a1.ip.as_str(),
+            a2.ip.as_str(),
+            b1.ip.as_str(),
+            t1.ip.as_str()
+        ),
+        ("10.1.2.2", "10.1.2.3", "10.1.3.2", "10.1.2.2")
+    );
+    assert!(a1.reaches(&a2.ip, Duration::from_secs(5)), "a1 -> a2");
+    assert!(a2.reaches(&a1.ip, Duration::from_secs(5)), "a2 -> a1");
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(a1.tcp_exchange(&a2, 5001, &data), data, "TCP a1 -> a2");
+    // Another network of the same tenant: even with a direct route (so the pod ARPs for it on
+    // its own segment), nothing crosses.
+    a1.exec(&["ip", "route", "add", "10.1.3.0/24", "dev", "eth0"]);
+    b1.exec(&["ip", "route", "add", "10.1.2.0/24", "dev", "eth0"]);
+    assert!(
+        !a1.reaches(&b1.ip, Duration::from_secs(2)),
+        "a1 reached b1 across networks"
+    );
+    assert!(!b1.ping(&a1.ip), "b1 reached a1 across networks");
+    // Another tenant with the very same subnet: t1 has a1's address, yet reaches neither pod.
+    assert!(!t1.ping(&a2.ip), "blue pod reached default's pod");
+    assert!(
+        a2.reaches(&a1.ip, Duration::from_secs(2)),
+        "a2 must still reach the default tenant's 10.1.2.2"
+    );
+}
+
+#[test]
+fn bad_input_is_named_and_leaks_nothing() {
+    let (m, h) = setup();
+    m.network("default", "tiny", "10.9.0.0/30", "10.9.0.1");
+    let before = snapshot(&m, &h);
+    let conf = |extra: Value| h.conf("1.1.0", extra);
+    let p = Pod::new();
+    let ns = p.netns_path();
+    let cases: Vec<(&str, Value, &str, u64, &str)> = vec![
+        (
+            "unknown network",
+            conf(json!({"network": "nope"})),
+            &ns,
+            7,
+            "network default:nope does not exist",
+        ),
+        (
+            "unknown tenant",
+            conf(json!({"tenant": "nope"})),
+            &ns,
+            7,
+            "tenant does not exist",
+        ),
+        (
+            "unknown group",
+            conf(json!({"group": "nope"})),
+            &ns,
+            7,
+            "endpoint group default:nope does not exist",
+        ),
+        (
+            "missing netns",
+            conf(json!({})),
+            "/var/run/netns/does-not-exist",
+            4,
+            "/var/run/netns/does-not-exist",
+        ),
+        (
+            "bad version",
+            json!({"cniVersion": "9.9.9", "name": "contiv", "type": "contiv", "agentSocket": h.cni_socket}),
+            &ns,
+            1,
+            "9.9.9",
+        ),
+        (
+            "malformed config",
+            json!({"cniVersion": "1.1.0", "name": "contiv", "type": "contiv", "mtu": "big", "agentSocket": h.cni_socket}),
+            &ns,
+            6,
+            "mtu",
+        ),
+    ];
+    for (what, c, netns, code, text) in cases {
+        let out = h.cni("ADD", &p.container_id, netns, "eth0", &c);
+        assert!(!out.ok(), "{what}: succeeded");
+        assert_eq!(out.error_code(), code, "{what}: {}", out.stdout);
+        assert!(out.msg().contains(text), "{what}: {}", out.msg());
+        assert_eq!(snapshot(&m, &h), before, "{what}: something leaked");
+    }
+    // Missing env vars.
+    let out = test_e2e::cni_call_with(
+        &test_e2e::bin("contiv"),
+        "ADD",
+        "",
+        &ns,
+        "eth0",
+        &conf(json!({})),
+        &[],
+    );
+    assert_eq!(out.error_code(), 4, "{}", out.stdout);
+    // Exhaustion: a /30 with a gateway has one address.
+    let first = h.pod(&conf(json!({"network": "tiny"})));
+    assert_eq!(first.ip, "10.9.0.2");
+    let mid = snapshot(&m, &h);
+    let q = Pod::new();
+    let out = h.cni(
+        "ADD",
+        &q.container_id,
+        &q.netns_path(),
+        "eth0",
+        &conf(json!({"network": "tiny"})),
+    );
+    assert!(
+        !out.ok() && out.msg().contains("address exhaustion"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(snapshot(&m, &h), mid, "exhaustion leaked");
+    // An interface of that name already in the pod: refused, and the netmaster address released.
+    q.exec(&[
+        "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p",
+    ]);
+    let out = h.cni(
+        "ADD",
+        &q.container_id,
+        &q.netns_path(),
+        "eth0",
+        &conf(json!({})),
+    );
+    assert!(
+        !out.ok() && out.msg().contains("File exists"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(snapshot(&m, &h), mid, "a failed veth creation leaked");
+    // The agent not running: code 11, and the message says what to do.
+    let mut dead = conf(json!({}));
+    dead["agentSocket"] = json!(format!("{}/none.sock", h.dir.display()));
+    let out = h.cni("ADD", &q.container_id, &q.netns_path(), "eth1", &dead);
+    assert_eq!(out.error_code(), 11, "{}", out.stdout);
+    assert!(out.msg().contains("is netplugin running"), "{}", out.msg());
+    assert!(out.stderr.is_empty() || !out.stdout.is_empty());
+}
+
+#[test]
+fn agent_restart_keeps_pods_talking_and_del_works_after() {
+    let (m, mut h) = setup();
+    let conf = h.conf("1.1.0", json!({}));
+    let a = h.pod(&conf);
+    let b = h.pod(&conf);
+    assert!(a.reaches(&b.ip, Duration::from_secs(5)));
+    let flows_before = h
+        .flows()
+        .lines()
+        .filter(|l| l.contains("cookie=0x2"))
+        .count();
+    // 50 pings at 10 per second across an agent kill and restart.
+    let ping = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &a.netns, "ping", "-q", "-i", "0.1", "-c", "50", "-W", "1", &b.ip,
+        ])
+        .output_async();
+    h.kill_agent();
+    h.start_agent();
+    let out = ping.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let received: u32 = text
+        .split(", ")
+        .find(|s| s.ends_with("received"))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        received >= 49,
+        "lost more than one ping across an agent restart: {text}"
+    );
+    // Flows were re-asserted, not duplicated.
+    assert_eq!(
+        h.flows()
+            .lines()
+            .filter(|l| l.contains("cookie=0x2"))
+            .count(),
+        flows_before
+    );
+    assert!(
+        h.cni("DEL", &a.container_id, &a.netns_path(), "eth0", &conf)
+            .ok()
+    );
+    assert!(
+        h.cni("DEL", &b.container_id, &b.netns_path(), "eth0", &conf)
+            .ok()
+    );
+    assert_eq!(m.endpoints().len(), 0);
+    assert_eq!(h.ovs_ports().len(), 0);
+}
+
+/// A non-blocking spawn of a command whose output we want later.
+trait OutputAsync {
+    fn output_async(&mut self) -> std::process::Child;
+}
+impl OutputAsync for std::process::Command {
+    fn output_async(&mut self) -> std::process::Child {
+        self.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+}
+
+#[test]
+fn status_fails_when_the_agent_is_gone() {
+    let conf = json!({"cniVersion": "1.1.0", "name": "contiv", "type": "contiv", "agentSocket": "/tmp/cte-none/agent.sock"});
+    let out = cni_call("STATUS", "", "", "", &conf);
+    assert_eq!(out.error_code(), 50, "{}", out.stdout);
+}
