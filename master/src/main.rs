@@ -35,6 +35,35 @@ struct Opts {
     )]
     data_dir: PathBuf,
 
+    /// Keep state in etcd (v3) instead of the embedded store: comma-separated client URLs.
+    #[arg(
+        long = "etcd-endpoints",
+        alias = "etcd",
+        env = "CONTIV_NETMASTER_ETCD_ENDPOINTS",
+        value_delimiter = ','
+    )]
+    etcd_endpoints: Vec<String>,
+
+    /// Prefix of every key in etcd, to share one etcd with other users.
+    #[arg(
+        long = "etcd-prefix",
+        env = "CONTIV_NETMASTER_ETCD_PREFIX",
+        default_value = ""
+    )]
+    etcd_prefix: String,
+
+    /// CA certificate for etcd over TLS.
+    #[arg(long = "etcd-cacert", env = "CONTIV_NETMASTER_ETCD_CACERT")]
+    etcd_cacert: Option<PathBuf>,
+
+    /// Client certificate for etcd (with --etcd-key).
+    #[arg(long = "etcd-cert", env = "CONTIV_NETMASTER_ETCD_CERT")]
+    etcd_cert: Option<PathBuf>,
+
+    /// Client key for etcd (with --etcd-cert).
+    #[arg(long = "etcd-key", env = "CONTIV_NETMASTER_ETCD_KEY")]
+    etcd_key: Option<PathBuf>,
+
     /// Seconds a node registration lives without a heartbeat.
     #[arg(
         long = "node-ttl",
@@ -76,11 +105,39 @@ async fn main() {
 }
 
 async fn run(opts: Opts) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&opts.data_dir)
-        .with_context(|| format!("create data dir {}", opts.data_dir.display()))?;
-    let db = opts.data_dir.join("contiv.redb");
-    let store = EmbeddedStore::open(EmbeddedOptions::new(&db))
-        .with_context(|| format!("open embedded store {}", db.display()))?;
+    let (store, store_kind, where_): (Arc<dyn store::Store>, &'static str, String) = if opts
+        .etcd_endpoints
+        .is_empty()
+    {
+        std::fs::create_dir_all(&opts.data_dir)
+            .with_context(|| format!("create data dir {}", opts.data_dir.display()))?;
+        let db = opts.data_dir.join("contiv.redb");
+        let s = EmbeddedStore::open(EmbeddedOptions::new(&db))
+            .with_context(|| format!("open embedded store {}", db.display()))?;
+        (Arc::new(s), "embedded", db.display().to_string())
+    } else {
+        let mut eo = store::EtcdOptions::new(opts.etcd_endpoints.clone());
+        eo.prefix = opts.etcd_prefix.clone();
+        if let Some(ca) = &opts.etcd_cacert {
+            eo.tls = Some(store::TlsOptions {
+                ca: ca.clone(),
+                cert: opts.etcd_cert.clone(),
+                key: opts.etcd_key.clone(),
+            });
+        }
+        // etcd may come up after us: say why we wait, and keep trying.
+        let s = loop {
+            match store::EtcdStore::connect(eo.clone()).await {
+                Ok(s) => break s,
+                Err(e @ store::StoreError::Open { .. }) => return Err(e).context("etcd options"),
+                Err(e) => {
+                    tracing::error!(error = %e, "connect to etcd; retrying in 2 s");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        };
+        (Arc::new(s), "etcd", opts.etcd_endpoints.join(","))
+    };
     let listener = tokio::net::TcpListener::bind(&opts.listen_url)
         .await
         .with_context(|| {
@@ -91,11 +148,11 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         })?;
     let local = listener.local_addr().context("read listen address")?;
     let master = Master::open(
-        Arc::new(store),
+        store,
         MasterOptions {
             node_ttl: Duration::from_secs(opts.node_ttl.max(1)),
             listen: local.to_string(),
-            store_kind: "embedded",
+            store_kind,
         },
     )
     .await
@@ -117,7 +174,7 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         });
         tracing::info!(socket = %path.display(), "netmaster serving on unix socket");
     }
-    tracing::info!(listen = %local, data = %db.display(), "netmaster serving");
+    tracing::info!(listen = %local, store = store_kind, at = %where_, "netmaster serving");
     axum::serve(listener, api::router(master))
         .with_graceful_shutdown(shutdown())
         .await

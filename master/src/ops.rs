@@ -38,6 +38,9 @@ pub struct Master {
     gate: tokio::sync::RwLock<()>,
     /// The lease of each registered node, and the revision of its last registration.
     node_leases: Mutex<BTreeMap<String, (u64, u64)>>,
+    /// Set when a transaction failed in a way that leaves its outcome unknown (the store became
+    /// unreachable mid-write): the state is reloaded from the store before the next write.
+    needs_resync: std::sync::atomic::AtomicBool,
     pub opts: MasterOptions,
 }
 
@@ -141,6 +144,50 @@ fn to_json<T: Serialize>(v: &T) -> Value {
 impl Master {
     /// Loads the state from the store and writes the defaults a fresh cluster needs.
     pub async fn open(store: Arc<dyn Store>, opts: MasterOptions) -> anyhow::Result<Arc<Master>> {
+        let (state, node_leases) = Self::load(store.as_ref()).await?;
+        let m = Arc::new(Master {
+            store,
+            state: Mutex::new(state),
+            gate: tokio::sync::RwLock::new(()),
+            node_leases: Mutex::new(node_leases),
+            needs_resync: std::sync::atomic::AtomicBool::new(false),
+            opts,
+        });
+        m.ensure_defaults().await?;
+        Ok(m)
+    }
+
+    /// Reloads the state from the store if a write's outcome was lost; called before writes.
+    async fn resync_if_needed(&self) -> ApiResult<()> {
+        use std::sync::atomic::Ordering;
+        if !self.needs_resync.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _w = self.gate.write().await;
+        if !self.needs_resync.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let (state, leases) = Self::load(self.store.as_ref()).await?;
+        *self.state() = state;
+        *self.node_leases.lock().unwrap_or_else(|p| p.into_inner()) = leases;
+        self.needs_resync.store(false, Ordering::Release);
+        tracing::warn!("state reloaded from the store after a write with an unknown outcome");
+        Ok(())
+    }
+
+    fn note_store_error(&self, e: &store::StoreError) {
+        if matches!(
+            e,
+            store::StoreError::Unavailable(_) | store::StoreError::Backend { .. }
+        ) {
+            self.needs_resync
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    async fn load(
+        store: &dyn Store,
+    ) -> Result<(State, BTreeMap<String, (u64, u64)>), store::StoreError> {
         let (mut kvs, rev) = store.list(keys::ROOT).await?;
         kvs.sort_by_key(|kv| State::load_rank(&kv.key));
         let mut state = State::new();
@@ -160,15 +207,7 @@ impl Master {
             endpoints = state.endpoints.len(),
             "state loaded"
         );
-        let m = Arc::new(Master {
-            store,
-            state: Mutex::new(state),
-            gate: tokio::sync::RwLock::new(()),
-            node_leases: Mutex::new(node_leases),
-            opts,
-        });
-        m.ensure_defaults().await?;
-        Ok(m)
+        Ok((state, node_leases))
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -212,7 +251,11 @@ impl Master {
 
     /// Commits a plan and applies it to the state.
     async fn commit(&self, plan: Plan) -> ApiResult<u64> {
-        let r = self.store.txn(plan.txn).await?;
+        let r = self
+            .store
+            .txn(plan.txn)
+            .await
+            .inspect_err(|e| self.note_store_error(e))?;
         if !r.succeeded {
             // Only another writer (a second master) can make a guard fail.
             return Err(ApiError::conflict(
@@ -270,6 +313,7 @@ impl Master {
             )));
         }
         obj.set_key();
+        self.resync_if_needed().await?;
         let _w = self.gate.write().await;
         let plan = planner(&self.state(), &obj)?;
         if let Some(plan) = plan {
@@ -281,6 +325,7 @@ impl Master {
 
     /// `DELETE /api/v1/<coll>/<key>/`: returns the key, as Contiv.
     pub async fn delete(&self, kind: Kind, key: &str) -> ApiResult<Value> {
+        self.resync_if_needed().await?;
         let _w = self.gate.write().await;
         let plan = plan_delete(&self.state(), kind, key)?;
         self.commit(plan).await?;
@@ -308,6 +353,7 @@ impl Master {
 
     /// Creates an endpoint, or returns it if it exists already in the same network.
     pub async fn create_endpoint(&self, req: &EndpointRequest) -> ApiResult<Endpoint> {
+        self.resync_if_needed().await?;
         let _r = self.gate.read().await;
         let ep = {
             let mut s = self.state();
@@ -359,6 +405,7 @@ impl Master {
                 )))
             }
             Err(e) => {
+                self.note_store_error(&e);
                 self.state().abort_endpoint(&ep.endpoint_id);
                 Err(e.into())
             }
@@ -367,6 +414,7 @@ impl Master {
 
     /// Deletes an endpoint and releases its addresses; deleting an absent one succeeds.
     pub async fn delete_endpoint(&self, id: &str) -> ApiResult<()> {
+        self.resync_if_needed().await?;
         let _r = self.gate.read().await;
         let Some(ep) = self.state().endpoints.get(id).cloned() else {
             return Ok(());
