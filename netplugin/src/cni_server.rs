@@ -20,10 +20,17 @@ use std::time::Instant;
 pub const DEFAULT_TENANT: &str = "default";
 pub const DEFAULT_NETWORK: &str = "default-net";
 
-pub fn router(m: Arc<Manager>) -> Router {
+/// What the CNI handlers need.
+pub struct CniServer {
+    pub manager: Arc<Manager>,
+    /// When set, pod labels decide placement.
+    pub kube: Option<crate::k8s::KubeClient>,
+}
+
+pub fn router(s: Arc<CniServer>) -> Router {
     Router::new()
         .route("/cni/v1/{verb}", axum::routing::post(handle))
-        .with_state(m)
+        .with_state(s)
 }
 
 fn cni_error(e: ManagerError) -> CniError {
@@ -53,7 +60,7 @@ fn answer(version: &str, r: Result<Vec<u8>, CniError>) -> Response {
 }
 
 async fn handle(
-    State(m): State<Arc<Manager>>,
+    State(s): State<Arc<CniServer>>,
     UrlPath(verb): UrlPath<String>,
     body: Bytes,
 ) -> Response {
@@ -64,7 +71,7 @@ async fn handle(
         Err(e) => return answer("", Err(e)),
     };
     let version = req.cni_version().to_string();
-    let r = dispatch(&m, &req).await;
+    let r = dispatch(&s, &req).await;
     match &r {
         Ok(_) => {
             tracing::info!(command = %req.command, container = %req.container_id, ifname = %req.if_name, ms = started.elapsed().as_millis() as u64, "CNI call done")
@@ -76,11 +83,15 @@ async fn handle(
     answer(&version, r)
 }
 
-async fn dispatch(m: &Manager, req: &AgentRequest) -> Result<Vec<u8>, CniError> {
+async fn dispatch(s: &CniServer, req: &AgentRequest) -> Result<Vec<u8>, CniError> {
+    let m = &s.manager;
     let conf = req.netconf()?;
     match req.command {
         Command::Add => {
-            let add = add_request(req, &conf)?;
+            let mut add = add_request(req, &conf)?;
+            if let Some(kube) = &s.kube {
+                apply_pod_labels(kube, req, &mut add).await?;
+            }
             let a = m.add(&add).await.map_err(cni_error)?;
             render_result(&result(&a, &conf), &conf.cni_version)
         }
@@ -114,6 +125,40 @@ async fn dispatch(m: &Manager, req: &AgentRequest) -> Result<Vec<u8>, CniError> 
         Command::Version => Err(CniError::internal(
             "VERSION is answered by the plugin itself",
         )),
+    }
+}
+
+/// Placement from the pod's `io.contiv.*` labels, which win over the config; the labels also go
+/// with the endpoint (service selectors match them).
+async fn apply_pod_labels(
+    kube: &crate::k8s::KubeClient,
+    req: &AgentRequest,
+    add: &mut AddRequest,
+) -> Result<(), CniError> {
+    let pod = req.pod()?;
+    let (Some(ns), Some(name)) = (pod.namespace, pod.name) else {
+        return Ok(());
+    };
+    match kube.pod_labels(&ns, &name).await {
+        Ok(Some(labels)) => {
+            use crate::k8s::{LABEL_GROUP, LABEL_NETWORK, LABEL_TENANT};
+            for (label, field) in [
+                (LABEL_TENANT, &mut add.tenant),
+                (LABEL_NETWORK, &mut add.network),
+                (LABEL_GROUP, &mut add.group),
+            ] {
+                if let Some(v) = labels.get(label).filter(|v| !v.is_empty()) {
+                    *field = v.clone();
+                }
+            }
+            add.labels = labels;
+            Ok(())
+        }
+        Ok(None) => {
+            tracing::warn!(pod = %format!("{ns}/{name}"), "pod not found in the Kubernetes API; placing it by the network config");
+            Ok(())
+        }
+        Err(e) => Err(CniError::try_again_later(e.to_string())),
     }
 }
 
@@ -206,7 +251,7 @@ pub fn result(a: &Attachment, conf: &NetConf) -> Result11 {
 }
 
 /// Serves the CNI socket until the process ends.
-pub async fn serve(m: Arc<Manager>, socket: &std::path::Path) -> Result<(), ManagerError> {
+pub async fn serve(m: Arc<CniServer>, socket: &std::path::Path) -> Result<(), ManagerError> {
     let io = |what: &str, e: std::io::Error| ManagerError {
         kind: ErrorKind::Internal,
         msg: format!("{what} {}: {e}", socket.display()),

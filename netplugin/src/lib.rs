@@ -2,5 +2,6 @@
 pub mod cluster;
 pub mod cni_server;
 pub mod datapath;
+pub mod k8s;
 pub mod manager;
 pub mod netlink;

@@ -79,6 +79,13 @@ struct Opts {
     /// on a 1500-byte underlay.
     #[arg(long, env = "CONTIV_NETPLUGIN_MTU", default_value_t = 1450)]
     mtu: u32,
+    /// Kubernetes API server (http://host:port): when set, pods are placed by their
+    /// io.contiv.tenant / io.contiv.network / io.contiv.net-group labels.
+    #[arg(long = "k8s-api", env = "CONTIV_NETPLUGIN_K8S_API")]
+    k8s_api: Option<String>,
+    /// File holding a bearer token for the Kubernetes API.
+    #[arg(long = "k8s-token-file", env = "CONTIV_NETPLUGIN_K8S_TOKEN_FILE")]
+    k8s_token_file: Option<PathBuf>,
     /// Log level, or a tracing filter.
     #[arg(
         long = "log-level",
@@ -168,6 +175,21 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
             }
         }
     }
+    let kube = match &opts.k8s_api {
+        None => None,
+        Some(api) => {
+            let token = match &opts.k8s_token_file {
+                Some(f) => Some(
+                    std::fs::read_to_string(f)
+                        .with_context(|| format!("read Kubernetes token file {}", f.display()))?
+                        .trim()
+                        .to_string(),
+                ),
+                None => None,
+            };
+            Some(netplugin::k8s::KubeClient::new(api, token).map_err(anyhow::Error::msg)?)
+        }
+    };
     let host = Netlink::host().context("open netlink")?;
     let m = Arc::new(Manager::new(
         client.clone(),
@@ -194,7 +216,7 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         Arc::new(Mutex::new(ClusterView::default())),
     ));
     tokio::select! {
-        r = netplugin::cni_server::serve(m, &opts.cni_socket) => r.context("CNI server")?,
+        r = netplugin::cni_server::serve(Arc::new(netplugin::cni_server::CniServer { manager: m, kube }), &opts.cni_socket) => r.context("CNI server")?,
         _ = shutdown() => tracing::info!("netplugin stopping; pods keep their networking"),
     }
     let _ = std::fs::remove_file(&opts.cni_socket);

@@ -98,8 +98,30 @@ pub fn cleanup_leftovers() {
             if let Some(owner) = owner_pid(&name)
                 && !pid_alive(owner)
             {
+                // Daemons outside the namespaces (netmaster) name their directory.
+                kill_processes_naming(&e.path());
                 let _ = std::fs::remove_dir_all(e.path());
             }
+        }
+    }
+}
+
+/// SIGKILLs every process (but this one) whose command line names a path under `dir`.
+pub fn kill_processes_naming(dir: &Path) {
+    let needle = format!("{}/", dir.display());
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&needle) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
     }
 }
@@ -255,15 +277,23 @@ pub struct Host {
     master_url: String,
     agent: Option<Child>,
     agent_starts: u32,
+    agent_args: Vec<String>,
 }
 
 impl Host {
     pub fn start(master: &Netmaster, name: &str) -> Self {
+        let mut h = Self::netns_only(master, name);
+        h.boot(&[]);
+        h
+    }
+
+    /// A host namespace with nothing running in it yet; start it with [`Host::boot`].
+    pub fn netns_only(master: &Netmaster, name: &str) -> Self {
         let ns = unique("h");
         let dir = PathBuf::from(format!("/tmp/{ns}"));
         std::fs::create_dir_all(&dir).unwrap();
         must(Command::new("ip").args(["netns", "add", &ns]));
-        let mut h = Host {
+        let h = Host {
             name: name.to_string(),
             bridge: format!("br{}", &ns[PREFIX.len()..]),
             cni_socket: dir.join("cni.sock"),
@@ -272,11 +302,22 @@ impl Host {
             master_url: master.url(),
             agent: None,
             agent_starts: 0,
+            agent_args: Vec::new(),
         };
         h.exec(&["ip", "link", "set", "lo", "up"]);
-        h.start_ovs();
-        h.start_agent();
         h
+    }
+
+    /// Starts OVS and the agent (with `agent_args`) on a host made by [`Host::netns_only`].
+    pub fn boot(&mut self, agent_args: &[&str]) {
+        self.agent_args = agent_args.iter().map(|a| a.to_string()).collect();
+        self.start_ovs();
+        self.start_agent();
+    }
+
+    /// Runs `f` on a thread inside the host's namespace (sockets made there stay there).
+    pub fn in_ns<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        in_netns(&format!("/var/run/netns/{}", self.ns), f)
     }
 
     fn ovs_env(&self, c: &mut Command) {
@@ -368,6 +409,7 @@ impl Host {
             .arg(&self.dir)
             .arg("--cni-socket")
             .arg(&self.cni_socket)
+            .args(&self.agent_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -641,16 +683,7 @@ impl Pod {
 
     /// Runs `f` on a thread inside the pod's namespace (sockets made there stay there).
     pub fn in_ns<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let ns = std::fs::File::open(self.netns_path()).expect("open pod netns");
-        std::thread::spawn(move || {
-            use std::os::fd::AsRawFd;
-            // SAFETY: setns on this thread only, with a valid namespace fd.
-            let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("pod thread")
+        in_netns(&self.netns_path(), f)
     }
 
     /// A TCP listener on `port` inside the pod.
@@ -688,6 +721,20 @@ impl Pod {
         drop(c);
         reader.join().expect("reader")
     }
+}
+
+/// Runs `f` on a fresh thread inside the namespace at `path`.
+pub fn in_netns<T: Send + 'static>(path: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let ns = std::fs::File::open(path).unwrap_or_else(|e| panic!("open netns {path}: {e}"));
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns on this thread only, with a valid namespace fd.
+        let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("netns thread")
 }
 
 impl Drop for Pod {

@@ -356,3 +356,118 @@ fn status_fails_when_the_agent_is_gone() {
     let out = cni_call("STATUS", "", "", "", &conf);
     assert_eq!(out.error_code(), 50, "{}", out.stdout);
 }
+
+/// A stand-in for the Kubernetes API (none can run here): serves the real pod JSON shape for
+/// `GET /api/v1/namespaces/<ns>/pods/<name>`, 404 for other pods. Listens inside `host`.
+fn fake_kube_api(host: &Host, pods: Vec<(&'static str, &'static str, Value)>) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let l = host.in_ns(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { break };
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            // Drain the headers.
+            let mut h = String::new();
+            while r.read_line(&mut h).map(|n| n > 2).unwrap_or(false) {
+                h.clear();
+            }
+            let path = line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            let found = pods
+                .iter()
+                .find(|(ns, name, _)| path == format!("/api/v1/namespaces/{ns}/pods/{name}"));
+            let (status, body) = match found {
+                Some((ns, name, labels)) => (
+                    "200 OK",
+                    json!({"kind": "Pod", "apiVersion": "v1",
+                        "metadata": {"name": name, "namespace": ns, "uid": "2c9e2b5e-1111-4d7a-9d0e-5d1b0c1a2b3c", "labels": labels},
+                        "spec": {"containers": [{"name": "c", "image": "busybox"}], "nodeName": "host1"},
+                        "status": {"phase": "Pending"}})
+                    .to_string(),
+                ),
+                None => ("404 Not Found", json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}).to_string()),
+            };
+            let _ = write!(
+                c,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn pods_are_placed_by_their_contiv_labels() {
+    let m = Netmaster::start();
+    m.network("default", "default-net", "10.1.2.0/24", "10.1.2.1");
+    m.network("blue", "web-net", "10.7.0.0/24", "10.7.0.1");
+    let (s, v) = m.api(
+        "POST",
+        "/api/v1/endpointGroups/blue:web/",
+        Some(json!({"tenantName": "blue", "groupName": "web", "networkName": "web-net"})),
+    );
+    assert_eq!(s, 200, "{v}");
+    let mut h = Host::netns_only(&m, "host1");
+    let port = fake_kube_api(
+        &h,
+        vec![(
+            "shop",
+            "front-1",
+            json!({"app": "front", "io.contiv.tenant": "blue", "io.contiv.network": "web-net", "io.contiv.net-group": "web"}),
+        )],
+    );
+    let api = format!("http://127.0.0.1:{port}");
+    h.boot(&["--k8s-api", &api]);
+    let conf = h.conf("1.1.0", json!({}));
+    let p = Pod::new();
+    let args =
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=front-1;K8S_POD_INFRA_CONTAINER_ID=x";
+    let out = test_e2e::cni_call_with(
+        &test_e2e::bin("contiv"),
+        "ADD",
+        &p.container_id,
+        &p.netns_path(),
+        "eth0",
+        &conf,
+        &[("CNI_ARGS", args)],
+    );
+    assert!(out.ok(), "{} {}", out.stdout, h.agent_log());
+    assert_eq!(out.json["ips"][0]["address"], "10.7.0.2/24");
+    let ep = &m.endpoints()[0];
+    assert_eq!(
+        (
+            ep["tenantName"].as_str(),
+            ep["groupName"].as_str(),
+            ep["containerName"].as_str()
+        ),
+        (Some("blue"), Some("web"), Some("shop/front-1"))
+    );
+    assert_eq!(ep["labels"]["app"], "front");
+    // A pod the API does not know is placed by the config; DEL needs no API at all.
+    let q = Pod::new();
+    let out = test_e2e::cni_call_with(
+        &test_e2e::bin("contiv"),
+        "ADD",
+        &q.container_id,
+        &q.netns_path(),
+        "eth0",
+        &conf,
+        &[("CNI_ARGS", "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=gone")],
+    );
+    assert!(out.ok(), "{}", out.stdout);
+    assert_eq!(out.json["ips"][0]["address"], "10.1.2.2/24");
+    for x in [&p, &q] {
+        assert!(
+            h.cni("DEL", &x.container_id, &x.netns_path(), "eth0", &conf)
+                .ok()
+        );
+    }
+    assert!(m.endpoints().is_empty());
+}
