@@ -7,7 +7,9 @@
 use futures::TryStreamExt;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::AddressAttribute;
-use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkMessage,
+};
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -118,8 +120,8 @@ impl Netlink {
         Ok(Netlink { handle })
     }
 
-    /// The index of a link, or None when it does not exist.
-    pub async fn index(&self, name: &str) -> Result<Option<u32>, LinkError> {
+    /// A link's message, or None when it does not exist.
+    async fn link(&self, name: &str) -> Result<Option<LinkMessage>, LinkError> {
         let mut s = self
             .handle
             .link()
@@ -127,8 +129,7 @@ impl Netlink {
             .match_name(name.to_string())
             .execute();
         match s.try_next().await {
-            Ok(Some(m)) => Ok(Some(m.header.index)),
-            Ok(None) => Ok(None),
+            Ok(m) => Ok(m),
             Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => {
                 Ok(None)
             }
@@ -136,51 +137,32 @@ impl Netlink {
         }
     }
 
+    /// The index of a link, or None when it does not exist.
+    pub async fn index(&self, name: &str) -> Result<Option<u32>, LinkError> {
+        Ok(self.link(name).await?.map(|m| m.header.index))
+    }
+
     /// A link's MAC address.
     pub async fn mac(&self, name: &str) -> Result<Option<String>, LinkError> {
-        let mut s = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
-        let msg = match s.try_next().await {
-            Ok(Some(m)) => m,
-            Ok(None) => return Ok(None),
-            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => {
-                return Ok(None);
-            }
-            Err(e) => return Err(nl(format!("look up link {name}"))(e)),
-        };
-        Ok(msg.attributes.iter().find_map(|a| match a {
-            LinkAttribute::Address(b) => Some(
-                b.iter()
-                    .map(|x| format!("{x:02x}"))
-                    .collect::<Vec<_>>()
-                    .join(":"),
-            ),
-            _ => None,
+        Ok(self.link(name).await?.and_then(|msg| {
+            msg.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Address(b) => Some(
+                    b.iter()
+                        .map(|x| format!("{x:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(":"),
+                ),
+                _ => None,
+            })
         }))
     }
 
     pub async fn mtu(&self, name: &str) -> Result<Option<u32>, LinkError> {
-        let mut s = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
-        let msg = match s.try_next().await {
-            Ok(Some(m)) => m,
-            Ok(None) => return Ok(None),
-            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => {
-                return Ok(None);
-            }
-            Err(e) => return Err(nl(format!("look up link {name}"))(e)),
-        };
-        Ok(msg.attributes.iter().find_map(|a| match a {
-            LinkAttribute::Mtu(m) => Some(*m),
-            _ => None,
+        Ok(self.link(name).await?.and_then(|msg| {
+            msg.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Mtu(m) => Some(*m),
+                _ => None,
+            })
         }))
     }
 
