@@ -61,12 +61,13 @@ pod() { # pod NAME TENANT: a namespace plumbed by the contiv CNI plugin; prints 
   local ns="$tag$1"; ip netns add "$ns"; pods+=("$ns")
   printf '{"cniVersion":"1.1.0","name":"contiv","type":"contiv","tenant":"%s","network":"contiv-net","agentSocket":"%s"}' \
     "$2" "$work/cni.sock" | CNI_COMMAND=ADD CNI_CONTAINERID="$ns" CNI_NETNS="/var/run/netns/$ns" CNI_IFNAME=eth0 \
-    CNI_PATH=/usr/lib/cni "$B/contiv" | grep -o '"address": "[^"]*"' | cut -d'"' -f4
+    CNI_PATH=/usr/lib/cni "$B/contiv" > "$work/$1.json"
+  printf '%-15s %s\n' "$1 ($2):" "$(grep -o '"address": "[^"]*"' "$work/$1.json" | cut -d'"' -f4)"
 }
 say "==> containers: CNI ADD through the contiv plugin"
-echo "web (default):  $(pod web default)"
-echo "db  (default):  $(pod db default)"
-echo "x   (blue):     $(pod x blue)"
+pod web default
+pod db default
+pod x blue
 
 say "==> web pings db over the Contiv network"
 ip netns exec "${tag}web" ping -c 3 -i 0.2 10.1.2.3

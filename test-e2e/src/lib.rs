@@ -610,7 +610,11 @@ pub fn cni_call_with(
     let mut ch = c.spawn().expect("spawn the CNI plugin");
     // A plugin that refuses its environment exits before reading stdin: a broken pipe then is
     // expected, and the exit status tells the story.
-    let _ = ch.stdin.take().unwrap().write_all(conf.to_string().as_bytes());
+    let _ = ch
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes());
     let out = ch.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     CniOutput {
