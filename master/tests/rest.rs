@@ -410,6 +410,7 @@ async fn bad_input_is_400_and_names_the_problem() {
         assert_eq!((s, err(&v)), (400, want.to_string()), "{path}");
     }
     // Malformed JSON and an empty body.
+    model::install_default_tls_provider();
     let http = reqwest::Client::new();
     let r = http
         .post(format!("{}/api/v1/tenants/x/", m.url))

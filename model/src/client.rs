@@ -25,6 +25,14 @@ pub enum ClientError {
     BadUrl { url: String, reason: String },
     #[error("read answer of {url}: {reason}")]
     Decode { url: String, reason: String },
+    /// The TLS handshake failed: most often a certificate this client does not trust.
+    #[error(
+        "TLS handshake with {url} failed: {reason} (give the server's CA with --cacert, or skip the check with --insecure)"
+    )]
+    Tls { url: String, reason: String },
+    /// A TLS setting could not be used (an unreadable CA file).
+    #[error("TLS setup: {0}")]
+    TlsConfig(String),
 }
 
 impl ClientError {
@@ -37,6 +45,18 @@ impl ClientError {
     pub fn is_not_found(&self) -> bool {
         self.status() == Some(404)
     }
+}
+
+/// How a [`Client`] talks https. `Default` is what [`Client::new`] uses: the system's CAs, no
+/// token.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Do not check the server's certificate (https only).
+    pub insecure: bool,
+    /// A PEM file of CA certificates to trust besides the system's (https only).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Sent as `x-auth-token` on every request, over https only (auth_proxy's token).
+    pub auth_token: Option<String>,
 }
 
 /// A netmaster client. Several URLs may be given: requests go to the first that answers, and
@@ -55,6 +75,8 @@ struct Target {
     /// What request paths are appended to.
     base: String,
     http: reqwest::Client,
+    /// The `x-auth-token` header to send (set only for https targets).
+    token: Option<reqwest::header::HeaderValue>,
 }
 
 /// The text of the innermost error, which is what a user can act on ("connection refused").
@@ -71,10 +93,200 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
+/// The rustls error behind a request error, if the request failed in the TLS handshake.
+fn tls_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<rustls::Error>() {
+            return Some(t.to_string());
+        }
+        // The rustls error comes inside io errors (one in another), whose `source` skips it.
+        let mut io = err.downcast_ref::<std::io::Error>();
+        while let Some(inner) = io.and_then(|i| i.get_ref()) {
+            if let Some(t) = inner.downcast_ref::<rustls::Error>() {
+                return Some(t.to_string());
+            }
+            io = inner.downcast_ref::<std::io::Error>();
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// TLS configuration (rustls with the ring provider) and the verifiers it uses.
+mod tls {
+    use super::{ClientError, ClientOptions};
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+    use std::sync::Arc;
+
+    pub fn provider() -> Arc<CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    /// Makes ring the process's default rustls provider, unless one is set already.
+    ///
+    /// reqwest is built with `rustls-no-provider`, so a `reqwest::Client` built elsewhere in a
+    /// program that links this crate without `use_preconfigured_tls` needs a default provider.
+    pub fn install_default_provider() {
+        if CryptoProvider::get_default().is_none() {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+    }
+
+    /// The config of an https target: the system's CAs plus `ca_file`, or no check at all.
+    pub fn https_config(opts: &ClientOptions) -> Result<rustls::ClientConfig, ClientError> {
+        let provider = provider();
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ClientError::TlsConfig(e.to_string()))?;
+        let config = if opts.insecure {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerifier(
+                    provider.signature_verification_algorithms,
+                )))
+                .with_no_client_auth()
+        } else {
+            let mut extra = Vec::new();
+            if let Some(path) = &opts.ca_file {
+                let bad = |reason: String| {
+                    ClientError::TlsConfig(format!("CA file {}: {reason}", path.display()))
+                };
+                for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+                    extra.push(cert.map_err(|e| bad(e.to_string()))?);
+                }
+                if extra.is_empty() {
+                    return Err(bad("no PEM certificate in it".into()));
+                }
+            }
+            let verifier =
+                rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider)
+                    .map_err(|e| ClientError::TlsConfig(e.to_string()))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_no_client_auth()
+        };
+        Ok(config)
+    }
+
+    /// The config of an http or unix target, which never does TLS: should a redirect lead to
+    /// https, every certificate is refused.
+    pub fn plain_config() -> rustls::ClientConfig {
+        let provider = provider();
+        rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(RefuseAll(
+                provider.signature_verification_algorithms,
+            )))
+            .with_no_client_auth()
+    }
+
+    /// `--insecure`: any certificate is accepted (the handshake signatures are still checked).
+    #[derive(Debug)]
+    struct NoVerifier(WebPkiSupportedAlgorithms);
+
+    impl ServerCertVerifier for NoVerifier {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp_response: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+        }
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.supported_schemes()
+        }
+    }
+
+    /// For targets that were not given as https.
+    #[derive(Debug)]
+    struct RefuseAll(WebPkiSupportedAlgorithms);
+
+    impl ServerCertVerifier for RefuseAll {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp_response: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Err(rustls::Error::General(
+                "TLS is not set up for a netmaster given as http://".into(),
+            ))
+        }
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+        }
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.supported_schemes()
+        }
+    }
+}
+
+/// Makes ring the process's default rustls crypto provider, unless one is set already.
+///
+/// This crate builds reqwest with rustls and no provider of its own choosing, and [`Client`]
+/// configures its TLS itself. A `reqwest::Client` built elsewhere in the same program (tests,
+/// other clients) without `use_preconfigured_tls` needs a process default: call this first.
+/// Building a [`Client`] calls it too.
+pub fn install_default_tls_provider() {
+    tls::install_default_provider();
+}
+
 impl Client {
-    /// `urls`: one or more base URLs (`http://host:9999`, or `unix:///run/contiv/netmaster.sock`),
-    /// tried in order; each may itself be a comma-separated list.
+    /// `urls`: one or more base URLs (`http://host:9999`, `https://host:10000`, or
+    /// `unix:///run/contiv/netmaster.sock`), tried in order; each may itself be a
+    /// comma-separated list. https uses the system's CAs; see [`Client::with_options`].
     pub fn new<S: AsRef<str>>(urls: &[S]) -> Result<Self, ClientError> {
+        Self::with_options(urls, &ClientOptions::default())
+    }
+
+    /// Like [`Client::new`], with the https settings of `opts`.
+    pub fn with_options<S: AsRef<str>>(
+        urls: &[S],
+        opts: &ClientOptions,
+    ) -> Result<Self, ClientError> {
+        tls::install_default_provider();
         let mut targets = Vec::new();
         for u in urls {
             for u in u
@@ -83,7 +295,7 @@ impl Client {
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
             {
-                targets.push(Self::target(u)?);
+                targets.push(Self::target(u, opts)?);
             }
         }
         if targets.is_empty() {
@@ -99,7 +311,7 @@ impl Client {
         })
     }
 
-    fn target(u: &str) -> Result<Target, ClientError> {
+    fn target(u: &str, opts: &ClientOptions) -> Result<Target, ClientError> {
         let bad = |reason: String| ClientError::BadUrl {
             url: u.to_string(),
             reason,
@@ -115,34 +327,50 @@ impl Client {
             }
             let http = builder
                 .unix_socket(std::path::PathBuf::from(path))
+                .use_preconfigured_tls(tls::plain_config())
                 .build()
                 .map_err(|e| bad(e.to_string()))?;
             return Ok(Target {
                 url: u.to_string(),
                 base: "http://localhost".into(),
                 http,
+                token: None,
             });
         }
         let parsed = reqwest::Url::parse(u).map_err(|e| bad(e.to_string()))?;
-        match parsed.scheme() {
-            "http" => {}
+        let (config, token) = match parsed.scheme() {
+            "http" => (tls::plain_config(), None),
             "https" => {
-                return Err(bad(
-                    "https is not supported by this build yet; use http:// or unix://".into(),
-                ));
+                let token = match &opts.auth_token {
+                    Some(t) => {
+                        let mut v = reqwest::header::HeaderValue::from_str(t).map_err(|_| {
+                            ClientError::TlsConfig(
+                                "the auth token is not a valid header value".into(),
+                            )
+                        })?;
+                        v.set_sensitive(true);
+                        Some(v)
+                    }
+                    None => None,
+                };
+                (tls::https_config(opts)?, token)
             }
             _ => {
                 return Err(bad(
-                    "must start with http:// (or unix:// for a local socket)".into(),
+                    "must start with http:// or https:// (or unix:// for a local socket)".into(),
                 ));
             }
-        }
-        let http = builder.build().map_err(|e| bad(e.to_string()))?;
+        };
+        let http = builder
+            .use_preconfigured_tls(config)
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
         let base = u.trim_end_matches('/').to_string();
         Ok(Target {
             url: base.clone(),
             base,
             http,
+            token,
         })
     }
 
@@ -166,6 +394,9 @@ impl Client {
             let t = &self.targets[idx];
             let url = format!("{}{}", t.base, path);
             let mut req = t.http.request(method.clone(), &url);
+            if let Some(token) = &t.token {
+                req = req.header("x-auth-token", token.clone());
+            }
             if let Some(t) = timeout {
                 req = req.timeout(t);
             }
@@ -178,6 +409,13 @@ impl Client {
                 Ok(resp) => {
                     self.current.store(idx, Ordering::Relaxed);
                     return Ok((url, resp));
+                }
+                Err(e) if tls_cause(&e).is_some() => {
+                    // Another URL would not help the user fix this: say it now.
+                    return Err(ClientError::Tls {
+                        url: t.url.clone(),
+                        reason: tls_cause(&e).unwrap_or_default(),
+                    });
                 }
                 Err(e) if e.is_connect() || e.is_timeout() => {
                     let reason = if e.is_timeout() {
@@ -207,6 +445,20 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<T, ClientError> {
+        let (url, bytes) = self.call_raw(method, path, body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            url,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Sends a request; on success returns the URL asked and the body as received.
+    async fn call_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(String, bytes::Bytes), ClientError> {
         let (url, resp) = self
             .send(method, path, body, Some(Duration::from_secs(30)))
             .await?;
@@ -231,10 +483,7 @@ impl Client {
                 message,
             });
         }
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
-            url,
-            reason: e.to_string(),
-        })
+        Ok((url, bytes))
     }
 
     fn json<B: Serialize>(b: &B) -> Option<Vec<u8>> {
@@ -302,6 +551,30 @@ impl Client {
             None,
         )
         .await
+    }
+
+    /// `POST /api/v1/auth_proxy/login/` with `{"username","password"}` (Contiv's auth_proxy).
+    /// Returns auth_proxy's answer as received (`{"token":"…"}`), after checking that it
+    /// holds a token.
+    pub async fn login(&self, username: &str, password: &str) -> Result<Vec<u8>, ClientError> {
+        let body = serde_json::json!({ "username": username, "password": password });
+        let (url, bytes) = self
+            .call_raw(
+                reqwest::Method::POST,
+                "/api/v1/auth_proxy/login/",
+                Self::json(&body),
+            )
+            .await?;
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            #[allow(dead_code)]
+            token: String,
+        }
+        serde_json::from_slice::<Answer>(&bytes).map_err(|e| ClientError::Decode {
+            url,
+            reason: format!("no token in the login answer: {e}"),
+        })?;
+        Ok(bytes.to_vec())
     }
 
     pub async fn version(&self) -> Result<VersionInfo, ClientError> {

@@ -8,5 +8,5 @@ pub mod net;
 pub mod objects;
 pub mod oper;
 
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, ClientOptions, install_default_tls_provider};
 pub use objects::*;

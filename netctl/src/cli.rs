@@ -6,7 +6,7 @@ use crate::{
     netprofile, network, policy, service, tenant, version,
 };
 use clap::{Args, Parser, Subcommand};
-use model::Client;
+use model::{Client, ClientOptions};
 
 /// A netmaster on this machine, so a single-host user needs no flag.
 pub const DEFAULT_NETMASTER: &str = "http://127.0.0.1:9999";
@@ -40,10 +40,19 @@ pub struct Cli {
         help_heading = "Global options"
     )]
     pub netmaster: Option<String>,
-    /// Skip TLS certificate checks (accepted for compatibility: https netmasters are not
-    /// supported yet)
+    /// Skip TLS certificate checks of an https netmaster or auth_proxy [env: INSECURE]
+    // INSECURE is read by `insecure`, for the same reason as NETMASTER.
     #[arg(long, global = true, help_heading = "Global options")]
     pub insecure: bool,
+    /// A PEM file of CA certificates to trust for https, besides the system's [env:
+    /// NETCTL_CACERT]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        help_heading = "Global options"
+    )]
+    pub cacert: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Family,
 }
@@ -73,7 +82,8 @@ pub enum Family {
     /// Endpoint group manipulation tools
     #[command(subcommand)]
     Group(group::Cmd),
-    /// Authenticate to Contiv (give auth_proxy's https address in --netmaster)
+    /// Log in to Contiv's auth_proxy (its https address in --netmaster) and keep the token for
+    /// later commands
     Login,
     /// Network profile manipulation tools
     #[command(subcommand)]
@@ -132,13 +142,34 @@ pub fn netmaster_urls(flag: Option<String>, env: Option<String>) -> String {
         .unwrap_or_else(|| DEFAULT_NETMASTER.to_string())
 }
 
+/// `--insecure`, else `$INSECURE` read as Go's `strconv.ParseBool` did (`1`, `t`, `true`).
+pub fn insecure(flag: bool, env: Option<String>) -> bool {
+    flag || env.is_some_and(|v| matches!(v.trim().to_lowercase().as_str(), "1" | "t" | "true"))
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
     if let Family::Completion(args) = &cli.command {
         return completion::run(args);
     }
     let urls = netmaster_urls(cli.netmaster, std::env::var("NETMASTER").ok());
-    let client = Client::new(&[urls])?;
+    let https = urls.split(',').any(|u| u.trim().starts_with("https://"));
+    let is_login = matches!(cli.command, Family::Login);
+    let opts = ClientOptions {
+        insecure: insecure(cli.insecure, std::env::var("INSECURE").ok()),
+        ca_file: cli.cacert.or_else(|| {
+            std::env::var_os("NETCTL_CACERT")
+                .filter(|v| !v.is_empty())
+                .map(Into::into)
+        }),
+        // The token of `netctl login`, sent over https only.
+        auth_token: if https && !is_login {
+            login::saved_token()?
+        } else {
+            None
+        },
+    };
+    let client = Client::with_options(&[urls], &opts)?;
     match cli.command {
         Family::AciGw(c) => aci_gw::run(c, &client).await,
         Family::AppProfile(c) => app_profile::run(c, &client).await,

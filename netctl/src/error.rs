@@ -28,9 +28,6 @@ pub enum CtlError {
     /// The netmaster answered something this netctl cannot read.
     #[error("read answer of netmaster: {0}")]
     Decode(String),
-    /// A request this netctl cannot make.
-    #[error("{0}")]
-    Unsupported(String),
     /// A request that makes no sense, refused before it is sent.
     #[error("{0}")]
     Invalid(String),
@@ -65,8 +62,9 @@ impl CtlError {
             CtlError::Client(ClientError::Api { .. }) | CtlError::Invalid(_) => exit::INVALID,
             CtlError::Client(ClientError::Unreachable { .. })
             | CtlError::Client(ClientError::Decode { .. })
-            | CtlError::Decode(_)
-            | CtlError::Unsupported(_) => exit::REQUEST,
+            | CtlError::Client(ClientError::Tls { .. })
+            | CtlError::Client(ClientError::TlsConfig(_))
+            | CtlError::Decode(_) => exit::REQUEST,
             CtlError::Io { .. } => exit::IO,
         }
     }

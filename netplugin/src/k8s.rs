@@ -33,6 +33,8 @@ impl KubeClient {
                 "Kubernetes API URL '{api}': only http:// is supported by this build (TLS comes later)"
             ));
         }
+        // model builds reqwest with rustls and no default crypto provider: install ring.
+        model::install_default_tls_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5))

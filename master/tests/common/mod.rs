@@ -125,6 +125,8 @@ impl Netmaster {
     }
 
     pub async fn req(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        // model builds reqwest with rustls and no default crypto provider: install ring.
+        model::install_default_tls_provider();
         let http = reqwest::Client::new();
         let mut r = http.request(method.parse().unwrap(), format!("{}{}", self.url, path));
         if let Some(b) = body {
