@@ -1,8 +1,9 @@
 //! The agent's link to netmaster: node registration with heartbeats, and the watch stream that
 //! keeps a view of the cluster (networks, groups, nodes) for the reconcilers.
 
+use crate::datapath::ClusterInputs;
 use futures::StreamExt;
-use model::agent::{NodeRegistration, WatchEvent, WatchEventType};
+use model::agent::{Endpoint, Node, NodeRegistration, WatchEvent, WatchEventType};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -67,7 +68,11 @@ impl ClusterView {
 
 /// Follows the watch stream for as long as the agent runs, resuming from the last revision after
 /// a disconnect and re-listing when that revision is gone.
-pub async fn follow(client: model::Client, view: Arc<Mutex<ClusterView>>) {
+pub async fn follow(
+    client: model::Client,
+    view: Arc<Mutex<ClusterView>>,
+    changed: Arc<tokio::sync::Notify>,
+) {
     loop {
         let from = {
             let v = view.lock().unwrap_or_else(|p| p.into_inner());
@@ -98,7 +103,10 @@ pub async fn follow(client: model::Client, view: Arc<Mutex<ClusterView>>) {
                     *view.lock().unwrap_or_else(|p| p.into_inner()) = ClusterView::default();
                     break;
                 }
-                Ok(e) => view.lock().unwrap_or_else(|p| p.into_inner()).apply(e),
+                Ok(e) => {
+                    view.lock().unwrap_or_else(|p| p.into_inner()).apply(e);
+                    changed.notify_one();
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "watch stream broke; resuming");
                     break;
@@ -106,5 +114,89 @@ pub async fn follow(client: model::Client, view: Arc<Mutex<ClusterView>>) {
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+impl ClusterView {
+    /// What this node's flows need from the view: its live peers, the other hosts' endpoints,
+    /// and the ARP mode. None until the view is complete.
+    pub fn inputs_for(&self, me: &str) -> Option<ClusterInputs> {
+        if !self.synced {
+            return None;
+        }
+        let mut c = ClusterInputs {
+            arp_proxy: true,
+            ..Default::default()
+        };
+        for (name, (v, _)) in self.objects.get("node").into_iter().flatten() {
+            if name == me {
+                continue;
+            }
+            match serde_json::from_value::<Node>(v.clone()) {
+                Ok(n) if !n.vtep_ip.is_empty() => {
+                    c.peers.insert(n.hostname, n.vtep_ip);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(node = %name, error = %e, "unreadable node in watch stream")
+                }
+            }
+        }
+        for (id, (v, _)) in self.objects.get("endpoint").into_iter().flatten() {
+            match serde_json::from_value::<Endpoint>(v.clone()) {
+                Ok(ep) if ep.host != me => {
+                    c.remote.insert(id.clone(), ep);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(endpoint = %id, error = %e, "unreadable endpoint in watch stream")
+                }
+            }
+        }
+        for (v, _) in self
+            .objects
+            .get("global")
+            .into_iter()
+            .flatten()
+            .map(|(_, v)| v)
+        {
+            if v.get("arpMode").and_then(|m| m.as_str()) == Some("flood") {
+                c.arp_proxy = false;
+            }
+        }
+        Some(c)
+    }
+}
+
+/// Keeps tunnels and the flows of other hosts' endpoints in line with the cluster view, for as
+/// long as the agent runs.
+pub async fn reconcile(
+    m: Arc<crate::manager::Manager>,
+    me: String,
+    view: Arc<Mutex<ClusterView>>,
+    changed: Arc<tokio::sync::Notify>,
+) {
+    let mut last: Option<String> = None;
+    loop {
+        changed.notified().await;
+        // Let a burst of events (a resync, a batch of pods) land before acting once.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let inputs = view
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .inputs_for(&me);
+        let Some(inputs) = inputs else { continue };
+        let fingerprint = format!("{inputs:?}");
+        if last.as_deref() == Some(fingerprint.as_str()) {
+            continue;
+        }
+        match m.dp.set_cluster(inputs).await {
+            Ok(()) => last = Some(fingerprint),
+            Err(e) => {
+                tracing::warn!(error = %e, "apply cluster changes; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                changed.notify_one();
+            }
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! rebuild its view from OVS after a restart; every flow carries a cookie naming its owner, so
 //! flows can be replaced or removed exactly (docs/ovs-pipeline.md).
 
+use crate::fabric::Inputs;
 use model::agent::Endpoint;
 use ovs::{
     BridgeSpec, FailMode, Flow, FlowProgrammer, OfctlProgrammer, PortInfo, PortSpec, Vswitch,
@@ -27,20 +28,12 @@ pub mod ids {
     pub const MAC: &str = "contiv-mac";
     /// The runtime's name of the network config (CNI `name`), which scopes GC.
     pub const CNI_NETWORK: &str = "contiv-cni-network";
+    /// On tunnel ports: the peer host and its VTEP address.
+    pub const PEER: &str = "contiv-peer";
+    pub const VTEP: &str = "contiv-vtep";
 }
 
-/// Cookie classes: the top byte of every cookie says who owns the flow.
-pub mod cookie {
-    pub const CLASS_SHIFT: u32 = 56;
-    pub const BASE: u64 = 0x01 << CLASS_SHIFT;
-    pub const ENDPOINT: u64 = 0x02 << CLASS_SHIFT;
-    pub const CLASS_MASK: u64 = 0xff << CLASS_SHIFT;
-
-    /// The cookie of an endpoint's flows: its class and 56 bits of a hash of its id.
-    pub fn endpoint(id: &str) -> u64 {
-        ENDPOINT | (super::fnv1a(id.as_bytes()) & !CLASS_MASK)
-    }
-}
+pub use crate::fabric::cookie;
 
 /// FNV-1a, 64 bits: stable across builds and platforms (std's hasher is not).
 pub fn fnv1a(bytes: &[u8]) -> u64 {
@@ -99,6 +92,41 @@ pub struct Datapath {
     ofctl: OfctlProgrammer,
     pub bridge: String,
     pub kind: DatapathType,
+    fabric: tokio::sync::Mutex<FabricState>,
+}
+
+/// What the flows are computed from, and what is installed.
+#[derive(Default)]
+struct FabricState {
+    inputs: Inputs,
+    /// Peer host -> VTEP address of its tunnel port.
+    peers: BTreeMap<String, String>,
+    /// Whether the cluster view (remote endpoints, peers) is complete. Until it is, flows that
+    /// depend on it are left as they are (an agent restart must not cut running traffic).
+    synced: bool,
+    /// Whether this host's endpoints have been loaded (after a restart).
+    locals_loaded: bool,
+    /// Installed flows by cookie; `None`: present in the switch, content not known (found at
+    /// start or after ovs-vswitchd restarted).
+    applied: BTreeMap<u64, Option<Vec<Flow>>>,
+}
+
+/// The cluster as one agent's flows need it.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterInputs {
+    /// Live peers (this host excluded): host name -> VTEP address.
+    pub peers: BTreeMap<String, String>,
+    /// Endpoints of other hosts by id.
+    pub remote: BTreeMap<String, Endpoint>,
+    pub arp_proxy: bool,
+}
+
+/// The name of the tunnel port to a VTEP: `vx` and the address in hex (fits IFNAMSIZ).
+pub fn tunnel_ifname(vtep: &str) -> String {
+    match vtep.parse::<std::net::Ipv4Addr>() {
+        Ok(a) => format!("vx{:08x}", u32::from(a)),
+        Err(_) => format!("vx{:012x}", fnv1a(vtep.as_bytes()) & 0xffff_ffff_ffff),
+    }
 }
 
 impl Datapath {
@@ -116,10 +144,23 @@ impl Datapath {
             ofctl,
             bridge: bridge.to_string(),
             kind,
+            fabric: tokio::sync::Mutex::new(FabricState {
+                inputs: Inputs {
+                    arp_proxy: true,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
         })
     }
 
-    /// Creates or fixes the integration bridge and its base flows.
+    /// The bridge's OpenFlow management socket (it is re-created when ovs-vswitchd restarts).
+    pub fn mgmt_socket(&self) -> PathBuf {
+        self.ofctl.mgmt_socket(&self.bridge)
+    }
+
+    /// Creates or fixes the integration bridge, learns which of our flows it holds, and installs
+    /// the base flows.
     pub async fn ensure_bridge(&self) -> Result<(), DatapathError> {
         let spec = BridgeSpec::new(&self.bridge)
             .datapath_type(self.kind.ovs_name())
@@ -131,9 +172,56 @@ impl Datapath {
         self.ofctl
             .wait_for_bridge(&self.bridge, Duration::from_secs(10))
             .await?;
-        self.flows
-            .replace_flows_for_cookie(&self.bridge, cookie::BASE, &base_flows())
-            .await?;
+        let mut st = self.fabric.lock().await;
+        self.learn_installed(&mut st).await?;
+        self.apply(&mut st).await
+    }
+
+    /// Records which cookies the switch holds, so that stale ones get removed.
+    async fn learn_installed(&self, st: &mut FabricState) -> Result<(), DatapathError> {
+        st.applied = self
+            .flows
+            .dump_flows(&self.bridge, None)
+            .await?
+            .into_iter()
+            .map(|f| (f.cookie, None))
+            .collect();
+        Ok(())
+    }
+
+    /// Installs the difference between the desired flows and the installed ones, in one bundle.
+    async fn apply(&self, st: &mut FabricState) -> Result<(), DatapathError> {
+        let want = crate::fabric::desired(&st.inputs);
+        // Flows are left alone until what they derive from is known: this host's endpoints
+        // (from OVS and netmaster at start) and the cluster view. A restarting agent must not
+        // remove flows that running pods use.
+        let ours = |c: u64| match cookie::class(c) {
+            cookie::BASE => true,
+            cookie::ENDPOINT => st.locals_loaded,
+            _ => st.locals_loaded && st.synced,
+        };
+        let mut sets: Vec<(u64, Vec<Flow>)> = Vec::new();
+        for (c, flows) in &want {
+            if ours(*c) && st.applied.get(c) != Some(&Some(flows.clone())) {
+                sets.push((*c, flows.clone()));
+            }
+        }
+        for c in st.applied.keys() {
+            if !want.contains_key(c) && ours(*c) {
+                sets.push((*c, Vec::new()));
+            }
+        }
+        if sets.is_empty() {
+            return Ok(());
+        }
+        self.flows.replace_flow_sets(&self.bridge, &sets).await?;
+        for (c, flows) in sets {
+            if flows.is_empty() {
+                st.applied.remove(&c);
+            } else {
+                st.applied.insert(c, Some(flows));
+            }
+        }
         Ok(())
     }
 
@@ -167,13 +255,27 @@ impl Datapath {
         Ok(ofport)
     }
 
-    /// Installs (replaces) the flows of one endpoint.
+    /// Installs (replaces) the flows of one local endpoint and of its network.
     pub async fn program_endpoint(&self, ofport: u32, ep: &Endpoint) -> Result<(), DatapathError> {
-        let c = cookie::endpoint(&ep.endpoint_id);
-        self.flows
-            .replace_flows_for_cookie(&self.bridge, c, &endpoint_flows(c, ofport, ep))
-            .await?;
-        Ok(())
+        self.set_local_endpoints(vec![(ofport, ep.clone())], false)
+            .await
+    }
+
+    /// Records local endpoints (all of them when `replace_all`, as after a restart) and applies.
+    pub async fn set_local_endpoints(
+        &self,
+        eps: Vec<(u32, Endpoint)>,
+        replace_all: bool,
+    ) -> Result<(), DatapathError> {
+        let mut st = self.fabric.lock().await;
+        if replace_all {
+            st.inputs.local.clear();
+            st.locals_loaded = true;
+        }
+        for (port, ep) in eps {
+            st.inputs.local.insert(ep.endpoint_id.clone(), (port, ep));
+        }
+        self.apply(&mut st).await
     }
 
     /// Removes an endpoint's flows and port. Nothing to remove is not an error.
@@ -182,6 +284,12 @@ impl Datapath {
         ifname: &str,
         endpoint_id: &str,
     ) -> Result<(), DatapathError> {
+        {
+            let mut st = self.fabric.lock().await;
+            st.inputs.local.remove(endpoint_id);
+            self.apply(&mut st).await?;
+        }
+        // Flows of an earlier agent that were never recorded here.
         self.flows
             .del_flows(
                 &self.bridge,
@@ -192,6 +300,80 @@ impl Datapath {
             .await?;
         self.vs.del_port(&self.bridge, ifname).await?;
         Ok(())
+    }
+
+    /// Brings tunnels and flows in line with the cluster: a tunnel port per live peer, flows for
+    /// the other hosts' endpoints in the networks that have members here; tunnels to peers that
+    /// left are removed after the flows stop using them.
+    pub async fn set_cluster(&self, c: ClusterInputs) -> Result<(), DatapathError> {
+        let ports = self.vs.list_ports(&self.bridge).await?;
+        let mut have: BTreeMap<String, (String, Option<u32>)> = BTreeMap::new();
+        for p in &ports {
+            if let Some(h) = p.external_ids.get(ids::PEER) {
+                have.insert(h.clone(), (p.name.clone(), p.ofport));
+            }
+        }
+        let mut tunnels = BTreeMap::new();
+        for (host, vtep) in &c.peers {
+            let name = tunnel_ifname(vtep);
+            let port = match have.get(host) {
+                Some((n, Some(of))) if *n == name => *of,
+                _ => {
+                    let spec = PortSpec::new(&name)
+                        .iface_type("vxlan")
+                        .option("remote_ip", vtep)
+                        .option("key", "flow")
+                        .external_id(ids::PEER, host)
+                        .external_id(ids::VTEP, vtep);
+                    self.vs.add_port(&self.bridge, &spec).await?;
+                    let of = self.vs.wait_ofport(&name, Duration::from_secs(10)).await?;
+                    tracing::info!(peer = %host, vtep = %vtep, port = %name, "tunnel up");
+                    of
+                }
+            };
+            tunnels.insert(host.clone(), port);
+        }
+        {
+            let mut st = self.fabric.lock().await;
+            st.inputs.tunnels = tunnels;
+            st.inputs.remote = c.remote;
+            st.inputs.arp_proxy = c.arp_proxy;
+            st.peers = c.peers.clone();
+            st.synced = true;
+            self.apply(&mut st).await?;
+        }
+        for (host, (name, _)) in &have {
+            if c.peers.get(host).map(|v| tunnel_ifname(v)).as_deref() != Some(name.as_str()) {
+                self.vs.del_port(&self.bridge, name).await?;
+                tracing::info!(peer = %host, port = %name, "tunnel removed: peer left");
+            }
+        }
+        Ok(())
+    }
+
+    /// After ovs-vswitchd restarted (its flows are gone, port numbers may have changed):
+    /// re-reads the ports and installs every flow again.
+    pub async fn resync(&self) -> Result<(), DatapathError> {
+        self.ofctl
+            .wait_for_bridge(&self.bridge, Duration::from_secs(10))
+            .await?;
+        let ports = self.vs.list_ports(&self.bridge).await?;
+        let mut st = self.fabric.lock().await;
+        for p in &ports {
+            let Some(of) = p.ofport else { continue };
+            if let Some(id) = p.external_ids.get(ids::ENDPOINT)
+                && let Some(e) = st.inputs.local.get_mut(id)
+            {
+                e.0 = of;
+            }
+            if let Some(h) = p.external_ids.get(ids::PEER)
+                && let Some(t) = st.inputs.tunnels.get_mut(h)
+            {
+                *t = of;
+            }
+        }
+        self.learn_installed(&mut st).await?;
+        self.apply(&mut st).await
     }
 
     /// The endpoint ports on the bridge (those carrying an endpoint id).
@@ -206,54 +388,9 @@ impl Datapath {
     }
 }
 
-/// Flows every bridge has: anything not claimed by a more specific flow is switched normally
-/// (within its VLAN, which isolates networks from each other).
-pub fn base_flows() -> Vec<Flow> {
-    vec![Flow::new(0, 0, "", "NORMAL").cookie(cookie::BASE)]
-}
-
-/// An endpoint's flows: its port may only send from its own MAC and addresses (no spoofing of
-/// another pod's identity); everything else from that port is dropped.
+/// An endpoint's own flows (see [`crate::fabric::local_flows`]), with ARP proxying on.
 pub fn endpoint_flows(c: u64, ofport: u32, ep: &Endpoint) -> Vec<Flow> {
-    let p = format!("in_port={ofport},dl_src={}", ep.mac_address);
-    let mut f = vec![
-        Flow::new(0, 200, format!("{p},ip,nw_src={}", ep.ip_address), "NORMAL"),
-        Flow::new(
-            0,
-            200,
-            format!(
-                "{p},arp,arp_spa={},arp_sha={}",
-                ep.ip_address, ep.mac_address
-            ),
-            "NORMAL",
-        ),
-        // DHCP discovery has no source address yet; harmless and keeps dhclient-style tools quiet.
-        Flow::new(
-            0,
-            190,
-            format!("{p},udp,nw_src=0.0.0.0,tp_src=68,tp_dst=67"),
-            "NORMAL",
-        ),
-        Flow::new(0, 100, format!("in_port={ofport}"), "drop"),
-    ];
-    // IPv6: link-local (ND, RS) and the assigned address.
-    f.push(Flow::new(
-        0,
-        200,
-        format!("{p},ipv6,ipv6_src=fe80::/10"),
-        "NORMAL",
-    ));
-    if !ep.ipv6_address.is_empty() {
-        f.push(Flow::new(
-            0,
-            200,
-            format!("{p},ipv6,ipv6_src={}", ep.ipv6_address),
-            "NORMAL",
-        ));
-    }
-    // Duplicate address detection probes come from the unspecified address.
-    f.push(Flow::new(0, 190, format!("{p},ipv6,ipv6_src=::"), "NORMAL"));
-    f.into_iter().map(|fl| fl.cookie(c)).collect()
+    crate::fabric::local_flows(c, ofport, ep, true)
 }
 
 #[cfg(test)]
@@ -284,7 +421,7 @@ mod tests {
         assert!(f.iter().all(|x| x.cookie == 7));
         assert!(f.iter().any(|x| x.matches
             == "in_port=5,dl_src=02:02:0a:01:02:02,ip,nw_src=10.1.2.2"
-            && x.actions == "NORMAL"));
+            && x.actions.ends_with("resubmit(,10)")));
         assert!(
             f.iter()
                 .any(|x| x.matches == "in_port=5" && x.actions == "drop" && x.priority == 100)

@@ -2,6 +2,8 @@
 pub mod cluster;
 pub mod cni_server;
 pub mod datapath;
+pub mod fabric;
 pub mod k8s;
 pub mod manager;
 pub mod netlink;
+pub mod underlay;

@@ -39,6 +39,18 @@ struct Opts {
         default_value = "127.0.0.1"
     )]
     vtep_ip: String,
+    /// The NIC that carries the VTEP address. With the userspace datapath the agent makes it a
+    /// port of the uplink bridge and moves the address there (OVS tunnels need that); with the
+    /// kernel datapath it only sets the default MTU.
+    #[arg(long = "vtep-intf", env = "CONTIV_NETPLUGIN_VTEP_INTF")]
+    vtep_intf: Option<String>,
+    /// The uplink bridge for --vtep-intf (userspace datapath).
+    #[arg(
+        long = "vtep-bridge",
+        env = "CONTIV_NETPLUGIN_VTEP_BRIDGE",
+        default_value = "contivUplink"
+    )]
+    vtep_bridge: String,
     /// OVSDB unix socket.
     #[arg(
         long = "ovsdb-sock",
@@ -75,10 +87,10 @@ struct Opts {
         default_value = "auto"
     )]
     datapath: DatapathChoice,
-    /// Pod interface MTU (a network config's `mtu` overrides it). Default: 1450, room for VXLAN
-    /// on a 1500-byte underlay.
-    #[arg(long, env = "CONTIV_NETPLUGIN_MTU", default_value_t = 1450)]
-    mtu: u32,
+    /// Pod interface MTU (a network config's `mtu` overrides it). Default: the MTU of
+    /// --vtep-intf minus 50 (the VXLAN encapsulation), or 1450 without --vtep-intf.
+    #[arg(long, env = "CONTIV_NETPLUGIN_MTU")]
+    mtu: Option<u32>,
     /// Kubernetes API server (http://host:port): when set, pods are placed by their
     /// io.contiv.tenant / io.contiv.network / io.contiv.net-group labels.
     #[arg(long = "k8s-api", env = "CONTIV_NETPLUGIN_K8S_API")]
@@ -157,6 +169,29 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
             opts.ovsdb_sock.display()
         )
     })?;
+    let host = Netlink::host().context("open netlink")?;
+    let vtep: std::net::IpAddr = opts.vtep_ip.parse().with_context(|| {
+        format!(
+            "--vtep-ip {}: not an IP address (give this node's underlay address)",
+            opts.vtep_ip
+        )
+    })?;
+    let mut underlay_mtu = None;
+    if let Some(nic) = &opts.vtep_intf {
+        underlay_mtu = Some(if kind == DatapathType::Userspace {
+            netplugin::underlay::ensure_uplink(&dp.vs, &host, &opts.vtep_bridge, nic, vtep)
+                .await
+                .with_context(|| format!("set up uplink bridge {} on {nic}", opts.vtep_bridge))?
+        } else {
+            host.mtu(nic)
+                .await?
+                .with_context(|| format!("--vtep-intf {nic}: no such interface"))?
+        });
+    }
+    let mtu = opts
+        .mtu
+        .unwrap_or_else(|| underlay_mtu.map_or(1450, |m| m.saturating_sub(50)));
+    tracing::info!(mtu, "pod MTU");
     dp.ensure_bridge()
         .await
         .with_context(|| format!("set up bridge {}", opts.bridge))?;
@@ -190,14 +225,13 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
             Some(netplugin::k8s::KubeClient::new(api, token).map_err(anyhow::Error::msg)?)
         }
     };
-    let host = Netlink::host().context("open netlink")?;
     let m = Arc::new(Manager::new(
         client.clone(),
         dp,
         host,
         ManagerConfig {
             node: node.clone(),
-            mtu: opts.mtu,
+            mtu,
         },
     ));
     m.reconcile()
@@ -206,21 +240,49 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     tokio::spawn(cluster::heartbeat(
         client.clone(),
         model::agent::NodeRegistration {
-            hostname: node,
+            hostname: node.clone(),
             vtep_ip: opts.vtep_ip.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
         },
     ));
-    tokio::spawn(cluster::follow(
-        client,
-        Arc::new(Mutex::new(ClusterView::default())),
-    ));
+    let view = Arc::new(Mutex::new(ClusterView::default()));
+    let changed = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(cluster::follow(client, view.clone(), changed.clone()));
+    tokio::spawn(cluster::reconcile(m.clone(), node, view, changed));
+    tokio::spawn(watch_vswitchd(m.clone()));
     tokio::select! {
         r = netplugin::cni_server::serve(Arc::new(netplugin::cni_server::CniServer { manager: m, kube }), &opts.cni_socket) => r.context("CNI server")?,
         _ = shutdown() => tracing::info!("netplugin stopping; pods keep their networking"),
     }
     let _ = std::fs::remove_file(&opts.cni_socket);
     Ok(())
+}
+
+/// ovs-vswitchd keeps no flows across a restart: when it comes back (its bridge's management
+/// socket is re-created), install everything again at once. Polling a stat is cheap and catches
+/// a restart within 50 ms.
+async fn watch_vswitchd(m: Arc<Manager>) {
+    use std::os::unix::fs::MetadataExt;
+    let sock = m.dp.mgmt_socket();
+    let inode = |p: &std::path::Path| std::fs::metadata(p).map(|md| md.ino()).ok();
+    let mut last = inode(&sock);
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = inode(&sock);
+        if now.is_none() || now == last {
+            continue;
+        }
+        tracing::warn!("ovs-vswitchd restarted: installing every flow again");
+        match m.dp.resync().await {
+            Ok(()) => {
+                tracing::info!("flows restored after ovs-vswitchd restart");
+                last = now;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "restore flows after ovs-vswitchd restart; retrying")
+            }
+        }
+    }
 }
 
 async fn shutdown() {

@@ -555,6 +555,7 @@ impl Manager {
         let by_id: HashMap<&str, &Endpoint> =
             eps.iter().map(|e| (e.endpoint_id.as_str(), e)).collect();
         let mut with_port = BTreeSet::new();
+        let mut locals = Vec::new();
         for p in &ports {
             let id = p
                 .external_ids
@@ -563,7 +564,7 @@ impl Manager {
                 .unwrap_or_default();
             with_port.insert(id.clone());
             match (by_id.get(id.as_str()), p.ofport) {
-                (Some(ep), Some(of)) => self.dp.program_endpoint(of, ep).await?,
+                (Some(ep), Some(of)) => locals.push((of, (*ep).clone())),
                 (None, _) => {
                     tracing::warn!(endpoint = %id, port = %p.name, "port has no endpoint in netmaster; leaving it alone")
                 }
@@ -572,6 +573,8 @@ impl Manager {
                 }
             }
         }
+        // One atomic replace of every endpoint's flows: running pods see no gap.
+        self.dp.set_local_endpoints(locals, true).await?;
         for ep in &eps {
             if !with_port.contains(&ep.endpoint_id) {
                 tracing::warn!(endpoint = %ep.endpoint_id, "releasing an endpoint whose ADD never finished");

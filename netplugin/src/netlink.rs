@@ -252,6 +252,33 @@ impl Netlink {
         }
     }
 
+    /// Removes an address from a link; an address that is not there is not an error.
+    pub async fn del_address(
+        &self,
+        name: &str,
+        index: u32,
+        ip: IpAddr,
+        prefix: u8,
+    ) -> Result<(), LinkError> {
+        let mut msg = netlink_packet_route::address::AddressMessage::default();
+        msg.header.family = Self::family(&ip);
+        msg.header.prefix_len = prefix;
+        msg.header.index = index;
+        msg.attributes.push(AddressAttribute::Address(ip));
+        if ip.is_ipv4() {
+            msg.attributes.push(AddressAttribute::Local(ip));
+        }
+        match self.handle.address().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(m))
+                if [libc::EADDRNOTAVAIL, libc::ENODEV].contains(&m.raw_code().abs()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(nl(format!("remove address {ip}/{prefix} from {name}"))(e)),
+        }
+    }
+
     /// The addresses of a link (global scope), as `ip/prefix`.
     pub async fn addresses(&self, index: u32) -> Result<Vec<(IpAddr, u8)>, LinkError> {
         let mut s = self

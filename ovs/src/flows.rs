@@ -208,6 +208,14 @@ pub trait FlowProgrammer: Send + Sync {
         flows: &[Flow],
     ) -> Result<(), FlowError>;
 
+    /// Replaces the flows of several cookies (an empty set deletes that cookie's flows) in one
+    /// atomic step: packets see either all the old flows or all the new ones.
+    async fn replace_flow_sets(
+        &self,
+        bridge: &str,
+        sets: &[(u64, Vec<Flow>)],
+    ) -> Result<(), FlowError>;
+
     /// The bridge's flows, or only those whose cookie matches `filter`.
     async fn dump_flows(
         &self,
@@ -431,6 +439,30 @@ impl FlowProgrammer for OfctlProgrammer {
         // add-flows accepts a command word per line; the bundle makes delete + add one step.
         self.bundle(&action, bridge, "add-flows", replace_lines(cookie, flows))
             .await
+    }
+
+    async fn replace_flow_sets(
+        &self,
+        bridge: &str,
+        sets: &[(u64, Vec<Flow>)],
+    ) -> Result<(), FlowError> {
+        let action = format!("replace the flows of {} cookies", sets.len());
+        let mut lines = Vec::new();
+        for (cookie, flows) in sets {
+            validate_all(&action, bridge, flows)?;
+            if let Some(f) = flows.iter().find(|f| f.cookie != *cookie) {
+                return Err(FlowError::InvalidFlow {
+                    action,
+                    bridge: bridge.to_string(),
+                    reason: format!("{}: cookie differs from {cookie:#x}", f.to_ofctl()),
+                });
+            }
+            lines.extend(replace_lines(*cookie, flows));
+        }
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.bundle(&action, bridge, "add-flows", lines).await
     }
 
     async fn dump_flows(

@@ -120,6 +120,18 @@ impl FlowProgrammer for FakeFlowProgrammer {
         Ok(())
     }
 
+    async fn replace_flow_sets(
+        &self,
+        bridge: &str,
+        sets: &[(u64, Vec<Flow>)],
+    ) -> Result<(), FlowError> {
+        for (cookie, flows) in sets {
+            self.replace_flows_for_cookie(bridge, *cookie, flows)
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn dump_flows(
         &self,
         bridge: &str,

@@ -102,6 +102,28 @@ async fn add_dump_replace_and_delete_by_cookie() {
         [row(0x20, 1, 0, "", "drop")]
     );
 
+    // Several cookies in one bundle: 0x30 appears, 0x20 is replaced, 0x40 (absent) is a no-op.
+    of.replace_flow_sets(
+        "br0",
+        &[
+            (0x30, vec![Flow::new(2, 5, "ip", "drop").cookie(0x30)]),
+            (0x20, vec![Flow::new(1, 1, "arp", "drop").cookie(0x20)]),
+            (0x40, vec![]),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        summary(&of.dump_flows("br0", None).await.unwrap()),
+        [
+            row(0x20, 1, 1, "arp", "drop"),
+            row(0x30, 2, 5, "ip", "drop")
+        ]
+    );
+    of.replace_flow_sets("br0", &[(0x30, vec![])])
+        .await
+        .unwrap();
+
     // Replacing with nothing deletes; empty calls are no-ops.
     of.replace_flows_for_cookie("br0", 0x20, &[]).await.unwrap();
     of.add_flows("br0", &[]).await.unwrap();

@@ -1,0 +1,390 @@
+//! The node's OpenFlow pipeline as a pure function of what the agent knows: its own endpoints
+//! (with their OpenFlow ports), the endpoints on other hosts, the tunnels to those hosts and the
+//! global ARP mode. [`desired`] turns that into flows grouped by cookie; the datapath applies the
+//! difference to what is installed. docs/ovs-pipeline.md describes the tables.
+
+use model::agent::Endpoint;
+use ovs::Flow;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Tables of the pipeline.
+pub mod table {
+    /// Where every packet starts: which endpoint or tunnel it came from, and its network.
+    pub const CLASSIFY: u8 = 0;
+    /// Packets from a tunnel: the VNI names the network.
+    pub const TUNNEL: u8 = 2;
+    /// ARP requests answered by the switch (arpMode proxy).
+    pub const ARP: u8 = 10;
+    /// Layer-2 forwarding inside a network: to a local port, a tunnel, or flooded.
+    pub const L2: u8 = 30;
+}
+
+/// Register 0 says where a packet entered.
+pub const FROM_ENDPOINT: u32 = 1;
+pub const FROM_TUNNEL: u32 = 2;
+
+/// Cookie classes: the top byte of every cookie says who owns the flow.
+pub mod cookie {
+    pub const CLASS_SHIFT: u32 = 56;
+    pub const CLASS_MASK: u64 = 0xff << CLASS_SHIFT;
+    /// The table-miss flows every bridge has.
+    pub const BASE: u64 = 0x01 << CLASS_SHIFT;
+    /// One endpoint on this host.
+    pub const ENDPOINT: u64 = 0x02 << CLASS_SHIFT;
+    /// One endpoint on another host.
+    pub const REMOTE: u64 = 0x03 << CLASS_SHIFT;
+    /// One network (by network id): tunnel classification and flooding.
+    pub const NETWORK: u64 = 0x04 << CLASS_SHIFT;
+    /// One tunnel port (by peer host).
+    pub const TUNNEL: u64 = 0x05 << CLASS_SHIFT;
+
+    fn hashed(class: u64, id: &str) -> u64 {
+        class | (crate::datapath::fnv1a(id.as_bytes()) & !CLASS_MASK)
+    }
+
+    pub fn endpoint(id: &str) -> u64 {
+        hashed(ENDPOINT, id)
+    }
+    pub fn remote(id: &str) -> u64 {
+        hashed(REMOTE, id)
+    }
+    pub fn network(nid: u64) -> u64 {
+        NETWORK | (nid & !CLASS_MASK)
+    }
+    pub fn tunnel(host: &str) -> u64 {
+        hashed(TUNNEL, host)
+    }
+    pub fn class(c: u64) -> u64 {
+        c & CLASS_MASK
+    }
+}
+
+/// The pipeline's name for a network, carried in the metadata field: the VNI of a VXLAN network,
+/// or bit 32 plus the VLAN of a VLAN network (the two pools overlap numerically).
+pub fn network_id(ep: &Endpoint) -> u64 {
+    if ep.encap == "vlan" {
+        (1 << 32) | u64::from(ep.pkt_tag)
+    } else {
+        u64::from(ep.ext_pkt_tag)
+    }
+}
+
+fn is_vxlan(ep: &Endpoint) -> bool {
+    ep.encap != "vlan"
+}
+
+/// Everything the flows depend on.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    /// This host's endpoints: id -> (OpenFlow port, endpoint).
+    pub local: BTreeMap<String, (u32, Endpoint)>,
+    /// Other hosts' endpoints by id.
+    pub remote: BTreeMap<String, Endpoint>,
+    /// Tunnel OpenFlow port per peer host name.
+    pub tunnels: BTreeMap<String, u32>,
+    /// Answer ARP requests for known endpoints in the switch (Contiv's `arpMode: proxy`).
+    pub arp_proxy: bool,
+}
+
+/// The flows of every owner, by cookie.
+pub fn desired(i: &Inputs) -> BTreeMap<u64, Vec<Flow>> {
+    let mut out: BTreeMap<u64, Vec<Flow>> = BTreeMap::new();
+    out.insert(cookie::BASE, base_flows());
+
+    // Networks that have an endpoint here: only they need tunnel, remote and flood flows.
+    let mut nets: BTreeMap<u64, (bool, BTreeSet<u32>, BTreeSet<&str>)> = BTreeMap::new();
+    for (id, (port, ep)) in &i.local {
+        let nid = network_id(ep);
+        let e = nets
+            .entry(nid)
+            .or_insert((is_vxlan(ep), BTreeSet::new(), BTreeSet::new()));
+        e.1.insert(*port);
+        out.insert(
+            cookie::endpoint(id),
+            local_flows(cookie::endpoint(id), *port, ep, i.arp_proxy),
+        );
+    }
+    for (id, ep) in &i.remote {
+        let nid = network_id(ep);
+        let Some(net) = nets.get_mut(&nid) else {
+            continue;
+        };
+        let Some(&tport) = i.tunnels.get(&ep.host) else {
+            continue;
+        };
+        if !net.0 {
+            // A VLAN network spans hosts through a physical uplink, not tunnels.
+            continue;
+        }
+        net.2.insert(ep.host.as_str());
+        let c = cookie::remote(id);
+        out.insert(c, remote_flows(c, tport, ep, i.arp_proxy));
+    }
+    for (host, port) in &i.tunnels {
+        let c = cookie::tunnel(host);
+        out.insert(
+            c,
+            vec![
+                Flow::new(
+                    table::CLASSIFY,
+                    300,
+                    format!("in_port={port}"),
+                    format!("resubmit(,{})", table::TUNNEL),
+                )
+                .cookie(c),
+            ],
+        );
+    }
+    for (nid, (vxlan, ports, hosts)) in nets {
+        let c = cookie::network(nid);
+        let local_out: String = ports.iter().map(|p| format!(",output:{p}")).collect();
+        let mut to_peers = String::new();
+        if vxlan && !hosts.is_empty() {
+            to_peers = format!(",set_field:{nid}->tun_id");
+            for h in &hosts {
+                to_peers.push_str(&format!(",output:{}", i.tunnels[*h]));
+            }
+        }
+        let mut f = vec![
+            // Broadcast, multicast and unknown unicast from a pod: every member here and, once
+            // per host, every host with members (head-end replication).
+            Flow::new(
+                table::L2,
+                50,
+                format!("reg0={FROM_ENDPOINT},metadata={nid:#x}"),
+                format!("{}{}", &local_out[1..], to_peers),
+            ),
+            // From a tunnel: members here only (never back into the overlay: no loops).
+            Flow::new(
+                table::L2,
+                50,
+                format!("reg0={FROM_TUNNEL},metadata={nid:#x}"),
+                local_out[1..].to_string(),
+            ),
+        ];
+        if vxlan {
+            f.push(Flow::new(
+                table::TUNNEL,
+                100,
+                format!("tun_id={nid}"),
+                format!(
+                    "set_field:{nid:#x}->metadata,set_field:{FROM_TUNNEL}->reg0,resubmit(,{})",
+                    table::ARP
+                ),
+            ));
+        }
+        out.insert(c, f.into_iter().map(|x| x.cookie(c)).collect());
+    }
+    out
+}
+
+/// Table-miss flows: nothing is forwarded unless a flow says so.
+pub fn base_flows() -> Vec<Flow> {
+    vec![
+        Flow::new(table::CLASSIFY, 0, "", "drop"),
+        Flow::new(table::TUNNEL, 0, "", "drop"),
+        Flow::new(table::ARP, 0, "", format!("resubmit(,{})", table::L2)),
+        Flow::new(table::L2, 0, "", "drop"),
+    ]
+    .into_iter()
+    .map(|f| f.cookie(cookie::BASE))
+    .collect()
+}
+
+/// A local endpoint: what its port may send (its own MAC and addresses: no spoofing of another
+/// pod), tagged with its network; delivery to it; and ARP answers for it.
+pub fn local_flows(c: u64, ofport: u32, ep: &Endpoint, arp_proxy: bool) -> Vec<Flow> {
+    let nid = network_id(ep);
+    let to_pipeline = format!(
+        "set_field:{nid:#x}->metadata,set_field:{FROM_ENDPOINT}->reg0,resubmit(,{})",
+        table::ARP
+    );
+    let p = format!("in_port={ofport},dl_src={}", ep.mac_address);
+    let mut f = vec![
+        Flow::new(
+            table::CLASSIFY,
+            200,
+            format!("{p},ip,nw_src={}", ep.ip_address),
+            &to_pipeline,
+        ),
+        Flow::new(
+            table::CLASSIFY,
+            200,
+            format!(
+                "{p},arp,arp_spa={},arp_sha={}",
+                ep.ip_address, ep.mac_address
+            ),
+            &to_pipeline,
+        ),
+        // DHCP discovery has no source address yet.
+        Flow::new(
+            table::CLASSIFY,
+            190,
+            format!("{p},udp,nw_src=0.0.0.0,tp_src=68,tp_dst=67"),
+            &to_pipeline,
+        ),
+        // IPv6: link-local (ND, RS), duplicate address detection, and the assigned address.
+        Flow::new(
+            table::CLASSIFY,
+            200,
+            format!("{p},ipv6,ipv6_src=fe80::/10"),
+            &to_pipeline,
+        ),
+        Flow::new(
+            table::CLASSIFY,
+            190,
+            format!("{p},ipv6,ipv6_src=::"),
+            &to_pipeline,
+        ),
+        Flow::new(table::CLASSIFY, 100, format!("in_port={ofport}"), "drop"),
+        Flow::new(
+            table::L2,
+            100,
+            format!("metadata={nid:#x},dl_dst={}", ep.mac_address),
+            format!("output:{ofport}"),
+        ),
+    ];
+    if !ep.ipv6_address.is_empty() {
+        f.push(Flow::new(
+            table::CLASSIFY,
+            200,
+            format!("{p},ipv6,ipv6_src={}", ep.ipv6_address),
+            &to_pipeline,
+        ));
+    }
+    if arp_proxy {
+        f.push(arp_responder(nid, ep));
+    }
+    f.into_iter().map(|x| x.cookie(c)).collect()
+}
+
+/// An endpoint on another host: unicast to it goes into the tunnel to its host, with the VNI.
+pub fn remote_flows(c: u64, tunnel_port: u32, ep: &Endpoint, arp_proxy: bool) -> Vec<Flow> {
+    let nid = network_id(ep);
+    let mut f = vec![Flow::new(
+        table::L2,
+        100,
+        format!(
+            "reg0={FROM_ENDPOINT},metadata={nid:#x},dl_dst={}",
+            ep.mac_address
+        ),
+        format!("set_field:{nid}->tun_id,output:{tunnel_port}"),
+    )];
+    if arp_proxy {
+        f.push(arp_responder(nid, ep));
+    }
+    f.into_iter().map(|x| x.cookie(c)).collect()
+}
+
+/// Answers a local pod's ARP request for `ep`'s address with `ep`'s MAC, out of the port it came
+/// in on: the request never leaves the host.
+fn arp_responder(nid: u64, ep: &Endpoint) -> Flow {
+    Flow::new(
+        table::ARP,
+        100,
+        format!(
+            "reg0={FROM_ENDPOINT},metadata={nid:#x},arp,arp_op=1,arp_tpa={}",
+            ep.ip_address
+        ),
+        format!(
+            "move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:{mac}->eth_src,\
+             set_field:2->arp_op,move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],\
+             move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],set_field:{mac}->arp_sha,\
+             set_field:{ip}->arp_spa,IN_PORT",
+            mac = ep.mac_address,
+            ip = ep.ip_address
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(id: &str, host: &str, ip: &str, vni: u32) -> Endpoint {
+        Endpoint {
+            endpoint_id: id.into(),
+            host: host.into(),
+            ip_address: ip.into(),
+            mac_address: format!(
+                "02:02:0a:01:02:{:02x}",
+                ip.rsplit('.').next().unwrap().parse::<u8>().unwrap()
+            ),
+            encap: "vxlan".into(),
+            pkt_tag: 1,
+            ext_pkt_tag: vni,
+            ..Default::default()
+        }
+    }
+
+    fn inputs() -> Inputs {
+        let mut i = Inputs {
+            arp_proxy: true,
+            ..Default::default()
+        };
+        i.local
+            .insert("a".into(), (5, ep("a", "h1", "10.1.2.2", 7)));
+        i.local
+            .insert("b".into(), (6, ep("b", "h1", "10.1.2.3", 7)));
+        i.remote.insert("c".into(), ep("c", "h2", "10.1.2.4", 7));
+        // A network with no local member: no flows for it here.
+        i.remote.insert("d".into(), ep("d", "h2", "10.9.0.2", 8));
+        i.tunnels.insert("h2".into(), 9);
+        i
+    }
+
+    #[test]
+    fn flood_reaches_local_members_and_peers_with_members() {
+        let d = desired(&inputs());
+        let net = &d[&cookie::network(7)];
+        let from_pod = net
+            .iter()
+            .find(|f| f.matches == "reg0=1,metadata=0x7")
+            .unwrap();
+        assert_eq!(
+            from_pod.actions,
+            "output:5,output:6,set_field:7->tun_id,output:9"
+        );
+        let from_tunnel = net
+            .iter()
+            .find(|f| f.matches == "reg0=2,metadata=0x7")
+            .unwrap();
+        assert_eq!(from_tunnel.actions, "output:5,output:6");
+        assert!(!d.contains_key(&cookie::network(8)));
+        assert!(!d.contains_key(&cookie::remote("d")));
+        let c = &d[&cookie::remote("c")];
+        assert!(
+            c.iter()
+                .any(|f| f.actions == "set_field:7->tun_id,output:9")
+        );
+        assert!(d.values().flatten().all(|f| f.cookie != 0));
+    }
+
+    #[test]
+    fn a_remote_endpoint_waits_for_its_tunnel_and_arp_mode_is_honoured() {
+        let mut i = inputs();
+        i.tunnels.clear();
+        i.arp_proxy = false;
+        let d = desired(&i);
+        assert!(!d.contains_key(&cookie::remote("c")));
+        assert!(
+            d.values()
+                .flatten()
+                .all(|f| f.table != table::ARP || f.priority == 0)
+        );
+        let net = &d[&cookie::network(7)];
+        assert!(net.iter().all(|f| !f.actions.contains("tun_id")));
+    }
+
+    #[test]
+    fn vlan_and_vxlan_ids_never_collide() {
+        let mut v = ep("v", "h1", "10.3.0.2", 0);
+        v.encap = "vlan".into();
+        v.pkt_tag = 7;
+        assert_ne!(network_id(&v), network_id(&ep("x", "h1", "10.1.0.2", 7)));
+        assert_eq!(
+            cookie::class(cookie::network(network_id(&v))),
+            cookie::NETWORK
+        );
+    }
+}
