@@ -171,10 +171,16 @@ pub struct Netmaster {
     child: Option<Child>,
     pub dir: PathBuf,
     pub socket: PathBuf,
+    args: Vec<String>,
 }
 
 impl Netmaster {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A netmaster with extra flags (e.g. `--node-ttl 3`).
+    pub fn start_with(args: &[&str]) -> Self {
         let dir = PathBuf::from(format!("/tmp/{}", unique("m")));
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("netmaster.sock");
@@ -182,6 +188,7 @@ impl Netmaster {
             child: None,
             dir,
             socket,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         m.spawn();
         m
@@ -194,6 +201,7 @@ impl Netmaster {
             .arg(&self.socket)
             .arg("--data-dir")
             .arg(self.dir.join("data"))
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -264,6 +272,64 @@ impl Drop for Netmaster {
     }
 }
 
+// ------------------------------------------------------------------------ underlay
+
+/// The network that joins simulated hosts: a Linux bridge in a namespace of its own; each host is
+/// plugged in by a veth whose host end is `ul0` with an address from 10.250.0.0/24.
+pub struct Underlay {
+    pub ns: String,
+    next: AtomicU32,
+}
+
+impl Default for Underlay {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Underlay {
+    pub const NIC: &'static str = "ul0";
+
+    pub fn new() -> Self {
+        let ns = unique("u");
+        must(Command::new("ip").args(["netns", "add", &ns]));
+        let ip = |args: &[&str]| must(Command::new("ip").args(["-n", &ns]).args(args));
+        ip(&["link", "add", "br0", "type", "bridge"]);
+        ip(&["link", "set", "br0", "up"]);
+        Underlay {
+            ns,
+            next: AtomicU32::new(1),
+        }
+    }
+
+    /// Plugs the host namespace `host_ns` in; returns its underlay address.
+    pub fn attach(&self, host_ns: &str) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let addr = format!("10.250.0.{}", 10 + n);
+        let port = format!("u{n}");
+        let ip = |ns: &str, args: &[&str]| must(Command::new("ip").args(["-n", ns]).args(args));
+        ip(
+            &self.ns,
+            &[
+                "link", "add", &port, "type", "veth", "peer", "name", Self::NIC, "netns", host_ns,
+            ],
+        );
+        ip(&self.ns, &["link", "set", &port, "master", "br0", "up"]);
+        ip(
+            host_ns,
+            &["addr", "add", &format!("{addr}/24"), "dev", Self::NIC],
+        );
+        ip(host_ns, &["link", "set", Self::NIC, "up"]);
+        addr
+    }
+}
+
+impl Drop for Underlay {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
 // ------------------------------------------------------------------------ hosts
 
 /// A simulated host: a network namespace with its own OVS and agent.
@@ -277,12 +343,23 @@ pub struct Host {
     agent: Option<Child>,
     agent_starts: u32,
     agent_args: Vec<String>,
+    /// The underlay address, when on an [`Underlay`].
+    pub vtep: String,
 }
 
 impl Host {
     pub fn start(master: &Netmaster, name: &str) -> Self {
         let mut h = Self::netns_only(master, name);
         h.boot(&[]);
+        h
+    }
+
+    /// A host on `underlay`: its agent's VTEP is its underlay address, on `ul0`.
+    pub fn start_on(master: &Netmaster, underlay: &Underlay, name: &str) -> Self {
+        let mut h = Self::netns_only(master, name);
+        let vtep = underlay.attach(&h.ns);
+        h.vtep = vtep.clone();
+        h.boot(&["--vtep-ip", &vtep, "--vtep-intf", Underlay::NIC]);
         h
     }
 
@@ -302,6 +379,7 @@ impl Host {
             agent: None,
             agent_starts: 0,
             agent_args: Vec::new(),
+            vtep: String::new(),
         };
         h.exec(&["ip", "link", "set", "lo", "up"]);
         h
