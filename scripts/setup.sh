@@ -17,6 +17,7 @@ PACKAGES=(
   libprotobuf-dev      # the well-known .proto files protoc needs for etcd's API
   containernetworking-plugins # reference CNI plugins: loopback, and the bridge baseline in benchmarks
   iperf3               # throughput checks between pods
+  tcpdump              # what a pod received, in isolation tests
   podman               # a real CNI runtime for the end-to-end test (CNI backend, see test-e2e/tests/podman.rs)
   runc                 # podman's OCI runtime here (crun fails on this kernel's hybrid cgroups)
   systemd              # systemd-analyze, to verify the units in conf/systemd

@@ -338,6 +338,14 @@ impl Manager {
                 format!("host interface {host_if} vanished"),
             )
         })?;
+        // The host side is only a switch port: without IPv6 it sends the pod no router
+        // solicitations or MLD reports of its own (and skips address setup work).
+        if let Err(e) = std::fs::write(
+            format!("/proc/sys/net/ipv6/conf/{host_if}/disable_ipv6"),
+            "1",
+        ) {
+            tracing::debug!(port = %host_if, error = %e, "disable IPv6 on the host side");
+        }
         self.host.set_up(&host_if, host_idx).await?;
         let mut extra = BTreeMap::new();
         extra.insert(ids::CONTAINER.to_string(), req.container_id.clone());

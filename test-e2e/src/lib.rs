@@ -311,7 +311,16 @@ impl Underlay {
         ip(
             &self.ns,
             &[
-                "link", "add", &port, "type", "veth", "peer", "name", Self::NIC, "netns", host_ns,
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                Self::NIC,
+                "netns",
+                host_ns,
             ],
         );
         ip(&self.ns, &["link", "set", &port, "master", "br0", "up"]);

@@ -58,6 +58,29 @@ fn tunnels(h: &Host) -> Vec<String> {
         .collect()
 }
 
+/// Turns off IPv6 on a pod's interface, so that its own router solicitations and MLD reports
+/// do not disturb packet counts.
+fn quiet(p: &Pod) {
+    p.exec(&["sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=1"]);
+}
+
+/// The pods' received-packet counters once they stop moving (after turning IPv6 off, the kernel
+/// still sends a delayed MLD report or two).
+fn settled(pods: &[&Pod]) -> Vec<u64> {
+    let read = || pods.iter().map(|p| rx_packets(p)).collect::<Vec<_>>();
+    let mut last = read();
+    let mut stable_since = Instant::now();
+    wait_for("packet counters to settle", Duration::from_secs(20), || {
+        let now = read();
+        if now != last {
+            last = now;
+            stable_since = Instant::now();
+        }
+        stable_since.elapsed() >= Duration::from_millis(1500)
+    });
+    last
+}
+
 fn rx_packets(p: &Pod) -> u64 {
     let out = p.exec(&["cat", "/sys/class/net/eth0/statistics/rx_packets"]);
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
@@ -123,7 +146,16 @@ fn pods_on_three_hosts_share_one_segment() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let trace = pods[0].exec(&["busybox", "traceroute", "-n", "-m", "3", "-w", "2", &pods[3].ip]);
+    let trace = pods[0].exec(&[
+        "busybox",
+        "traceroute",
+        "-n",
+        "-m",
+        "3",
+        "-w",
+        "2",
+        &pods[3].ip,
+    ]);
     let hops = String::from_utf8_lossy(&trace.stdout)
         .lines()
         .filter(|l| !l.starts_with("traceroute"))
@@ -133,4 +165,227 @@ fn pods_on_three_hosts_share_one_segment() {
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     assert_eq!(pods[0].tcp_exchange(&pods[2], 7001, &data), data);
     assert_eq!(pods[3].tcp_exchange(&pods[1], 7002, &data), data);
+}
+
+#[test]
+fn tenants_with_the_same_subnet_never_exchange_a_packet() {
+    let c = Cluster::start(2, &[]);
+    c.master
+        .network("default", "net", "10.1.2.0/24", "10.1.2.1");
+    c.master.network("blue", "net", "10.1.2.0/24", "10.1.2.1");
+    // Same addresses (and so the same MACs) in both tenants, on both hosts.
+    let d1 = c.pod(0, "net", "default");
+    let d2 = c.pod(1, "net", "default");
+    let b1 = c.pod(0, "net", "blue");
+    let b2 = c.pod(1, "net", "blue");
+    let b3 = c.pod(1, "net", "blue");
+    quiet(&d1);
+    quiet(&d2);
+    assert_eq!(
+        (d1.ip.as_str(), d2.ip.as_str()),
+        (b1.ip.as_str(), b2.ip.as_str())
+    );
+    assert!(d1.reaches(&d2.ip, REACH) && d2.reaches(&d1.ip, REACH));
+    assert!(b1.reaches(&b2.ip, REACH) && b1.reaches(&b3.ip, REACH));
+    assert!(!d1.ping(&b3.ip), "default reached blue's {}", b3.ip);
+    // Count what the default pods receive while only blue talks (their own IPv6 chatter off).
+    let before = settled(&[&d1, &d2]);
+    // Unicast to the very same addresses, and broadcasts.
+    for _ in 0..3 {
+        assert!(b1.ping(&b2.ip) && b2.ping(&b1.ip));
+    }
+    b1.exec(&["ping", "-b", "-c", "2", "-W", "1", "10.1.2.255"]);
+    let after = vec![rx_packets(&d1), rx_packets(&d2)];
+    assert_eq!(before, after, "a default pod received blue's packets");
+
+    // Two networks of one tenant are separate segments too (bridge mode): a broadcast in one
+    // never shows up in the other.
+    c.master
+        .network("default", "other", "10.7.0.0/24", "10.7.0.1");
+    let o1 = c.pod(1, "other", "default");
+    let o2 = c.pod(0, "other", "default");
+    assert!(o1.reaches(&o2.ip, REACH));
+    quiet(&o2);
+    quiet(&o1);
+    let before = settled(&[&o2])[0];
+    d2.exec(&[
+        "ping",
+        "-b",
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "-W",
+        "1",
+        "10.1.2.255",
+    ]);
+    d2.exec(&["ping", "-c", "1", "-W", "1", &o2.ip]);
+    assert_eq!(
+        rx_packets(&o2),
+        before,
+        "network 'other' saw traffic of 'net'"
+    );
+}
+
+#[test]
+fn hosts_join_and_leave() {
+    // Short node leases so a stopped agent is noticed within seconds.
+    let mut c = Cluster::start(2, &["--node-ttl", "3"]);
+    c.master
+        .network("default", "net", "10.1.2.0/24", "10.1.2.1");
+    let p1 = c.pod(0, "net", "default");
+    let joined = Instant::now();
+    let i = c.add_host("host3");
+    c.wait_for_mesh();
+    let p3 = c.pod(i, "net", "default");
+    assert!(p3.reaches(&p1.ip, REACH) && p1.reaches(&p3.ip, REACH));
+    eprintln!("host3: join to reachability {:?}", joined.elapsed());
+
+    // host3's agent stops: its lease runs out and the others remove their tunnel to it.
+    c.hosts[i].kill_agent();
+    let vx3 = test_e2e_tunnel_name(&c.hosts[i].vtep);
+    wait_for("tunnels to host3 removed", Duration::from_secs(20), || {
+        c.hosts[..2].iter().all(|h| !tunnels(h).contains(&vx3))
+    });
+    assert!(!p1.ping(&p3.ip));
+    // Back again: tunnels return, and the pod is reachable again (its endpoint was kept).
+    c.hosts[i].start_agent();
+    c.wait_for_mesh();
+    assert!(p1.reaches(&p3.ip, REACH));
+}
+
+fn test_e2e_tunnel_name(vtep: &str) -> String {
+    let a: std::net::Ipv4Addr = vtep.parse().unwrap();
+    format!("vx{:08x}", u32::from(a))
+}
+
+#[test]
+fn restarts_keep_traffic_flowing() {
+    let mut c = Cluster::start(2, &[]);
+    c.master
+        .network("default", "net", "10.1.2.0/24", "10.1.2.1");
+    let a = c.pod(0, "net", "default");
+    let b = c.pod(1, "net", "default");
+    assert!(a.reaches(&b.ip, REACH));
+    let flows_before = c.hosts[0].flows().lines().count();
+
+    // The agent on host1 crashes and comes back while pings run.
+    let (sent, got) = ping_through(&a, &b.ip, 40, || {
+        std::thread::sleep(Duration::from_millis(500));
+        c.hosts[0].kill_agent();
+        c.hosts[0].start_agent();
+    });
+    eprintln!("agent restart: {sent} sent, {got} received");
+    assert!(
+        sent - got <= 1,
+        "agent restart lost {} of {sent} pings",
+        sent - got
+    );
+    assert_eq!(
+        c.hosts[0].flows().lines().count(),
+        flows_before,
+        "flows duplicated or lost"
+    );
+
+    // ovs-vswitchd on host2 crashes and is started again: the agent restores every flow.
+    let (sent, got) = ping_through(&a, &b.ip, 60, || {
+        std::thread::sleep(Duration::from_millis(500));
+        c.hosts[1].kill_vswitchd();
+        c.hosts[1].start_vswitchd();
+    });
+    eprintln!("ovs-vswitchd restart: {sent} sent, {got} received");
+    // While ovs-vswitchd is down nothing forwards (userspace datapath); what we control is how
+    // fast the flows come back once it is up.
+    assert!(
+        got >= sent - 10,
+        "vswitchd restart lost {} of {sent} pings",
+        sent - got
+    );
+    assert!(a.reaches(&b.ip, REACH) && b.reaches(&a.ip, REACH));
+    // Delete still works after both restarts.
+    let conf = c.hosts[0].conf("1.0.0", json!({"network": "net"}));
+    let del = c.hosts[0].cni("DEL", &a.container_id, &a.netns_path(), "eth0", &conf);
+    assert!(del.ok(), "{}", del.stdout);
+}
+
+#[test]
+fn repeated_start_and_remove_leaves_nothing() {
+    let c = Cluster::start(3, &[]);
+    c.master
+        .network("default", "net", "10.1.2.0/24", "10.1.2.1");
+    let ports_before: Vec<Vec<String>> = c.hosts.iter().map(|h| h.ovs_ports()).collect();
+    let links_before: Vec<usize> = c.hosts.iter().map(|h| h.links().len()).collect();
+    for round in 0..5 {
+        let pods: Vec<(usize, Pod)> = (0..6)
+            .map(|i| (i % 3, c.pod(i % 3, "net", "default")))
+            .collect();
+        for (_, a) in &pods {
+            for (_, b) in &pods {
+                if a.ip != b.ip {
+                    assert!(
+                        a.reaches(&b.ip, REACH),
+                        "round {round}: {} -> {}",
+                        a.ip,
+                        b.ip
+                    );
+                }
+            }
+        }
+        for (h, p) in &pods {
+            let host = &c.hosts[*h];
+            let conf = host.conf("1.0.0", json!({"network": "net"}));
+            let del = host.cni("DEL", &p.container_id, &p.netns_path(), "eth0", &conf);
+            assert!(del.ok(), "{}", del.stdout);
+        }
+    }
+    assert!(
+        c.master.endpoints().is_empty(),
+        "{:?}",
+        c.master.endpoints()
+    );
+    let (_, inspect) = c
+        .master
+        .api("GET", "/api/v1/inspect/networks/default:net/", None);
+    assert_eq!(
+        inspect["Oper"]["numEndpoints"].as_u64().unwrap_or(0),
+        0,
+        "{inspect}"
+    );
+    for (i, h) in c.hosts.iter().enumerate() {
+        assert_eq!(h.ovs_ports(), ports_before[i], "{} kept ports", h.name);
+        assert_eq!(h.links().len(), links_before[i], "{} kept links", h.name);
+        // Only tunnel and base flows are left: no endpoint's flows linger.
+        let flows = h.flows();
+        assert!(!flows.contains("cookie=0x2"), "{}: {flows}", h.name);
+        assert!(!flows.contains("cookie=0x3"), "{}: {flows}", h.name);
+    }
+}
+
+#[test]
+fn arp_is_proxied_or_flooded_by_the_global_mode() {
+    let c = Cluster::start(2, &[]);
+    c.master
+        .network("default", "net", "10.1.2.0/24", "10.1.2.1");
+    let a = c.pod(0, "net", "default");
+    let b = c.pod(1, "net", "default");
+    assert!(a.reaches(&b.ip, REACH));
+    // Proxy (the default): host1's switch answered a's ARP for b.
+    let answered = |h: &Host| {
+        h.flows()
+            .lines()
+            .filter(|l| l.contains("arp_op=1") && !l.contains("n_packets=0"))
+            .count()
+    };
+    assert!(answered(&c.hosts[0]) > 0, "{}", c.hosts[0].flows());
+
+    let (_, mut g) = c.master.api("GET", "/api/v1/globals/global/", None);
+    g["arpMode"] = json!("flood");
+    let (s, v) = c.master.api("POST", "/api/v1/globals/global/", Some(g));
+    assert_eq!(s, 200, "{v}");
+    wait_for("ARP responders removed", Duration::from_secs(10), || {
+        !c.hosts[0].flows().contains("arp_op=1")
+    });
+    // Flooded ARP still resolves across hosts.
+    a.exec(&["ip", "neigh", "flush", "all"]);
+    assert!(a.reaches(&b.ip, REACH));
 }
