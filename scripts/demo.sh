@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The README's first command. Installs what is missing, builds, starts a netmaster on the embedded
-# store and a netplugin agent driving its own Open vSwitch, then puts containers (network
-# namespaces, plumbed by the real `contiv` CNI plugin) on Contiv networks and shows them talking,
-# and two tenants with the same subnet kept apart. Leaves nothing running.
+# The README's first command. Installs what is missing, builds, and starts a small simulated
+# cluster on this machine: a netmaster on the embedded store, and two hosts (network namespaces
+# joined by an underlay), each with its own Open vSwitch and netplugin agent. Containers (network
+# namespaces plumbed by the real `contiv` CNI plugin) on different hosts talk over one VXLAN
+# segment, and two tenants with the same subnet are kept apart. Leaves nothing running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,42 +14,58 @@ B=$PWD/target/release
 
 tag="demo$$"
 work=$(mktemp -d "/tmp/contiv-$tag.XXXX")
-host="${tag}h"; pods=()
+underlay="${tag}u"; hosts=(); pods=(); pids=()
 cleanup() {
   set +e
-  [ -n "${agent_pid:-}" ] && kill "$agent_pid" 2>/dev/null
-  [ -n "${master_pid:-}" ] && kill "$master_pid" 2>/dev/null
-  for f in vswitchd ovsdb; do [ -f "$work/$f.pid" ] && kill "$(cat "$work/$f.pid")" 2>/dev/null; done
-  for p in "${pods[@]}" "$host"; do ip netns del "$p" 2>/dev/null; done
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  for f in "$work"/*/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
+  for n in "${pods[@]}" "${hosts[@]}" "$underlay"; do ip netns del "$n" 2>/dev/null; done
   wait 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
 
 say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
-wait_for() { for _ in $(seq 150); do eval "$1" && return 0; sleep 0.1; done; echo "timed out: $1" >&2; exit 1; }
+wait_for() { for _ in $(seq 200); do eval "$1" && return 0; sleep 0.1; done; echo "timed out: $1" >&2; exit 1; }
 
 say "==> netmaster (embedded store in $work/data)"
 "$B/netmaster" --listen-url 127.0.0.1:0 --listen-unix "$work/netmaster.sock" --data-dir "$work/data" 2>"$work/netmaster.log" &
-master_pid=$!
+pids+=($!)
 wait_for "[ -S $work/netmaster.sock ]"
 export NETMASTER="unix://$work/netmaster.sock"
 
-say "==> a host: network namespace $host with its own Open vSwitch (userspace datapath) and netplugin"
-ip netns add "$host"
-ip netns exec "$host" ip link set lo up
-export OVS_RUNDIR=$work OVS_LOGDIR=$work OVS_DBDIR=$work
-ovsdb-tool create "$work/conf.db" /usr/share/openvswitch/vswitch.ovsschema
-ip netns exec "$host" ovsdb-server "$work/conf.db" --remote="punix:$work/db.sock" --pidfile="$work/ovsdb.pid" \
-  --unixctl="$work/ovsdb.ctl" --log-file="$work/ovsdb.log" --detach 2>/dev/null
-ovs-vsctl --db="unix:$work/db.sock" --no-wait init
-ip netns exec "$host" ovs-vswitchd "unix:$work/db.sock" --pidfile="$work/vswitchd.pid" --unixctl="$work/vswitchd.ctl" \
-  --log-file="$work/vswitchd.log" --detach 2>/dev/null
-ip netns exec "$host" "$B/netplugin" --netmaster "$NETMASTER" --host host1 --ovsdb-sock "$work/db.sock" \
-  --ovs-rundir "$work" --bridge contivbr --cni-socket "$work/cni.sock" 2>"$work/netplugin.log" &
-agent_pid=$!
-wait_for "grep -q 'serving CNI' $work/netplugin.log"
-grep -o 'OVS datapath chosen.*' "$work/netplugin.log" | head -1
+say "==> the underlay: a switch that joins the hosts (10.250.0.0/24)"
+ip netns add "$underlay"
+ip -n "$underlay" link add br0 type bridge
+ip -n "$underlay" link set br0 up
+
+host() { # host N: namespace, underlay NIC ul0 = 10.250.0.1N, its own OVS and netplugin
+  local n=$1 ns="${tag}h$1" d="$work/host$1" vtep="10.250.0.1$1"
+  mkdir -p "$d"; hosts+=("$ns")
+  ip netns add "$ns"; ip -n "$ns" link set lo up
+  ip -n "$underlay" link add "u$n" type veth peer name ul0 netns "$ns"
+  ip -n "$underlay" link set "u$n" master br0 up
+  ip -n "$ns" addr add "$vtep/24" dev ul0; ip -n "$ns" link set ul0 up
+  (
+    export OVS_RUNDIR=$d OVS_LOGDIR=$d OVS_DBDIR=$d
+    ovsdb-tool create "$d/conf.db" /usr/share/openvswitch/vswitch.ovsschema
+    ip netns exec "$ns" ovsdb-server "$d/conf.db" --remote="punix:$d/db.sock" --pidfile="$d/ovsdb.pid" \
+      --unixctl="$d/ovsdb.ctl" --log-file="$d/ovsdb.log" --detach 2>/dev/null
+    ovs-vsctl --db="unix:$d/db.sock" --no-wait init
+    ip netns exec "$ns" ovs-vswitchd "unix:$d/db.sock" --pidfile="$d/vswitchd.pid" --unixctl="$d/vswitchd.ctl" \
+      --log-file="$d/vswitchd.log" --detach 2>/dev/null
+  )
+  ip netns exec "$ns" "$B/netplugin" --netmaster "$NETMASTER" --host "host$n" --vtep-ip "$vtep" --vtep-intf ul0 \
+    --ovsdb-sock "$d/db.sock" --ovs-rundir "$d" --bridge contivbr --cni-socket "$d/cni.sock" 2>"$d/netplugin.log" &
+  pids+=($!)
+  wait_for "grep -q 'serving CNI' $d/netplugin.log"
+  echo "host$n: VTEP $vtep, $(grep -o 'OVS datapath chosen[^"]*' "$d/netplugin.log" | head -1 | sed 's/\x1b\[[0-9;]*m//g')"
+}
+say "==> two hosts, each a network namespace with its own Open vSwitch (userspace datapath) and netplugin"
+host 1
+host 2
+wait_for "ovs-vsctl --db=unix:$work/host1/db.sock list-ports contivbr | grep -q '^vx'"
+echo "host1's tunnel to host2: $(ovs-vsctl --db="unix:$work/host1/db.sock" list-ports contivbr | grep '^vx')"
 
 run() { echo; echo "\$ netctl $*"; "$B/netctl" "$@"; }
 say "==> networks, with netctl"
@@ -57,25 +74,31 @@ run tenant create blue
 run net create -t blue --subnet=10.1.2.0/24 --gateway=10.1.2.1 contiv-net
 run net ls -a
 
-pod() { # pod NAME TENANT: a namespace plumbed by the contiv CNI plugin; prints its address
+pod() { # pod NAME TENANT HOST: a namespace plumbed by the contiv CNI plugin on that host
   local ns="$tag$1"; ip netns add "$ns"; pods+=("$ns")
   printf '{"cniVersion":"1.1.0","name":"contiv","type":"contiv","tenant":"%s","network":"contiv-net","agentSocket":"%s"}' \
-    "$2" "$work/cni.sock" | CNI_COMMAND=ADD CNI_CONTAINERID="$ns" CNI_NETNS="/var/run/netns/$ns" CNI_IFNAME=eth0 \
+    "$2" "$work/host$3/cni.sock" | CNI_COMMAND=ADD CNI_CONTAINERID="$ns" CNI_NETNS="/var/run/netns/$ns" CNI_IFNAME=eth0 \
     CNI_PATH=/usr/lib/cni "$B/contiv" > "$work/$1.json"
-  printf '%-15s %s\n' "$1 ($2):" "$(grep -o '"address": "[^"]*"' "$work/$1.json" | cut -d'"' -f4)"
+  printf '%-22s %s\n' "$1 ($2, host$3):" "$(grep -o '"address": "[^"]*"' "$work/$1.json" | cut -d'"' -f4)"
 }
-say "==> containers: CNI ADD through the contiv plugin"
-pod web default
-pod db default
-pod x blue
+say "==> containers: CNI ADD through the contiv plugin, on both hosts"
+pod web default 1
+pod db default 2
+pod x blue 1
+pod y blue 2
 
-say "==> web pings db over the Contiv network"
+say "==> web (host1) pings db (host2): one L2 segment over VXLAN, one hop"
 ip netns exec "${tag}web" ping -c 3 -i 0.2 10.1.2.3
-say "==> TCP: db serves, web fetches"
-ip netns exec "${tag}db" sh -c 'echo "hello from db over Contiv" | busybox nc -l -p 8080' &
-sleep 0.3
+ip netns exec "${tag}web" busybox traceroute -n -m 3 -w 1 10.1.2.3
+say "==> TCP across hosts: db serves, web fetches"
+ip netns exec "${tag}db" sh -c 'echo "hello from db on host2, over Contiv" | busybox nc -l -p 8080' &
+wait_for "ip netns exec ${tag}db busybox netstat -ltn | grep -q ':8080'"
 ip netns exec "${tag}web" busybox nc -w 2 10.1.2.3 8080 </dev/null || true
-say "==> tenant blue's pod has web's very address (10.1.2.2), yet cannot reach tenant default's db:"
-if ip netns exec "${tag}x" ping -c 2 -W 1 10.1.2.3 >/dev/null; then echo "UNEXPECTED: blue reached default"; exit 1; else echo "blue -> 10.1.2.3: no answer (isolated)"; fi
+say "==> tenant blue has the very same addresses (x = 10.1.2.2 on host1, y = 10.1.2.3 on host2):"
+ip netns exec "${tag}x" ping -c 2 -i 0.2 10.1.2.3 | tail -2
+before=$(ip netns exec "${tag}db" cat /sys/class/net/eth0/statistics/rx_packets)
+ip netns exec "${tag}x" ping -c 3 -i 0.2 -q 10.1.2.3 >/dev/null
+after=$(ip netns exec "${tag}db" cat /sys/class/net/eth0/statistics/rx_packets)
+echo "packets tenant default's db received while blue's x pinged 10.1.2.3: $((after - before))"
 run endpoint inspect "${tag}web"
 say "==> Done. Everything started here is being removed."

@@ -372,7 +372,8 @@ impl Datapath {
                 *t = of;
             }
         }
-        self.learn_installed(&mut st).await?;
+        // A new ovs-vswitchd starts with no flows at all: nothing to learn, everything to add.
+        st.applied.clear();
         self.apply(&mut st).await
     }
 

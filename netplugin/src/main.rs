@@ -260,14 +260,14 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
 
 /// ovs-vswitchd keeps no flows across a restart: when it comes back (its bridge's management
 /// socket is re-created), install everything again at once. Polling a stat is cheap and catches
-/// a restart within 50 ms.
+/// a restart within 10 ms.
 async fn watch_vswitchd(m: Arc<Manager>) {
     use std::os::unix::fs::MetadataExt;
     let sock = m.dp.mgmt_socket();
     let inode = |p: &std::path::Path| std::fs::metadata(p).map(|md| md.ino()).ok();
     let mut last = inode(&sock);
     loop {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
         let now = inode(&sock);
         if now.is_none() || now == last {
             continue;

@@ -339,6 +339,62 @@ impl Drop for Underlay {
     }
 }
 
+// ------------------------------------------------------------------------ cluster
+
+/// Hosts on one underlay with a netmaster: the simulated cluster.
+pub struct Cluster {
+    // Drop order: pods (declared by tests) first, then hosts, then the underlay and master.
+    pub hosts: Vec<Host>,
+    pub underlay: Underlay,
+    pub master: Netmaster,
+}
+
+impl Cluster {
+    /// `n` hosts (`host1`..) with a full tunnel mesh.
+    pub fn start(n: usize, master_args: &[&str]) -> Self {
+        let master = Netmaster::start_with(master_args);
+        let underlay = Underlay::new();
+        let hosts = (1..=n)
+            .map(|i| Host::start_on(&master, &underlay, &format!("host{i}")))
+            .collect();
+        let c = Cluster {
+            hosts,
+            underlay,
+            master,
+        };
+        c.wait_for_mesh();
+        c
+    }
+
+    pub fn add_host(&mut self, name: &str) -> usize {
+        let h = Host::start_on(&self.master, &self.underlay, name);
+        self.hosts.push(h);
+        self.hosts.len() - 1
+    }
+
+    /// Every host has a tunnel to every other one.
+    pub fn wait_for_mesh(&self) {
+        let n = self.hosts.len();
+        wait_for("a full tunnel mesh", Duration::from_secs(20), || {
+            self.hosts.iter().all(|h| tunnels(h).len() == n - 1)
+        });
+    }
+
+    /// A pod on host index `host` in `tenant:network`.
+    pub fn pod(&self, host: usize, network: &str, tenant: &str) -> Pod {
+        let h = &self.hosts[host];
+        h.pod(&h.conf("1.0.0", json!({"network": network, "tenant": tenant})))
+    }
+}
+
+/// The tunnel ports on a host's integration bridge.
+pub fn tunnels(h: &Host) -> Vec<String> {
+    h.ovs_ports()
+        .into_iter()
+        .filter(|p| p.starts_with("vx"))
+        .collect()
+}
+
 // ------------------------------------------------------------------------ hosts
 
 /// A simulated host: a network namespace with its own OVS and agent.

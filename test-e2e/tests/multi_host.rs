@@ -3,60 +3,9 @@
 
 use serde_json::json;
 use std::time::{Duration, Instant};
-use test_e2e::{Host, Netmaster, Pod, Underlay, wait_for};
+use test_e2e::{Cluster, Host, Pod, tunnels, wait_for};
 
 const REACH: Duration = Duration::from_secs(10);
-
-struct Cluster {
-    // Drop order: pods (declared by tests) first, then hosts, then the underlay and master.
-    hosts: Vec<Host>,
-    underlay: Underlay,
-    master: Netmaster,
-}
-
-impl Cluster {
-    fn start(n: usize, master_args: &[&str]) -> Self {
-        let master = Netmaster::start_with(master_args);
-        let underlay = Underlay::new();
-        let hosts = (1..=n)
-            .map(|i| Host::start_on(&master, &underlay, &format!("host{i}")))
-            .collect();
-        let c = Cluster {
-            hosts,
-            underlay,
-            master,
-        };
-        c.wait_for_mesh();
-        c
-    }
-
-    fn add_host(&mut self, name: &str) -> usize {
-        let h = Host::start_on(&self.master, &self.underlay, name);
-        self.hosts.push(h);
-        self.hosts.len() - 1
-    }
-
-    /// Every host has a tunnel to every other one.
-    fn wait_for_mesh(&self) {
-        let n = self.hosts.len();
-        wait_for("a full tunnel mesh", Duration::from_secs(20), || {
-            self.hosts.iter().all(|h| tunnels(h).len() == n - 1)
-        });
-    }
-
-    fn pod(&self, host: usize, network: &str, tenant: &str) -> Pod {
-        let h = &self.hosts[host];
-        h.pod(&h.conf("1.0.0", json!({"network": network, "tenant": tenant})))
-    }
-}
-
-/// The tunnel ports on a host's integration bridge.
-fn tunnels(h: &Host) -> Vec<String> {
-    h.ovs_ports()
-        .into_iter()
-        .filter(|p| p.starts_with("vx"))
-        .collect()
-}
 
 /// Turns off IPv6 on a pod's interface, so that its own router solicitations and MLD reports
 /// do not disturb packet counts.
@@ -89,7 +38,7 @@ fn rx_packets(p: &Pod) -> u64 {
 /// Pings at 10 per second from `from` to `ip` while `during` runs, then until the count of sent
 /// pings reaches `at_least`; returns (sent, received).
 fn ping_through(from: &Pod, ip: &str, at_least: u32, during: impl FnOnce()) -> (u32, u32) {
-    let mut child = std::process::Command::new("ip")
+    let child = std::process::Command::new("ip")
         .args(["netns", "exec", &from.netns, "ping", "-i", "0.1", "-W", "1"])
         .args(["-c", &at_least.to_string(), ip])
         .stdout(std::process::Stdio::piped())
