@@ -129,7 +129,26 @@ pub fn tunnel_ifname(vtep: &str) -> String {
     }
 }
 
+/// Makes the host resolve a peer VTEP's MAC now, by sending it one UDP datagram (to the discard
+/// port). The userspace datapath learns tunnel neighbors by snooping ARP on the uplink bridge and
+/// drops tunnel packets while a neighbor is unknown: without this, the first packets to a new
+/// peer (and the first after the entry ages out) are lost.
+pub fn prime_neighbor(vtep: &str) {
+    let Ok(ip) = vtep.parse::<std::net::IpAddr>() else {
+        return;
+    };
+    let bind = if ip.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    if let Ok(s) = std::net::UdpSocket::bind(bind) {
+        let _ = s.send_to(b"contiv", (ip, 9));
+    }
+}
+
 impl Datapath {
+    /// The VTEP addresses of the peers this node has tunnels to.
+    pub async fn peer_vteps(&self) -> Vec<String> {
+        self.fabric.lock().await.peers.values().cloned().collect()
+    }
+
     pub async fn connect(
         ovsdb: &Path,
         rundir: PathBuf,
@@ -327,6 +346,7 @@ impl Datapath {
                         .external_id(ids::VTEP, vtep);
                     self.vs.add_port(&self.bridge, &spec).await?;
                     let of = self.vs.wait_ofport(&name, Duration::from_secs(10)).await?;
+                    prime_neighbor(vtep);
                     tracing::info!(peer = %host, vtep = %vtep, port = %name, "tunnel up");
                     of
                 }
@@ -375,6 +395,15 @@ impl Datapath {
         // A new ovs-vswitchd starts with no flows at all: nothing to learn, everything to add.
         st.applied.clear();
         self.apply(&mut st).await
+    }
+
+    /// Whether the switch holds as many flows as the agent installed (a cheap check that a
+    /// restarting ovs-vswitchd did not drop flows installed while it was still starting).
+    pub async fn flows_intact(&self) -> Result<bool, DatapathError> {
+        let st = self.fabric.lock().await;
+        let want: usize = st.applied.values().flatten().map(Vec::len).sum();
+        let have = self.flows.dump_flows(&self.bridge, None).await?.len();
+        Ok(have == want)
     }
 
     /// The endpoint ports on the bridge (those carrying an endpoint id).

@@ -250,6 +250,9 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     tokio::spawn(cluster::follow(client, view.clone(), changed.clone()));
     tokio::spawn(cluster::reconcile(m.clone(), node, view, changed));
     tokio::spawn(watch_vswitchd(m.clone()));
+    if kind == DatapathType::Userspace {
+        tokio::spawn(keep_tunnel_neighbors(m.clone()));
+    }
     tokio::select! {
         r = netplugin::cni_server::serve(Arc::new(netplugin::cni_server::CniServer { manager: m, kube }), &opts.cni_socket) => r.context("CNI server")?,
         _ = shutdown() => tracing::info!("netplugin stopping; pods keep their networking"),
@@ -277,10 +280,29 @@ async fn watch_vswitchd(m: Arc<Manager>) {
             Ok(()) => {
                 tracing::info!("flows restored after ovs-vswitchd restart");
                 last = now;
+                // A vswitchd still settling can lose what was installed early: check once.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if !matches!(m.dp.flows_intact().await, Ok(true)) {
+                    tracing::warn!("flows incomplete after ovs-vswitchd restart: installing again");
+                    if let Err(e) = m.dp.resync().await {
+                        tracing::warn!(error = %e, "restore flows after ovs-vswitchd restart");
+                    }
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "restore flows after ovs-vswitchd restart; retrying")
             }
+        }
+    }
+}
+
+/// Refreshes the userspace datapath's tunnel neighbor entries before they age out, so a quiet
+/// tunnel does not lose its first packets when traffic resumes.
+async fn keep_tunnel_neighbors(m: Arc<Manager>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        for vtep in m.dp.peer_vteps().await {
+            netplugin::datapath::prime_neighbor(&vtep);
         }
     }
 }
