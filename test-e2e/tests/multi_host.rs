@@ -246,9 +246,10 @@ fn restarts_keep_traffic_flowing() {
     // While ovs-vswitchd is down nothing forwards (userspace datapath); what we control is how
     // fast the flows come back once it is up.
     assert!(
-        got >= sent - 10,
-        "vswitchd restart lost {} of {sent} pings",
-        sent - got
+        got + 5 >= sent,
+        "vswitchd restart lost {} of {sent} pings; host2's agent:\n{}",
+        sent - got,
+        c.hosts[1].agent_log()
     );
     assert!(a.reaches(&b.ip, REACH) && b.reaches(&a.ip, REACH));
     // Delete still works after both restarts.
