@@ -27,11 +27,7 @@ async fn main() -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let master = Master::open(
         Arc::new(store),
-        MasterOptions {
-            node_ttl: Duration::from_secs(30),
-            listen: addr.to_string(),
-            store_kind: "embedded",
-        },
+        MasterOptions::single(addr.to_string(), "embedded"),
     )
     .await?;
     tokio::spawn(async move { axum::serve(listener, api::router(master)).await });
