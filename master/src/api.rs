@@ -262,7 +262,9 @@ async fn forward(
     let status = resp.status();
     let ctype = resp.headers().get(header::CONTENT_TYPE).cloned();
     let bytes = resp.bytes().await.map_err(|e| {
-        ApiError::unavailable(format!("read the answer of the leader {leader}: {e}; retry"))
+        ApiError::unavailable(format!(
+            "read the answer of the leader {leader}: {e}; retry"
+        ))
     })?;
     let mut out = Response::builder().status(status);
     if let Some(c) = ctype {

@@ -59,7 +59,11 @@ struct Opts {
     etcd_prefix: String,
 
     /// CA certificate for etcd over TLS.
-    #[arg(long = "etcd-cacert", global = true, env = "CONTIV_NETMASTER_ETCD_CACERT")]
+    #[arg(
+        long = "etcd-cacert",
+        global = true,
+        env = "CONTIV_NETMASTER_ETCD_CACERT"
+    )]
     etcd_cacert: Option<PathBuf>,
 
     /// Client certificate for etcd (with --etcd-key).
@@ -119,7 +123,9 @@ enum Command {
     /// Copy the state between the embedded store (--data-dir) and etcd (--etcd-endpoints),
     /// with no netmaster running on either. Node registrations are not copied (agents register
     /// again within a heartbeat).
-    #[command(after_help = "Examples:\n  netmaster --data-dir /var/lib/contiv --etcd-endpoints http://10.0.0.1:2379 migrate --to etcd\n  netmaster --data-dir /var/lib/contiv --etcd-endpoints http://10.0.0.1:2379 migrate --to embedded")]
+    #[command(
+        after_help = "Examples:\n  netmaster --data-dir /var/lib/contiv --etcd-endpoints http://10.0.0.1:2379 migrate --to etcd\n  netmaster --data-dir /var/lib/contiv --etcd-endpoints http://10.0.0.1:2379 migrate --to embedded"
+    )]
     Migrate {
         /// Where to copy to: `etcd` (from the embedded store) or `embedded` (from etcd).
         #[arg(long = "to", value_parser = ["etcd", "embedded"])]

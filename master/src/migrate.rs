@@ -31,7 +31,10 @@ fn is_state(key: &str) -> bool {
     !(key.starts_with(keys::NODES) || key == keys::LEADER || key.starts_with(keys::DOWN))
 }
 
-async fn state_keys(s: &dyn Store, action: &'static str) -> Result<Vec<store::KeyValue>, MigrateError> {
+async fn state_keys(
+    s: &dyn Store,
+    action: &'static str,
+) -> Result<Vec<store::KeyValue>, MigrateError> {
     let (kvs, _) = s
         .list(keys::ROOT)
         .await
@@ -64,7 +67,10 @@ pub async fn copy(from: &dyn Store, to: &dyn Store, force: bool) -> Result<usize
                 example: existing[0].key.clone(),
             });
         }
-        let deletes = existing.iter().map(|kv| Op::delete(kv.key.clone())).collect();
+        let deletes = existing
+            .iter()
+            .map(|kv| Op::delete(kv.key.clone()))
+            .collect();
         apply(to, deletes, "clear the destination").await?;
     }
     let kvs = state_keys(from, "list the source").await?;

@@ -292,8 +292,7 @@ impl Master {
         if !r.succeeded {
             if fenced && r.failed_compare == Some(0) {
                 tracing::warn!("leadership lost (the leader key is no longer ours): stepping down");
-                self.leadership
-                    .set(crate::leader::Role::Follower, None);
+                self.leadership.set(crate::leader::Role::Follower, None);
                 return Err(ApiError::unavailable(
                     "this netmaster lost the leadership while writing; nothing was written, retry (the request goes to the new leader)",
                 ));
