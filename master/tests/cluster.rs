@@ -120,8 +120,7 @@ async fn create_retrying(c: &model::Client, id: &str, deadline: Instant) -> Opti
     loop {
         match c.create_endpoint(&ep_req(id, "")).await {
             Ok(e) => return Some(e.ip_address),
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
+            Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(_) => return None,
@@ -132,7 +131,7 @@ async fn create_retrying(c: &model::Client, id: &str, deadline: Instant) -> Opti
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_failover_keeps_state_and_allocates_exactly_once() {
     let cluster = Cluster::start(3).await;
-    let mut ms = vec![
+    let mut ms = [
         master_on(&cluster, &[]),
         master_on(&cluster, &[]),
         master_on(&cluster, &[]),
