@@ -141,6 +141,8 @@ async fn info(State(m): Shared) -> ApiResult<Json<Info>> {
 
 /// Set on requests a follower forwards, so that a request never goes round in circles.
 const FORWARDED: &str = "x-contiv-forwarded-by";
+/// On the leader's answer to a forwarded request: the revision its writes reached.
+const REVISION: &str = "x-contiv-revision";
 
 /// Writes go to the leader: a follower forwards every request that is not a read to the
 /// leader's advertised URL and relays the answer (proxying, so that curl users need not
@@ -153,10 +155,19 @@ async fn route_writes(
     next: axum::middleware::Next,
 ) -> Response {
     use axum::http::Method;
-    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
-        || m.leadership.is_leader()
-    {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return next.run(req).await;
+    }
+    if m.leadership.is_leader() {
+        let forwarded = req.headers().contains_key(FORWARDED);
+        let mut resp = next.run(req).await;
+        if forwarded {
+            // Tells the forwarding follower which revision to wait for before answering.
+            let rev = m.last_commit.load(std::sync::atomic::Ordering::Acquire);
+            resp.headers_mut()
+                .insert(REVISION, header::HeaderValue::from(rev));
+        }
+        return resp;
     }
     let me = m.leadership.me.url.clone();
     if let Some(by) = req.headers().get(FORWARDED) {
@@ -261,11 +272,20 @@ async fn forward(
         })?;
     let status = resp.status();
     let ctype = resp.headers().get(header::CONTENT_TYPE).cloned();
+    let revision = resp
+        .headers()
+        .get(REVISION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     let bytes = resp.bytes().await.map_err(|e| {
         ApiError::unavailable(format!(
             "read the answer of the leader {leader}: {e}; retry"
         ))
     })?;
+    // Read your writes: the next read on this follower shows what the leader just wrote.
+    if let Some(rev) = revision.filter(|_| status.is_success()) {
+        m.wait_applied(rev, std::time::Duration::from_secs(2)).await;
+    }
     let mut out = Response::builder().status(status);
     if let Some(c) = ctype {
         out = out.header(header::CONTENT_TYPE, c);

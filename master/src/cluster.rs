@@ -201,6 +201,7 @@ impl Master {
                 *s = state;
                 *self.node_leases.lock().unwrap_or_else(|p| p.into_inner()) = leases;
             }
+            self.applied.send_replace(rev);
             let mut w = match self.store.watch(keys::ROOT, rev + 1).await {
                 Ok(w) => w,
                 Err(e) => {
@@ -238,6 +239,7 @@ impl Master {
                     }
                     EventKind::Delete => s.apply_delete(&ev.kv.key),
                 }
+                self.applied.send_replace(ev.kv.mod_revision);
                 if let keys::Parsed::Node(n) = keys::parse(&ev.kv.key) {
                     let mut leases = self.node_leases.lock().unwrap_or_else(|p| p.into_inner());
                     match (&ev.kind, ev.kv.lease) {
@@ -251,6 +253,12 @@ impl Master {
                 }
             }
         }
+    }
+
+    /// Waits (up to `within`) until this follower has applied the store up to `revision`.
+    pub async fn wait_applied(&self, revision: u64, within: Duration) {
+        let mut rx = self.applied.subscribe();
+        let _ = tokio::time::timeout(within, rx.wait_for(|r| *r >= revision)).await;
     }
 
     /// Records that a node is down (its registration expired), unless it is already recorded.

@@ -62,6 +62,11 @@ pub struct Master {
     needs_resync: std::sync::atomic::AtomicBool,
     pub opts: MasterOptions,
     pub leadership: crate::leader::Leadership,
+    /// The highest revision this master committed: a follower that forwarded a write waits
+    /// until it has applied it, so that its next read shows the write.
+    pub(crate) last_commit: std::sync::atomic::AtomicU64,
+    /// The revision up to which a follower has applied the store's events.
+    pub(crate) applied: tokio::sync::watch::Sender<u64>,
 }
 
 pub(crate) type NodeLeases = BTreeMap<String, (u64, u64)>;
@@ -176,6 +181,8 @@ impl Master {
             needs_resync: std::sync::atomic::AtomicBool::new(false),
             opts,
             leadership,
+            last_commit: std::sync::atomic::AtomicU64::new(0),
+            applied: tokio::sync::watch::channel(0).0,
         });
         m.ensure_defaults().await?;
         Ok(m)
@@ -268,9 +275,16 @@ impl Master {
         }
         if !plan.txn.ops.is_empty() {
             // Guarded by absent-compares, so safe for any master, leader or not.
-            self.commit_unfenced(plan)
-                .await
-                .map_err(|e| anyhow::anyhow!("write defaults: {e}"))?;
+            match self.commit_unfenced(plan).await {
+                Ok(_) => {}
+                Err(e) if e.status == axum::http::StatusCode::CONFLICT => {
+                    // Another master starting at the same time wrote them first: take its.
+                    let (state, leases, _) = Self::load(self.store.as_ref()).await?;
+                    *self.state() = state;
+                    *self.node_leases.lock().unwrap_or_else(|p| p.into_inner()) = leases;
+                }
+                Err(e) => anyhow::bail!("write defaults: {e}"),
+            }
         }
         Ok(())
     }
@@ -289,7 +303,10 @@ impl Master {
             .txn(txn)
             .await
             .inspect_err(|e| self.note_store_error(e))?;
-        if !r.succeeded {
+        if r.succeeded {
+            self.last_commit
+                .fetch_max(r.revision, std::sync::atomic::Ordering::AcqRel);
+        } else {
             if fenced && r.failed_compare == Some(0) {
                 tracing::warn!("leadership lost (the leader key is no longer ours): stepping down");
                 self.leadership.set(crate::leader::Role::Follower, None);

@@ -56,10 +56,13 @@ async fn wait_leader(masters: &[&Netmaster], within: Duration) -> usize {
                 return l;
             }
         }
-        assert!(
-            Instant::now() < end,
-            "no single leader within {within:?}: {infos:?}"
-        );
+        if Instant::now() >= end {
+            let logs: Vec<String> = masters.iter().map(|m| m.log()).collect();
+            panic!(
+                "no single leader within {within:?}: {infos:?}\nlogs:\n{}",
+                logs.join("\n----\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -147,6 +150,8 @@ async fn leader_failover_keeps_state_and_allocates_exactly_once() {
         )
         .await;
     assert_eq!(s, 200, "{v}");
+    // Read your writes on the follower that forwarded it.
+    assert_eq!(ms[f].get("/api/v1/networks/default:n/").await.0, 200);
     let (s, v) = ms[f]
         .post(
             "/api/v1/endpointGroups/default:g/",
