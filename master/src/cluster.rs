@@ -127,10 +127,11 @@ impl Master {
         let rec: Option<LeaderRecord> = serde_json::from_slice(&kv.value).ok();
         if let Some(r) = &rec
             && r.url == self.leadership.me.url
-            && r.id != self.leadership.me.id
         {
-            // A previous run of this master (same URL) died leading: do not wait for its lease.
-            // Should two masters share a URL by mistake, the fence still keeps one writer.
+            // Our own record while we do not lead: a previous run of this master (same URL) died
+            // leading, or we stepped down without being able to revoke our lease. Do not wait for
+            // the lease; should two masters share a URL by mistake, the fence still keeps one
+            // writer.
             tracing::info!("taking over the leader key of a previous run at this URL");
             let _ = self
                 .store

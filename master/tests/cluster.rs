@@ -363,7 +363,7 @@ fn heartbeat(c: &model::Client, host: &str) -> tokio::task::JoinHandle<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_nodes_lose_their_endpoints_after_the_grace_period() {
     let cluster = Cluster::start(1).await;
-    let extra = ["--node-ttl", "2", "--node-grace", "4"];
+    let extra = ["--node-ttl", "3", "--node-grace", "4"];
     let ms = [master_on(&cluster, &extra), master_on(&cluster, &extra)];
     let l = wait_leader(&ms.iter().collect::<Vec<_>>(), Duration::from_secs(20)).await;
     // Through the follower: registrations and endpoints are forwarded writes.
