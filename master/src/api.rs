@@ -124,10 +124,7 @@ async fn info(State(m): Shared) -> ApiResult<Json<Info>> {
     let revision = m.store.revision().await?;
     let me = m.leadership.me.url.clone();
     let leader = m.leadership.leader().map(|l| l.url).unwrap_or_default();
-    let mut masters = vec![me.clone()];
-    if !leader.is_empty() && leader != me {
-        masters.push(leader.clone());
-    }
+    let masters = m.masters().await?;
     Ok(Json(Info {
         local_ip: me,
         leader_ip: leader,

@@ -112,6 +112,58 @@ impl Master {
         self.leadership.set(Role::Follower, None);
     }
 
+    /// Announces this master under `/contiv/masters/` on a lease of its own, renewed every third
+    /// of the leader TTL, so that `/info` lists every running master. Does nothing without
+    /// election.
+    pub async fn announce(self: Arc<Self>) {
+        let Some(opts) = self.leadership.options.clone() else {
+            return;
+        };
+        let key = keys::master(&self.leadership.me.id);
+        let url = self.leadership.me.url.clone().into_bytes();
+        loop {
+            let lease = match self.store.grant_lease(opts.ttl).await {
+                Ok(l) => l,
+                Err(_) => {
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+            };
+            let put = Txn::new().then(Op::Put {
+                key: key.clone(),
+                value: url.clone(),
+                lease: Some(lease),
+            });
+            if self.store.txn(put).await.is_ok() {
+                // Renew until the lease is gone (expired through a long outage): then re-announce.
+                loop {
+                    tokio::time::sleep(opts.ttl / 3).await;
+                    if let Err(StoreError::LeaseNotFound(_)) = self.store.keep_alive(lease).await {
+                        break;
+                    }
+                }
+            } else {
+                let _ = self.store.revoke_lease(lease).await;
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+
+    /// The advertised URLs of the running masters (this one alone without election).
+    pub async fn masters(&self) -> Result<Vec<String>, StoreError> {
+        if self.leadership.options.is_none() {
+            return Ok(vec![self.leadership.me.url.clone()]);
+        }
+        let (kvs, _) = self.store.list(keys::MASTERS).await?;
+        let mut urls: Vec<String> = kvs
+            .into_iter()
+            .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+            .collect();
+        urls.sort();
+        urls.dedup();
+        Ok(urls)
+    }
+
     /// Follows the current leader until its key is deleted (or cannot be watched).
     async fn follow_leader(&self, ttl: Duration) {
         let kv = match self.store.get(keys::LEADER).await {

@@ -261,6 +261,7 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     .context("load state")?;
     tokio::spawn(master.clone().follow_node_expiry());
     tokio::spawn(master.clone().campaign());
+    tokio::spawn(master.clone().announce());
     tokio::spawn(master.clone().follow_store());
     tokio::spawn(master.clone().reclaim_dead_nodes());
     if let Some(path) = &opts.listen_unix {

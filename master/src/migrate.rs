@@ -26,9 +26,13 @@ pub enum MigrateError {
 }
 
 /// Keys that belong to running processes, not to the state: node registrations (on leases that
-/// do not exist in the other store; agents register again), the leader key, down markers.
+/// do not exist in the other store; agents register again), the leader key and masters' presence,
+/// down markers.
 fn is_state(key: &str) -> bool {
-    !(key.starts_with(keys::NODES) || key == keys::LEADER || key.starts_with(keys::DOWN))
+    !(key.starts_with(keys::NODES)
+        || key == keys::LEADER
+        || key.starts_with(keys::DOWN)
+        || key.starts_with(keys::MASTERS))
 }
 
 async fn state_keys(

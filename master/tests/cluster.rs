@@ -67,6 +67,28 @@ async fn wait_leader(masters: &[&Netmaster], within: Duration) -> usize {
     }
 }
 
+/// Waits until `m`'s `/info` lists exactly these masters.
+async fn wait_masters(m: &Netmaster, urls: &[&str]) {
+    let mut want: Vec<&str> = urls.to_vec();
+    want.sort();
+    let end = Instant::now() + Duration::from_secs(TTL + 10);
+    loop {
+        let got = info(m).await.map(|i| i["netmaster-nodes"].clone());
+        if got.as_ref().and_then(|v| v.as_array()).is_some_and(|a| {
+            let mut a: Vec<&str> = a.iter().filter_map(|u| u.as_str()).collect();
+            a.sort();
+            a == want
+        }) {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "masters listed: {got:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn ep_req(id: &str, host: &str) -> EndpointRequest {
     EndpointRequest {
         endpoint_id: id.into(),
@@ -141,6 +163,8 @@ async fn leader_failover_keeps_state_and_allocates_exactly_once() {
     ];
     let l = wait_leader(&ms.iter().collect::<Vec<_>>(), Duration::from_secs(20)).await;
     let f = (l + 1) % 3;
+    let all: Vec<&str> = ms.iter().map(|m| m.url.as_str()).collect();
+    wait_masters(&ms[f], &all).await;
 
     // Writes through a follower are forwarded to the leader; /info shows both.
     let (s, v) = ms[f]
@@ -193,6 +217,8 @@ async fn leader_failover_keeps_state_and_allocates_exactly_once() {
     );
     eprintln!("failover took {took:?}");
     let new_leader = rest[nl];
+    // The dead one leaves the list when its presence lease expires.
+    wait_masters(new_leader, &[&rest[0].url, &rest[1].url]).await;
     assert_eq!(
         new_leader
             .get("/api/v1/inspect/networks/default:n/")
