@@ -195,6 +195,8 @@ async fn route_writes(
     let mut changes = m.leadership.subscribe();
     let mut last_error = None;
     loop {
+        // Marked before reading the view, so that a change during the forward is not missed.
+        changes.mark_unchanged();
         if m.leadership.is_leader() {
             let req = axum::extract::Request::from_parts(parts, Body::from(body));
             return next.run(req).await;
@@ -206,7 +208,6 @@ async fn route_writes(
             }
         }
         // Wait for a new leader (or a new record) and try again.
-        changes.mark_unchanged();
         if tokio::time::timeout_at(deadline, changes.changed())
             .await
             .is_err()

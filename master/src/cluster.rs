@@ -227,17 +227,20 @@ impl Master {
     }
 
     /// As a follower, keeps the state equal to the store's by applying its events; as the
-    /// leader, does nothing (the leader is the only writer and applies its own writes).
+    /// leader, does nothing (the leader is the only writer and applies its own writes). A role
+    /// change ends the current listing and watch: a follower again starts from a new listing.
     pub async fn follow_store(self: Arc<Self>) {
         if self.leadership.options.is_none() {
             return;
         }
         let mut changed = self.leadership.subscribe();
         loop {
+            changed.mark_unchanged();
             if self.leadership.is_leader() {
                 let _ = changed.changed().await;
                 continue;
             }
+            let epoch = self.leadership.epoch();
             let (state, leases, rev) = match Self::load(self.store.as_ref()).await {
                 Ok(x) => x,
                 Err(e) => {
@@ -247,8 +250,10 @@ impl Master {
                 }
             };
             {
+                // Checked under the state lock: taking the lead changes the role first and then
+                // replaces the state under this lock, so nothing of ours lands after that.
                 let mut s = self.state();
-                if self.leadership.is_leader() {
+                if self.leadership.epoch() != epoch {
                     continue;
                 }
                 *s = state;
@@ -263,11 +268,10 @@ impl Master {
                     continue;
                 }
             };
-            changed.mark_unchanged();
             loop {
                 let ev = tokio::select! {
                     _ = changed.changed() => {
-                        if self.leadership.is_leader() {
+                        if self.leadership.epoch() != epoch {
                             break;
                         }
                         continue;
@@ -278,10 +282,8 @@ impl Master {
                     tokio::time::sleep(RETRY).await;
                     break;
                 };
-                // Checked under the state lock: taking the lead sets the role first and then
-                // replaces the state under this lock, so no event lands after that.
                 let mut s = self.state();
-                if self.leadership.is_leader() {
+                if self.leadership.epoch() != epoch {
                     break;
                 }
                 match ev.kind {

@@ -55,6 +55,8 @@ pub struct ElectionOptions {
 struct View {
     role: Role,
     leader: Option<LeaderRecord>,
+    /// Counts role changes: a follower's view of the store is valid within one epoch.
+    epoch: u64,
 }
 
 /// This master's view of the election. Without election (one master on the embedded store) it
@@ -92,6 +94,7 @@ impl Leadership {
                     Role::Follower
                 },
                 leader: elected.then(|| me.clone()),
+                epoch: 0,
             }),
             options,
             me,
@@ -111,6 +114,11 @@ impl Leadership {
         self.role() == Role::Leader
     }
 
+    /// How many times the role changed.
+    pub fn epoch(&self) -> u64 {
+        self.view().epoch
+    }
+
     pub fn leader(&self) -> Option<LeaderRecord> {
         self.view().leader.clone()
     }
@@ -128,6 +136,9 @@ impl Leadership {
     pub(crate) fn set(&self, role: Role, leader: Option<LeaderRecord>) {
         let mut v = self.view();
         let changed = v.role != role || v.leader != leader;
+        if v.role != role {
+            v.epoch += 1;
+        }
         v.role = role;
         v.leader = leader;
         drop(v);
