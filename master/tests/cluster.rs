@@ -510,3 +510,63 @@ async fn migration_moves_an_embedded_store_into_etcd() {
     m.restart();
     assert_eq!(m.client().list_endpoints(None).await.unwrap().len(), 6);
 }
+
+/// What an agent does with several URLs: it watches one master; when that one dies, the stream
+/// ends, and watching again from the next revision lands on another master without a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_resumes_on_another_master() {
+    use futures::StreamExt;
+    use model::agent::WatchEventType;
+    let cluster = Cluster::start(1).await;
+    let mut ms = [master_on(&cluster, &[]), master_on(&cluster, &[])];
+    let l = wait_leader(&ms.iter().collect::<Vec<_>>(), Duration::from_secs(20)).await;
+    // The agent's client names the follower first, then the leader.
+    let urls = [ms[1 - l].url.clone(), ms[l].url.clone()];
+    let agent = model::Client::new(&urls).unwrap();
+    let mut w = Box::pin(agent.watch(None).await.unwrap());
+    while let Some(ev) = w.next().await {
+        if ev.unwrap().event_type == WatchEventType::Synced {
+            break;
+        }
+    }
+    let (s, v) = ms[l]
+        .post(
+            "/api/v1/networks/default:n/",
+            json!({"tenantName":"default","networkName":"n","encap":"vxlan","subnet":"10.6.0.0/24"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let next_put = |kind: &'static str| {
+        move |ev: &model::agent::WatchEvent| ev.event_type == WatchEventType::Put && ev.kind == kind
+    };
+    let last = loop {
+        let ev = w.next().await.expect("stream open").unwrap();
+        if next_put("network")(&ev) {
+            break ev.revision;
+        }
+    };
+    // The watched master (the follower) dies: the stream ends.
+    ms[1 - l].kill();
+    while let Some(Ok(_)) = w.next().await {}
+    // Meanwhile an endpoint is created on the leader; resuming from the next revision goes to
+    // the leader and gets it.
+    let e = ms[l]
+        .client()
+        .create_endpoint(&ep_req("w2", "h"))
+        .await
+        .unwrap();
+    let mut w = Box::pin(agent.watch(Some(last + 1)).await.unwrap());
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ev = tokio::time::timeout_at(end.into(), w.next())
+            .await
+            .expect("the endpoint's event within 10 s")
+            .expect("stream open")
+            .unwrap();
+        if next_put("endpoint")(&ev) {
+            assert_eq!(ev.key, "w2");
+            assert_eq!(ev.value.unwrap()["ipAddress"], e.ip_address);
+            break;
+        }
+    }
+}
