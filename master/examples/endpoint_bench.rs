@@ -1,7 +1,8 @@
 //! Benchmark: endpoint create + delete per second over HTTP against the embedded store
-//! (durable writes), with 1 and 16 concurrent clients.
+//! (durable writes) and against a 3-member etcd cluster on loopback (the master leading through
+//! the election), with 1 and 16 concurrent clients, in one run.
 //!
-//! `cargo run --release -p master --example endpoint_bench [-- --seconds 5]`
+//! `cargo run --release -p master --example endpoint_bench [-- --seconds 5] [--no-etcd]`
 //!
 //! The baseline, measured in the same run on the same server, is `GET /version`: an HTTP round
 //! trip with no store work. The ratio says how much of a create+delete pair is store and
@@ -20,21 +21,71 @@ async fn main() -> anyhow::Result<()> {
         .nth(1)
         .map(|s| s.parse().expect("--seconds N"))
         .unwrap_or(5);
+    let with_etcd = !std::env::args().any(|a| a == "--no-etcd");
+    println!("endpoint create+delete over HTTP, {seconds} s per run");
+    println!(
+        "{:>22} {:>8} {:>16} {:>16} {:>8}",
+        "store", "clients", "GET /version/s", "ep pairs/s", "ratio"
+    );
     let dir = tempfile::tempdir()?;
-    let store =
+    let embedded =
         store::EmbeddedStore::open(store::EmbeddedOptions::new(dir.path().join("contiv.redb")))?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let master = Master::open(
-        Arc::new(store),
-        MasterOptions {
-            node_ttl: Duration::from_secs(30),
-            listen: addr.to_string(),
-            store_kind: "embedded",
-        },
+    let embedded_16 = bench(
+        "embedded (durable)",
+        Arc::new(embedded),
+        None,
+        &[1, 16],
+        seconds,
     )
     .await?;
-    tokio::spawn(async move { axum::serve(listener, api::router(master)).await });
+    if with_etcd {
+        // The same master on a 3-member etcd cluster on loopback, leading through the election
+        // (its writes carry the leader fence), as several masters run it.
+        let cluster = store::testing::Cluster::start(3).await;
+        let etcd = store::EtcdStore::connect(cluster.options()).await?;
+        let election = master::leader::ElectionOptions {
+            ttl: Duration::from_secs(10),
+            advertise_url: String::new(),
+        };
+        let etcd_16 = bench(
+            "etcd (3 members)",
+            Arc::new(etcd),
+            Some(election),
+            &[1, 16],
+            seconds,
+        )
+        .await?;
+        println!(
+            "16 clients: etcd / embedded endpoint pairs per second = {:.3}",
+            etcd_16 / embedded_16
+        );
+    }
+    Ok(())
+}
+
+/// Serves a master on `store` and measures, for each client count, the baseline and endpoint
+/// pairs per second; returns the pairs per second of the last count.
+async fn bench(
+    name: &str,
+    store: Arc<dyn store::Store>,
+    election: Option<master::leader::ElectionOptions>,
+    client_counts: &[usize],
+    seconds: u64,
+) -> anyhow::Result<f64> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let mut opts = MasterOptions::single(addr.to_string(), "bench");
+    opts.election = election;
+    let master = Master::open(store, opts).await?;
+    if master.leadership.options.is_some() {
+        tokio::spawn(master.clone().campaign());
+        let end = Instant::now() + Duration::from_secs(20);
+        while !master.leadership.is_leader() {
+            anyhow::ensure!(Instant::now() < end, "{name}: no leadership within 20 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let server = tokio::spawn(async move { axum::serve(listener, api::router(master)).await });
     let url = format!("http://{addr}");
     let client = model::Client::new(std::slice::from_ref(&url))?;
     let net = model::Network {
@@ -45,15 +96,8 @@ async fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     client.put(&net).await?;
-
-    println!(
-        "endpoint create+delete over HTTP, embedded store with durable writes, {seconds} s per run"
-    );
-    println!(
-        "{:>8} {:>16} {:>16} {:>8}",
-        "clients", "GET /version/s", "ep pairs/s", "ratio"
-    );
-    for clients in [1usize, 16] {
+    let mut last = 0.0;
+    for &clients in client_counts {
         let cl = client.clone();
         let base = run(clients, seconds, move |_, _| {
             let c = cl.clone();
@@ -82,11 +126,13 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?;
         println!(
-            "{clients:>8} {base:>16.0} {pairs:>16.0} {:>8.3}",
+            "{name:>22} {clients:>8} {base:>16.0} {pairs:>16.0} {:>8.3}",
             pairs / base
         );
+        last = pairs;
     }
-    Ok(())
+    server.abort();
+    Ok(last)
 }
 
 /// Runs `op` from `clients` concurrent loops for `seconds`; returns completed ops per second.

@@ -69,6 +69,10 @@ pub fn router(master: Arc<Master>) -> Router {
             get(get_one).post(upsert).put(upsert).delete(delete),
         )
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            master.clone(),
+            route_writes,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(body_limit_as_json))
         .with_state(master)
@@ -118,15 +122,175 @@ pub fn version_info() -> VersionInfo {
 
 async fn info(State(m): Shared) -> ApiResult<Json<Info>> {
     let revision = m.store.revision().await?;
+    let me = m.leadership.me.url.clone();
+    let leader = m.leadership.leader().map(|l| l.url).unwrap_or_default();
+    let masters = m.masters().await?;
     Ok(Json(Info {
-        local_ip: m.opts.listen.clone(),
-        leader_ip: m.opts.listen.clone(),
-        current_state: "leader".into(),
+        local_ip: me,
+        leader_ip: leader,
+        current_state: m.leadership.role().name().into(),
         netplugin_nodes: m.nodes().into_iter().map(|n| n.hostname).collect(),
-        netmaster_nodes: vec![m.opts.listen.clone()],
+        netmaster_nodes: masters,
         store: m.opts.store_kind.to_string(),
         revision,
     }))
+}
+
+/// Set on requests a follower forwards, so that a request never goes round in circles.
+const FORWARDED: &str = "x-contiv-forwarded-by";
+/// On the leader's answer to a forwarded request: the revision its writes reached.
+const REVISION: &str = "x-contiv-revision";
+
+/// Writes go to the leader: a follower forwards every request that is not a read to the
+/// leader's advertised URL and relays the answer (proxying, so that curl users need not
+/// follow redirects). While there is no leader, or the known one does not answer (it died and
+/// its lease has not expired yet), the request waits for the next leader, up to a TTL and a
+/// few seconds, and then gets a 503.
+async fn route_writes(
+    State(m): Shared,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::Method;
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    if m.leadership.is_leader() {
+        let forwarded = req.headers().contains_key(FORWARDED);
+        let mut resp = next.run(req).await;
+        if forwarded {
+            // Tells the forwarding follower which revision to wait for before answering.
+            let rev = m.last_commit.load(std::sync::atomic::Ordering::Acquire);
+            resp.headers_mut()
+                .insert(REVISION, header::HeaderValue::from(rev));
+        }
+        return resp;
+    }
+    let me = m.leadership.me.url.clone();
+    if let Some(by) = req.headers().get(FORWARDED) {
+        return ApiError::unavailable(format!(
+            "netmaster {me} is not the leader but was handed a write by {}: the leadership is changing; retry in a few seconds",
+            by.to_str().unwrap_or("?")
+        ))
+        .into_response();
+    }
+    let ttl = m
+        .leadership
+        .options
+        .as_ref()
+        .map(|o| o.ttl)
+        .unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + ttl + std::time::Duration::from_secs(3);
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: format!("the request body is larger than the limit of {MAX_BODY} bytes"),
+            }
+            .into_response();
+        }
+    };
+    let mut changes = m.leadership.subscribe();
+    let mut last_error = None;
+    loop {
+        // Marked before reading the view, so that a change during the forward is not missed.
+        changes.mark_unchanged();
+        if m.leadership.is_leader() {
+            let req = axum::extract::Request::from_parts(parts, Body::from(body));
+            return next.run(req).await;
+        }
+        if let Some(leader) = m.leadership.leader() {
+            match forward(&m, &leader.url, &parts, body.clone()).await {
+                Ok(r) => return r,
+                Err(e) => last_error = Some(e),
+            }
+        }
+        // Wait for a new leader (or a new record) and try again.
+        if tokio::time::timeout_at(deadline, changes.changed())
+            .await
+            .is_err()
+        {
+            return last_error
+                .unwrap_or_else(|| {
+                    ApiError::unavailable(format!(
+                        "no netmaster leads right now (an election is under way, or etcd is unreachable from {me}); retry in a few seconds"
+                    ))
+                })
+                .into_response();
+        }
+    }
+}
+
+fn proxy_client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        model::install_default_tls_provider();
+        reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .expect("build the proxy's HTTP client")
+    })
+}
+
+async fn forward(
+    m: &Master,
+    leader: &str,
+    parts: &axum::http::request::Parts,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let url = format!("{leader}{path}");
+    let mut headers = parts.headers.clone();
+    for h in [header::HOST, header::CONTENT_LENGTH, header::CONNECTION] {
+        headers.remove(h);
+    }
+    headers.insert(
+        FORWARDED,
+        header::HeaderValue::from_str(&m.leadership.me.url)
+            .unwrap_or(header::HeaderValue::from_static("follower")),
+    );
+    let resp = proxy_client()
+        .request(parts.method.clone(), &url)
+        .headers(headers)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| {
+            ApiError::unavailable(format!(
+                "forward {} {path} to the leader {leader}: {e}; retry in a few seconds",
+                parts.method
+            ))
+        })?;
+    let status = resp.status();
+    let ctype = resp.headers().get(header::CONTENT_TYPE).cloned();
+    let revision = resp
+        .headers()
+        .get(REVISION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let bytes = resp.bytes().await.map_err(|e| {
+        ApiError::unavailable(format!(
+            "read the answer of the leader {leader}: {e}; retry"
+        ))
+    })?;
+    // Read your writes: the next read on this follower shows what the leader just wrote.
+    if let Some(rev) = revision.filter(|_| status.is_success()) {
+        m.wait_applied(rev, std::time::Duration::from_secs(2)).await;
+    }
+    let mut out = Response::builder().status(status);
+    if let Some(c) = ctype {
+        out = out.header(header::CONTENT_TYPE, c);
+    }
+    Ok(out
+        .body(Body::from(bytes))
+        .expect("a status and a content type make a valid response"))
 }
 
 async fn openapi() -> Response {

@@ -6,6 +6,9 @@
 //! | `/contiv/eps/<endpointID>` | `model::agent::Endpoint` |
 //! | `/contiv/nodes/<hostname>` | `model::agent::Node`, attached to the node's lease |
 //! | `/contiv/alloc/<pool>/<value>` | the owner's key: a uniqueness guard checked by every allocating transaction, so that no two writers (several masters, later) can hand out one value twice |
+//! | `/contiv/leader` | the leading master's `leader::LeaderRecord`, attached to its lease |
+//! | `/contiv/masters/<id>` | a running master's advertised URL, attached to its lease (for `/info`) |
+//! | `/contiv/down/<hostname>` | [`DownMarker`]: the node's registration expired at that time; its endpoints are reclaimed after the grace period |
 
 use model::Kind;
 use serde::{Deserialize, Serialize};
@@ -15,6 +18,26 @@ pub const OBJ: &str = "/contiv/obj/";
 pub const EPS: &str = "/contiv/eps/";
 pub const NODES: &str = "/contiv/nodes/";
 pub const ALLOC: &str = "/contiv/alloc/";
+pub const LEADER: &str = "/contiv/leader";
+pub const DOWN: &str = "/contiv/down/";
+pub const MASTERS: &str = "/contiv/masters/";
+
+/// A running master's presence (its advertised URL), attached to its own lease.
+pub fn master(id: &str) -> String {
+    // Record ids hold '/' (they start with the URL): keep the key one level deep.
+    format!("{MASTERS}{}", id.replace('/', "_"))
+}
+
+pub fn down(host: &str) -> String {
+    format!("{DOWN}{host}")
+}
+
+/// What `/contiv/down/<host>` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DownMarker {
+    /// Unix time (seconds) the node was seen down.
+    pub since: u64,
+}
 
 pub fn obj(kind: Kind, key: &str) -> String {
     format!("{OBJ}{}/{key}", kind.name())

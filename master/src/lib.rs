@@ -2,8 +2,11 @@
 
 pub mod alloc;
 pub mod api;
+pub mod cluster;
 pub mod error;
 pub mod keys;
+pub mod leader;
+pub mod migrate;
 pub mod openapi;
 pub mod ops;
 pub mod state;

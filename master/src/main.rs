@@ -13,6 +13,9 @@ use tracing_subscriber::EnvFilter;
 #[derive(Parser, Debug)]
 #[command(name = "netmaster", version)]
 struct Opts {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// Address to serve the API on (host:port).
     #[arg(
         long = "listen-url",
@@ -30,6 +33,7 @@ struct Opts {
     /// Directory of the embedded store (one file, contiv.redb, is kept there).
     #[arg(
         long = "data-dir",
+        global = true,
         env = "CONTIV_NETMASTER_DATA_DIR",
         default_value = "/var/lib/contiv"
     )]
@@ -38,6 +42,7 @@ struct Opts {
     /// Keep state in etcd (v3) instead of the embedded store: comma-separated client URLs.
     #[arg(
         long = "etcd-endpoints",
+        global = true,
         alias = "etcd",
         env = "CONTIV_NETMASTER_ETCD_ENDPOINTS",
         value_delimiter = ','
@@ -47,21 +52,26 @@ struct Opts {
     /// Prefix of every key in etcd, to share one etcd with other users.
     #[arg(
         long = "etcd-prefix",
+        global = true,
         env = "CONTIV_NETMASTER_ETCD_PREFIX",
         default_value = ""
     )]
     etcd_prefix: String,
 
     /// CA certificate for etcd over TLS.
-    #[arg(long = "etcd-cacert", env = "CONTIV_NETMASTER_ETCD_CACERT")]
+    #[arg(
+        long = "etcd-cacert",
+        global = true,
+        env = "CONTIV_NETMASTER_ETCD_CACERT"
+    )]
     etcd_cacert: Option<PathBuf>,
 
     /// Client certificate for etcd (with --etcd-key).
-    #[arg(long = "etcd-cert", env = "CONTIV_NETMASTER_ETCD_CERT")]
+    #[arg(long = "etcd-cert", global = true, env = "CONTIV_NETMASTER_ETCD_CERT")]
     etcd_cert: Option<PathBuf>,
 
     /// Client key for etcd (with --etcd-cert).
-    #[arg(long = "etcd-key", env = "CONTIV_NETMASTER_ETCD_KEY")]
+    #[arg(long = "etcd-key", global = true, env = "CONTIV_NETMASTER_ETCD_KEY")]
     etcd_key: Option<PathBuf>,
 
     /// Seconds a node registration lives without a heartbeat.
@@ -71,6 +81,29 @@ struct Opts {
         default_value_t = 30
     )]
     node_ttl: u64,
+
+    /// Seconds the leader's lease lives without renewal (several masters on one etcd): a dead
+    /// leader is replaced within about this time.
+    #[arg(
+        long = "leader-ttl",
+        env = "CONTIV_NETMASTER_LEADER_TTL",
+        default_value_t = 10
+    )]
+    leader_ttl: u64,
+
+    /// URL the other netmasters forward writes to when this one leads (default:
+    /// http://<listen address>, with this host's name for an unspecified address).
+    #[arg(long = "advertise-url", env = "CONTIV_NETMASTER_ADVERTISE_URL")]
+    advertise_url: Option<String>,
+
+    /// Seconds a node may stay unregistered (its lease expired) before the leader deletes its
+    /// endpoints and releases their addresses; 0: never.
+    #[arg(
+        long = "node-grace",
+        env = "CONTIV_NETMASTER_NODE_GRACE",
+        default_value_t = 300
+    )]
+    node_grace: u64,
 
     /// Log level (error, warn, info, debug, trace), or a tracing filter.
     #[arg(
@@ -83,6 +116,24 @@ struct Opts {
     /// Log JSON lines instead of text.
     #[arg(long = "use-json-log", env = "CONTIV_NETMASTER_USE_JSON_LOG")]
     json_log: bool,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Copy the state between the embedded store (--data-dir) and etcd (--etcd-endpoints),
+    /// with no netmaster running on either. Node registrations are not copied (agents register
+    /// again within a heartbeat).
+    #[command(
+        after_help = "Examples:\n  netmaster --data-dir /var/lib/contiv --etcd-endpoints http://10.0.0.1:2379 migrate --to etcd\n  netmaster --data-dir /var/lib/contiv --etcd-endpoints http://10.0.0.1:2379 migrate --to embedded"
+    )]
+    Migrate {
+        /// Where to copy to: `etcd` (from the embedded store) or `embedded` (from etcd).
+        #[arg(long = "to", value_parser = ["etcd", "embedded"])]
+        to: String,
+        /// Replace what the destination holds under /contiv/ (else it must hold nothing).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[tokio::main]
@@ -104,40 +155,81 @@ async fn main() {
     }
 }
 
-async fn run(opts: Opts) -> anyhow::Result<()> {
-    let (store, store_kind, where_): (Arc<dyn store::Store>, &'static str, String) = if opts
-        .etcd_endpoints
-        .is_empty()
-    {
-        std::fs::create_dir_all(&opts.data_dir)
-            .with_context(|| format!("create data dir {}", opts.data_dir.display()))?;
-        let db = opts.data_dir.join("contiv.redb");
-        let s = EmbeddedStore::open(EmbeddedOptions::new(&db))
-            .with_context(|| format!("open embedded store {}", db.display()))?;
-        (Arc::new(s), "embedded", db.display().to_string())
-    } else {
-        let mut eo = store::EtcdOptions::new(opts.etcd_endpoints.clone());
-        eo.prefix = opts.etcd_prefix.clone();
-        if let Some(ca) = &opts.etcd_cacert {
-            eo.tls = Some(store::TlsOptions {
-                ca: ca.clone(),
-                cert: opts.etcd_cert.clone(),
-                key: opts.etcd_key.clone(),
-            });
-        }
-        // etcd may come up after us: say why we wait, and keep trying.
-        let s = loop {
-            match store::EtcdStore::connect(eo.clone()).await {
-                Ok(s) => break s,
-                Err(e @ store::StoreError::Open { .. }) => return Err(e).context("etcd options"),
-                Err(e) => {
-                    tracing::error!(error = %e, "connect to etcd; retrying in 2 s");
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                }
+fn open_embedded(opts: &Opts) -> anyhow::Result<(Arc<dyn store::Store>, String)> {
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("create data dir {}", opts.data_dir.display()))?;
+    let db = opts.data_dir.join("contiv.redb");
+    let s = EmbeddedStore::open(EmbeddedOptions::new(&db))
+        .with_context(|| format!("open embedded store {}", db.display()))?;
+    Ok((Arc::new(s), db.display().to_string()))
+}
+
+/// Connects to etcd; with `wait`, keeps trying (etcd may come up after us) and says why.
+async fn open_etcd(opts: &Opts, wait: bool) -> anyhow::Result<Arc<dyn store::Store>> {
+    let mut eo = store::EtcdOptions::new(opts.etcd_endpoints.clone());
+    eo.prefix = opts.etcd_prefix.clone();
+    if let Some(ca) = &opts.etcd_cacert {
+        eo.tls = Some(store::TlsOptions {
+            ca: ca.clone(),
+            cert: opts.etcd_cert.clone(),
+            key: opts.etcd_key.clone(),
+        });
+    }
+    loop {
+        match store::EtcdStore::connect(eo.clone()).await {
+            Ok(s) => return Ok(Arc::new(s)),
+            Err(e @ store::StoreError::Open { .. }) => return Err(e).context("etcd options"),
+            Err(e) if !wait => return Err(e).context("connect to etcd"),
+            Err(e) => {
+                tracing::error!(error = %e, "connect to etcd; retrying in 2 s");
+                tokio::time::sleep(Duration::from_secs(2)).await;
             }
+        }
+    }
+}
+
+/// The URL others reach us on: the listen address, with this host's name when it is 0.0.0.0.
+fn default_advertise_url(local: std::net::SocketAddr) -> String {
+    if local.ip().is_unspecified() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        format!("http://{host}:{}", local.port())
+    } else {
+        format!("http://{local}")
+    }
+}
+
+async fn run(opts: Opts) -> anyhow::Result<()> {
+    if let Some(Command::Migrate { to, force }) = &opts.command {
+        if opts.etcd_endpoints.is_empty() {
+            anyhow::bail!("migrate: give the etcd cluster with --etcd-endpoints A,B,C");
+        }
+        let (embedded, db) = open_embedded(&opts)?;
+        let etcd = open_etcd(&opts, false).await?;
+        let etcd_at = opts.etcd_endpoints.join(",");
+        let (from, to, from_name, to_name) = if to == "etcd" {
+            (embedded, etcd, db, etcd_at)
+        } else {
+            (etcd, embedded, etcd_at, db)
         };
-        (Arc::new(s), "etcd", opts.etcd_endpoints.join(","))
-    };
+        let n = master::migrate::copy(from.as_ref(), to.as_ref(), *force)
+            .await
+            .with_context(|| format!("migrate from {from_name} to {to_name}"))?;
+        println!("copied {n} keys from {from_name} to {to_name}");
+        return Ok(());
+    }
+    let (store, store_kind, where_): (Arc<dyn store::Store>, &'static str, String) =
+        if opts.etcd_endpoints.is_empty() {
+            let (s, db) = open_embedded(&opts)?;
+            (s, "embedded", db)
+        } else {
+            (
+                open_etcd(&opts, true).await?,
+                "etcd",
+                opts.etcd_endpoints.join(","),
+            )
+        };
     let listener = tokio::net::TcpListener::bind(&opts.listen_url)
         .await
         .with_context(|| {
@@ -153,11 +245,25 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
             node_ttl: Duration::from_secs(opts.node_ttl.max(1)),
             listen: local.to_string(),
             store_kind,
+            // Several masters can share etcd only: the embedded store is one process's file.
+            election: (store_kind == "etcd").then(|| master::leader::ElectionOptions {
+                ttl: Duration::from_secs(opts.leader_ttl.max(2)),
+                advertise_url: opts
+                    .advertise_url
+                    .clone()
+                    .map(|u| u.trim_end_matches('/').to_string())
+                    .unwrap_or_else(|| default_advertise_url(local)),
+            }),
+            node_grace: (opts.node_grace > 0).then(|| Duration::from_secs(opts.node_grace)),
         },
     )
     .await
     .context("load state")?;
     tokio::spawn(master.clone().follow_node_expiry());
+    tokio::spawn(master.clone().campaign());
+    tokio::spawn(master.clone().announce());
+    tokio::spawn(master.clone().follow_store());
+    tokio::spawn(master.clone().reclaim_dead_nodes());
     if let Some(path) = &opts.listen_unix {
         // A socket file left by a previous run would make bind fail.
         let _ = std::fs::remove_file(path);

@@ -30,19 +30,46 @@ pub struct MasterOptions {
     pub listen: String,
     /// `embedded` or `etcd`.
     pub store_kind: &'static str,
+    /// Take part in a leader election (several masters on one etcd); None: always lead.
+    pub election: Option<crate::leader::ElectionOptions>,
+    /// How long a node may stay unregistered before the leader reclaims its endpoints; None:
+    /// never.
+    pub node_grace: Option<Duration>,
+}
+
+impl MasterOptions {
+    /// One master, always leading, that never reclaims endpoints.
+    pub fn single(listen: impl Into<String>, store_kind: &'static str) -> Self {
+        MasterOptions {
+            node_ttl: Duration::from_secs(30),
+            listen: listen.into(),
+            store_kind,
+            election: None,
+            node_grace: None,
+        }
+    }
 }
 
 pub struct Master {
     pub store: Arc<dyn Store>,
-    state: Mutex<State>,
-    gate: tokio::sync::RwLock<()>,
+    pub(crate) state: Mutex<State>,
+    pub(crate) gate: tokio::sync::RwLock<()>,
     /// The lease of each registered node, and the revision of its last registration.
-    node_leases: Mutex<BTreeMap<String, (u64, u64)>>,
+    pub(crate) node_leases: Mutex<BTreeMap<String, (u64, u64)>>,
     /// Set when a transaction failed in a way that leaves its outcome unknown (the store became
-    /// unreachable mid-write): the state is reloaded from the store before the next write.
+    /// unreachable mid-write), or when a guard failed (another writer changed the store): the
+    /// state is reloaded from the store before the next write.
     needs_resync: std::sync::atomic::AtomicBool,
     pub opts: MasterOptions,
+    pub leadership: crate::leader::Leadership,
+    /// The highest revision this master committed: a follower that forwarded a write waits
+    /// until it has applied it, so that its next read shows the write.
+    pub(crate) last_commit: std::sync::atomic::AtomicU64,
+    /// The revision up to which a follower has applied the store's events.
+    pub(crate) applied: tokio::sync::watch::Sender<u64>,
 }
+
+pub(crate) type NodeLeases = BTreeMap<String, (u64, u64)>;
 
 /// The writes of one operation: a transaction, and the same values to apply to the state once
 /// it has committed.
@@ -144,7 +171,8 @@ fn to_json<T: Serialize>(v: &T) -> Value {
 impl Master {
     /// Loads the state from the store and writes the defaults a fresh cluster needs.
     pub async fn open(store: Arc<dyn Store>, opts: MasterOptions) -> anyhow::Result<Arc<Master>> {
-        let (state, node_leases) = Self::load(store.as_ref()).await?;
+        let (state, node_leases, _) = Self::load(store.as_ref()).await?;
+        let leadership = crate::leader::Leadership::new(opts.election.clone(), &opts.listen);
         let m = Arc::new(Master {
             store,
             state: Mutex::new(state),
@@ -152,6 +180,9 @@ impl Master {
             node_leases: Mutex::new(node_leases),
             needs_resync: std::sync::atomic::AtomicBool::new(false),
             opts,
+            leadership,
+            last_commit: std::sync::atomic::AtomicU64::new(0),
+            applied: tokio::sync::watch::channel(0).0,
         });
         m.ensure_defaults().await?;
         Ok(m)
@@ -167,7 +198,7 @@ impl Master {
         if !self.needs_resync.load(Ordering::Acquire) {
             return Ok(());
         }
-        let (state, leases) = Self::load(self.store.as_ref()).await?;
+        let (state, leases, _) = Self::load(self.store.as_ref()).await?;
         *self.state() = state;
         *self.node_leases.lock().unwrap_or_else(|p| p.into_inner()) = leases;
         self.needs_resync.store(false, Ordering::Release);
@@ -185,9 +216,10 @@ impl Master {
         }
     }
 
-    async fn load(
+    /// The state as the store holds it, the node leases, and the revision it reflects.
+    pub(crate) async fn load(
         store: &dyn Store,
-    ) -> Result<(State, BTreeMap<String, (u64, u64)>), store::StoreError> {
+    ) -> Result<(State, NodeLeases, u64), store::StoreError> {
         let (mut kvs, rev) = store.list(keys::ROOT).await?;
         kvs.sort_by_key(|kv| State::load_rank(&kv.key));
         let mut state = State::new();
@@ -207,10 +239,10 @@ impl Master {
             endpoints = state.endpoints.len(),
             "state loaded"
         );
-        Ok((state, node_leases))
+        Ok((state, node_leases, rev))
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -242,28 +274,81 @@ impl Master {
             plan.put_object(&global, None);
         }
         if !plan.txn.ops.is_empty() {
-            self.commit(plan)
-                .await
-                .map_err(|e| anyhow::anyhow!("write defaults: {e}"))?;
+            // Guarded by absent-compares, so safe for any master, leader or not.
+            match self.commit_unfenced(plan).await {
+                Ok(_) => {}
+                Err(e) if e.status == axum::http::StatusCode::CONFLICT => {
+                    // Another master starting at the same time wrote them first: take its.
+                    let (state, leases, _) = Self::load(self.store.as_ref()).await?;
+                    *self.state() = state;
+                    *self.node_leases.lock().unwrap_or_else(|p| p.into_inner()) = leases;
+                }
+                Err(e) => anyhow::bail!("write defaults: {e}"),
+            }
         }
         Ok(())
     }
 
+    /// Runs a transaction of the leader: with the fence (the compare that this master still
+    /// holds the leader key) as its first compare. A transaction that fails on the fence means
+    /// the leadership was lost: this master steps down and the caller gets a 503 to retry.
+    pub(crate) async fn fenced_txn(&self, mut txn: Txn) -> ApiResult<store::TxnResult> {
+        let fence = self.leadership.fence();
+        let fenced = fence.is_some();
+        if let Some(f) = fence {
+            txn.compares.insert(0, f);
+        }
+        let r = self
+            .store
+            .txn(txn)
+            .await
+            .inspect_err(|e| self.note_store_error(e))?;
+        if r.succeeded {
+            self.last_commit
+                .fetch_max(r.revision, std::sync::atomic::Ordering::AcqRel);
+        } else {
+            if fenced && r.failed_compare == Some(0) {
+                tracing::warn!("leadership lost (the leader key is no longer ours): stepping down");
+                self.leadership.set(crate::leader::Role::Follower, None);
+                return Err(ApiError::unavailable(
+                    "this netmaster lost the leadership while writing; nothing was written, retry (the request goes to the new leader)",
+                ));
+            }
+            // Only another writer can make a guard fail: our view may be stale, reload it.
+            self.needs_resync
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        Ok(r)
+    }
+
     /// Commits a plan and applies it to the state.
     async fn commit(&self, plan: Plan) -> ApiResult<u64> {
+        let applies = plan.applies;
+        let r = self.fenced_txn(plan.txn).await?;
+        self.finish_commit(r, &applies)
+    }
+
+    async fn commit_unfenced(&self, plan: Plan) -> ApiResult<u64> {
         let r = self
             .store
             .txn(plan.txn)
             .await
             .inspect_err(|e| self.note_store_error(e))?;
+        self.finish_commit(r, &plan.applies)
+    }
+
+    fn finish_commit(
+        &self,
+        r: store::TxnResult,
+        applies: &[(String, Option<Vec<u8>>)],
+    ) -> ApiResult<u64> {
         if !r.succeeded {
-            // Only another writer (a second master) can make a guard fail.
             return Err(ApiError::conflict(
                 "the change conflicts with a concurrent one; retry",
             ));
         }
         let mut s = self.state();
-        for (k, v) in &plan.applies {
+        for (k, v) in applies {
             match v {
                 Some(v) => {
                     if let Err(e) = s.apply_put(k, v) {
@@ -388,7 +473,7 @@ impl Master {
                     .then(Op::put(k, owner.clone().into_bytes()));
             }
         }
-        match self.store.txn(txn).await {
+        match self.fenced_txn(txn).await {
             Ok(r) if r.succeeded => {
                 let mut s = self.state();
                 if let Err(e) = s.apply_put(&keys::ep(&ep.endpoint_id), &value) {
@@ -405,9 +490,8 @@ impl Master {
                 )))
             }
             Err(e) => {
-                self.note_store_error(&e);
                 self.state().abort_endpoint(&ep.endpoint_id);
-                Err(e.into())
+                Err(e)
             }
         }
     }
@@ -498,14 +582,24 @@ impl Master {
         }
         let new_lease = self.store.grant_lease(ttl).await?;
         let value = serde_json::to_vec(&node).expect("serializable");
+        // A node back in time keeps its endpoints: its down marker goes with the registration.
         let r = self
-            .store
-            .txn(Txn::new().then(Op::Put {
-                key: keys::node(name),
-                value: value.clone(),
-                lease: Some(new_lease),
-            }))
+            .fenced_txn(
+                Txn::new()
+                    .then(Op::Put {
+                        key: keys::node(name),
+                        value: value.clone(),
+                        lease: Some(new_lease),
+                    })
+                    .then(Op::delete(keys::down(name))),
+            )
             .await?;
+        if !r.succeeded {
+            let _ = self.store.revoke_lease(new_lease).await;
+            return Err(ApiError::conflict(format!(
+                "registration of node {name} conflicts with a concurrent write; retry"
+            )));
+        }
         self.state().apply_put(&keys::node(name), &value).ok();
         self.node_leases
             .lock()
@@ -569,18 +663,22 @@ impl Master {
                 let keys::Parsed::Node(name) = keys::parse(&ev.kv.key) else {
                     continue;
                 };
-                let mut leases = self.node_leases.lock().unwrap_or_else(|p| p.into_inner());
-                // A registration newer than this delete wins.
-                if leases
-                    .get(name)
-                    .is_some_and(|(_, rev)| *rev > ev.kv.mod_revision)
                 {
-                    continue;
+                    let mut leases = self.node_leases.lock().unwrap_or_else(|p| p.into_inner());
+                    // A registration newer than this delete wins.
+                    if leases
+                        .get(name)
+                        .is_some_and(|(_, rev)| *rev > ev.kv.mod_revision)
+                    {
+                        continue;
+                    }
+                    leases.remove(name);
                 }
-                leases.remove(name);
-                drop(leases);
                 self.state().apply_delete(&ev.kv.key);
                 tracing::warn!(node = %name, "node registration expired");
+                if self.leadership.is_leader() && self.opts.node_grace.is_some() {
+                    self.mark_down(name).await;
+                }
             }
         }
     }

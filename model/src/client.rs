@@ -60,7 +60,8 @@ pub struct ClientOptions {
 }
 
 /// A netmaster client. Several URLs may be given: requests go to the first that answers, and
-/// keep going there until it stops answering.
+/// keep going there until it stops answering (or answers 503: unavailable, such as a netmaster
+/// cut off from etcd, when another one may serve).
 #[derive(Clone)]
 pub struct Client {
     targets: Arc<Vec<Target>>,
@@ -389,6 +390,9 @@ impl Client {
         let n = self.targets.len();
         let start = self.current.load(Ordering::Relaxed);
         let mut last_err = None;
+        // A netmaster that answers 503 (it lost etcd, or no leader is elected yet) may be alone
+        // in its trouble: the next URL is tried, and the last 503 returned if none does better.
+        let mut unavailable = None;
         for i in 0..n {
             let idx = (start + i) % n;
             let t = &self.targets[idx];
@@ -406,6 +410,11 @@ impl Client {
                     .body(b.clone());
             }
             match req.send().await {
+                Ok(resp)
+                    if resp.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE && i + 1 < n =>
+                {
+                    unavailable = Some((url, resp));
+                }
                 Ok(resp) => {
                     self.current.store(idx, Ordering::Relaxed);
                     return Ok((url, resp));
@@ -436,7 +445,10 @@ impl Client {
                 }
             }
         }
-        Err(last_err.expect("at least one url"))
+        match unavailable {
+            Some(answer) => Ok(answer),
+            None => Err(last_err.expect("at least one url")),
+        }
     }
 
     async fn call<T: DeserializeOwned>(

@@ -26,7 +26,23 @@ pub fn render(v: &VersionInfo) -> String {
 pub async fn run(client: &Client) -> Result<()> {
     out::print(&format!("Client Version:\n{}\n", render(&client_version())))?;
     let server = client.version().await?;
-    out::print(&format!("Server Version:\n{}", render(&server)))
+    out::print(&format!("Server Version:\n{}", render(&server)))?;
+    // Who answered and who leads (several netmasters on etcd elect one leader).
+    let info = client.info().await?;
+    out::print(&format!("\n{}", render_cluster(&info)))
+}
+
+/// `Netmaster:` (the one that answered), its role, the leader and the store.
+pub fn render_cluster(i: &model::agent::Info) -> String {
+    let leader = if i.leader_ip.is_empty() {
+        "(none elected)"
+    } else {
+        &i.leader_ip
+    };
+    format!(
+        "Netmaster: {}\nRole: {}\nLeader: {leader}\nStore: {}\n",
+        i.local_ip, i.current_state, i.store
+    )
 }
 
 #[cfg(test)]

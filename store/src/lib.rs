@@ -12,6 +12,8 @@ pub mod conformance;
 mod embedded;
 #[cfg(feature = "etcd")]
 mod etcd;
+#[cfg(feature = "etcd")]
+pub mod testing;
 
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 #[cfg(feature = "etcd")]
