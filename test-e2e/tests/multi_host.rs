@@ -180,8 +180,9 @@ fn tenants_with_the_same_subnet_never_exchange_a_packet() {
 
 #[test]
 fn hosts_join_and_leave() {
-    // Short node leases so a stopped agent is noticed within seconds.
-    let mut c = Cluster::start(2, &["--node-ttl", "3"]);
+    // Short node leases so a stopped agent is noticed within seconds, and a grace period that a
+    // quick restart fits in.
+    let mut c = Cluster::start(2, &["--node-ttl", "3", "--node-grace", "10"]);
     c.master
         .network("default", "net", "10.1.2.0/24", "10.1.2.1");
     let p1 = c.pod(0, "net", "default");
@@ -199,10 +200,29 @@ fn hosts_join_and_leave() {
         c.hosts[..2].iter().all(|h| !tunnels(h).contains(&vx3))
     });
     assert!(!p1.ping(&p3.ip));
-    // Back again: tunnels return, and the pod is reachable again (its endpoint was kept).
+    // Back again within the grace period: tunnels return, and the pod is reachable again (its
+    // endpoint was kept).
     c.hosts[i].start_agent();
     c.wait_for_mesh();
     assert!(p1.reaches(&p3.ip, REACH));
+
+    // Gone for good: after the grace period netmaster reclaims host3's endpoints, and the other
+    // hosts drop the flows that led to them.
+    c.hosts[i].kill_agent();
+    let on_host3 = |m: &test_e2e::Netmaster| {
+        m.endpoints()
+            .iter()
+            .filter(|e| e["host"] == "host3")
+            .count()
+    };
+    assert_eq!(on_host3(&c.master), 1);
+    wait_for("host3's endpoints reclaimed", Duration::from_secs(40), || {
+        on_host3(&c.master) == 0
+    });
+    wait_for("host1 forgets host3's pod", Duration::from_secs(10), || {
+        !c.hosts[0].flows().contains(&format!("arp_tpa={}", p3.ip))
+    });
+    assert_eq!(c.master.endpoints().len(), 1, "{:?}", c.master.endpoints());
 }
 
 fn test_e2e_tunnel_name(vtep: &str) -> String {
