@@ -394,7 +394,12 @@ impl Datapath {
         }
         // A new ovs-vswitchd starts with no flows at all: nothing to learn, everything to add.
         st.applied.clear();
-        self.apply(&mut st).await
+        self.apply(&mut st).await?;
+        // ... and with no tunnel neighbors: resolve the peers before traffic needs them.
+        for vtep in st.peers.values() {
+            prime_neighbor(vtep);
+        }
+        Ok(())
     }
 
     /// Whether the switch holds as many flows as the agent installed (a cheap check that a

@@ -216,9 +216,11 @@ fn hosts_join_and_leave() {
             .count()
     };
     assert_eq!(on_host3(&c.master), 1);
-    wait_for("host3's endpoints reclaimed", Duration::from_secs(40), || {
-        on_host3(&c.master) == 0
-    });
+    wait_for(
+        "host3's endpoints reclaimed",
+        Duration::from_secs(40),
+        || on_host3(&c.master) == 0,
+    );
     wait_for("host1 forgets host3's pod", Duration::from_secs(10), || {
         !c.hosts[0].flows().contains(&format!("arp_tpa={}", p3.ip))
     });
@@ -261,8 +263,10 @@ fn restarts_keep_traffic_flowing() {
     // ovs-vswitchd on host2 crashes and is started again: the agent restores every flow.
     let (sent, got) = ping_through(&a, &b.ip, 60, || {
         std::thread::sleep(Duration::from_millis(500));
+        let t = Instant::now();
         c.hosts[1].kill_vswitchd();
         c.hosts[1].start_vswitchd();
+        eprintln!("ovs-vswitchd killed and started again in {:?}", t.elapsed());
     });
     eprintln!("ovs-vswitchd restart: {sent} sent, {got} received");
     // While ovs-vswitchd is down nothing forwards (userspace datapath); what we control is how
