@@ -175,6 +175,14 @@ async fn gateway_requests_and_join() {
     )
     .await;
     assert_eq!(v["Address"], "10.1.0.1/24");
+    // Go's nil maps arrive as null.
+    let (s, v) = call(
+        b.clone(),
+        "/IpamDriver.RequestAddress",
+        r#"{"PoolID":"p|10.1.0.0/24","Address":"","Options":null}"#,
+    )
+    .await;
+    assert_eq!((s, &v["Address"]), (200, &serde_json::json!("10.1.0.2/24")));
     let (_, v) = call(
         b.clone(),
         "/NetworkDriver.Join",

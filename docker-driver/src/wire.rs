@@ -6,10 +6,20 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+/// Go sends a nil map or slice as `null`: read it as empty.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 /// `Plugin.Activate`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase")]
 pub struct ActivateResponse {
+    #[serde(deserialize_with = "null_as_default")]
     pub implements: Vec<String>,
 }
 
@@ -33,6 +43,7 @@ pub struct IpamData {
     pub pool: String,
     /// Address with prefix length, e.g. `10.1.0.1/24`.
     pub gateway: String,
+    #[serde(deserialize_with = "null_as_default")]
     pub aux_addresses: BTreeMap<String, String>,
 }
 
@@ -44,10 +55,13 @@ pub struct CreateNetworkRequest {
     pub network_id: String,
     /// `com.docker.network.generic` holds the `-o key=value` options.
     #[serde(rename = "Options")]
+    #[serde(deserialize_with = "null_as_default")]
     pub options: BTreeMap<String, Value>,
     #[serde(rename = "IPv4Data")]
+    #[serde(deserialize_with = "null_as_default")]
     pub ipv4_data: Vec<IpamData>,
     #[serde(rename = "IPv6Data")]
+    #[serde(deserialize_with = "null_as_default")]
     pub ipv6_data: Vec<IpamData>,
 }
 
@@ -78,16 +92,20 @@ pub struct AllocateNetworkRequest {
     #[serde(rename = "NetworkID")]
     pub network_id: String,
     #[serde(rename = "Options")]
+    #[serde(deserialize_with = "null_as_default")]
     pub options: BTreeMap<String, String>,
     #[serde(rename = "IPv4Data")]
+    #[serde(deserialize_with = "null_as_default")]
     pub ipv4_data: Vec<IpamData>,
     #[serde(rename = "IPv6Data")]
+    #[serde(deserialize_with = "null_as_default")]
     pub ipv6_data: Vec<IpamData>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase")]
 pub struct AllocateNetworkResponse {
+    #[serde(deserialize_with = "null_as_default")]
     pub options: BTreeMap<String, String>,
 }
 
@@ -123,6 +141,7 @@ pub struct CreateEndpointRequest {
     #[serde(rename = "Interface")]
     pub interface: Option<EndpointInterface>,
     #[serde(rename = "Options")]
+    #[serde(deserialize_with = "null_as_default")]
     pub options: BTreeMap<String, Value>,
 }
 
@@ -146,6 +165,7 @@ pub struct EndpointRequest {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase")]
 pub struct EndpointOperInfoResponse {
+    #[serde(deserialize_with = "null_as_default")]
     pub value: BTreeMap<String, Value>,
 }
 
@@ -160,6 +180,7 @@ pub struct JoinRequest {
     #[serde(rename = "SandboxKey")]
     pub sandbox_key: String,
     #[serde(rename = "Options")]
+    #[serde(deserialize_with = "null_as_default")]
     pub options: BTreeMap<String, Value>,
 }
 
@@ -190,6 +211,7 @@ pub struct JoinResponse {
     #[serde(rename = "GatewayIPv6", skip_serializing_if = "String::is_empty")]
     pub gateway_ipv6: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(deserialize_with = "null_as_default")]
     pub static_routes: Vec<StaticRoute>,
     /// True: Docker does not add its `docker_gwbridge` for external access.
     pub disable_gateway_service: bool,
@@ -204,6 +226,7 @@ pub struct ExternalConnectivityRequest {
     #[serde(rename = "EndpointID")]
     pub endpoint_id: String,
     #[serde(rename = "Options")]
+    #[serde(deserialize_with = "null_as_default")]
     pub options: BTreeMap<String, Value>,
 }
 
@@ -244,6 +267,7 @@ pub struct RequestPoolRequest {
     /// `--ip-range`, or empty.
     pub sub_pool: String,
     /// `--ipam-opt key=value`.
+    #[serde(deserialize_with = "null_as_default")]
     pub options: BTreeMap<String, String>,
     #[serde(rename = "V6")]
     pub v6: bool,
@@ -255,6 +279,7 @@ pub struct RequestPoolResponse {
     #[serde(rename = "PoolID")]
     pub pool_id: String,
     pub pool: String,
+    #[serde(deserialize_with = "null_as_default")]
     pub data: BTreeMap<String, String>,
 }
 
@@ -280,6 +305,7 @@ pub struct RequestAddressRequest {
     #[serde(rename = "Address")]
     pub address: String,
     #[serde(rename = "Options")]
+    #[serde(deserialize_with = "null_as_default")]
     pub options: BTreeMap<String, String>,
 }
 
@@ -294,6 +320,7 @@ impl RequestAddressRequest {
 pub struct RequestAddressResponse {
     /// Address with prefix length, e.g. `10.1.0.2/24`.
     pub address: String,
+    #[serde(deserialize_with = "null_as_default")]
     pub data: BTreeMap<String, String>,
 }
 

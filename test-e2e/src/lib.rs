@@ -408,6 +408,14 @@ impl Host {
             .arg(&self.dir)
             .arg("--cni-socket")
             .arg(&self.cni_socket)
+            .arg("--docker-state")
+            .arg(self.dir.join("docker-driver.json"))
+            // Docker's plugin directory is shared by every agent on the machine: only tests
+            // that ask for a Docker socket (a unique one) get one.
+            .args(
+                (!self.agent_args.iter().any(|a| a.starts_with("--docker-socket")))
+                    .then_some("--docker-socket="),
+            )
             .args(&self.agent_args)
             .stdout(Stdio::null())
             .stderr(log)

@@ -1,0 +1,548 @@
+//! A real Docker Engine (Debian `docker.io` 20.10) using Contiv as its network and IPAM driver:
+//! `docker network create -d <plugin> --ipam-driver <plugin>`, containers that ping and talk
+//! TCP, a CNI pod on the same network, two tenants with one subnet, `--ip`, restarts of the
+//! container, of dockerd and of the agent, and bad input with a leak check after each.
+//!
+//! Layout: each test has a netmaster, one simulated host (a network namespace with its own OVS
+//! and agent) and a private dockerd running in that host's namespace (entered with `nsenter
+//! --net` only: `ip netns exec` would remount /sys and hide the cgroup hierarchy dockerd needs).
+//! dockerd moves the container side of each veth from the namespace it runs in, which is the
+//! agent's: that is how a production node looks (dockerd and netplugin in the root namespace).
+//!
+//! Docker finds remote plugins only in `/run/docker/plugins`: the plugin's socket there is
+//! `cte<pid>x<n>d.sock`, unique per run (the plugin name is the socket's basename); sockets of
+//! dead runs are removed. dockerd's state lives under `/tmp/cte-docker/<pid>-<n>` (its own
+//! --data-root, --exec-root, socket and pidfile) and is unmounted and removed on drop, even when
+//! the test fails. The image is `docker import`ed from a folder holding busybox-static.
+//!
+//! Needs root, docker.io, Open vSwitch, busybox-static (scripts/setup.sh installs them). Fails,
+//! never skips, when dockerd cannot run.
+
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use test_e2e::{Host, Netmaster, kill_processes_naming, unique, wait_for};
+
+const STATE_ROOT: &str = "/tmp/cte-docker";
+const PLUGIN_DIR: &str = "/run/docker/plugins";
+const IMAGE: &str = "ctebusybox:1";
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).trim().to_string()
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Mount points at or under `dir`, deepest first.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = dir.display().to_string();
+    let mut v: Vec<String> = std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|m| m.starts_with(&prefix))
+        .map(str::to_string)
+        .collect();
+    v.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    v
+}
+
+/// Removes a dockerd state directory: its processes, its mounts, its files.
+fn remove_state(dir: &Path) {
+    kill_processes_naming(dir);
+    for m in mounts_under(dir) {
+        let _ = Command::new("umount").args(["-l", &m]).status();
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// State directories and plugin sockets of runs whose test process is gone.
+fn cleanup_docker_leftovers() {
+    let owner = |name: &str| -> Option<u32> { name.split('-').next()?.parse().ok() };
+    if let Ok(rd) = std::fs::read_dir(STATE_ROOT) {
+        for e in rd.flatten() {
+            if let Some(pid) = owner(&e.file_name().to_string_lossy())
+                && !pid_alive(pid)
+            {
+                remove_state(&e.path());
+            }
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(PLUGIN_DIR) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let pid = name
+                .strip_prefix(test_e2e::PREFIX)
+                .and_then(|r| r.split('x').next())
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(pid) = pid
+                && !pid_alive(pid)
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// A private dockerd inside a host's network namespace.
+struct Dockerd {
+    dir: PathBuf,
+    netns: String,
+}
+
+impl Dockerd {
+    fn start(host: &Host) -> Dockerd {
+        cleanup_docker_leftovers();
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = PathBuf::from(format!(
+            "{STATE_ROOT}/{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        remove_state(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = Dockerd {
+            dir,
+            netns: format!("/var/run/netns/{}", host.ns),
+        };
+        d.spawn();
+        d.import_image();
+        d
+    }
+
+    fn spawn(&self) {
+        let d = &self.dir;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("dockerd.log"))
+            .unwrap();
+        let ok = Command::new("nsenter")
+            .arg(format!("--net={}", self.netns))
+            .arg("dockerd")
+            .arg("--data-root")
+            .arg(d.join("data"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("-H")
+            .arg(format!("unix://{}", d.join("docker.sock").display()))
+            .arg("--pidfile")
+            .arg(d.join("docker.pid"))
+            .args([
+                "--iptables=false",
+                "--ip6tables=false",
+                "--bridge=none",
+                "--ip-forward=false",
+                "--ip-masq=false",
+                "--userland-proxy=false",
+                // Containers keep running while dockerd restarts.
+                "--live-restore",
+                "--storage-driver=vfs",
+                "--exec-opt",
+                "native.cgroupdriver=cgroupfs",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn();
+        assert!(
+            ok.is_ok(),
+            "spawn dockerd: {:?} (install docker.io with scripts/setup.sh)",
+            ok.err()
+        );
+        // The child is reaped by nobody: dockerd is stopped through its pidfile.
+        wait_for("dockerd to answer", Duration::from_secs(60), || {
+            self.cmd()
+                .arg("version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        });
+    }
+
+    fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join("docker.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    /// Stops dockerd (SIGTERM, as systemd would) and waits for it to exit.
+    fn stop(&self) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            wait_for("dockerd to exit", Duration::from_secs(30), || {
+                !pid_alive(pid)
+                    || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                        .map(|s| s.contains(") Z "))
+                        .unwrap_or(true)
+            });
+        }
+    }
+
+    fn restart(&self) {
+        self.stop();
+        self.spawn();
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("docker");
+        c.arg("-H")
+            .arg(format!("unix://{}", self.dir.join("docker.sock").display()));
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd()
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run docker {args:?}: {e}"))
+    }
+
+    /// Runs docker; panics with its stderr and the logs when it fails.
+    fn ok(&self, args: &[&str], host: &Host) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed: {}\n--- agent log (tail):\n{}\n--- dockerd log (tail):\n{}",
+            text(&out.stderr),
+            tail(&host.agent_log(), 40),
+            tail(
+                &std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default(),
+                40
+            )
+        );
+        text(&out.stdout)
+    }
+
+    /// Runs docker expecting failure; returns its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "docker {args:?} should have failed; printed {}",
+            text(&out.stdout)
+        );
+        text(&out.stderr)
+    }
+
+    fn import_image(&self) {
+        let img = self.dir.join("image");
+        std::fs::create_dir_all(img.join("bin")).unwrap();
+        std::fs::create_dir_all(img.join("tmp")).unwrap();
+        std::fs::copy("/bin/busybox", img.join("bin/busybox"))
+            .expect("copy /bin/busybox (install busybox-static)");
+        for tool in [
+            "sh", "ip", "ping", "nc", "sleep", "httpd", "wget", "cat", "echo", "mkdir",
+        ] {
+            std::os::unix::fs::symlink("busybox", img.join("bin").join(tool)).unwrap();
+        }
+        let tar = Command::new("tar")
+            .arg("-C")
+            .arg(&img)
+            .args(["-c", "."])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = self
+            .cmd()
+            .args(["import", "-", IMAGE])
+            .stdin(tar.stdout.unwrap())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "docker import: {}", text(&out.stderr));
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let ids = self.run(&["ps", "-aq"]);
+        for id in text(&ids.stdout).split_whitespace() {
+            let _ = self.run(&["rm", "-f", id]);
+        }
+        self.stop();
+        remove_state(&self.dir);
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A netmaster, a host whose agent serves a unique Docker plugin socket, and a dockerd beside it.
+struct Cluster {
+    docker: Dockerd,
+    host: Host,
+    master: Netmaster,
+    /// The plugin (and driver) name.
+    plugin: String,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let master = Netmaster::start();
+        let plugin = unique("d");
+        let socket = format!("{PLUGIN_DIR}/{plugin}.sock");
+        let mut host = Host::netns_only(&master, "dockhost");
+        host.boot(&["--docker-socket", &socket]);
+        wait_for("the Docker plugin socket", Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        });
+        let docker = Dockerd::start(&host);
+        Cluster {
+            docker,
+            host,
+            master,
+            plugin,
+        }
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        self.docker.ok(args, &self.host)
+    }
+
+    /// `docker network create -d P --ipam-driver P ARGS... NAME`.
+    fn net_create(&self, name: &str, args: &[&str]) -> Result<String, String> {
+        let mut a = vec![
+            "network",
+            "create",
+            "-d",
+            &self.plugin,
+            "--ipam-driver",
+            &self.plugin,
+        ];
+        a.extend_from_slice(args);
+        a.push(name);
+        let out = self.docker.run(&a);
+        if out.status.success() {
+            Ok(text(&out.stdout))
+        } else {
+            Err(text(&out.stderr))
+        }
+    }
+
+    /// A container that serves `hello-<name>` over HTTP on port 8080 and otherwise sleeps.
+    fn container(&self, name: &str, network: &str, extra: &[&str]) -> Result<String, String> {
+        let mut a = vec!["run", "-d", "--name", name, "--network", network];
+        a.extend_from_slice(extra);
+        let script = format!(
+            "mkdir -p /www && echo hello-{name} > /www/index.html && httpd -p 8080 -h /www && exec sleep 100000"
+        );
+        a.extend_from_slice(&[IMAGE, "sh", "-c", &script]);
+        let out = self.docker.run(&a);
+        if out.status.success() {
+            Ok(text(&out.stdout))
+        } else {
+            Err(text(&out.stderr))
+        }
+    }
+
+    fn ip_of(&self, container: &str, network: &str) -> String {
+        let f = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
+        self.ok(&["inspect", "-f", &f, container])
+    }
+
+    fn pings(&self, from: &str, ip: &str) -> bool {
+        self.docker
+            .run(&["exec", from, "ping", "-c", "1", "-W", "2", ip])
+            .status
+            .success()
+    }
+
+    /// Waits until `from` pings `ip` (ARP and the first flows may take a moment).
+    fn reaches(&self, from: &str, ip: &str) -> bool {
+        (0..10).any(|_| self.pings(from, ip))
+    }
+
+    /// Fetches `http://ip:8080/` from inside `from` over TCP.
+    fn http(&self, from: &str, ip: &str) -> String {
+        let out = self.docker.run(&[
+            "exec",
+            from,
+            "wget",
+            "-q",
+            "-T",
+            "5",
+            "-O",
+            "-",
+            &format!("http://{ip}:8080/"),
+        ]);
+        text(&out.stdout)
+    }
+
+    /// What may leak: netmaster endpoints, OVS ports, links in the host namespace.
+    fn snapshot(&self) -> (usize, BTreeSet<String>, BTreeSet<String>) {
+        (
+            self.master.endpoints().len(),
+            self.host.ovs_ports().into_iter().collect(),
+            self.host.links().into_iter().collect(),
+        )
+    }
+
+    fn assert_no_leak(&self, before: &(usize, BTreeSet<String>, BTreeSet<String>), after: &str) {
+        let now = self.snapshot();
+        assert_eq!(
+            now.0,
+            before.0,
+            "netmaster endpoints leaked after {after}: {}",
+            json!(self.master.endpoints())
+        );
+        assert_eq!(now.1, before.1, "OVS ports leaked after {after}");
+        assert_eq!(now.2, before.2, "host links leaked after {after}");
+    }
+}
+
+#[test]
+fn network_create_inspect_rm_and_bad_input() {
+    let c = Cluster::start();
+    let m = &c.master;
+    let before = c.snapshot();
+
+    // A new Contiv network from Docker, in a tenant made with the REST API.
+    m.api(
+        "POST",
+        "/api/v1/tenants/blue/",
+        Some(json!({"tenantName": "blue"})),
+    );
+    c.net_create(
+        "dnet",
+        &[
+            "--subnet",
+            "10.61.0.0/24",
+            "--gateway",
+            "10.61.0.1",
+            "-o",
+            "tenant=blue",
+            "-o",
+            "network=web",
+        ],
+    )
+    .expect("create a Contiv network from Docker");
+    let (s, n) = m.api("GET", "/api/v1/networks/blue:web/", None);
+    assert_eq!(s, 200, "{n}");
+    assert_eq!(n["subnet"], "10.61.0.0/24");
+    assert_eq!(n["gateway"], "10.61.0.1");
+    let insp: Value = serde_json::from_str(&c.ok(&["network", "inspect", "dnet"])).unwrap();
+    assert_eq!(insp[0]["Driver"], c.plugin.as_str());
+    assert_eq!(insp[0]["IPAM"]["Driver"], c.plugin.as_str());
+    assert_eq!(insp[0]["IPAM"]["Config"][0]["Subnet"], "10.61.0.0/24");
+    assert_eq!(insp[0]["IPAM"]["Config"][0]["Gateway"], "10.61.0.1");
+
+    // A second Docker network on the same Contiv network, by --ipam-opt (as Contiv's PoolID
+    // did), without a subnet: it takes the Contiv network's.
+    c.net_create("dnet2", &["--ipam-opt", "network=web/blue"])
+        .expect("reuse a Contiv network by name");
+    let insp: Value = serde_json::from_str(&c.ok(&["network", "inspect", "dnet2"])).unwrap();
+    assert_eq!(insp[0]["IPAM"]["Config"][0]["Subnet"], "10.61.0.0/24");
+
+    // A network made with the REST API (netctl), used by name.
+    m.network("default", "ctlnet", "10.62.0.0/24", "10.62.0.1");
+    c.net_create("fromctl", &["--ipam-opt", "network=ctlnet"])
+        .expect("use a netctl network by name");
+    c.container("x1", "fromctl", &[]).expect("run on it");
+    let ip = c.ip_of("x1", "fromctl");
+    assert!(ip.starts_with("10.62.0."), "{ip}");
+    c.ok(&["rm", "-f", "x1"]);
+
+    // Bad input: each refused with our message, and nothing left behind.
+    let snap = c.snapshot();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--subnet", "10.63.0.0/24", "-o", "tenant=nosuch"],
+            "tenant 'nosuch' does not exist",
+        ),
+        (
+            vec!["--subnet", "10.63.0.0/24", "-o", "group=nosuch"],
+            "group 'nosuch' does not exist in tenant 'default'",
+        ),
+        (
+            vec![
+                "--subnet",
+                "10.99.0.0/24",
+                "-o",
+                "tenant=blue",
+                "-o",
+                "network=web",
+            ],
+            "exists with subnet 10.61.0.0/24, not 10.99.0.0/24",
+        ),
+        (
+            vec!["--ipam-opt", "network=ctlnet", "--subnet", "10.98.0.0/24"],
+            "has subnet 10.62.0.0/24, not 10.98.0.0/24",
+        ),
+        (
+            vec!["--subnet", "10.63.0.0/24", "-o", "encapp=vxlan"],
+            "unknown option -o encapp",
+        ),
+        (vec![], "the Contiv IPAM driver needs a subnet"),
+        (
+            vec!["--ipam-opt", "network=nosuch"],
+            "Contiv network default:nosuch does not exist",
+        ),
+        (
+            vec!["--ipam-opt", "contiv-tag=nosuch"],
+            "no Contiv group or network has tag 'nosuch'",
+        ),
+    ];
+    for (args, want) in cases {
+        let err = c
+            .net_create("bad", &args)
+            .expect_err(&format!("{args:?} must fail"));
+        assert!(err.contains(want), "{args:?}: expected '{want}' in: {err}");
+        c.assert_no_leak(&snap, &format!("network create {args:?}"));
+        let (_, nets) = m.api("GET", "/api/v1/networks/", None);
+        assert!(
+            !nets
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["subnet"] == "10.63.0.0/24"),
+            "a half-made Contiv network was left by {args:?}: {nets}"
+        );
+    }
+
+    // Addresses: outside the subnet, taken, exhausted.
+    c.container("a1", "dnet", &["--ip", "10.61.0.10"])
+        .expect("a static --ip");
+    assert_eq!(c.ip_of("a1", "dnet"), "10.61.0.10");
+    let snap = c.snapshot();
+    let err = c
+        .container("a2", "dnet", &["--ip", "10.61.0.10"])
+        .expect_err("a taken --ip");
+    assert!(err.contains("10.61.0.10") && err.contains("already allocated"), "{err}");
+    c.ok(&["rm", "-f", "a2"]);
+    c.assert_no_leak(&snap, "a taken --ip");
+    let err = c
+        .container("a3", "dnet", &["--ip", "10.77.0.10"])
+        .expect_err("an --ip outside the subnet");
+    assert!(err.contains("10.77.0.10"), "{err}");
+    c.ok(&["rm", "-f", "a3"]);
+    c.assert_no_leak(&snap, "an --ip outside the subnet");
+    c.net_create("tiny", &["--subnet", "10.64.0.0/30", "--gateway", "10.64.0.1"])
+        .expect("a /30");
+    c.container("t1", "tiny", &[]).expect("the /30's one address");
+    let snap = c.snapshot();
+    let err = c.container("t2", "tiny", &[]).expect_err("an exhausted pool");
+    assert!(err.contains("no free address left"), "{err}");
+    c.ok(&["rm", "-f", "t2"]);
+    c.assert_no_leak(&snap, "an exhausted pool");
+
+    // Removal releases everything; a Contiv network Docker made goes with its last user.
+    for x in ["a1", "t1"] {
+        c.ok(&["rm", "-f", x]);
+    }
+    for n in ["dnet2", "dnet", "fromctl", "tiny"] {
+        c.ok(&["network", "rm", n]);
+    }
+    c.assert_no_leak(&before, "removing every container and network");
+    let (s, _) = m.api("GET", "/api/v1/networks/blue:web/", None);
+    assert_eq!(s, 404, "the Contiv network Docker made must go with docker network rm");
+    let (s, _) = m.api("GET", "/api/v1/networks/default:ctlnet/", None);
+    assert_eq!(s, 200, "a netctl network must stay after docker network rm");
+}
