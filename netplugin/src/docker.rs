@@ -90,11 +90,7 @@ impl Wanted {
 
     /// Both sets of options together; a field given twice must agree.
     pub fn merge(&self, other: &Wanted) -> DriverResult<Wanted> {
-        fn one(
-            what: &str,
-            a: &Option<String>,
-            b: &Option<String>,
-        ) -> DriverResult<Option<String>> {
+        fn one(what: &str, a: &Option<String>, b: &Option<String>) -> DriverResult<Option<String>> {
             match (a, b) {
                 (Some(x), Some(y)) if x != y => Err(DriverError::new(format!(
                     "--ipam-opt {what}={x} and -o {what}={y} disagree: give the same {what} (or only one of them)"
@@ -320,10 +316,7 @@ impl DockerDriver {
         }
         let group = w.group.clone().unwrap_or_default();
         if !group.is_empty() {
-            match c
-                .get::<EndpointGroup>(&format!("{tenant}:{group}"))
-                .await
-            {
+            match c.get::<EndpointGroup>(&format!("{tenant}:{group}")).await {
                 Ok(g) if g.network_name != network => {
                     return Err(DriverError::new(format!(
                         "group '{group}' of tenant '{tenant}' is on network '{}', not '{network}': give network={} or another group",
@@ -375,9 +368,10 @@ impl DockerDriver {
 
     /// The OVS port plumbed for Docker endpoint `docker_ep`: (netmaster endpoint id, peer name).
     async fn port_of(&self, docker_ep: &str) -> DriverResult<Option<(String, String)>> {
-        let ports = self.m.dp.endpoint_ports().await.map_err(|e| {
-            DriverError::new(format!("list the ports of the Contiv bridge: {e}"))
-        })?;
+        let ports =
+            self.m.dp.endpoint_ports().await.map_err(|e| {
+                DriverError::new(format!("list the ports of the Contiv bridge: {e}"))
+            })?;
         Ok(ports.into_iter().find_map(|p| {
             let get = |k: &str| p.external_ids.get(k).cloned().unwrap_or_default();
             (get(ids::CONTAINER) == docker_ep).then(|| (get(ids::ENDPOINT), get(ids::IFNAME)))
@@ -444,7 +438,10 @@ impl Backend for DockerDriver {
                 "the Contiv IPAM driver needs a subnet: give --subnet (a new Contiv network), or --ipam-opt network=NAME[/TENANT] or --ipam-opt contiv-tag=TAG (an existing one)",
             ));
         }
-        let id = format!("contiv-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+        let id = format!(
+            "contiv-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..16]
+        );
         let pool = subnet.clone();
         self.with_state(|st| {
             st.seq += 1;
@@ -812,7 +809,10 @@ mod tests {
         assert!(a.merge(&b).unwrap_err().0.contains("disagree"));
         let c = Wanted::parse(&opts(&[("group", "g")]), "-o").unwrap();
         let m = a.merge(&c).unwrap();
-        assert_eq!((m.tenant.as_deref(), m.group.as_deref()), (Some("a"), Some("g")));
+        assert_eq!(
+            (m.tenant.as_deref(), m.group.as_deref()),
+            (Some("a"), Some("g"))
+        );
     }
 
     #[test]
@@ -821,7 +821,10 @@ mod tests {
         assert!(p.starts_with("vd") && p.len() == 14, "{p}");
         assert_eq!(host_ifname_of(&p), host_ifname("docker-abc"));
         assert_eq!(bare("10.1.0.2/24"), "10.1.0.2");
-        assert_eq!(parse_subnet("10.1.0.7/24").unwrap().to_string(), "10.1.0.0/24");
+        assert_eq!(
+            parse_subnet("10.1.0.7/24").unwrap().to_string(),
+            "10.1.0.0/24"
+        );
         assert!(parse_subnet("nope").is_err());
     }
 }

@@ -254,7 +254,12 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         )?;
         docker_driver::serve(Arc::new(d), &opts.docker_socket)
             .await
-            .with_context(|| format!("serve the Docker driver on {}", opts.docker_socket.display()))
+            .with_context(|| {
+                format!(
+                    "serve the Docker driver on {}",
+                    opts.docker_socket.display()
+                )
+            })
     };
     tokio::select! {
         r = netplugin::cni_server::serve(Arc::new(netplugin::cni_server::CniServer { manager: m.clone(), kube }), &opts.cni_socket) => r.context("CNI server")?,

@@ -413,8 +413,11 @@ impl Host {
             // Docker's plugin directory is shared by every agent on the machine: only tests
             // that ask for a Docker socket (a unique one) get one.
             .args(
-                (!self.agent_args.iter().any(|a| a.starts_with("--docker-socket")))
-                    .then_some("--docker-socket="),
+                (!self
+                    .agent_args
+                    .iter()
+                    .any(|a| a.starts_with("--docker-socket")))
+                .then_some("--docker-socket="),
             )
             .args(&self.agent_args)
             .stdout(Stdio::null())

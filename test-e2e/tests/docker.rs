@@ -93,6 +93,7 @@ fn cleanup_docker_leftovers() {
 struct Dockerd {
     dir: PathBuf,
     netns: String,
+    child: Option<std::process::Child>,
 }
 
 impl Dockerd {
@@ -106,23 +107,24 @@ impl Dockerd {
         ));
         remove_state(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let d = Dockerd {
+        let mut d = Dockerd {
             dir,
             netns: format!("/var/run/netns/{}", host.ns),
+            child: None,
         };
         d.spawn();
         d.import_image();
         d
     }
 
-    fn spawn(&self) {
+    fn spawn(&mut self) {
         let d = &self.dir;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(d.join("dockerd.log"))
             .unwrap();
-        let ok = Command::new("nsenter")
+        let child = Command::new("nsenter")
             .arg(format!("--net={}", self.netns))
             .arg("dockerd")
             .arg("--data-root")
@@ -149,12 +151,10 @@ impl Dockerd {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn();
-        assert!(
-            ok.is_ok(),
-            "spawn dockerd: {:?} (install docker.io with scripts/setup.sh)",
-            ok.err()
-        );
-        // The child is reaped by nobody: dockerd is stopped through its pidfile.
+        match child {
+            Ok(ch) => self.child = Some(ch),
+            Err(e) => panic!("spawn dockerd: {e} (install docker.io with scripts/setup.sh)"),
+        }
         wait_for("dockerd to answer", Duration::from_secs(60), || {
             self.cmd()
                 .arg("version")
@@ -173,19 +173,24 @@ impl Dockerd {
     }
 
     /// Stops dockerd (SIGTERM, as systemd would) and waits for it to exit.
-    fn stop(&self) {
+    fn stop(&mut self) {
         if let Some(pid) = self.pid() {
             let _ = Command::new("kill").arg(pid.to_string()).status();
-            wait_for("dockerd to exit", Duration::from_secs(30), || {
-                !pid_alive(pid)
-                    || std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                        .map(|s| s.contains(") Z "))
-                        .unwrap_or(true)
+        }
+        if let Some(mut ch) = self.child.take() {
+            // nsenter execs dockerd: the child is dockerd itself.
+            let exited = (0..3000).any(|_| {
+                std::thread::sleep(Duration::from_millis(20));
+                matches!(ch.try_wait(), Ok(Some(_)))
             });
+            if !exited {
+                let _ = ch.kill();
+                let _ = ch.wait();
+            }
         }
     }
 
-    fn restart(&self) {
+    fn restart(&mut self) {
         self.stop();
         self.spawn();
     }
@@ -220,17 +225,6 @@ impl Dockerd {
         text(&out.stdout)
     }
 
-    /// Runs docker expecting failure; returns its stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            !out.status.success(),
-            "docker {args:?} should have failed; printed {}",
-            text(&out.stdout)
-        );
-        text(&out.stderr)
-    }
-
     fn import_image(&self) {
         let img = self.dir.join("image");
         std::fs::create_dir_all(img.join("bin")).unwrap();
@@ -238,21 +232,25 @@ impl Dockerd {
         std::fs::copy("/bin/busybox", img.join("bin/busybox"))
             .expect("copy /bin/busybox (install busybox-static)");
         for tool in [
-            "sh", "ip", "ping", "nc", "sleep", "httpd", "wget", "cat", "echo", "mkdir",
+            "sh", "ip", "ping", "nc", "sleep", "httpd", "cat", "echo", "mkdir", "printf",
         ] {
             std::os::unix::fs::symlink("busybox", img.join("bin").join(tool)).unwrap();
         }
-        let tar = Command::new("tar")
+        let tarball = self.dir.join("image.tar");
+        let st = Command::new("tar")
             .arg("-C")
             .arg(&img)
-            .args(["-c", "."])
-            .stdout(Stdio::piped())
-            .spawn()
+            .arg("-cf")
+            .arg(&tarball)
+            .arg(".")
+            .status()
             .unwrap();
+        assert!(st.success(), "tar the image folder");
         let out = self
             .cmd()
-            .args(["import", "-", IMAGE])
-            .stdin(tar.stdout.unwrap())
+            .arg("import")
+            .arg(&tarball)
+            .arg(IMAGE)
             .output()
             .unwrap();
         assert!(out.status.success(), "docker import: {}", text(&out.stderr));
@@ -268,6 +266,20 @@ impl Drop for Dockerd {
         self.stop();
         remove_state(&self.dir);
     }
+}
+
+/// A shell line that GETs `/` from `ip:8080` with busybox nc (busybox-static's wget crashes).
+fn http_get(ip: &str) -> String {
+    format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {ip} 8080")
+}
+
+/// The body of an HTTP/1.0 answer (its last line), or empty.
+fn http_body(out: &[u8]) -> String {
+    let t = text(out);
+    if !t.starts_with("HTTP/1.") {
+        return String::new();
+    }
+    t.lines().last().unwrap_or_default().trim().to_string()
 }
 
 fn tail(s: &str, n: usize) -> String {
@@ -362,18 +374,30 @@ impl Cluster {
 
     /// Fetches `http://ip:8080/` from inside `from` over TCP.
     fn http(&self, from: &str, ip: &str) -> String {
-        let out = self.docker.run(&[
-            "exec",
-            from,
-            "wget",
-            "-q",
-            "-T",
-            "5",
-            "-O",
-            "-",
-            &format!("http://{ip}:8080/"),
-        ]);
+        let out = self.docker.run(&["exec", from, "sh", "-c", &http_get(ip)]);
+        let body = http_body(&out.stdout);
+        if body.is_empty() {
+            eprintln!(
+                "HTTP from {from} to {ip}: {} (tx checksumming in {from}: {})",
+                text(&out.stderr),
+                self.tx_checksum(from)
+            );
+        }
+        body
+    }
+
+    /// `ethtool -k eth0`'s tx-checksumming line inside a container.
+    fn tx_checksum(&self, container: &str) -> String {
+        let pid = self.ok(&["inspect", "-f", "{{.State.Pid}}", container]);
+        let out = Command::new("nsenter")
+            .args(["-t", &pid, "-n", "ethtool", "-k", "eth0"])
+            .output()
+            .unwrap();
         text(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with("tx-checksumming"))
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// What may leak: netmaster endpoints, OVS ports, links in the host namespace.
@@ -395,6 +419,13 @@ impl Cluster {
         );
         assert_eq!(now.1, before.1, "OVS ports leaked after {after}");
         assert_eq!(now.2, before.2, "host links leaked after {after}");
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // The agent dies by SIGKILL in the harness: its socket would stay behind.
+        let _ = std::fs::remove_file(format!("{PLUGIN_DIR}/{}.sock", self.plugin));
     }
 }
 
@@ -515,7 +546,10 @@ fn network_create_inspect_rm_and_bad_input() {
     let err = c
         .container("a2", "dnet", &["--ip", "10.61.0.10"])
         .expect_err("a taken --ip");
-    assert!(err.contains("10.61.0.10") && err.contains("already allocated"), "{err}");
+    assert!(
+        err.contains("10.61.0.10") && err.contains("already allocated"),
+        "{err}"
+    );
     c.ok(&["rm", "-f", "a2"]);
     c.assert_no_leak(&snap, "a taken --ip");
     let err = c
@@ -524,11 +558,17 @@ fn network_create_inspect_rm_and_bad_input() {
     assert!(err.contains("10.77.0.10"), "{err}");
     c.ok(&["rm", "-f", "a3"]);
     c.assert_no_leak(&snap, "an --ip outside the subnet");
-    c.net_create("tiny", &["--subnet", "10.64.0.0/30", "--gateway", "10.64.0.1"])
-        .expect("a /30");
-    c.container("t1", "tiny", &[]).expect("the /30's one address");
+    c.net_create(
+        "tiny",
+        &["--subnet", "10.64.0.0/30", "--gateway", "10.64.0.1"],
+    )
+    .expect("a /30");
+    c.container("t1", "tiny", &[])
+        .expect("the /30's one address");
     let snap = c.snapshot();
-    let err = c.container("t2", "tiny", &[]).expect_err("an exhausted pool");
+    let err = c
+        .container("t2", "tiny", &[])
+        .expect_err("an exhausted pool");
     assert!(err.contains("no free address left"), "{err}");
     c.ok(&["rm", "-f", "t2"]);
     c.assert_no_leak(&snap, "an exhausted pool");
@@ -542,7 +582,169 @@ fn network_create_inspect_rm_and_bad_input() {
     }
     c.assert_no_leak(&before, "removing every container and network");
     let (s, _) = m.api("GET", "/api/v1/networks/blue:web/", None);
-    assert_eq!(s, 404, "the Contiv network Docker made must go with docker network rm");
+    assert_eq!(
+        s, 404,
+        "the Contiv network Docker made must go with docker network rm"
+    );
     let (s, _) = m.api("GET", "/api/v1/networks/default:ctlnet/", None);
     assert_eq!(s, 200, "a netctl network must stay after docker network rm");
+}
+
+#[test]
+fn containers_talk_across_docker_and_cni_and_tenants_are_isolated() {
+    let c = Cluster::start();
+    let before = c.snapshot();
+    c.net_create(
+        "n1",
+        &[
+            "--subnet",
+            "10.71.0.0/24",
+            "--gateway",
+            "10.71.0.1",
+            "-o",
+            "network=n1",
+        ],
+    )
+    .unwrap();
+    c.container("c1", "n1", &[]).unwrap();
+    c.container("c2", "n1", &[]).unwrap();
+    let (ip1, ip2) = (c.ip_of("c1", "n1"), c.ip_of("c2", "n1"));
+    assert!(c.reaches("c1", &ip2), "c1 cannot ping c2 ({ip2})");
+    assert_eq!(c.http("c1", &ip2), "hello-c2", "TCP from c1 to c2");
+    assert_eq!(c.http("c2", &ip1), "hello-c1", "TCP from c2 to c1");
+    // The container side is eth0 with Contiv's MAC and the gateway as default route.
+    let link = c.ok(&["exec", "c1", "ip", "-o", "link", "show", "eth0"]);
+    assert!(link.contains("02:02:0a:47:00:"), "{link}");
+    let route = c.ok(&["exec", "c1", "ip", "route"]);
+    assert!(route.contains("default via 10.71.0.1"), "{route}");
+
+    // A static --ip.
+    c.container("c3", "n1", &["--ip", "10.71.0.50"]).unwrap();
+    assert_eq!(c.ip_of("c3", "n1"), "10.71.0.50");
+    assert!(c.reaches("c1", "10.71.0.50"));
+
+    // A container restart: new endpoint, same network, traffic again.
+    c.ok(&["restart", "-t", "1", "c2"]);
+    let ip2 = c.ip_of("c2", "n1");
+    assert!(
+        c.reaches("c1", &ip2),
+        "c1 cannot ping c2 ({ip2}) after its restart"
+    );
+    wait_for("c2's httpd after restart", Duration::from_secs(20), || {
+        c.http("c1", &ip2) == "hello-c2"
+    });
+
+    // A CNI pod on the same Contiv network, through the same agent.
+    let conf = c.host.conf("1.0.0", json!({"network": "n1"}));
+    let pod = c.host.pod(&conf);
+    assert!(pod.ip.starts_with("10.71.0."), "{}", pod.ip);
+    assert!(
+        pod.reaches(&ip1, Duration::from_secs(10)),
+        "the CNI pod cannot ping the Docker container"
+    );
+    assert!(
+        c.reaches("c1", &pod.ip),
+        "the Docker container cannot ping the CNI pod"
+    );
+    let got = pod.exec(&[
+        "busybox",
+        "sh",
+        "-c",
+        &http_get(&ip1).replace("nc ", "busybox nc "),
+    ]);
+    assert_eq!(
+        http_body(&got.stdout),
+        "hello-c1",
+        "TCP from the CNI pod to the Docker container"
+    );
+
+    // Two tenants, one subnet, isolated.
+    for t in ["t1", "t2"] {
+        c.master.api(
+            "POST",
+            &format!("/api/v1/tenants/{t}/"),
+            Some(json!({"tenantName": t})),
+        );
+    }
+    for (dn, t) in [("ta", "t1"), ("tb", "t2")] {
+        let tenant = format!("tenant={t}");
+        c.net_create(
+            dn,
+            &[
+                "--subnet",
+                "10.72.0.0/24",
+                "-o",
+                &tenant,
+                "-o",
+                "network=same",
+            ],
+        )
+        .unwrap();
+    }
+    c.container("a1", "ta", &["--ip", "10.72.0.10"]).unwrap();
+    c.container("b1", "tb", &["--ip", "10.72.0.20"]).unwrap();
+    c.container("b2", "tb", &["--ip", "10.72.0.10"]).unwrap();
+    assert!(
+        c.reaches("b1", "10.72.0.10"),
+        "b1 cannot reach its own tenant's 10.72.0.10"
+    );
+    assert_eq!(
+        c.http("b1", "10.72.0.10"),
+        "hello-b2",
+        "b1 must reach b2, not a1"
+    );
+    assert!(
+        !c.pings("a1", "10.72.0.20"),
+        "tenant t1 reached tenant t2's 10.72.0.20"
+    );
+
+    // Removal releases everything.
+    let out = c
+        .host
+        .cni("DEL", &pod.container_id, &pod.netns_path(), "eth0", &conf);
+    assert!(out.ok(), "CNI DEL: {}", out.stdout);
+    for x in ["c1", "c2", "c3", "a1", "b1", "b2"] {
+        c.ok(&["rm", "-f", x]);
+    }
+    for n in ["n1", "ta", "tb"] {
+        c.ok(&["network", "rm", n]);
+    }
+    c.assert_no_leak(&before, "removing containers, the pod and networks");
+}
+
+#[test]
+fn survives_dockerd_and_agent_restarts() {
+    let mut c = Cluster::start();
+    let before = c.snapshot();
+    c.net_create("r", &["--subnet", "10.73.0.0/24", "--gateway", "10.73.0.1"])
+        .unwrap();
+    c.container("r1", "r", &[]).unwrap();
+    c.container("r2", "r", &[]).unwrap();
+    let ip2 = c.ip_of("r2", "r");
+    assert!(c.reaches("r1", &ip2));
+
+    // dockerd restarts (live-restore): the containers keep running and talking.
+    c.docker.restart();
+    assert!(c.reaches("r1", &ip2), "no traffic after a dockerd restart");
+    assert_eq!(c.http("r1", &ip2), "hello-r2");
+
+    // The agent dies: the datapath keeps forwarding; a new agent takes over.
+    c.host.kill_agent();
+    assert!(
+        c.pings("r1", &ip2),
+        "traffic stopped while the agent was down"
+    );
+    c.host.start_agent();
+    assert!(c.reaches("r1", &ip2), "no traffic after an agent restart");
+    assert_eq!(c.http("r1", &ip2), "hello-r2");
+    // The new agent still knows the Docker network (state file) and can add and remove.
+    c.container("r3", "r", &[]).unwrap();
+    let ip3 = c.ip_of("r3", "r");
+    assert!(c.reaches("r1", &ip3));
+
+    for x in ["r1", "r2", "r3"] {
+        c.ok(&["rm", "-f", x]);
+    }
+    c.ok(&["network", "rm", "r"]);
+    c.assert_no_leak(&before, "removing containers after the restarts");
 }
