@@ -748,3 +748,232 @@ fn survives_dockerd_and_agent_restarts() {
     c.ok(&["network", "rm", "r"]);
     c.assert_no_leak(&before, "removing containers after the restarts");
 }
+
+/// Calls the plugin socket as dockerd does (its content type), returning (status, JSON).
+fn plugin_call(socket: &str, call: &str, body: &Value) -> (u16, Value) {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "--unix-socket",
+            socket,
+        ])
+        .args([
+            "-H",
+            "Content-Type: application/vnd.docker.plugins.v1.2+json",
+        ])
+        .args(["-X", "POST", "-d", &body.to_string()])
+        .arg(format!("http://localhost/{call}"))
+        .output()
+        .expect("run curl");
+    let out = String::from_utf8_lossy(&out.stdout).to_string();
+    let (b, code) = out.trim_end().rsplit_once('\n').unwrap_or(("", out.trim()));
+    (
+        code.parse().unwrap_or(0),
+        serde_json::from_str(b).unwrap_or(Value::String(b.into())),
+    )
+}
+
+/// Docker aborts half-way and repeats itself: calls in odd orders, repeated, and for things
+/// already gone all succeed and leave nothing behind. Driven over the real socket of a real agent
+/// (no dockerd: the order is the point here).
+#[test]
+fn odd_call_orders_and_repeats_leak_nothing() {
+    let master = Netmaster::start();
+    let plugin = unique("d");
+    let socket = format!("{PLUGIN_DIR}/{plugin}.sock");
+    let mut host = Host::netns_only(&master, "oddhost");
+    host.boot(&["--docker-socket", &socket]);
+    struct RmSocket(String);
+    impl Drop for RmSocket {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _rm = RmSocket(socket.clone());
+    wait_for("the Docker plugin socket", Duration::from_secs(20), || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    let call = |c: &str, b: Value| plugin_call(&socket, c, &b);
+    let snapshot = || {
+        (
+            master.endpoints().len(),
+            host.ovs_ports(),
+            host.links().into_iter().collect::<BTreeSet<_>>(),
+        )
+    };
+    let before = snapshot();
+
+    let (s, v) = call("Plugin.Activate", json!(null));
+    assert_eq!(
+        (s, v["Implements"].clone()),
+        (200, json!(["NetworkDriver", "IpamDriver"]))
+    );
+    let (s, v) = call("NetworkDriver.GetCapabilities", json!({}));
+    assert_eq!((s, v["ConnectivityScope"].clone()), (200, json!("global")));
+    let (s, v) = call(
+        "IpamDriver.RequestPool",
+        json!({"AddressSpace": "contiv-local", "Pool": "10.81.0.0/24", "Options": null, "V6": false}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let pool = v["PoolID"].as_str().unwrap().to_string();
+    let (s, v) = call(
+        "IpamDriver.RequestAddress",
+        json!({"PoolID": pool, "Address": "", "Options": {"RequestAddressType": "com.docker.network.gateway"}}),
+    );
+    assert_eq!((s, v["Address"].clone()), (200, json!("10.81.0.1/24")));
+    let net = "a".repeat(64);
+    let (s, v) = call(
+        "NetworkDriver.CreateNetwork",
+        json!({"NetworkID": net, "Options": {"com.docker.network.generic": {"network": "odd"}},
+               "IPv4Data": [{"AddressSpace": "contiv-local", "Pool": "10.81.0.0/24", "Gateway": "10.81.0.1/24"}], "IPv6Data": null}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = master.api("GET", "/api/v1/networks/default:odd/", None);
+    assert_eq!(s, 200);
+
+    // Address, endpoint, join; then ReleaseAddress before DeleteEndpoint.
+    let (s, v) = call(
+        "IpamDriver.RequestAddress",
+        json!({"PoolID": pool, "Address": "", "Options": null}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let addr = v["Address"].as_str().unwrap().to_string();
+    let ep = "e".repeat(64);
+    let (s, v) = call(
+        "NetworkDriver.CreateEndpoint",
+        json!({"NetworkID": net, "EndpointID": ep, "Interface": {"Address": addr}, "Options": {}}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        v["Interface"]["MacAddress"]
+            .as_str()
+            .unwrap()
+            .starts_with("02:02:0a:51:00:"),
+        "{v}"
+    );
+    let (s, v) = call(
+        "NetworkDriver.Join",
+        json!({"NetworkID": net, "EndpointID": ep, "SandboxKey": "/var/run/docker/netns/x", "Options": null}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let src = v["InterfaceName"]["SrcName"].as_str().unwrap().to_string();
+    assert_eq!(v["InterfaceName"]["DstPrefix"], "eth");
+    assert_eq!(v["Gateway"], "10.81.0.1");
+    assert!(
+        host.links().contains(&src),
+        "{src} must wait in the host namespace for Docker"
+    );
+    let (s, _) = call(
+        "NetworkDriver.Leave",
+        json!({"NetworkID": net, "EndpointID": ep}),
+    );
+    assert_eq!(s, 200);
+    let (s, v) = call(
+        "IpamDriver.ReleaseAddress",
+        json!({"PoolID": pool, "Address": addr}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        !host.links().contains(&src),
+        "ReleaseAddress must unplumb an endpoint Docker forgot"
+    );
+    for _ in 0..2 {
+        let (s, v) = call(
+            "NetworkDriver.DeleteEndpoint",
+            json!({"NetworkID": net, "EndpointID": ep}),
+        );
+        assert_eq!(s, 200, "DeleteEndpoint of a gone endpoint: {v}");
+        let (s, v) = call(
+            "IpamDriver.ReleaseAddress",
+            json!({"PoolID": pool, "Address": addr}),
+        );
+        assert_eq!(s, 200, "ReleaseAddress of a released address: {v}");
+    }
+
+    // The usual order, with repeats.
+    let (_, v) = call(
+        "IpamDriver.RequestAddress",
+        json!({"PoolID": pool, "Address": "10.81.0.9"}),
+    );
+    assert_eq!(v["Address"], "10.81.0.9/24");
+    let (s, v) = call(
+        "NetworkDriver.CreateEndpoint",
+        json!({"NetworkID": net, "EndpointID": ep, "Interface": {"Address": "10.81.0.9/24"}}),
+    );
+    assert_eq!(s, 200, "{v}");
+    for _ in 0..2 {
+        let (s, _) = call(
+            "NetworkDriver.DeleteEndpoint",
+            json!({"NetworkID": net, "EndpointID": ep}),
+        );
+        assert_eq!(s, 200);
+    }
+    // DeleteEndpoint keeps the address (Docker releases it next); then it is released.
+    assert_eq!(master.endpoints().len(), before.0 + 1);
+    let (s, _) = call(
+        "IpamDriver.ReleaseAddress",
+        json!({"PoolID": pool, "Address": "10.81.0.9/24"}),
+    );
+    assert_eq!(s, 200);
+
+    // Bad calls: a clear Err, nothing left.
+    let (s, v) = call(
+        "NetworkDriver.CreateEndpoint",
+        json!({"NetworkID": net, "EndpointID": ep, "Interface": {"Address": "10.81.0.77/24"}}),
+    );
+    assert_eq!(s, 500);
+    assert!(
+        v["Err"]
+            .as_str()
+            .unwrap()
+            .contains("was not reserved through the Contiv IPAM driver"),
+        "{v}"
+    );
+    let (s, v) = call(
+        "NetworkDriver.CreateEndpoint",
+        json!({"NetworkID": "nosuch", "EndpointID": ep}),
+    );
+    assert_eq!(s, 500);
+    assert!(
+        v["Err"]
+            .as_str()
+            .unwrap()
+            .contains("unknown to the Contiv agent"),
+        "{v}"
+    );
+    let (s, v) = call(
+        "NetworkDriver.Join",
+        json!({"NetworkID": net, "EndpointID": "nosuch"}),
+    );
+    assert_eq!(s, 500);
+    assert!(
+        v["Err"]
+            .as_str()
+            .unwrap()
+            .contains("has no Contiv port on this host"),
+        "{v}"
+    );
+    let (s, _) = call("NetworkDriver.Nonsense", json!({}));
+    assert_eq!(s, 404);
+
+    for _ in 0..2 {
+        let (s, _) = call("NetworkDriver.DeleteNetwork", json!({"NetworkID": net}));
+        assert_eq!(s, 200);
+        let (s, _) = call("IpamDriver.ReleasePool", json!({"PoolID": pool}));
+        assert_eq!(s, 200);
+    }
+    let (s, _) = master.api("GET", "/api/v1/networks/default:odd/", None);
+    assert_eq!(
+        s, 404,
+        "the Contiv network made for the Docker network must go"
+    );
+    assert_eq!(
+        snapshot(),
+        before,
+        "something leaked (endpoints, OVS ports, host links)"
+    );
+}
