@@ -143,6 +143,10 @@ struct Binding {
     target: Target,
     /// The Contiv network was made for this Docker network (and goes with it).
     created: bool,
+    /// A swarm network (a manager's AllocateNetwork): nodes delete their local copy whenever
+    /// no task uses it; only FreeNetwork ends the binding.
+    #[serde(default)]
+    swarm: bool,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -366,6 +370,18 @@ impl DockerDriver {
             .map(|e| e.endpoint_id))
     }
 
+    /// The OVS port of netmaster endpoint `ep_id`, if plumbed here.
+    async fn port_of_endpoint(&self, ep_id: &str) -> DriverResult<Option<String>> {
+        let ports =
+            self.m.dp.endpoint_ports().await.map_err(|e| {
+                DriverError::new(format!("list the ports of the Contiv bridge: {e}"))
+            })?;
+        Ok(ports
+            .into_iter()
+            .find(|p| p.external_ids.get(ids::ENDPOINT).map(String::as_str) == Some(ep_id))
+            .map(|p| p.name))
+    }
+
     /// The OVS port plumbed for Docker endpoint `docker_ep`: (netmaster endpoint id, peer name).
     async fn port_of(&self, docker_ep: &str) -> DriverResult<Option<(String, String)>> {
         let ports =
@@ -376,6 +392,151 @@ impl DockerDriver {
             let get = |k: &str| p.external_ids.get(k).cloned().unwrap_or_default();
             (get(ids::CONTAINER) == docker_ep).then(|| (get(ids::ENDPOINT), get(ids::IFNAME)))
         }))
+    }
+
+    /// Ends a Docker network's binding; deletes the Contiv network made for it. A swarm
+    /// network's binding ends only with the manager's FreeNetwork (`free`).
+    async fn unbind_network(&self, network_id: &str, free: bool) -> DriverResult<()> {
+        let b = self.with_state(|st| match st.networks.get(network_id) {
+            Some(b) if b.swarm && !free => None,
+            _ => st.networks.remove(network_id),
+        })?;
+        if let Some(b) = b
+            && b.created
+        {
+            // Another host's engine (local scope) or a CNI pod may still use it: then it stays.
+            match self.m.master().delete::<Network>(&b.target.key()).await {
+                Ok(()) => {
+                    tracing::info!(network = %b.target.key(), "deleted the Contiv network made for a Docker network")
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    tracing::warn!(network = %b.target.key(), error = %e, "kept the Contiv network made for a Docker network")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Binds Docker network `network_id` to a Contiv network (created when missing) through
+    /// the newest unbound pool of its subnet. A network bound already (a swarm manager's
+    /// AllocateNetwork, then CreateNetwork on the node) only binds the new pool.
+    async fn bind_network(
+        &self,
+        network_id: &str,
+        driver_options: &BTreeMap<String, String>,
+        ipv4_data: &[IpamData],
+        ipv6_data: &[IpamData],
+        swarm: bool,
+    ) -> DriverResult<()> {
+        if !ipv6_data.is_empty() {
+            return Err(DriverError::new(
+                "IPv6 on Docker networks is not supported by Contiv yet: create the network without --ipv6",
+            ));
+        }
+        let v4 = match ipv4_data {
+            [one] => one,
+            [] => {
+                return Err(DriverError::new(
+                    "no IPv4 pool: create the network with --ipam-driver set to the Contiv plugin",
+                ));
+            }
+            _ => {
+                return Err(DriverError::new(
+                    "a Contiv network has one IPv4 subnet: give one --subnet",
+                ));
+            }
+        };
+        let subnet = parse_subnet(&v4.pool)?.to_string();
+        let opts = Wanted::parse(driver_options, "-o")?;
+        let (pool_id, pool) = {
+            let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.pools
+                .iter()
+                .filter(|(_, p)| p.network_id.is_empty() && p.subnet == subnet)
+                .max_by_key(|(_, p)| p.seq)
+                .map(|(id, p)| (id.clone(), p.clone()))
+                .ok_or_else(|| {
+                    DriverError::new(format!(
+                        "no address pool of the Contiv IPAM driver for subnet {subnet}: create the network with --ipam-driver set to the Contiv plugin as well as -d"
+                    ))
+                })?
+        };
+        let known = {
+            let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.networks.get(network_id).cloned()
+        };
+        if let Some(b) = known {
+            self.with_state(|st| {
+                if let Some(p) = st.pools.get_mut(&pool_id) {
+                    p.network_id = network_id.to_string();
+                    p.target = Some(b.target.clone());
+                }
+            })?;
+            return Ok(());
+        }
+        let wanted = pool.wanted.merge(&opts)?;
+        let t = self.resolve(&wanted, Some(short(network_id))).await?;
+        let gateway = bare(&v4.gateway).to_string();
+        let created = match self.network(&t).await? {
+            Some(n) => {
+                let have = parse_subnet(&n.subnet)?.to_string();
+                if have != subnet {
+                    return Err(DriverError::new(format!(
+                        "Contiv network {} exists with subnet {have}, not {subnet}: give --subnet {have}, or another network name",
+                        t.key()
+                    )));
+                }
+                if !n.gateway.is_empty() && !gateway.is_empty() && n.gateway != gateway {
+                    return Err(DriverError::new(format!(
+                        "Contiv network {} has gateway {}, not {gateway}: give --gateway {} or leave it out",
+                        t.key(),
+                        n.gateway,
+                        n.gateway
+                    )));
+                }
+                false
+            }
+            None => {
+                let n = Network {
+                    tenant_name: t.tenant.clone(),
+                    network_name: t.network.clone(),
+                    subnet: subnet.clone(),
+                    gateway: gateway.clone(),
+                    encap: "vxlan".into(),
+                    ..Default::default()
+                };
+                self.m
+                    .master()
+                    .put(&n)
+                    .await
+                    .map_err(|e| master_msg(&format!("create Contiv network {}", t.key()), e))?;
+                true
+            }
+        };
+        let saved = self.with_state(|st| {
+            if let Some(p) = st.pools.get_mut(&pool_id) {
+                p.network_id = network_id.to_string();
+                p.target = Some(t.clone());
+            }
+            st.networks.insert(
+                network_id.to_string(),
+                Binding {
+                    pool_id: pool_id.clone(),
+                    target: t.clone(),
+                    created,
+                    swarm,
+                },
+            );
+        });
+        if let Err(e) = saved {
+            if created {
+                let _ = self.m.master().delete::<Network>(&t.key()).await;
+            }
+            return Err(e);
+        }
+        tracing::info!(docker_network = %short(network_id), network = %t.key(), group = %t.group, created, "Docker network mapped");
+        Ok(())
     }
 }
 
@@ -533,8 +694,24 @@ impl Backend for DockerDriver {
                 ip_address: want.clone(),
                 ipv6_address: String::new(),
             })
-            .await
-            .map_err(|e| {
+            .await;
+        let ep = match ep {
+            Ok(ep) => Ok(ep),
+            // Swarm: the manager reserved the task's address (its own RequestAddress); the node
+            // asks for the same address before plumbing it. Adopt that reservation if nothing
+            // is plumbed on it yet.
+            Err(e) if e.status() == Some(409) && !want.is_empty() && self.scope == "global" => {
+                match self.reservation(&t, &want).await? {
+                    Some(id) if self.port_of_endpoint(&id).await?.is_none() => {
+                        tracing::info!(endpoint = %id, ip = %want, "Docker IPAM: adopting the swarm manager's reservation");
+                        return Ok(answer(want));
+                    }
+                    _ => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+        .map_err(|e| {
                 let what = if want.is_empty() {
                     "get an address".to_string()
                 } else {
@@ -563,119 +740,28 @@ impl Backend for DockerDriver {
     }
 
     async fn create_network(&self, r: CreateNetworkRequest) -> DriverResult<()> {
-        if !r.ipv6_data.is_empty() {
-            return Err(DriverError::new(
-                "IPv6 on Docker networks is not supported by Contiv yet: create the network without --ipv6",
-            ));
-        }
-        let v4 = match r.ipv4_data.as_slice() {
-            [one] => one,
-            [] => {
-                return Err(DriverError::new(
-                    "no IPv4 pool: create the network with --ipam-driver set to the Contiv plugin",
-                ));
-            }
-            _ => {
-                return Err(DriverError::new(
-                    "a Contiv network has one IPv4 subnet: give one --subnet",
-                ));
-            }
-        };
-        let subnet = parse_subnet(&v4.pool)?.to_string();
-        let opts = Wanted::parse(&r.driver_options(), "-o")?;
-        let (pool_id, pool) = {
-            let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            st.pools
-                .iter()
-                .filter(|(_, p)| p.network_id.is_empty() && p.subnet == subnet)
-                .max_by_key(|(_, p)| p.seq)
-                .map(|(id, p)| (id.clone(), p.clone()))
-                .ok_or_else(|| {
-                    DriverError::new(format!(
-                        "no address pool of the Contiv IPAM driver for subnet {subnet}: create the network with --ipam-driver set to the Contiv plugin as well as -d"
-                    ))
-                })?
-        };
-        let wanted = pool.wanted.merge(&opts)?;
-        let t = self.resolve(&wanted, Some(short(&r.network_id))).await?;
-        let gateway = bare(&v4.gateway).to_string();
-        let created = match self.network(&t).await? {
-            Some(n) => {
-                let have = parse_subnet(&n.subnet)?.to_string();
-                if have != subnet {
-                    return Err(DriverError::new(format!(
-                        "Contiv network {} exists with subnet {have}, not {subnet}: give --subnet {have}, or another network name",
-                        t.key()
-                    )));
-                }
-                if !n.gateway.is_empty() && !gateway.is_empty() && n.gateway != gateway {
-                    return Err(DriverError::new(format!(
-                        "Contiv network {} has gateway {}, not {gateway}: give --gateway {} or leave it out",
-                        t.key(),
-                        n.gateway,
-                        n.gateway
-                    )));
-                }
-                false
-            }
-            None => {
-                let n = Network {
-                    tenant_name: t.tenant.clone(),
-                    network_name: t.network.clone(),
-                    subnet: subnet.clone(),
-                    gateway: gateway.clone(),
-                    encap: "vxlan".into(),
-                    ..Default::default()
-                };
-                self.m
-                    .master()
-                    .put(&n)
-                    .await
-                    .map_err(|e| master_msg(&format!("create Contiv network {}", t.key()), e))?;
-                true
-            }
-        };
-        let saved = self.with_state(|st| {
-            if let Some(p) = st.pools.get_mut(&pool_id) {
-                p.network_id = r.network_id.clone();
-                p.target = Some(t.clone());
-            }
-            st.networks.insert(
-                r.network_id.clone(),
-                Binding {
-                    pool_id: pool_id.clone(),
-                    target: t.clone(),
-                    created,
-                },
-            );
-        });
-        if let Err(e) = saved {
-            if created {
-                let _ = self.m.master().delete::<Network>(&t.key()).await;
-            }
-            return Err(e);
-        }
-        tracing::info!(docker_network = %short(&r.network_id), network = %t.key(), group = %t.group, created, "Docker network mapped");
-        Ok(())
+        let opts = r.driver_options();
+        self.bind_network(&r.network_id, &opts, &r.ipv4_data, &r.ipv6_data, false)
+            .await
+    }
+
+    /// Swarm managers allocate a swarm-scoped network (global scope only): bind it as
+    /// CreateNetwork would, so the manager's address requests have a Contiv network.
+    async fn allocate_network(
+        &self,
+        r: AllocateNetworkRequest,
+    ) -> DriverResult<AllocateNetworkResponse> {
+        self.bind_network(&r.network_id, &r.options, &r.ipv4_data, &r.ipv6_data, true)
+            .await?;
+        Ok(AllocateNetworkResponse { options: r.options })
+    }
+
+    async fn free_network(&self, r: NetworkRequest) -> DriverResult<()> {
+        self.unbind_network(&r.network_id, true).await
     }
 
     async fn delete_network(&self, r: NetworkRequest) -> DriverResult<()> {
-        let b = self.with_state(|st| st.networks.remove(&r.network_id))?;
-        if let Some(b) = b
-            && b.created
-        {
-            // Another host's engine (local scope) or a CNI pod may still use it: then it stays.
-            match self.m.master().delete::<Network>(&b.target.key()).await {
-                Ok(()) => {
-                    tracing::info!(network = %b.target.key(), "deleted the Contiv network made for a Docker network")
-                }
-                Err(e) if e.is_not_found() => {}
-                Err(e) => {
-                    tracing::warn!(network = %b.target.key(), error = %e, "kept the Contiv network made for a Docker network")
-                }
-            }
-        }
-        Ok(())
+        self.unbind_network(&r.network_id, false).await
     }
 
     async fn create_endpoint(

@@ -76,7 +76,7 @@ struct Opts {
         env = "CONTIV_NETPLUGIN_DOCKER_SOCKET",
         default_value = "/run/docker/plugins/contiv.sock"
     )]
-    docker_socket: PathBuf,
+    docker_socket: String,
     /// Where the Docker driver keeps which Docker network and address pool maps to which
     /// Contiv network.
     #[arg(
@@ -152,7 +152,12 @@ fn hostname() -> String {
 }
 
 async fn run(opts: Opts) -> anyhow::Result<()> {
-    let node = opts.host.clone().unwrap_or_else(hostname);
+    // An empty --host (a managed plugin's unset setting) means the hostname too.
+    let node = opts
+        .host
+        .clone()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(hostname);
     let kind = match opts.datapath {
         DatapathChoice::Auto => DatapathType::detect(),
         DatapathChoice::Kernel => DatapathType::Kernel,
@@ -244,7 +249,7 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         Arc::new(Mutex::new(ClusterView::default())),
     ));
     let docker = async {
-        if opts.docker_socket.as_os_str().is_empty() {
+        if opts.docker_socket.is_empty() {
             return std::future::pending().await;
         }
         let d = netplugin::docker::DockerDriver::new(
@@ -252,14 +257,9 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
             &opts.docker_scope,
             opts.docker_state.clone(),
         )?;
-        docker_driver::serve(Arc::new(d), &opts.docker_socket)
+        docker_driver::serve(Arc::new(d), opts.docker_socket.as_ref())
             .await
-            .with_context(|| {
-                format!(
-                    "serve the Docker driver on {}",
-                    opts.docker_socket.display()
-                )
-            })
+            .with_context(|| format!("serve the Docker driver on {}", opts.docker_socket))
     };
     tokio::select! {
         r = netplugin::cni_server::serve(Arc::new(netplugin::cni_server::CniServer { manager: m.clone(), kube }), &opts.cni_socket) => r.context("CNI server")?,
@@ -267,7 +267,7 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         _ = shutdown() => tracing::info!("netplugin stopping; pods keep their networking"),
     }
     let _ = std::fs::remove_file(&opts.cni_socket);
-    if !opts.docker_socket.as_os_str().is_empty() {
+    if !opts.docker_socket.is_empty() {
         // Docker must not find a socket nobody answers on.
         let _ = std::fs::remove_file(&opts.docker_socket);
     }

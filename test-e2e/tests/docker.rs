@@ -52,9 +52,20 @@ fn mounts_under(dir: &Path) -> Vec<String> {
     v
 }
 
-/// Removes a dockerd state directory: its processes, its mounts, its files.
+/// Removes a dockerd state directory: its processes (and those of its containers and plugins,
+/// whose root is inside it), its mounts, its files.
 fn remove_state(dir: &Path) {
     kill_processes_naming(dir);
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if std::fs::read_link(e.path().join("root")).is_ok_and(|r| r.starts_with(dir)) {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        }
+    }
     for m in mounts_under(dir) {
         let _ = Command::new("umount").args(["-l", &m]).status();
     }
@@ -94,10 +105,16 @@ struct Dockerd {
     dir: PathBuf,
     netns: String,
     child: Option<std::process::Child>,
+    /// Containers keep running while dockerd restarts (swarm mode refuses it).
+    live_restore: bool,
 }
 
 impl Dockerd {
     fn start(host: &Host) -> Dockerd {
+        Self::start_with(host, true)
+    }
+
+    fn start_with(host: &Host, live_restore: bool) -> Dockerd {
         cleanup_docker_leftovers();
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = PathBuf::from(format!(
@@ -111,6 +128,7 @@ impl Dockerd {
             dir,
             netns: format!("/var/run/netns/{}", host.ns),
             child: None,
+            live_restore,
         };
         d.spawn();
         d.import_image();
@@ -142,12 +160,11 @@ impl Dockerd {
                 "--ip-forward=false",
                 "--ip-masq=false",
                 "--userland-proxy=false",
-                // Containers keep running while dockerd restarts.
-                "--live-restore",
                 "--storage-driver=vfs",
                 "--exec-opt",
                 "native.cgroupdriver=cgroupfs",
             ])
+            .args(self.live_restore.then_some("--live-restore"))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn();
@@ -976,4 +993,210 @@ fn odd_call_orders_and_repeats_leak_nothing() {
         before,
         "something leaked (endpoints, OVS ports, host links)"
     );
+}
+
+/// The managed (v2) plugin built from conf/docker, on a private dockerd: a network and two
+/// containers that talk; then a single-node swarm with a swarm-scoped network and a service.
+#[test]
+fn managed_plugin_and_swarm() {
+    let master = Netmaster::start();
+    let mut host = Host::netns_only(&master, "plughost");
+    // OVS and the bridge from the harness; the plugin's netplugin is this host's agent.
+    host.boot(&[]);
+    host.kill_agent();
+    let docker = Dockerd::start_with(&host, false);
+    let ok = |args: &[&str]| docker.ok(args, &host);
+    let pdir = docker.dir.join("plugin");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/docker/build-plugin.sh");
+    let out = Command::new(&script)
+        .arg(&pdir)
+        .arg(test_e2e::bin("netplugin"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        script.display(),
+        text(&out.stderr)
+    );
+    let name = format!("{}:latest", unique("p"));
+    struct PluginGuard<'a>(&'a Dockerd, String);
+    impl Drop for PluginGuard<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.run(&["swarm", "leave", "--force"]);
+            let _ = self.0.run(&["plugin", "disable", "-f", &self.1]);
+            let _ = self.0.run(&["plugin", "rm", "-f", &self.1]);
+        }
+    }
+    ok(&["plugin", "create", &name, &pdir.display().to_string()]);
+    let _guard = PluginGuard(&docker, name.clone());
+    let state = docker.dir.join("plugin-state");
+    std::fs::create_dir_all(&state).unwrap();
+    ok(&[
+        "plugin",
+        "set",
+        &name,
+        &format!("ovs-run.source={}", host.dir.display()),
+        &format!("contiv-run.source={}", master.dir.display()),
+        &format!("contiv-state.source={}", state.display()),
+        "CONTIV_NETPLUGIN_NETMASTER=unix:///run/contiv/netmaster.sock",
+        "CONTIV_NETPLUGIN_HOST=plughost",
+        &format!("CONTIV_NETPLUGIN_BRIDGE={}", host.bridge),
+        "CONTIV_NETPLUGIN_DATAPATH=userspace",
+        "CONTIV_NETPLUGIN_OVSDB_SOCK=/var/run/openvswitch/db.sock",
+        "CONTIV_NETPLUGIN_OVS_RUNDIR=/var/run/openvswitch",
+    ]);
+    ok(&["plugin", "enable", &name]);
+
+    let net = |args: &[&str]| {
+        let mut a = vec!["network", "create", "-d", &name, "--ipam-driver", &name];
+        a.extend_from_slice(args);
+        docker.run(&a)
+    };
+    let out = net(&["--subnet", "10.85.0.0/24", "--gateway", "10.85.0.1", "pn"]);
+    assert!(
+        out.status.success(),
+        "network create with the managed plugin: {}",
+        text(&out.stderr)
+    );
+    let c = |n: &str| {
+        ok(&[
+            "run",
+            "-d",
+            "--name",
+            n,
+            "--network",
+            "pn",
+            IMAGE,
+            "sleep",
+            "100000",
+        ]);
+        ok(&[
+            "inspect",
+            "-f",
+            "{{(index .NetworkSettings.Networks \"pn\").IPAddress}}",
+            n,
+        ])
+    };
+    let _ip1 = c("p1");
+    let ip2 = c("p2");
+    assert!(
+        (0..10).any(|_| docker
+            .run(&["exec", "p1", "ping", "-c", "1", "-W", "2", &ip2])
+            .status
+            .success()),
+        "containers on the managed plugin's network cannot ping"
+    );
+    ok(&["rm", "-f", "p1", "p2"]);
+    ok(&["network", "rm", "pn"]);
+
+    // Swarm mode on one node. Swarm-scoped networks need a driver of global scope (the
+    // manager allocates pools and addresses through the IPAM driver), which classic engines
+    // refuse without a cluster store: the plugin is switched over.
+    ok(&["plugin", "disable", &name]);
+    ok(&[
+        "plugin",
+        "set",
+        &name,
+        "CONTIV_NETPLUGIN_DOCKER_SCOPE=global",
+    ]);
+    ok(&["plugin", "enable", &name]);
+    // An advertise address on a veth inside the host namespace.
+    for args in [
+        vec![
+            "ip", "link", "add", "ctesw0", "type", "veth", "peer", "name", "ctesw1",
+        ],
+        vec!["ip", "addr", "add", "10.86.0.1/24", "dev", "ctesw0"],
+        vec!["ip", "link", "set", "ctesw0", "up"],
+        vec!["ip", "link", "set", "ctesw1", "up"],
+    ] {
+        assert!(host.exec(&args).status.success(), "{args:?}");
+    }
+    ok(&["swarm", "init", "--advertise-addr", "10.86.0.1"]);
+    let out = net(&[
+        "--scope",
+        "swarm",
+        "--attachable",
+        "--subnet",
+        "10.87.0.0/24",
+        "--gateway",
+        "10.87.0.1",
+        "sn",
+    ]);
+    assert!(
+        out.status.success(),
+        "swarm-scoped network create: {}",
+        text(&out.stderr)
+    );
+    ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "s1",
+        "--network",
+        "sn",
+        IMAGE,
+        "sleep",
+        "100000",
+    ]);
+    let mut state = String::new();
+    for _ in 0..300 {
+        state = ok(&[
+            "service",
+            "ps",
+            "--no-trunc",
+            "--format",
+            "{{.CurrentState}} {{.Error}}",
+            "s1",
+        ]);
+        if state.starts_with("Running") || state.contains("Rejected") || state.contains("Failed") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        state.starts_with("Running"),
+        "the swarm service's task: {state}\n--- agent log: see the plugin's log in dockerd.log:\n{}",
+        tail(
+            &std::fs::read_to_string(docker.dir.join("dockerd.log")).unwrap_or_default(),
+            60
+        )
+    );
+    let task = ok(&[
+        "ps",
+        "-q",
+        "--filter",
+        "label=com.docker.swarm.service.name=s1",
+    ]);
+    let ip = ok(&[
+        "inspect",
+        "-f",
+        "{{(index .NetworkSettings.Networks \"sn\").IPAddress}}",
+        task.trim(),
+    ]);
+    assert!(
+        ip.starts_with("10.87.0."),
+        "the service task's address: {ip}"
+    );
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "w1",
+        "--network",
+        "sn",
+        IMAGE,
+        "sleep",
+        "100000",
+    ]);
+    assert!(
+        (0..10).any(|_| docker
+            .run(&["exec", "w1", "ping", "-c", "1", "-W", "2", &ip])
+            .status
+            .success()),
+        "a container cannot ping the service task on the swarm network"
+    );
+    ok(&["rm", "-f", "w1"]);
+    ok(&["service", "rm", "s1"]);
 }
