@@ -370,12 +370,17 @@ impl DockerDriver {
             .map(|e| e.endpoint_id))
     }
 
+    async fn ports(&self) -> DriverResult<Vec<ovs::PortInfo>> {
+        self.m
+            .dp
+            .endpoint_ports()
+            .await
+            .map_err(|e| DriverError::new(format!("list the ports of the Contiv bridge: {e}")))
+    }
+
     /// The OVS port of netmaster endpoint `ep_id`, if plumbed here.
     async fn port_of_endpoint(&self, ep_id: &str) -> DriverResult<Option<String>> {
-        let ports =
-            self.m.dp.endpoint_ports().await.map_err(|e| {
-                DriverError::new(format!("list the ports of the Contiv bridge: {e}"))
-            })?;
+        let ports = self.ports().await?;
         Ok(ports
             .into_iter()
             .find(|p| p.external_ids.get(ids::ENDPOINT).map(String::as_str) == Some(ep_id))
@@ -384,10 +389,7 @@ impl DockerDriver {
 
     /// The OVS port plumbed for Docker endpoint `docker_ep`: (netmaster endpoint id, peer name).
     async fn port_of(&self, docker_ep: &str) -> DriverResult<Option<(String, String)>> {
-        let ports =
-            self.m.dp.endpoint_ports().await.map_err(|e| {
-                DriverError::new(format!("list the ports of the Contiv bridge: {e}"))
-            })?;
+        let ports = self.ports().await?;
         Ok(ports.into_iter().find_map(|p| {
             let get = |k: &str| p.external_ids.get(k).cloned().unwrap_or_default();
             (get(ids::CONTAINER) == docker_ep).then(|| (get(ids::ENDPOINT), get(ids::IFNAME)))

@@ -72,6 +72,29 @@ fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Makes a container image tarball under `dir`: busybox-static as `/bin/busybox`, `tools` as
+/// symlinks to it, and `/tmp` (no registry here: runtimes import it, see ENVIRONMENT.md).
+pub fn busybox_image_tar(dir: &Path, tools: &[&str]) -> PathBuf {
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("tmp")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .expect("copy /bin/busybox (install busybox-static)");
+    for tool in tools {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(tool)).unwrap();
+    }
+    let tar = dir.join("rootfs.tar");
+    must(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."),
+    );
+    tar
+}
+
 /// Removes namespaces and daemons of earlier runs whose test process is gone.
 pub fn cleanup_leftovers() {
     let out = Command::new("ip").args(["netns", "list"]).output();

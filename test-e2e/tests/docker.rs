@@ -243,26 +243,12 @@ impl Dockerd {
     }
 
     fn import_image(&self) {
-        let img = self.dir.join("image");
-        std::fs::create_dir_all(img.join("bin")).unwrap();
-        std::fs::create_dir_all(img.join("tmp")).unwrap();
-        std::fs::copy("/bin/busybox", img.join("bin/busybox"))
-            .expect("copy /bin/busybox (install busybox-static)");
-        for tool in [
-            "sh", "ip", "ping", "nc", "sleep", "httpd", "cat", "echo", "mkdir", "printf",
-        ] {
-            std::os::unix::fs::symlink("busybox", img.join("bin").join(tool)).unwrap();
-        }
-        let tarball = self.dir.join("image.tar");
-        let st = Command::new("tar")
-            .arg("-C")
-            .arg(&img)
-            .arg("-cf")
-            .arg(&tarball)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(st.success(), "tar the image folder");
+        let tarball = test_e2e::busybox_image_tar(
+            &self.dir.join("image"),
+            &[
+                "sh", "ip", "ping", "nc", "sleep", "httpd", "cat", "echo", "mkdir", "printf",
+            ],
+        );
         let out = self
             .cmd()
             .arg("import")
