@@ -45,7 +45,8 @@ ovs-vsctl --db="unix:$work/db.sock" --no-wait init
 ip netns exec "$host" ovs-vswitchd "unix:$work/db.sock" --pidfile="$work/vswitchd.pid" --unixctl="$work/vswitchd.ctl" \
   --log-file="$work/vswitchd.log" --detach 2>/dev/null
 ip netns exec "$host" "$B/netplugin" --netmaster "$NETMASTER" --host host1 --ovsdb-sock "$work/db.sock" \
-  --ovs-rundir "$work" --bridge contivbr --cni-socket "$work/cni.sock" 2>"$work/netplugin.log" &
+  --ovs-rundir "$work" --bridge contivbr --cni-socket "$work/cni.sock" \
+  --docker-socket "" --docker-state "$work/docker-driver.json" 2>"$work/netplugin.log" &
 agent_pid=$!
 wait_for "grep -q 'serving CNI' $work/netplugin.log"
 grep -o 'OVS datapath chosen.*' "$work/netplugin.log" | head -1
