@@ -5,6 +5,8 @@
 //!
 //! Needs root, Open vSwitch and iproute2 (scripts/setup.sh installs them).
 
+pub mod docker;
+
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
