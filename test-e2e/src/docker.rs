@@ -145,6 +145,12 @@ impl Dockerd {
                 "native.cgroupdriver=cgroupfs",
             ])
             .args(self.live_restore.then_some("--live-restore"))
+            // If a system containerd runs (/run/containerd/containerd.sock), dockerd uses it
+            // instead of its own: keep each test's containers and plugins apart there.
+            .arg("--containerd-namespace")
+            .arg(format!("cte{}", self.tag()))
+            .arg("--containerd-plugins-namespace")
+            .arg(format!("cte{}p", self.tag()))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn();
@@ -161,6 +167,14 @@ impl Dockerd {
                 .map(|s| s.success())
                 .unwrap_or(false)
         });
+    }
+
+    /// `<pid>-<n>`: this dockerd's unique part.
+    fn tag(&self) -> String {
+        self.dir
+            .file_name()
+            .map(|f| f.to_string_lossy().to_string())
+            .unwrap_or_default()
     }
 
     pub fn pid(&self) -> Option<u32> {
