@@ -56,7 +56,8 @@ host() { # host N: namespace, underlay NIC ul0 = 10.250.0.1N, its own OVS and ne
       --log-file="$d/vswitchd.log" --detach 2>/dev/null
   )
   ip netns exec "$ns" "$B/netplugin" --netmaster "$NETMASTER" --host "host$n" --vtep-ip "$vtep" --vtep-intf ul0 \
-    --ovsdb-sock "$d/db.sock" --ovs-rundir "$d" --bridge contivbr --cni-socket "$d/cni.sock" 2>"$d/netplugin.log" &
+    --ovsdb-sock "$d/db.sock" --ovs-rundir "$d" --bridge contivbr --cni-socket "$d/cni.sock" \
+    --docker-socket "" --docker-state "$d/docker-driver.json" 2>"$d/netplugin.log" &
   pids+=($!)
   wait_for "grep -q 'serving CNI' $d/netplugin.log"
   echo "host$n: VTEP $vtep, $(grep -o 'OVS datapath chosen[^"]*' "$d/netplugin.log" | head -1 | sed 's/\x1b\[[0-9;]*m//g')"

@@ -21,6 +21,7 @@ PACKAGES=(
   podman               # a real CNI runtime for the end-to-end test (CNI backend, see test-e2e/tests/podman.rs)
   runc                 # podman's OCI runtime here (crun fails on this kernel's hybrid cgroups)
   systemd              # systemd-analyze, to verify the units in conf/systemd
+  docker.io            # dockerd for the Docker driver end-to-end test (test-e2e/tests/docker.rs)
 )
 
 if [ "$(id -u)" -ne 0 ]; then

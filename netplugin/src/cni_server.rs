@@ -191,6 +191,8 @@ pub fn add_request(req: &AgentRequest, conf: &NetConf) -> Result<AddRequest, Cni
         mtu: conf.mtu,
         ip,
         attachment_network: conf.name.clone(),
+        endpoint_id: None,
+        peer_in_host: false,
     })
 }
 

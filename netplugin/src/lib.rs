@@ -2,6 +2,7 @@
 pub mod cluster;
 pub mod cni_server;
 pub mod datapath;
+pub mod docker;
 pub mod fabric;
 pub mod k8s;
 pub mod manager;

@@ -1,4 +1,5 @@
-//! netplugin: parse flags, connect to OVS and netmaster, serve the CNI socket.
+//! netplugin: parse flags, connect to OVS and netmaster, serve the CNI socket and the Docker
+//! network/IPAM driver socket.
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
@@ -79,6 +80,33 @@ struct Opts {
         default_value = "/run/contiv/cni.sock"
     )]
     cni_socket: PathBuf,
+    /// The socket Docker finds the network and IPAM driver at; its file name (without `.sock`)
+    /// is the driver's name (`docker network create -d contiv --ipam-driver contiv`). Empty:
+    /// no Docker driver.
+    #[arg(
+        long = "docker-socket",
+        env = "CONTIV_NETPLUGIN_DOCKER_SOCKET",
+        default_value = "/run/docker/plugins/contiv.sock"
+    )]
+    docker_socket: String,
+    /// Where the Docker driver keeps which Docker network and address pool maps to which
+    /// Contiv network.
+    #[arg(
+        long = "docker-state",
+        env = "CONTIV_NETPLUGIN_DOCKER_STATE",
+        default_value = "/var/lib/contiv/docker-driver.json"
+    )]
+    docker_state: PathBuf,
+    /// The scope the Docker driver announces: `local` (each engine keeps its own copy of a
+    /// network; works without a cluster store and with swarm) or `global` (engines share a
+    /// cluster store, Docker's classic multi-host mode).
+    #[arg(
+        long = "docker-scope",
+        env = "CONTIV_NETPLUGIN_DOCKER_SCOPE",
+        default_value = "local",
+        value_parser = ["local", "global"]
+    )]
+    docker_scope: String,
     /// OVS datapath: the kernel module when present (auto), or the userspace datapath.
     #[arg(
         long,
@@ -136,7 +164,12 @@ fn hostname() -> String {
 }
 
 async fn run(opts: Opts) -> anyhow::Result<()> {
-    let node = opts.host.clone().unwrap_or_else(hostname);
+    // An empty --host (a managed plugin's unset setting) means the hostname too.
+    let node = opts
+        .host
+        .clone()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(hostname);
     let kind = match opts.datapath {
         DatapathChoice::Auto => DatapathType::detect(),
         DatapathChoice::Kernel => DatapathType::Kernel,
@@ -253,11 +286,29 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     if kind == DatapathType::Userspace {
         tokio::spawn(keep_tunnel_neighbors(m.clone()));
     }
+    let docker = async {
+        if opts.docker_socket.is_empty() {
+            return std::future::pending().await;
+        }
+        let d = netplugin::docker::DockerDriver::new(
+            m.clone(),
+            &opts.docker_scope,
+            opts.docker_state.clone(),
+        )?;
+        docker_driver::serve(Arc::new(d), opts.docker_socket.as_ref())
+            .await
+            .with_context(|| format!("serve the Docker driver on {}", opts.docker_socket))
+    };
     tokio::select! {
-        r = netplugin::cni_server::serve(Arc::new(netplugin::cni_server::CniServer { manager: m, kube }), &opts.cni_socket) => r.context("CNI server")?,
+        r = netplugin::cni_server::serve(Arc::new(netplugin::cni_server::CniServer { manager: m.clone(), kube }), &opts.cni_socket) => r.context("CNI server")?,
+        r = docker => r?,
         _ = shutdown() => tracing::info!("netplugin stopping; pods keep their networking"),
     }
     let _ = std::fs::remove_file(&opts.cni_socket);
+    if !opts.docker_socket.is_empty() {
+        // Docker must not find a socket nobody answers on.
+        let _ = std::fs::remove_file(&opts.docker_socket);
+    }
     Ok(())
 }
 

@@ -1,11 +1,11 @@
 //! The endpoint manager: everything that puts a container on a Contiv network and takes it off
-//! again. The CNI server and (later) the Docker driver both call it, so a container gets the same
+//! again. The CNI server and the Docker driver both call it, so a container gets the same
 //! port, flows and addresses whichever runtime asked.
 //!
 //! ADD is a sequence of steps, each with an undo; a failure runs the undos in reverse, so a
 //! failed ADD leaves no veth, port, flow or address behind. DEL needs nothing but the container id
-//! and interface name: every name is derived from them. Operations on one container are
-//! serialized; different containers proceed in parallel.
+//! and interface name: every name is derived from them. Operations on one endpoint are
+//! serialized; different endpoints proceed in parallel.
 
 use crate::datapath::{Datapath, DatapathType, host_ifname, ids};
 use crate::netlink::{LinkError, Netlink, Netns, disable_tx_checksum, parse_mac};
@@ -101,6 +101,13 @@ pub struct AddRequest {
     pub ip: Option<String>,
     /// The runtime's name for this attachment's network config (CNI `name`), to scope GC.
     pub attachment_network: String,
+    /// The netmaster endpoint id, when the runtime already holds one (Docker's IPAM reserved
+    /// the address first). Default: derived from the container id and interface name.
+    pub endpoint_id: Option<String>,
+    /// Docker mode: the container side stays in the agent's namespace, unconfigured, named
+    /// `ifname`; the runtime moves it into the container and sets its addresses and routes.
+    /// `netns` is ignored.
+    pub peer_in_host: bool,
 }
 
 /// A plumbed endpoint.
@@ -175,16 +182,21 @@ impl Manager {
         &self.master
     }
 
-    /// A per-container lock; entries go away with their last user.
-    async fn lock(&self, container_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    /// This node's name in the cluster.
+    pub fn node(&self) -> &str {
+        &self.cfg.node
+    }
+
+    /// A per-endpoint lock; entries go away with their last user.
+    async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
         let m = {
             let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
             locks.retain(|_, w| w.strong_count() > 0);
-            match locks.get(container_id).and_then(Weak::upgrade) {
+            match locks.get(key).and_then(Weak::upgrade) {
                 Some(m) => m,
                 None => {
                     let m = Arc::new(tokio::sync::Mutex::new(()));
-                    locks.insert(container_id.to_string(), Arc::downgrade(&m));
+                    locks.insert(key.to_string(), Arc::downgrade(&m));
                     m
                 }
             }
@@ -219,9 +231,13 @@ impl Manager {
     }
 
     pub async fn add(&self, req: &AddRequest) -> Result<Attachment, ManagerError> {
-        let _l = self.lock(&req.container_id).await;
+        let ep_id = req
+            .endpoint_id
+            .clone()
+            .unwrap_or_else(|| endpoint_id(&req.container_id, &req.ifname));
+        let _l = self.lock(&ep_id).await;
         let mut undo = Vec::new();
-        match self.add_steps(req, &mut undo).await {
+        match self.add_steps(req, &ep_id, &mut undo).await {
             Ok(a) => Ok(a),
             Err(e) => {
                 self.run_undo(undo).await;
@@ -233,9 +249,17 @@ impl Manager {
     async fn add_steps(
         &self,
         req: &AddRequest,
+        ep_id: &str,
         undo: &mut Vec<Undo>,
     ) -> Result<Attachment, ManagerError> {
-        let ns = Netns::open(&req.netns).map_err(|e| {
+        // Docker mode: the peer is born here, in the agent's own namespace, for the runtime to
+        // move (the runtime's namespace must be the agent's: dockerd runs beside it).
+        let netns = if req.peer_in_host {
+            PathBuf::from("/proc/self/ns/net")
+        } else {
+            req.netns.clone()
+        };
+        let ns = Netns::open(&netns).map_err(|e| {
             ManagerError::new(ErrorKind::InvalidEnv, e.to_string())
                 .details("CNI_NETNS must be the path of the pod's network namespace, e.g. /var/run/netns/<name> or /proc/<pid>/ns/net")
         })?;
@@ -248,11 +272,15 @@ impl Manager {
                 ),
             ));
         }
-        let ep_id = endpoint_id(&req.container_id, &req.ifname);
+        let ep_id = ep_id.to_string();
         let host_if = host_ifname(&ep_id);
         let mtu = req.mtu.unwrap_or(self.cfg.mtu);
 
-        if let Some(a) = self.existing(req, &ep_id, &host_if, &ns, mtu).await? {
+        if req.peer_in_host {
+            // A repeated CreateEndpoint, or one after a crash: start from a clean slate (the
+            // runtime has not moved the peer yet, or it would not ask again).
+            self.dp.remove_endpoint(&host_if, &ep_id).await?;
+        } else if let Some(a) = self.existing(req, &ep_id, &host_if, &ns, mtu).await? {
             tracing::info!(endpoint = %ep_id, "ADD of an existing attachment: returning it");
             return Ok(a);
         }
@@ -295,41 +323,13 @@ impl Manager {
             .await?;
         undo.push(Undo::HostLink(host_if.clone()));
 
-        let pod = Netlink::in_netns(&ns)?;
-        let idx = pod.index(&req.ifname).await?.ok_or_else(|| {
-            ManagerError::new(
-                ErrorKind::Internal,
-                format!(
-                    "interface {} vanished from {}",
-                    req.ifname,
-                    req.netns.display()
-                ),
-            )
-        })?;
-        let v4: IpAddr = ep
-            .ip_address
-            .parse()
-            .map_err(|_| ManagerError::new(ErrorKind::Internal, "netmaster gave a bad address"))?;
-        pod.add_address(&req.ifname, idx, v4, ep.prefix_len).await?;
-        if !ep.ipv6_address.is_empty()
-            && let Ok(v6) = ep.ipv6_address.parse::<IpAddr>()
-        {
-            pod.add_address(&req.ifname, idx, v6, ep.ipv6_prefix_len)
-                .await?;
-        }
-        if self.dp.kind == DatapathType::Userspace {
-            disable_tx_checksum(&ns, &req.ifname)?;
-        }
-        pod.set_up(&req.ifname, idx).await?;
-        if let Some(lo) = pod.index("lo").await? {
-            pod.set_up("lo", lo).await?;
-        }
-        // No gateway, no default route: the pod reaches only its own network (Contiv's rule).
-        if let Ok(gw) = ep.gateway.parse::<IpAddr>() {
-            pod.add_default_route(gw, idx).await?;
-        }
-        if let Ok(gw) = ep.ipv6_gateway.parse::<IpAddr>() {
-            pod.add_default_route(gw, idx).await?;
+        if req.peer_in_host {
+            // Before the runtime moves it: the setting travels with the link.
+            if self.dp.kind == DatapathType::Userspace {
+                disable_tx_checksum(&ns, &req.ifname)?;
+            }
+        } else {
+            self.configure_pod_side(req, &ns, &ep).await?;
         }
 
         let host_idx = self.host.index(&host_if).await?.ok_or_else(|| {
@@ -368,6 +368,52 @@ impl Manager {
             netns: req.netns.clone(),
             mtu,
         })
+    }
+
+    /// CNI mode: the container side is in the pod's namespace; give it its addresses and routes.
+    async fn configure_pod_side(
+        &self,
+        req: &AddRequest,
+        ns: &Netns,
+        ep: &Endpoint,
+    ) -> Result<(), ManagerError> {
+        let pod = Netlink::in_netns(ns)?;
+        let idx = pod.index(&req.ifname).await?.ok_or_else(|| {
+            ManagerError::new(
+                ErrorKind::Internal,
+                format!(
+                    "interface {} vanished from {}",
+                    req.ifname,
+                    req.netns.display()
+                ),
+            )
+        })?;
+        let v4: IpAddr = ep
+            .ip_address
+            .parse()
+            .map_err(|_| ManagerError::new(ErrorKind::Internal, "netmaster gave a bad address"))?;
+        pod.add_address(&req.ifname, idx, v4, ep.prefix_len).await?;
+        if !ep.ipv6_address.is_empty()
+            && let Ok(v6) = ep.ipv6_address.parse::<IpAddr>()
+        {
+            pod.add_address(&req.ifname, idx, v6, ep.ipv6_prefix_len)
+                .await?;
+        }
+        if self.dp.kind == DatapathType::Userspace {
+            disable_tx_checksum(ns, &req.ifname)?;
+        }
+        pod.set_up(&req.ifname, idx).await?;
+        if let Some(lo) = pod.index("lo").await? {
+            pod.set_up("lo", lo).await?;
+        }
+        // No gateway, no default route: the pod reaches only its own network (Contiv's rule).
+        if let Ok(gw) = ep.gateway.parse::<IpAddr>() {
+            pod.add_default_route(gw, idx).await?;
+        }
+        if let Ok(gw) = ep.ipv6_gateway.parse::<IpAddr>() {
+            pod.add_default_route(gw, idx).await?;
+        }
+        Ok(())
     }
 
     /// The attachment when it is already fully in place (a repeated ADD).
@@ -413,16 +459,25 @@ impl Manager {
     /// Removes an attachment: flows, port, veth (its peer goes with it) and the endpoint in
     /// netmaster. Nothing to remove is success.
     pub async fn del(&self, container_id: &str, ifname: &str) -> Result<(), ManagerError> {
-        let _l = self.lock(container_id).await;
-        let ep_id = endpoint_id(container_id, ifname);
-        let host_if = host_ifname(&ep_id);
-        self.dp.remove_endpoint(&host_if, &ep_id).await?;
-        self.host.delete(&host_if).await?;
-        self.master
-            .delete_endpoint(&ep_id)
+        self.del_endpoint(&endpoint_id(container_id, ifname), true)
             .await
-            .map_err(|e| master_err(&format!("release endpoint {ep_id}"), e))?;
-        tracing::info!(endpoint = %ep_id, "endpoint deleted");
+    }
+
+    /// Removes endpoint `ep_id`'s flows, port and veth, and with `release` its netmaster
+    /// endpoint (its addresses). Docker releases addresses in a later, separate call, so its
+    /// DeleteEndpoint keeps them. Nothing to remove is success.
+    pub async fn del_endpoint(&self, ep_id: &str, release: bool) -> Result<(), ManagerError> {
+        let _l = self.lock(ep_id).await;
+        let host_if = host_ifname(ep_id);
+        self.dp.remove_endpoint(&host_if, ep_id).await?;
+        self.host.delete(&host_if).await?;
+        if release {
+            self.master
+                .delete_endpoint(ep_id)
+                .await
+                .map_err(|e| master_err(&format!("release endpoint {ep_id}"), e))?;
+        }
+        tracing::info!(endpoint = %ep_id, released = release, "endpoint deleted");
         Ok(())
     }
 
@@ -433,8 +488,8 @@ impl Manager {
         ifname: &str,
         netns: &std::path::Path,
     ) -> Result<(), ManagerError> {
-        let _l = self.lock(container_id).await;
         let ep_id = endpoint_id(container_id, ifname);
+        let _l = self.lock(&ep_id).await;
         let host_if = host_ifname(&ep_id);
         let bad = |m: String| ManagerError::new(ErrorKind::Internal, m);
         let ep = self

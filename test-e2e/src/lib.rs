@@ -5,6 +5,8 @@
 //!
 //! Needs root, Open vSwitch and iproute2 (scripts/setup.sh installs them).
 
+pub mod docker;
+
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -70,6 +72,29 @@ pub fn bin(name: &str) -> PathBuf {
 
 fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Makes a container image tarball under `dir`: busybox-static as `/bin/busybox`, `tools` as
+/// symlinks to it, and `/tmp` (no registry here: runtimes import it, see ENVIRONMENT.md).
+pub fn busybox_image_tar(dir: &Path, tools: &[&str]) -> PathBuf {
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("tmp")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .expect("copy /bin/busybox (install busybox-static)");
+    for tool in tools {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(tool)).unwrap();
+    }
+    let tar = dir.join("rootfs.tar");
+    must(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."),
+    );
+    tar
 }
 
 /// Removes namespaces and daemons of earlier runs whose test process is gone.
@@ -551,6 +576,17 @@ impl Host {
             .arg(&self.dir)
             .arg("--cni-socket")
             .arg(&self.cni_socket)
+            .arg("--docker-state")
+            .arg(self.dir.join("docker-driver.json"))
+            // Docker's plugin directory is shared by every agent on the machine: only tests
+            // that ask for a Docker socket (a unique one) get one.
+            .args(
+                (!self
+                    .agent_args
+                    .iter()
+                    .any(|a| a.starts_with("--docker-socket")))
+                .then_some("--docker-socket="),
+            )
             .args(&self.agent_args)
             .stdout(Stdio::null())
             .stderr(log)

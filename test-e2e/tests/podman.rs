@@ -187,26 +187,12 @@ volume_path = "{d}/root/volumes"
 
     /// Imports a busybox image, as ENVIRONMENT.md says (no registry here).
     fn import_busybox(&self, name: &str) {
-        let root = self.dir.join("image/rootfs");
-        std::fs::create_dir_all(root.join("bin")).unwrap();
-        std::fs::create_dir_all(root.join("tmp")).unwrap();
-        std::fs::copy("/bin/busybox", root.join("bin/busybox"))
-            .expect("copy /bin/busybox (busybox-static)");
-        for tool in [
-            "sh", "ip", "ping", "sleep", "httpd", "wget", "md5sum", "seq", "mkdir", "timeout",
-        ] {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(tool)).unwrap();
-        }
-        let tar = self.dir.join("image/rootfs.tar");
-        let st = Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(st.success(), "tar of the image root failed");
+        let tar = test_e2e::busybox_image_tar(
+            &self.dir.join("image"),
+            &[
+                "sh", "ip", "ping", "sleep", "httpd", "wget", "md5sum", "seq", "mkdir", "timeout",
+            ],
+        );
         self.ok(&[
             "import",
             "--quiet",

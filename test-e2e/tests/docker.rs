@@ -1,0 +1,938 @@
+//! A real Docker Engine (Debian `docker.io` 20.10) using Contiv as its network and IPAM driver:
+//! `docker network create -d <plugin> --ipam-driver <plugin>`, containers that ping and talk
+//! TCP, a CNI pod on the same network, two tenants with one subnet, `--ip`, restarts of the
+//! container, of dockerd and of the agent, and bad input with a leak check after each.
+//!
+//! Layout: each test has a netmaster, one simulated host (a network namespace with its own OVS
+//! and agent) and a private dockerd running in that host's namespace (entered with `nsenter
+//! --net` only: `ip netns exec` would remount /sys and hide the cgroup hierarchy dockerd needs).
+//! dockerd moves the container side of each veth from the namespace it runs in, which is the
+//! agent's: that is how a production node looks (dockerd and netplugin in the root namespace).
+//!
+//! Docker finds remote plugins only in `/run/docker/plugins`: the plugin's socket there is
+//! `cte<pid>x<n>d.sock`, unique per run (the plugin name is the socket's basename); sockets of
+//! dead runs are removed. dockerd's state lives under `/tmp/cte-docker/<pid>-<n>` (its own
+//! --data-root, --exec-root, socket and pidfile) and is unmounted and removed on drop, even when
+//! the test fails. The image is `docker import`ed from a folder holding busybox-static.
+//!
+//! Needs root, docker.io, Open vSwitch, busybox-static (scripts/setup.sh installs them). Fails,
+//! never skips, when dockerd cannot run.
+
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use test_e2e::docker::{Dockerd, IMAGE, PLUGIN_DIR, tail, text};
+use test_e2e::{Host, Netmaster, unique, wait_for};
+
+/// A shell line that GETs `/` from `ip:8080` with busybox nc (busybox-static's wget crashes).
+fn http_get(ip: &str) -> String {
+    format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {ip} 8080")
+}
+
+/// The body of an HTTP/1.0 answer (its last line), or empty.
+fn http_body(out: &[u8]) -> String {
+    let t = text(out);
+    if !t.starts_with("HTTP/1.") {
+        return String::new();
+    }
+    t.lines().last().unwrap_or_default().trim().to_string()
+}
+
+/// A netmaster, a host whose agent serves a unique Docker plugin socket, and a dockerd beside it.
+struct Cluster {
+    docker: Dockerd,
+    host: Host,
+    master: Netmaster,
+    /// The plugin (and driver) name.
+    plugin: String,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let master = Netmaster::start();
+        let plugin = unique("d");
+        let socket = format!("{PLUGIN_DIR}/{plugin}.sock");
+        let mut host = Host::netns_only(&master, "dockhost");
+        host.boot(&["--docker-socket", &socket]);
+        wait_for("the Docker plugin socket", Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        });
+        let docker = Dockerd::start(&host);
+        Cluster {
+            docker,
+            host,
+            master,
+            plugin,
+        }
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        self.docker.ok(args, &self.host)
+    }
+
+    /// `docker network create -d P --ipam-driver P ARGS... NAME`.
+    fn net_create(&self, name: &str, args: &[&str]) -> Result<String, String> {
+        let mut a = vec![
+            "network",
+            "create",
+            "-d",
+            &self.plugin,
+            "--ipam-driver",
+            &self.plugin,
+        ];
+        a.extend_from_slice(args);
+        a.push(name);
+        let out = self.docker.run(&a);
+        if out.status.success() {
+            Ok(text(&out.stdout))
+        } else {
+            Err(text(&out.stderr))
+        }
+    }
+
+    /// A container that serves `hello-<name>` over HTTP on port 8080 and otherwise sleeps.
+    fn container(&self, name: &str, network: &str, extra: &[&str]) -> Result<String, String> {
+        let mut a = vec!["run", "-d", "--name", name, "--network", network];
+        a.extend_from_slice(extra);
+        let script = format!(
+            "mkdir -p /www && echo hello-{name} > /www/index.html && httpd -p 8080 -h /www && exec sleep 100000"
+        );
+        a.extend_from_slice(&[IMAGE, "sh", "-c", &script]);
+        let out = self.docker.run(&a);
+        if out.status.success() {
+            Ok(text(&out.stdout))
+        } else {
+            Err(text(&out.stderr))
+        }
+    }
+
+    fn ip_of(&self, container: &str, network: &str) -> String {
+        let f = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
+        self.ok(&["inspect", "-f", &f, container])
+    }
+
+    fn pings(&self, from: &str, ip: &str) -> bool {
+        self.docker
+            .run(&["exec", from, "ping", "-c", "1", "-W", "2", ip])
+            .status
+            .success()
+    }
+
+    /// Waits until `from` pings `ip` (ARP and the first flows may take a moment).
+    fn reaches(&self, from: &str, ip: &str) -> bool {
+        (0..10).any(|_| self.pings(from, ip))
+    }
+
+    /// Fetches `http://ip:8080/` from inside `from` over TCP.
+    fn http(&self, from: &str, ip: &str) -> String {
+        let out = self.docker.run(&["exec", from, "sh", "-c", &http_get(ip)]);
+        let body = http_body(&out.stdout);
+        if body.is_empty() {
+            eprintln!(
+                "HTTP from {from} to {ip}: {} (tx checksumming in {from}: {})",
+                text(&out.stderr),
+                self.tx_checksum(from)
+            );
+        }
+        body
+    }
+
+    /// `ethtool -k eth0`'s tx-checksumming line inside a container.
+    fn tx_checksum(&self, container: &str) -> String {
+        let pid = self.ok(&["inspect", "-f", "{{.State.Pid}}", container]);
+        let out = Command::new("nsenter")
+            .args(["-t", &pid, "-n", "ethtool", "-k", "eth0"])
+            .output()
+            .unwrap();
+        text(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with("tx-checksumming"))
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// What may leak: netmaster endpoints, OVS ports, links in the host namespace.
+    fn snapshot(&self) -> (usize, BTreeSet<String>, BTreeSet<String>) {
+        (
+            self.master.endpoints().len(),
+            self.host.ovs_ports().into_iter().collect(),
+            self.host.links().into_iter().collect(),
+        )
+    }
+
+    fn assert_no_leak(&self, before: &(usize, BTreeSet<String>, BTreeSet<String>), after: &str) {
+        let now = self.snapshot();
+        assert_eq!(
+            now.0,
+            before.0,
+            "netmaster endpoints leaked after {after}: {}",
+            json!(self.master.endpoints())
+        );
+        assert_eq!(now.1, before.1, "OVS ports leaked after {after}");
+        assert_eq!(now.2, before.2, "host links leaked after {after}");
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // The agent dies by SIGKILL in the harness: its socket would stay behind.
+        let _ = std::fs::remove_file(format!("{PLUGIN_DIR}/{}.sock", self.plugin));
+    }
+}
+
+#[test]
+fn network_create_inspect_rm_and_bad_input() {
+    let c = Cluster::start();
+    let m = &c.master;
+    let before = c.snapshot();
+
+    // A new Contiv network from Docker, in a tenant made with the REST API.
+    m.api(
+        "POST",
+        "/api/v1/tenants/blue/",
+        Some(json!({"tenantName": "blue"})),
+    );
+    c.net_create(
+        "dnet",
+        &[
+            "--subnet",
+            "10.61.0.0/24",
+            "--gateway",
+            "10.61.0.1",
+            "-o",
+            "tenant=blue",
+            "-o",
+            "network=web",
+        ],
+    )
+    .expect("create a Contiv network from Docker");
+    let (s, n) = m.api("GET", "/api/v1/networks/blue:web/", None);
+    assert_eq!(s, 200, "{n}");
+    assert_eq!(n["subnet"], "10.61.0.0/24");
+    assert_eq!(n["gateway"], "10.61.0.1");
+    let insp: Value = serde_json::from_str(&c.ok(&["network", "inspect", "dnet"])).unwrap();
+    assert_eq!(insp[0]["Driver"], c.plugin.as_str());
+    assert_eq!(insp[0]["IPAM"]["Driver"], c.plugin.as_str());
+    assert_eq!(insp[0]["IPAM"]["Config"][0]["Subnet"], "10.61.0.0/24");
+    assert_eq!(insp[0]["IPAM"]["Config"][0]["Gateway"], "10.61.0.1");
+
+    // A second Docker network on the same Contiv network, by --ipam-opt (as Contiv's PoolID
+    // did), without a subnet: it takes the Contiv network's.
+    c.net_create("dnet2", &["--ipam-opt", "network=web/blue"])
+        .expect("reuse a Contiv network by name");
+    let insp: Value = serde_json::from_str(&c.ok(&["network", "inspect", "dnet2"])).unwrap();
+    assert_eq!(insp[0]["IPAM"]["Config"][0]["Subnet"], "10.61.0.0/24");
+
+    // A network made with the REST API (netctl), used by name.
+    m.network("default", "ctlnet", "10.62.0.0/24", "10.62.0.1");
+    c.net_create("fromctl", &["--ipam-opt", "network=ctlnet"])
+        .expect("use a netctl network by name");
+    c.container("x1", "fromctl", &[]).expect("run on it");
+    let ip = c.ip_of("x1", "fromctl");
+    assert!(ip.starts_with("10.62.0."), "{ip}");
+    c.ok(&["rm", "-f", "x1"]);
+
+    // Bad input: each refused with our message, and nothing left behind.
+    let snap = c.snapshot();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--subnet", "10.63.0.0/24", "-o", "tenant=nosuch"],
+            "tenant 'nosuch' does not exist",
+        ),
+        (
+            vec!["--subnet", "10.63.0.0/24", "-o", "group=nosuch"],
+            "group 'nosuch' does not exist in tenant 'default'",
+        ),
+        (
+            vec![
+                "--subnet",
+                "10.99.0.0/24",
+                "-o",
+                "tenant=blue",
+                "-o",
+                "network=web",
+            ],
+            "exists with subnet 10.61.0.0/24, not 10.99.0.0/24",
+        ),
+        (
+            vec!["--ipam-opt", "network=ctlnet", "--subnet", "10.98.0.0/24"],
+            "has subnet 10.62.0.0/24, not 10.98.0.0/24",
+        ),
+        (
+            vec!["--subnet", "10.63.0.0/24", "-o", "encapp=vxlan"],
+            "unknown option -o encapp",
+        ),
+        (vec![], "the Contiv IPAM driver needs a subnet"),
+        (
+            vec!["--ipam-opt", "network=nosuch"],
+            "Contiv network default:nosuch does not exist",
+        ),
+        (
+            vec!["--ipam-opt", "contiv-tag=nosuch"],
+            "no Contiv group or network has tag 'nosuch'",
+        ),
+    ];
+    for (args, want) in cases {
+        let err = c
+            .net_create("bad", &args)
+            .expect_err(&format!("{args:?} must fail"));
+        assert!(err.contains(want), "{args:?}: expected '{want}' in: {err}");
+        c.assert_no_leak(&snap, &format!("network create {args:?}"));
+        let (_, nets) = m.api("GET", "/api/v1/networks/", None);
+        assert!(
+            !nets
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["subnet"] == "10.63.0.0/24"),
+            "a half-made Contiv network was left by {args:?}: {nets}"
+        );
+    }
+
+    // Addresses: outside the subnet, taken, exhausted.
+    c.container("a1", "dnet", &["--ip", "10.61.0.10"])
+        .expect("a static --ip");
+    assert_eq!(c.ip_of("a1", "dnet"), "10.61.0.10");
+    let snap = c.snapshot();
+    let err = c
+        .container("a2", "dnet", &["--ip", "10.61.0.10"])
+        .expect_err("a taken --ip");
+    assert!(
+        err.contains("10.61.0.10") && err.contains("already allocated"),
+        "{err}"
+    );
+    c.ok(&["rm", "-f", "a2"]);
+    c.assert_no_leak(&snap, "a taken --ip");
+    let err = c
+        .container("a3", "dnet", &["--ip", "10.77.0.10"])
+        .expect_err("an --ip outside the subnet");
+    assert!(err.contains("10.77.0.10"), "{err}");
+    c.ok(&["rm", "-f", "a3"]);
+    c.assert_no_leak(&snap, "an --ip outside the subnet");
+    c.net_create(
+        "tiny",
+        &["--subnet", "10.64.0.0/30", "--gateway", "10.64.0.1"],
+    )
+    .expect("a /30");
+    c.container("t1", "tiny", &[])
+        .expect("the /30's one address");
+    let snap = c.snapshot();
+    let err = c
+        .container("t2", "tiny", &[])
+        .expect_err("an exhausted pool");
+    assert!(err.contains("no free address left"), "{err}");
+    c.ok(&["rm", "-f", "t2"]);
+    c.assert_no_leak(&snap, "an exhausted pool");
+
+    // Removal releases everything; a Contiv network Docker made goes with its last user.
+    for x in ["a1", "t1"] {
+        c.ok(&["rm", "-f", x]);
+    }
+    for n in ["dnet2", "dnet", "fromctl", "tiny"] {
+        c.ok(&["network", "rm", n]);
+    }
+    c.assert_no_leak(&before, "removing every container and network");
+    let (s, _) = m.api("GET", "/api/v1/networks/blue:web/", None);
+    assert_eq!(
+        s, 404,
+        "the Contiv network Docker made must go with docker network rm"
+    );
+    let (s, _) = m.api("GET", "/api/v1/networks/default:ctlnet/", None);
+    assert_eq!(s, 200, "a netctl network must stay after docker network rm");
+}
+
+#[test]
+fn containers_talk_across_docker_and_cni_and_tenants_are_isolated() {
+    let c = Cluster::start();
+    let before = c.snapshot();
+    c.net_create(
+        "n1",
+        &[
+            "--subnet",
+            "10.71.0.0/24",
+            "--gateway",
+            "10.71.0.1",
+            "-o",
+            "network=n1",
+        ],
+    )
+    .unwrap();
+    c.container("c1", "n1", &[]).unwrap();
+    c.container("c2", "n1", &[]).unwrap();
+    let (ip1, ip2) = (c.ip_of("c1", "n1"), c.ip_of("c2", "n1"));
+    assert!(c.reaches("c1", &ip2), "c1 cannot ping c2 ({ip2})");
+    assert_eq!(c.http("c1", &ip2), "hello-c2", "TCP from c1 to c2");
+    assert_eq!(c.http("c2", &ip1), "hello-c1", "TCP from c2 to c1");
+    // The container side is eth0 with Contiv's MAC and the gateway as default route.
+    let link = c.ok(&["exec", "c1", "ip", "-o", "link", "show", "eth0"]);
+    assert!(link.contains("02:02:0a:47:00:"), "{link}");
+    let route = c.ok(&["exec", "c1", "ip", "route"]);
+    assert!(route.contains("default via 10.71.0.1"), "{route}");
+
+    // A static --ip.
+    c.container("c3", "n1", &["--ip", "10.71.0.50"]).unwrap();
+    assert_eq!(c.ip_of("c3", "n1"), "10.71.0.50");
+    assert!(c.reaches("c1", "10.71.0.50"));
+
+    // A container restart: new endpoint, same network, traffic again.
+    c.ok(&["restart", "-t", "1", "c2"]);
+    let ip2 = c.ip_of("c2", "n1");
+    assert!(
+        c.reaches("c1", &ip2),
+        "c1 cannot ping c2 ({ip2}) after its restart"
+    );
+    wait_for("c2's httpd after restart", Duration::from_secs(20), || {
+        c.http("c1", &ip2) == "hello-c2"
+    });
+
+    // A CNI pod on the same Contiv network, through the same agent.
+    let conf = c.host.conf("1.0.0", json!({"network": "n1"}));
+    let pod = c.host.pod(&conf);
+    assert!(pod.ip.starts_with("10.71.0."), "{}", pod.ip);
+    assert!(
+        pod.reaches(&ip1, Duration::from_secs(10)),
+        "the CNI pod cannot ping the Docker container"
+    );
+    assert!(
+        c.reaches("c1", &pod.ip),
+        "the Docker container cannot ping the CNI pod"
+    );
+    let got = pod.exec(&[
+        "busybox",
+        "sh",
+        "-c",
+        &http_get(&ip1).replace("nc ", "busybox nc "),
+    ]);
+    assert_eq!(
+        http_body(&got.stdout),
+        "hello-c1",
+        "TCP from the CNI pod to the Docker container"
+    );
+
+    // Two tenants, one subnet, isolated.
+    for t in ["t1", "t2"] {
+        c.master.api(
+            "POST",
+            &format!("/api/v1/tenants/{t}/"),
+            Some(json!({"tenantName": t})),
+        );
+    }
+    for (dn, t) in [("ta", "t1"), ("tb", "t2")] {
+        let tenant = format!("tenant={t}");
+        c.net_create(
+            dn,
+            &[
+                "--subnet",
+                "10.72.0.0/24",
+                "-o",
+                &tenant,
+                "-o",
+                "network=same",
+            ],
+        )
+        .unwrap();
+    }
+    c.container("a1", "ta", &["--ip", "10.72.0.10"]).unwrap();
+    c.container("b1", "tb", &["--ip", "10.72.0.20"]).unwrap();
+    c.container("b2", "tb", &["--ip", "10.72.0.10"]).unwrap();
+    assert!(
+        c.reaches("b1", "10.72.0.10"),
+        "b1 cannot reach its own tenant's 10.72.0.10"
+    );
+    assert_eq!(
+        c.http("b1", "10.72.0.10"),
+        "hello-b2",
+        "b1 must reach b2, not a1"
+    );
+    assert!(
+        !c.pings("a1", "10.72.0.20"),
+        "tenant t1 reached tenant t2's 10.72.0.20"
+    );
+
+    // Removal releases everything.
+    let out = c
+        .host
+        .cni("DEL", &pod.container_id, &pod.netns_path(), "eth0", &conf);
+    assert!(out.ok(), "CNI DEL: {}", out.stdout);
+    for x in ["c1", "c2", "c3", "a1", "b1", "b2"] {
+        c.ok(&["rm", "-f", x]);
+    }
+    for n in ["n1", "ta", "tb"] {
+        c.ok(&["network", "rm", n]);
+    }
+    c.assert_no_leak(&before, "removing containers, the pod and networks");
+}
+
+#[test]
+fn survives_dockerd_and_agent_restarts() {
+    let mut c = Cluster::start();
+    let before = c.snapshot();
+    c.net_create("r", &["--subnet", "10.73.0.0/24", "--gateway", "10.73.0.1"])
+        .unwrap();
+    c.container("r1", "r", &[]).unwrap();
+    c.container("r2", "r", &[]).unwrap();
+    let ip2 = c.ip_of("r2", "r");
+    assert!(c.reaches("r1", &ip2));
+
+    // dockerd restarts (live-restore): the containers keep running and talking.
+    c.docker.restart();
+    assert!(c.reaches("r1", &ip2), "no traffic after a dockerd restart");
+    assert_eq!(c.http("r1", &ip2), "hello-r2");
+
+    // The agent dies: the datapath keeps forwarding; a new agent takes over.
+    c.host.kill_agent();
+    assert!(
+        c.pings("r1", &ip2),
+        "traffic stopped while the agent was down"
+    );
+    c.host.start_agent();
+    assert!(c.reaches("r1", &ip2), "no traffic after an agent restart");
+    assert_eq!(c.http("r1", &ip2), "hello-r2");
+    // The new agent still knows the Docker network (state file) and can add and remove.
+    c.container("r3", "r", &[]).unwrap();
+    let ip3 = c.ip_of("r3", "r");
+    assert!(c.reaches("r1", &ip3));
+
+    for x in ["r1", "r2", "r3"] {
+        c.ok(&["rm", "-f", x]);
+    }
+    c.ok(&["network", "rm", "r"]);
+    c.assert_no_leak(&before, "removing containers after the restarts");
+}
+
+/// Calls the plugin socket as dockerd does (its content type), returning (status, JSON).
+fn plugin_call(socket: &str, call: &str, body: &Value) -> (u16, Value) {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "--unix-socket",
+            socket,
+        ])
+        .args([
+            "-H",
+            "Content-Type: application/vnd.docker.plugins.v1.2+json",
+        ])
+        .args(["-X", "POST", "-d", &body.to_string()])
+        .arg(format!("http://localhost/{call}"))
+        .output()
+        .expect("run curl");
+    let out = String::from_utf8_lossy(&out.stdout).to_string();
+    let (b, code) = out.trim_end().rsplit_once('\n').unwrap_or(("", out.trim()));
+    (
+        code.parse().unwrap_or(0),
+        serde_json::from_str(b).unwrap_or(Value::String(b.into())),
+    )
+}
+
+/// Docker aborts half-way and repeats itself: calls in odd orders, repeated, and for things
+/// already gone all succeed and leave nothing behind. Driven over the real socket of a real agent
+/// (no dockerd: the order is the point here).
+#[test]
+fn odd_call_orders_and_repeats_leak_nothing() {
+    let master = Netmaster::start();
+    let plugin = unique("d");
+    let socket = format!("{PLUGIN_DIR}/{plugin}.sock");
+    let mut host = Host::netns_only(&master, "oddhost");
+    host.boot(&["--docker-socket", &socket]);
+    struct RmSocket(String);
+    impl Drop for RmSocket {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _rm = RmSocket(socket.clone());
+    wait_for("the Docker plugin socket", Duration::from_secs(20), || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    let call = |c: &str, b: Value| plugin_call(&socket, c, &b);
+    let snapshot = || {
+        (
+            master.endpoints().len(),
+            host.ovs_ports(),
+            host.links().into_iter().collect::<BTreeSet<_>>(),
+        )
+    };
+    let before = snapshot();
+
+    let (s, v) = call("Plugin.Activate", json!(null));
+    assert_eq!(
+        (s, v["Implements"].clone()),
+        (200, json!(["NetworkDriver", "IpamDriver"]))
+    );
+    let (s, v) = call("NetworkDriver.GetCapabilities", json!({}));
+    assert_eq!((s, v["ConnectivityScope"].clone()), (200, json!("global")));
+    let (s, v) = call(
+        "IpamDriver.RequestPool",
+        json!({"AddressSpace": "contiv-local", "Pool": "10.81.0.0/24", "Options": null, "V6": false}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let pool = v["PoolID"].as_str().unwrap().to_string();
+    let (s, v) = call(
+        "IpamDriver.RequestAddress",
+        json!({"PoolID": pool, "Address": "", "Options": {"RequestAddressType": "com.docker.network.gateway"}}),
+    );
+    assert_eq!((s, v["Address"].clone()), (200, json!("10.81.0.1/24")));
+    let net = "a".repeat(64);
+    let (s, v) = call(
+        "NetworkDriver.CreateNetwork",
+        json!({"NetworkID": net, "Options": {"com.docker.network.generic": {"network": "odd"}},
+               "IPv4Data": [{"AddressSpace": "contiv-local", "Pool": "10.81.0.0/24", "Gateway": "10.81.0.1/24"}], "IPv6Data": null}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = master.api("GET", "/api/v1/networks/default:odd/", None);
+    assert_eq!(s, 200);
+
+    // Address, endpoint, join; then ReleaseAddress before DeleteEndpoint.
+    let (s, v) = call(
+        "IpamDriver.RequestAddress",
+        json!({"PoolID": pool, "Address": "", "Options": null}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let addr = v["Address"].as_str().unwrap().to_string();
+    let ep = "e".repeat(64);
+    let (s, v) = call(
+        "NetworkDriver.CreateEndpoint",
+        json!({"NetworkID": net, "EndpointID": ep, "Interface": {"Address": addr}, "Options": {}}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        v["Interface"]["MacAddress"]
+            .as_str()
+            .unwrap()
+            .starts_with("02:02:0a:51:00:"),
+        "{v}"
+    );
+    let (s, v) = call(
+        "NetworkDriver.Join",
+        json!({"NetworkID": net, "EndpointID": ep, "SandboxKey": "/var/run/docker/netns/x", "Options": null}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let src = v["InterfaceName"]["SrcName"].as_str().unwrap().to_string();
+    assert_eq!(v["InterfaceName"]["DstPrefix"], "eth");
+    assert_eq!(v["Gateway"], "10.81.0.1");
+    assert!(
+        host.links().contains(&src),
+        "{src} must wait in the host namespace for Docker"
+    );
+    let (s, _) = call(
+        "NetworkDriver.Leave",
+        json!({"NetworkID": net, "EndpointID": ep}),
+    );
+    assert_eq!(s, 200);
+    let (s, v) = call(
+        "IpamDriver.ReleaseAddress",
+        json!({"PoolID": pool, "Address": addr}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        !host.links().contains(&src),
+        "ReleaseAddress must unplumb an endpoint Docker forgot"
+    );
+    for _ in 0..2 {
+        let (s, v) = call(
+            "NetworkDriver.DeleteEndpoint",
+            json!({"NetworkID": net, "EndpointID": ep}),
+        );
+        assert_eq!(s, 200, "DeleteEndpoint of a gone endpoint: {v}");
+        let (s, v) = call(
+            "IpamDriver.ReleaseAddress",
+            json!({"PoolID": pool, "Address": addr}),
+        );
+        assert_eq!(s, 200, "ReleaseAddress of a released address: {v}");
+    }
+
+    // The usual order, with repeats.
+    let (_, v) = call(
+        "IpamDriver.RequestAddress",
+        json!({"PoolID": pool, "Address": "10.81.0.9"}),
+    );
+    assert_eq!(v["Address"], "10.81.0.9/24");
+    let (s, v) = call(
+        "NetworkDriver.CreateEndpoint",
+        json!({"NetworkID": net, "EndpointID": ep, "Interface": {"Address": "10.81.0.9/24"}}),
+    );
+    assert_eq!(s, 200, "{v}");
+    for _ in 0..2 {
+        let (s, _) = call(
+            "NetworkDriver.DeleteEndpoint",
+            json!({"NetworkID": net, "EndpointID": ep}),
+        );
+        assert_eq!(s, 200);
+    }
+    // DeleteEndpoint keeps the address (Docker releases it next); then it is released.
+    assert_eq!(master.endpoints().len(), before.0 + 1);
+    let (s, _) = call(
+        "IpamDriver.ReleaseAddress",
+        json!({"PoolID": pool, "Address": "10.81.0.9/24"}),
+    );
+    assert_eq!(s, 200);
+
+    // Bad calls: a clear Err, nothing left.
+    let (s, v) = call(
+        "NetworkDriver.CreateEndpoint",
+        json!({"NetworkID": net, "EndpointID": ep, "Interface": {"Address": "10.81.0.77/24"}}),
+    );
+    assert_eq!(s, 500);
+    assert!(
+        v["Err"]
+            .as_str()
+            .unwrap()
+            .contains("was not reserved through the Contiv IPAM driver"),
+        "{v}"
+    );
+    let (s, v) = call(
+        "NetworkDriver.CreateEndpoint",
+        json!({"NetworkID": "nosuch", "EndpointID": ep}),
+    );
+    assert_eq!(s, 500);
+    assert!(
+        v["Err"]
+            .as_str()
+            .unwrap()
+            .contains("unknown to the Contiv agent"),
+        "{v}"
+    );
+    let (s, v) = call(
+        "NetworkDriver.Join",
+        json!({"NetworkID": net, "EndpointID": "nosuch"}),
+    );
+    assert_eq!(s, 500);
+    assert!(
+        v["Err"]
+            .as_str()
+            .unwrap()
+            .contains("has no Contiv port on this host"),
+        "{v}"
+    );
+    let (s, _) = call("NetworkDriver.Nonsense", json!({}));
+    assert_eq!(s, 404);
+
+    for _ in 0..2 {
+        let (s, _) = call("NetworkDriver.DeleteNetwork", json!({"NetworkID": net}));
+        assert_eq!(s, 200);
+        let (s, _) = call("IpamDriver.ReleasePool", json!({"PoolID": pool}));
+        assert_eq!(s, 200);
+    }
+    let (s, _) = master.api("GET", "/api/v1/networks/default:odd/", None);
+    assert_eq!(
+        s, 404,
+        "the Contiv network made for the Docker network must go"
+    );
+    assert_eq!(
+        snapshot(),
+        before,
+        "something leaked (endpoints, OVS ports, host links)"
+    );
+}
+
+/// The managed (v2) plugin built from conf/docker, on a private dockerd: a network and two
+/// containers that talk; then a single-node swarm with a swarm-scoped network and a service.
+#[test]
+fn managed_plugin_and_swarm() {
+    let master = Netmaster::start();
+    let mut host = Host::netns_only(&master, "plughost");
+    // OVS and the bridge from the harness; the plugin's netplugin is this host's agent.
+    host.boot(&[]);
+    host.kill_agent();
+    let docker = Dockerd::start_with(&host, false);
+    let ok = |args: &[&str]| docker.ok(args, &host);
+    let pdir = docker.dir.join("plugin");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/docker/build-plugin.sh");
+    let out = Command::new(&script)
+        .arg(&pdir)
+        .arg(test_e2e::bin("netplugin"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        script.display(),
+        text(&out.stderr)
+    );
+    let name = format!("{}:latest", unique("p"));
+    struct PluginGuard<'a>(&'a Dockerd, String);
+    impl Drop for PluginGuard<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.run(&["swarm", "leave", "--force"]);
+            let _ = self.0.run(&["plugin", "disable", "-f", &self.1]);
+            let _ = self.0.run(&["plugin", "rm", "-f", &self.1]);
+        }
+    }
+    ok(&["plugin", "create", &name, &pdir.display().to_string()]);
+    let _guard = PluginGuard(&docker, name.clone());
+    let state = docker.dir.join("plugin-state");
+    std::fs::create_dir_all(&state).unwrap();
+    ok(&[
+        "plugin",
+        "set",
+        &name,
+        &format!("ovs-run.source={}", host.dir.display()),
+        &format!("contiv-run.source={}", master.dir.display()),
+        &format!("contiv-state.source={}", state.display()),
+        "CONTIV_NETPLUGIN_NETMASTER=unix:///run/contiv/netmaster.sock",
+        "CONTIV_NETPLUGIN_HOST=plughost",
+        &format!("CONTIV_NETPLUGIN_BRIDGE={}", host.bridge),
+        "CONTIV_NETPLUGIN_DATAPATH=userspace",
+        "CONTIV_NETPLUGIN_OVSDB_SOCK=/var/run/openvswitch/db.sock",
+        "CONTIV_NETPLUGIN_OVS_RUNDIR=/var/run/openvswitch",
+    ]);
+    ok(&["plugin", "enable", &name]);
+
+    let net = |args: &[&str]| {
+        let mut a = vec!["network", "create", "-d", &name, "--ipam-driver", &name];
+        a.extend_from_slice(args);
+        docker.run(&a)
+    };
+    let out = net(&["--subnet", "10.85.0.0/24", "--gateway", "10.85.0.1", "pn"]);
+    assert!(
+        out.status.success(),
+        "network create with the managed plugin: {}",
+        text(&out.stderr)
+    );
+    let c = |n: &str| {
+        ok(&[
+            "run",
+            "-d",
+            "--name",
+            n,
+            "--network",
+            "pn",
+            IMAGE,
+            "sleep",
+            "100000",
+        ]);
+        ok(&[
+            "inspect",
+            "-f",
+            "{{(index .NetworkSettings.Networks \"pn\").IPAddress}}",
+            n,
+        ])
+    };
+    let _ip1 = c("p1");
+    let ip2 = c("p2");
+    assert!(
+        (0..10).any(|_| docker
+            .run(&["exec", "p1", "ping", "-c", "1", "-W", "2", &ip2])
+            .status
+            .success()),
+        "containers on the managed plugin's network cannot ping"
+    );
+    ok(&["rm", "-f", "p1", "p2"]);
+    ok(&["network", "rm", "pn"]);
+
+    // Swarm mode on one node. Swarm-scoped networks need a driver of global scope (the
+    // manager allocates pools and addresses through the IPAM driver), which classic engines
+    // refuse without a cluster store: the plugin is switched over.
+    ok(&["plugin", "disable", &name]);
+    ok(&[
+        "plugin",
+        "set",
+        &name,
+        "CONTIV_NETPLUGIN_DOCKER_SCOPE=global",
+    ]);
+    ok(&["plugin", "enable", &name]);
+    // An advertise address on a veth inside the host namespace.
+    for args in [
+        vec![
+            "ip", "link", "add", "ctesw0", "type", "veth", "peer", "name", "ctesw1",
+        ],
+        vec!["ip", "addr", "add", "10.86.0.1/24", "dev", "ctesw0"],
+        vec!["ip", "link", "set", "ctesw0", "up"],
+        vec!["ip", "link", "set", "ctesw1", "up"],
+    ] {
+        assert!(host.exec(&args).status.success(), "{args:?}");
+    }
+    ok(&["swarm", "init", "--advertise-addr", "10.86.0.1"]);
+    let out = net(&[
+        "--scope",
+        "swarm",
+        "--attachable",
+        "--subnet",
+        "10.87.0.0/24",
+        "--gateway",
+        "10.87.0.1",
+        "sn",
+    ]);
+    assert!(
+        out.status.success(),
+        "swarm-scoped network create: {}",
+        text(&out.stderr)
+    );
+    ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "s1",
+        "--network",
+        "sn",
+        IMAGE,
+        "sleep",
+        "100000",
+    ]);
+    let mut state = String::new();
+    for _ in 0..300 {
+        state = ok(&[
+            "service",
+            "ps",
+            "--no-trunc",
+            "--format",
+            "{{.CurrentState}} {{.Error}}",
+            "s1",
+        ]);
+        if state.starts_with("Running") || state.contains("Rejected") || state.contains("Failed") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        state.starts_with("Running"),
+        "the swarm service's task: {state}\n--- agent log: see the plugin's log in dockerd.log:\n{}",
+        tail(
+            &std::fs::read_to_string(docker.dir.join("dockerd.log")).unwrap_or_default(),
+            60
+        )
+    );
+    let task = ok(&[
+        "ps",
+        "-q",
+        "--filter",
+        "label=com.docker.swarm.service.name=s1",
+    ]);
+    let ip = ok(&[
+        "inspect",
+        "-f",
+        "{{(index .NetworkSettings.Networks \"sn\").IPAddress}}",
+        task.trim(),
+    ]);
+    assert!(
+        ip.starts_with("10.87.0."),
+        "the service task's address: {ip}"
+    );
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "w1",
+        "--network",
+        "sn",
+        IMAGE,
+        "sleep",
+        "100000",
+    ]);
+    assert!(
+        (0..10).any(|_| docker
+            .run(&["exec", "w1", "ping", "-c", "1", "-W", "2", &ip])
+            .status
+            .success()),
+        "a container cannot ping the service task on the swarm network"
+    );
+    ok(&["rm", "-f", "w1"]);
+    ok(&["service", "rm", "s1"]);
+}
