@@ -24,7 +24,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use test_e2e::docker::{Dockerd, IMAGE, PLUGIN_DIR, tail, text};
-use test_e2e::{Host, Netmaster, unique, wait_for};
+use test_e2e::{Host, Netmaster, Underlay, tunnels, unique, wait_for};
 
 /// A shell line that GETs `/` from `ip:8080` with busybox nc (busybox-static's wget crashes).
 fn http_get(ip: &str) -> String {
@@ -935,4 +935,77 @@ fn managed_plugin_and_swarm() {
     );
     ok(&["rm", "-f", "w1"]);
     ok(&["service", "rm", "s1"]);
+}
+
+/// A Docker container on one host and a CNI pod on another, on one Contiv network: the overlay
+/// carries both alike (the same endpoint manager and pipeline on every host).
+#[test]
+fn docker_container_and_cni_pod_on_two_hosts() {
+    let master = Netmaster::start();
+    let underlay = Underlay::new();
+    let plugin = unique("d");
+    let socket = format!("{PLUGIN_DIR}/{plugin}.sock");
+    let mut h1 = Host::netns_only(&master, "dock1");
+    h1.vtep = underlay.attach(&h1.ns);
+    let vtep = h1.vtep.clone();
+    h1.boot(&[
+        "--vtep-ip",
+        &vtep,
+        "--vtep-intf",
+        Underlay::NIC,
+        "--docker-socket",
+        &socket,
+    ]);
+    let h2 = Host::start_on(&master, &underlay, "cni2");
+    wait_for("the Docker plugin socket", Duration::from_secs(20), || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    wait_for("tunnels both ways", Duration::from_secs(20), || {
+        tunnels(&h1).len() == 1 && tunnels(&h2).len() == 1
+    });
+    let docker = Dockerd::start(&h1);
+    let c = Cluster {
+        docker,
+        host: h1,
+        master,
+        plugin,
+    };
+    c.net_create(
+        "n1",
+        &[
+            "--subnet",
+            "10.72.0.0/24",
+            "--gateway",
+            "10.72.0.1",
+            "-o",
+            "network=n1",
+        ],
+    )
+    .unwrap();
+    c.container("c1", "n1", &[]).unwrap();
+    let ip1 = c.ip_of("c1", "n1");
+    let pod = h2.pod(&h2.conf("1.0.0", json!({"network": "n1"})));
+    assert!(pod.ip.starts_with("10.72.0."), "{}", pod.ip);
+    assert!(
+        pod.reaches(&ip1, Duration::from_secs(10)),
+        "the CNI pod on host2 cannot ping the Docker container on host1"
+    );
+    assert!(
+        c.reaches("c1", &pod.ip),
+        "the Docker container cannot ping the CNI pod on the other host"
+    );
+    let got = pod.exec(&[
+        "busybox",
+        "sh",
+        "-c",
+        &http_get(&ip1).replace("nc ", "busybox nc "),
+    ]);
+    assert_eq!(
+        http_body(&got.stdout),
+        "hello-c1",
+        "TCP from the CNI pod on host2 to the Docker container on host1"
+    );
+    c.ok(&["rm", "-f", "c1"]);
+    drop(pod);
+    drop(h2);
 }
