@@ -116,6 +116,47 @@ fn pods_on_three_hosts_share_one_segment() {
     assert_eq!(pods[3].tcp_exchange(&pods[1], 7002, &data), data);
     // iperf3 across hosts moves data (the figures are the benchmark's business).
     assert!(pods[2].iperf3_to(&pods[0], 1) > 0.0);
+
+    // Broadcast and unknown unicast from host1 reach every member on every host, once.
+    for p in &pods {
+        quiet(p);
+    }
+    let others: Vec<&Pod> = pods[1..].iter().collect();
+    let before = settled(&others);
+    pods[0].exec(&["ping", "-b", "-c", "1", "-W", "1", "10.1.2.255"]);
+    let after: Vec<u64> = others.iter().map(|p| rx_packets(p)).collect();
+    for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+        assert_eq!(
+            a - b,
+            1,
+            "broadcast copies at pod {} (of {:?} -> {:?})",
+            i + 1,
+            before,
+            after
+        );
+    }
+    // A MAC nobody has: the switch floods it like a broadcast.
+    pods[0].exec(&[
+        "ip",
+        "neigh",
+        "replace",
+        "10.1.2.250",
+        "lladdr",
+        "02:00:00:00:00:fa",
+        "dev",
+        "eth0",
+    ]);
+    let before = settled(&others);
+    pods[0].exec(&["ping", "-c", "1", "-W", "1", "10.1.2.250"]);
+    let after: Vec<u64> = others.iter().map(|p| rx_packets(p)).collect();
+    for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+        assert_eq!(
+            a - b,
+            1,
+            "unknown unicast copies at pod {} ({before:?} -> {after:?})",
+            i + 1
+        );
+    }
 }
 
 #[test]
