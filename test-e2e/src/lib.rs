@@ -219,10 +219,31 @@ impl Netmaster {
         m
     }
 
+    /// A netmaster whose TCP listener is on `port` (so that it can advertise itself to other
+    /// masters: `--advertise-url` follows `--listen-url`), with extra flags.
+    pub fn start_on_port(port: u16, args: &[&str]) -> Self {
+        let listen = format!("127.0.0.1:{port}");
+        let mut all = vec!["--listen-url", listen.as_str()];
+        all.extend_from_slice(args);
+        Self::start_with(&all)
+    }
+
+    /// Kills the netmaster (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        kill_child(&mut self.child);
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.join("netmaster.log")).unwrap();
+        // A --listen-url among the extra flags replaces the default.
+        let listen: &[&str] = if self.args.iter().any(|a| a == "--listen-url") {
+            &[]
+        } else {
+            &["--listen-url", "127.0.0.1:0"]
+        };
         let child = Command::new(bin("netmaster"))
-            .args(["--listen-url", "127.0.0.1:0", "--listen-unix"])
+            .args(listen)
+            .arg("--listen-unix")
             .arg(&self.socket)
             .arg("--data-dir")
             .arg(self.dir.join("data"))
@@ -446,7 +467,12 @@ impl Host {
 
     /// A host on `underlay`: its agent's VTEP is its underlay address, on `ul0`.
     pub fn start_on(master: &Netmaster, underlay: &Underlay, name: &str) -> Self {
-        let mut h = Self::netns_only(master, name);
+        Self::start_on_masters(&master.url(), underlay, name)
+    }
+
+    /// Like [`Host::start_on`], with the agent given `urls` (comma-separated) as its netmasters.
+    pub fn start_on_masters(urls: &str, underlay: &Underlay, name: &str) -> Self {
+        let mut h = Self::netns_with(urls, name);
         let vtep = underlay.attach(&h.ns);
         h.vtep = vtep.clone();
         h.boot(&["--vtep-ip", &vtep, "--vtep-intf", Underlay::NIC]);
@@ -455,6 +481,10 @@ impl Host {
 
     /// A host namespace with nothing running in it yet; start it with [`Host::boot`].
     pub fn netns_only(master: &Netmaster, name: &str) -> Self {
+        Self::netns_with(&master.url(), name)
+    }
+
+    fn netns_with(master_url: &str, name: &str) -> Self {
         let ns = unique("h");
         let dir = PathBuf::from(format!("/tmp/{ns}"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -465,7 +495,7 @@ impl Host {
             cni_socket: dir.join("cni.sock"),
             ns,
             dir,
-            master_url: master.url(),
+            master_url: master_url.to_string(),
             agent: None,
             agent_starts: 0,
             agent_args: Vec::new(),
