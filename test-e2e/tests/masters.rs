@@ -38,7 +38,8 @@ fn agents_carry_on_when_the_leading_netmaster_dies() {
         Netmaster::start_on_port(ports[1], &flags),
     ];
     let l = leader(&[&masters[0], &masters[1]]);
-    let urls = format!("{},{}", masters[0].url(), masters[1].url());
+    // The leader first: the agents use it until it dies, then must move on.
+    let urls = format!("{},{}", masters[l].url(), masters[1 - l].url());
     let underlay = Underlay::new();
     let hosts = [
         Host::start_on_masters(&urls, &underlay, "host1"),
