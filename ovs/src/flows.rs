@@ -297,7 +297,10 @@ impl OfctlProgrammer {
         stdin: Option<String>,
     ) -> Result<String, FlowError> {
         let target = self.target(bridge);
-        let mut argv: Vec<&str> = vec!["-O", "OpenFlow14"];
+        // --no-names: flows name ports by number only. Without it ovs-ofctl first fetches the
+        // switch's port descriptions (and table features) to resolve names, which costs
+        // ovs-vswitchd ~5 ms of CPU per call and grows with the ports (BENCHMARKS.md, issue 4).
+        let mut argv: Vec<&str> = vec!["-O", "OpenFlow14", "--no-names"];
         argv.extend_from_slice(args);
         argv.push(&target);
         argv.extend(extra);
@@ -471,12 +474,11 @@ impl FlowProgrammer for OfctlProgrammer {
         filter: Option<CookieMask>,
     ) -> Result<Vec<FlowStats>, FlowError> {
         let filter = filter.map(CookieMask::to_ofctl);
-        // --no-names: port numbers, not names, whatever ovs-ofctl would guess for a terminal.
         let out = self
             .run(
                 "dump flows",
                 bridge,
-                &["--no-names", "dump-flows"],
+                &["dump-flows"],
                 filter.as_deref(),
                 None,
             )
