@@ -150,7 +150,7 @@ async fn a_bad_flow_rejects_the_whole_batch() {
     let text = err.to_string();
     assert!(
         text.starts_with(
-            "add 2 flows on bridge br0: ovs-ofctl -O OpenFlow14 --bundle add-flows unix:"
+            "add 2 flows on bridge br0: ovs-ofctl -O OpenFlow14 --no-names --bundle add-flows unix:"
         ),
         "{text}"
     );
