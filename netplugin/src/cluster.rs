@@ -153,6 +153,32 @@ impl ClusterView {
                 }
             }
         }
+        for (key, (v, st)) in self.objects.get("endpointGroup").into_iter().flatten() {
+            let gid = st
+                .as_ref()
+                .and_then(|s| s.get("groupId"))
+                .and_then(|g| g.as_u64())
+                .unwrap_or(0) as u32;
+            let policies = serde_json::from_value::<model::EndpointGroup>(v.clone())
+                .map(|g| g.policies)
+                .unwrap_or_default();
+            c.policy.groups.insert(key.clone(), (gid, policies));
+        }
+        for (key, (v, _)) in self.objects.get("rule").into_iter().flatten() {
+            match serde_json::from_value::<model::Rule>(v.clone()) {
+                Ok(r) => {
+                    c.policy.rules.insert(key.clone(), r);
+                }
+                Err(e) => {
+                    tracing::warn!(rule = %key, error = %e, "unreadable rule in watch stream")
+                }
+            }
+        }
+        for (key, (v, _)) in self.objects.get("network").into_iter().flatten() {
+            if let Some(s) = v.get("subnet").and_then(|s| s.as_str()) {
+                c.policy.subnets.insert(key.clone(), s.to_string());
+            }
+        }
         for (v, _) in self
             .objects
             .get("global")

@@ -119,6 +119,7 @@ pub struct ClusterInputs {
     /// Endpoints of other hosts by id.
     pub remote: BTreeMap<String, Endpoint>,
     pub arp_proxy: bool,
+    pub policy: crate::policy::PolicyInputs,
 }
 
 /// The name of the tunnel port to a VTEP: `vx` and the address in hex (fits IFNAMSIZ).
@@ -358,6 +359,7 @@ impl Datapath {
             st.inputs.tunnels = tunnels;
             st.inputs.remote = c.remote;
             st.inputs.arp_proxy = c.arp_proxy;
+            st.inputs.policy = c.policy;
             st.peers = c.peers.clone();
             st.synced = true;
             self.apply(&mut st).await?;

@@ -15,8 +15,21 @@ pub mod table {
     pub const TUNNEL: u8 = 2;
     /// ARP requests answered by the switch (arpMode proxy).
     pub const ARP: u8 = 10;
+    /// Policy entry for unicast IP: straight to output when no policy concerns this host, else
+    /// through conntrack.
+    pub const POLICY: u8 = 20;
+    /// After conntrack: established and related pass, new connections are judged.
+    pub const CT_STATE: u8 = 21;
+    /// `out` rules of the source's group (source on this host).
+    pub const EGRESS: u8 = 22;
+    /// `in` rules of the destination's group (destination on this host).
+    pub const INGRESS: u8 = 24;
+    /// An allowed new connection is committed to conntrack.
+    pub const COMMIT: u8 = 26;
     /// Layer-2 forwarding inside a network: to a local port, a tunnel, or flooded.
     pub const L2: u8 = 30;
+    /// Out of the port chosen by L2 (register 2).
+    pub const OUTPUT: u8 = 50;
 }
 
 /// Register 0 says where a packet entered.
@@ -37,6 +50,8 @@ pub mod cookie {
     pub const NETWORK: u64 = 0x04 << CLASS_SHIFT;
     /// One tunnel port (by peer host).
     pub const TUNNEL: u64 = 0x05 << CLASS_SHIFT;
+    /// One policy rule (by rule key).
+    pub const RULE: u64 = 0x06 << CLASS_SHIFT;
 
     fn hashed(class: u64, id: &str) -> u64 {
         class | (crate::datapath::fnv1a(id.as_bytes()) & !CLASS_MASK)
@@ -54,6 +69,9 @@ pub mod cookie {
     pub fn tunnel(host: &str) -> u64 {
         hashed(TUNNEL, host)
     }
+    pub fn rule(key: &str) -> u64 {
+        hashed(RULE, key)
+    }
     pub fn class(c: u64) -> u64 {
         c & CLASS_MASK
     }
@@ -66,6 +84,16 @@ pub fn network_id(ep: &Endpoint) -> u64 {
         (1 << 32) | u64::from(ep.pkt_tag)
     } else {
         u64::from(ep.ext_pkt_tag)
+    }
+}
+
+/// The conntrack zone of a network: networks of different tenants may hold the same addresses.
+/// The local VLAN of a VXLAN network (1-4094), or 4096 + the VLAN of a VLAN network.
+pub fn zone(ep: &Endpoint) -> u32 {
+    if ep.encap == "vlan" {
+        4096 + ep.pkt_tag
+    } else {
+        ep.pkt_tag
     }
 }
 
@@ -84,20 +112,31 @@ pub struct Inputs {
     pub tunnels: BTreeMap<String, u32>,
     /// Answer ARP requests for known endpoints in the switch (Contiv's `arpMode: proxy`).
     pub arp_proxy: bool,
+    /// Groups, policies and rules.
+    pub policy: crate::policy::PolicyInputs,
 }
 
 /// The flows of every owner, by cookie.
 pub fn desired(i: &Inputs) -> BTreeMap<u64, Vec<Flow>> {
     let mut out: BTreeMap<u64, Vec<Flow>> = BTreeMap::new();
-    out.insert(cookie::BASE, base_flows());
+    let local_groups: BTreeSet<u32> = i
+        .local
+        .values()
+        .map(|(_, ep)| ep.group_id)
+        .filter(|g| *g != 0)
+        .collect();
+    let rules = crate::policy::compile(&i.policy, &local_groups);
+    out.insert(cookie::BASE, base_flows(!rules.is_empty()));
+    out.extend(rules);
 
     // Networks that have an endpoint here: only they need tunnel, remote and flood flows.
-    let mut nets: BTreeMap<u64, (bool, BTreeSet<u32>, BTreeSet<&str>)> = BTreeMap::new();
+    type Net<'a> = (bool, BTreeSet<u32>, BTreeSet<&'a str>, u32);
+    let mut nets: BTreeMap<u64, Net> = BTreeMap::new();
     for (id, (port, ep)) in &i.local {
         let nid = network_id(ep);
-        let e = nets
-            .entry(nid)
-            .or_insert((is_vxlan(ep), BTreeSet::new(), BTreeSet::new()));
+        let e =
+            nets.entry(nid)
+                .or_insert((is_vxlan(ep), BTreeSet::new(), BTreeSet::new(), zone(ep)));
         e.1.insert(*port);
         out.insert(
             cookie::endpoint(id),
@@ -135,7 +174,7 @@ pub fn desired(i: &Inputs) -> BTreeMap<u64, Vec<Flow>> {
             ],
         );
     }
-    for (nid, (vxlan, ports, hosts)) in nets {
+    for (nid, (vxlan, ports, hosts, zone)) in nets {
         let c = cookie::network(nid);
         let local_out: String = ports.iter().map(|p| format!(",output:{p}")).collect();
         let mut to_peers = String::new();
@@ -168,7 +207,7 @@ pub fn desired(i: &Inputs) -> BTreeMap<u64, Vec<Flow>> {
                 100,
                 format!("tun_id={nid}"),
                 format!(
-                    "set_field:{nid:#x}->metadata,set_field:{FROM_TUNNEL}->reg0,resubmit(,{})",
+                    "set_field:{nid:#x}->metadata,set_field:{FROM_TUNNEL}->reg0,set_field:{zone}->reg4,resubmit(,{})",
                     table::ARP
                 ),
             ));
@@ -178,17 +217,74 @@ pub fn desired(i: &Inputs) -> BTreeMap<u64, Vec<Flow>> {
     out
 }
 
-/// Table-miss flows: nothing is forwarded unless a flow says so.
-pub fn base_flows() -> Vec<Flow> {
-    vec![
+/// Table-miss flows: nothing is forwarded unless a flow says so. With `policies`, unicast IP
+/// goes through conntrack and the rule tables; without, straight out (no conntrack cost).
+pub fn base_flows(policies: bool) -> Vec<Flow> {
+    let mut f = vec![
         Flow::new(table::CLASSIFY, 0, "", "drop"),
         Flow::new(table::TUNNEL, 0, "", "drop"),
         Flow::new(table::ARP, 0, "", format!("resubmit(,{})", table::L2)),
         Flow::new(table::L2, 0, "", "drop"),
-    ]
-    .into_iter()
-    .map(|f| f.cookie(cookie::BASE))
-    .collect()
+        Flow::new(
+            table::POLICY,
+            0,
+            "",
+            format!("resubmit(,{})", table::OUTPUT),
+        ),
+        Flow::new(table::OUTPUT, 0, "", "output:NXM_NX_REG2[]"),
+    ];
+    if policies {
+        f.extend([
+            Flow::new(
+                table::POLICY,
+                10,
+                "ip",
+                format!("ct(table={},zone=NXM_NX_REG4[0..15])", table::CT_STATE),
+            ),
+            Flow::new(
+                table::CT_STATE,
+                100,
+                "ct_state=+trk+est",
+                format!("resubmit(,{})", table::OUTPUT),
+            ),
+            Flow::new(
+                table::CT_STATE,
+                100,
+                "ct_state=+trk+rel",
+                format!("resubmit(,{})", table::OUTPUT),
+            ),
+            Flow::new(
+                table::CT_STATE,
+                50,
+                "ct_state=+trk+new",
+                format!("resubmit(,{})", table::EGRESS),
+            ),
+            Flow::new(table::CT_STATE, 0, "", "drop"),
+            Flow::new(
+                table::EGRESS,
+                0,
+                "",
+                format!("resubmit(,{})", table::INGRESS),
+            ),
+            Flow::new(
+                table::INGRESS,
+                0,
+                "",
+                format!("resubmit(,{})", table::COMMIT),
+            ),
+            // Conntrack needs an IP match; only IP comes here, by the POLICY flow above.
+            Flow::new(
+                table::COMMIT,
+                10,
+                "ip",
+                format!(
+                    "ct(commit,zone=NXM_NX_REG4[0..15]),resubmit(,{})",
+                    table::OUTPUT
+                ),
+            ),
+        ]);
+    }
+    f.into_iter().map(|x| x.cookie(cookie::BASE)).collect()
 }
 
 /// A local endpoint: what its port may send (its own MAC and addresses: no spoofing of another
@@ -196,7 +292,9 @@ pub fn base_flows() -> Vec<Flow> {
 pub fn local_flows(c: u64, ofport: u32, ep: &Endpoint, arp_proxy: bool) -> Vec<Flow> {
     let nid = network_id(ep);
     let to_pipeline = format!(
-        "set_field:{nid:#x}->metadata,set_field:{FROM_ENDPOINT}->reg0,resubmit(,{})",
+        "set_field:{nid:#x}->metadata,set_field:{FROM_ENDPOINT}->reg0,set_field:{}->reg1,set_field:{}->reg4,resubmit(,{})",
+        ep.group_id,
+        zone(ep),
         table::ARP
     );
     let p = format!("in_port={ofport},dl_src={}", ep.mac_address);
@@ -241,7 +339,11 @@ pub fn local_flows(c: u64, ofport: u32, ep: &Endpoint, arp_proxy: bool) -> Vec<F
             table::L2,
             100,
             format!("metadata={nid:#x},dl_dst={}", ep.mac_address),
-            format!("output:{ofport}"),
+            format!(
+                "set_field:{ofport}->reg2,set_field:1->reg5,set_field:{}->reg3,resubmit(,{})",
+                ep.group_id,
+                table::POLICY
+            ),
         ),
     ];
     if !ep.ipv6_address.is_empty() {
@@ -261,15 +363,33 @@ pub fn local_flows(c: u64, ofport: u32, ep: &Endpoint, arp_proxy: bool) -> Vec<F
 /// An endpoint on another host: unicast to it goes into the tunnel to its host, with the VNI.
 pub fn remote_flows(c: u64, tunnel_port: u32, ep: &Endpoint, arp_proxy: bool) -> Vec<Flow> {
     let nid = network_id(ep);
-    let mut f = vec![Flow::new(
-        table::L2,
-        100,
-        format!(
-            "reg0={FROM_ENDPOINT},metadata={nid:#x},dl_dst={}",
-            ep.mac_address
+    let mut f = vec![
+        Flow::new(
+            table::L2,
+            100,
+            format!(
+                "reg0={FROM_ENDPOINT},metadata={nid:#x},dl_dst={}",
+                ep.mac_address
+            ),
+            format!(
+                "set_field:{nid}->tun_id,set_field:{tunnel_port}->reg2,set_field:{}->reg3,resubmit(,{})",
+                ep.group_id,
+                table::POLICY
+            ),
         ),
-        format!("set_field:{nid}->tun_id,output:{tunnel_port}"),
-    )];
+        // What it sends arrives with its group, for the `in` rules here.
+        Flow::new(
+            table::TUNNEL,
+            110,
+            format!("tun_id={nid},dl_src={}", ep.mac_address),
+            format!(
+                "set_field:{nid:#x}->metadata,set_field:{FROM_TUNNEL}->reg0,set_field:{}->reg1,set_field:{}->reg4,resubmit(,{})",
+                ep.group_id,
+                zone(ep),
+                table::ARP
+            ),
+        ),
+    ];
     if arp_proxy {
         f.push(arp_responder(nid, ep));
     }
@@ -353,10 +473,10 @@ mod tests {
         assert!(!d.contains_key(&cookie::network(8)));
         assert!(!d.contains_key(&cookie::remote("d")));
         let c = &d[&cookie::remote("c")];
-        assert!(
-            c.iter()
-                .any(|f| f.actions == "set_field:7->tun_id,output:9")
-        );
+        assert!(c.iter().any(|f| {
+            f.actions
+                .starts_with("set_field:7->tun_id,set_field:9->reg2,")
+        }));
         assert!(d.values().flatten().all(|f| f.cookie != 0));
     }
 

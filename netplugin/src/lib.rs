@@ -7,4 +7,5 @@ pub mod fabric;
 pub mod k8s;
 pub mod manager;
 pub mod netlink;
+pub mod policy;
 pub mod underlay;

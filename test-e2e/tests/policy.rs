@@ -1,0 +1,116 @@
+//! Policies in the datapath, with real packets between hosts: Contiv's "deny TCP in, allow TCP 8000
+//! in" scenario, enforced where the destination lives (from another host and from the same host),
+//! live rule changes, and established connections surviving them.
+
+use serde_json::json;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+use test_e2e::{Cluster, Pod, wait_for};
+
+const REACH: Duration = Duration::from_secs(10);
+
+fn post(c: &Cluster, path: &str, body: serde_json::Value) {
+    let (s, v) = c.master.api("POST", path, Some(body));
+    assert_eq!(s, 200, "POST {path}: {v}");
+}
+
+fn rule(c: &Cluster, id: &str, prio: u32, port: u16, action: &str) {
+    let mut r = json!({"tenantName": "default", "policyName": "p", "ruleId": id,
+        "direction": "in", "priority": prio, "protocol": "tcp", "action": action});
+    if port != 0 {
+        r["port"] = json!(port);
+    }
+    post(c, &format!("/api/v1/rules/default:p:{id}/"), r);
+}
+
+/// Whether `from` can open a TCP connection to `to:port` (a listener is started for it).
+fn connects(from: &Pod, to: &Pod, port: u16) -> bool {
+    let l = to.tcp_listener(port);
+    l.set_nonblocking(true).unwrap();
+    let ok = from
+        .tcp_connect(&to.ip, port, Duration::from_millis(1500))
+        .is_ok();
+    drop(l);
+    ok
+}
+
+/// Waits until `from -> to:port` connects (or stops connecting) as `want` says; returns how long.
+fn becomes(from: &Pod, to: &Pod, port: u16, want: bool) -> Duration {
+    let t = Instant::now();
+    wait_for(
+        &format!(
+            "{} -> {}:{port} to be {}",
+            from.ip,
+            to.ip,
+            if want { "open" } else { "closed" }
+        ),
+        Duration::from_secs(10),
+        || connects(from, to, port) == want,
+    );
+    t.elapsed()
+}
+
+#[test]
+fn deny_tcp_in_except_8000_across_hosts_and_live_changes() {
+    let c = Cluster::start(2, &[]);
+    c.master
+        .network("default", "net", "10.1.2.0/24", "10.1.2.1");
+    post(
+        &c,
+        "/api/v1/policys/default:p/",
+        json!({"tenantName": "default", "policyName": "p"}),
+    );
+    rule(&c, "1", 1, 0, "deny");
+    rule(&c, "2", 100, 8000, "allow");
+    post(
+        &c,
+        "/api/v1/endpointGroups/default:web/",
+        json!({"tenantName": "default", "groupName": "web", "networkName": "net", "policies": ["p"]}),
+    );
+    let conf = |h: usize, group: &str| {
+        let mut v = json!({"network": "net"});
+        if !group.is_empty() {
+            v["group"] = json!(group);
+        }
+        c.hosts[h].conf("1.0.0", v)
+    };
+    let server = c.hosts[0].pod(&conf(0, "web"));
+    let remote = c.hosts[1].pod(&conf(1, ""));
+    let local = c.hosts[0].pod(&conf(0, ""));
+    for p in [&remote, &local] {
+        assert!(
+            p.reaches(&server.ip, REACH),
+            "ping follows the rules: ICMP is allowed"
+        );
+        assert!(connects(p, &server, 8000), "{} -> 8000 refused", p.ip);
+        assert!(!connects(p, &server, 8001), "{} -> 8001 let through", p.ip);
+    }
+    // The server's own connections out are not affected by its `in` rules (replies come back).
+    assert!(connects(&server, &remote, 9000));
+
+    // An established connection to 8000 across hosts.
+    let l = server.tcp_listener(8000);
+    let mut client = remote
+        .tcp_connect(&server.ip, 8000, Duration::from_secs(2))
+        .unwrap();
+    let (mut conn, _) = l.accept().unwrap();
+    let echo = |client: &mut std::net::TcpStream, conn: &mut std::net::TcpStream, b: &[u8]| {
+        client.write_all(b).unwrap();
+        let mut got = vec![0; b.len()];
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        conn.read_exact(&mut got).unwrap();
+        assert_eq!(got, b);
+    };
+    echo(&mut client, &mut conn, b"before");
+
+    // Live: allow 8001 opens it within a second or so; removing the rule closes it again.
+    rule(&c, "3", 100, 8001, "allow");
+    let opened = becomes(&remote, &server, 8001, true);
+    echo(&mut client, &mut conn, b"after adding a rule");
+    let (s, v) = c.master.api("DELETE", "/api/v1/rules/default:p:3/", None);
+    assert_eq!(s, 200, "{v}");
+    let closed = becomes(&remote, &server, 8001, false);
+    echo(&mut client, &mut conn, b"after removing it");
+    eprintln!("rule added -> port open in {opened:?}; removed -> closed in {closed:?}");
+    drop(l);
+}
