@@ -114,3 +114,70 @@ fn deny_tcp_in_except_8000_across_hosts_and_live_changes() {
     eprintln!("rule added -> port open in {opened:?}; removed -> closed in {closed:?}");
     drop(l);
 }
+
+#[test]
+fn allow_only_from_a_group_and_out_rules_at_the_source() {
+    let c = Cluster::start(2, &[]);
+    c.master
+        .network("default", "net", "10.1.2.0/24", "10.1.2.1");
+    for p in ["p", "q"] {
+        post(
+            &c,
+            &format!("/api/v1/policys/default:{p}/"),
+            json!({"tenantName": "default", "policyName": p}),
+        );
+    }
+    for (g, pols) in [
+        ("db", json!(["p"])),
+        ("app", json!(["q"])),
+        ("other", json!([])),
+    ] {
+        post(
+            &c,
+            &format!("/api/v1/endpointGroups/default:{g}/"),
+            json!({"tenantName": "default", "groupName": g, "networkName": "net", "policies": pols}),
+        );
+    }
+    // p (on "db"): nothing in over TCP, except from group "app".
+    rule(&c, "1", 1, 0, "deny");
+    post(
+        &c,
+        "/api/v1/rules/default:p:2/",
+        json!({"tenantName": "default", "policyName": "p", "ruleId": "2", "direction": "in",
+               "priority": 100, "protocol": "tcp", "fromEndpointGroup": "app", "action": "allow"}),
+    );
+    // q (on "app"): may not open TCP 9100 to anyone (an out rule).
+    post(
+        &c,
+        "/api/v1/rules/default:q:1/",
+        json!({"tenantName": "default", "policyName": "q", "ruleId": "1", "direction": "out",
+               "priority": 10, "protocol": "tcp", "port": 9100, "action": "deny"}),
+    );
+    let pod = |h: usize, g: Option<&str>| {
+        let mut v = json!({"network": "net"});
+        if let Some(g) = g {
+            v["group"] = json!(g);
+        }
+        c.hosts[h].pod(&c.hosts[h].conf("1.0.0", v))
+    };
+    let db = pod(0, Some("db"));
+    let app = pod(1, Some("app"));
+    let other = pod(1, Some("other"));
+    let none = pod(0, None);
+    assert!(connects(&app, &db, 5432), "group app must reach db");
+    assert!(
+        !connects(&other, &db, 5432),
+        "group other must not reach db"
+    );
+    assert!(
+        !connects(&none, &db, 5432),
+        "a pod outside any group must not reach db"
+    );
+    // The out rule of app holds at app's host, whoever the destination is.
+    assert!(
+        !connects(&app, &none, 9100),
+        "app's out rule denies TCP 9100"
+    );
+    assert!(connects(&app, &none, 9101));
+    assert!(connects(&other, &none, 9100), "the out rule is app's only");
+}
