@@ -159,10 +159,34 @@ impl ClusterView {
                 .and_then(|s| s.get("groupId"))
                 .and_then(|g| g.as_u64())
                 .unwrap_or(0) as u32;
-            let policies = serde_json::from_value::<model::EndpointGroup>(v.clone())
-                .map(|g| g.policies)
-                .unwrap_or_default();
-            c.policy.groups.insert(key.clone(), (gid, policies));
+            let g = serde_json::from_value::<model::EndpointGroup>(v.clone()).unwrap_or_default();
+            if !g.net_profile.is_empty() {
+                let tenant = key.split_once(':').map_or("default", |t| t.0);
+                let pkey = format!("{tenant}:{}", g.net_profile);
+                if let Some((pv, _)) = self.objects.get("netprofile").and_then(|m| m.get(&pkey)) {
+                    match serde_json::from_value::<model::Netprofile>(pv.clone()) {
+                        Ok(p) => {
+                            let bps = if p.bandwidth.is_empty() {
+                                0
+                            } else {
+                                model::net::parse_bandwidth(&p.bandwidth).unwrap_or(0)
+                            };
+                            c.profiles.insert(
+                                key.clone(),
+                                crate::fabric::Profile {
+                                    bps,
+                                    burst_kbytes: p.burst.max(0) as u64,
+                                    dscp: p.dscp.clamp(0, 63) as u8,
+                                },
+                            );
+                        }
+                        Err(e) => {
+                            tracing::warn!(profile = %pkey, error = %e, "unreadable netprofile")
+                        }
+                    }
+                }
+            }
+            c.policy.groups.insert(key.clone(), (gid, g.policies));
         }
         for (key, (v, _)) in self.objects.get("rule").into_iter().flatten() {
             match serde_json::from_value::<model::Rule>(v.clone()) {

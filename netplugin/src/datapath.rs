@@ -109,6 +109,8 @@ struct FabricState {
     /// Installed flows by cookie; `None`: present in the switch, content not known (found at
     /// start or after ovs-vswitchd restarted).
     applied: BTreeMap<u64, Option<Vec<Flow>>>,
+    /// Meters installed: id -> (kbps, burst kbits).
+    meters: BTreeMap<u32, (u64, u64)>,
 }
 
 /// The cluster as one agent's flows need it.
@@ -120,6 +122,7 @@ pub struct ClusterInputs {
     pub remote: BTreeMap<String, Endpoint>,
     pub arp_proxy: bool,
     pub policy: crate::policy::PolicyInputs,
+    pub profiles: BTreeMap<String, crate::fabric::Profile>,
 }
 
 /// The name of the tunnel port to a VTEP: `vx` and the address in hex (fits IFNAMSIZ).
@@ -231,10 +234,34 @@ impl Datapath {
                 sets.push((*c, Vec::new()));
             }
         }
+        // Meters before the flows that use them; stale ones after the flows stop using them.
+        let want_meters = if st.locals_loaded {
+            crate::fabric::desired_meters(&st.inputs)
+        } else {
+            st.meters.clone()
+        };
+        for (id, m) in &want_meters {
+            if st.meters.get(id) != Some(m) {
+                self.flows.set_meter(&self.bridge, *id, m.0, m.1).await?;
+                st.meters.insert(*id, *m);
+            }
+        }
+        if !sets.is_empty() {
+            self.flows.replace_flow_sets(&self.bridge, &sets).await?;
+        }
+        let stale: Vec<u32> = st
+            .meters
+            .keys()
+            .filter(|id| !want_meters.contains_key(id))
+            .copied()
+            .collect();
+        for id in stale {
+            self.flows.del_meter(&self.bridge, id).await?;
+            st.meters.remove(&id);
+        }
         if sets.is_empty() {
             return Ok(());
         }
-        self.flows.replace_flow_sets(&self.bridge, &sets).await?;
         for (c, flows) in sets {
             if flows.is_empty() {
                 st.applied.remove(&c);
@@ -343,6 +370,8 @@ impl Datapath {
                         .iface_type("vxlan")
                         .option("remote_ip", vtep)
                         .option("key", "flow")
+                        // The outer header carries the inner packet's DSCP (network profiles).
+                        .option("tos", "inherit")
                         .external_id(ids::PEER, host)
                         .external_id(ids::VTEP, vtep);
                     self.vs.add_port(&self.bridge, &spec).await?;
@@ -360,6 +389,7 @@ impl Datapath {
             st.inputs.remote = c.remote;
             st.inputs.arp_proxy = c.arp_proxy;
             st.inputs.policy = c.policy;
+            st.inputs.profiles = c.profiles;
             st.peers = c.peers.clone();
             st.synced = true;
             self.apply(&mut st).await?;
@@ -394,8 +424,10 @@ impl Datapath {
                 *t = of;
             }
         }
-        // A new ovs-vswitchd starts with no flows at all: nothing to learn, everything to add.
+        // A new ovs-vswitchd starts with no flows and no meters: nothing to learn, everything
+        // to add.
         st.applied.clear();
+        st.meters.clear();
         self.apply(&mut st).await?;
         // ... and with no tunnel neighbors: resolve the peers before traffic needs them.
         for vtep in st.peers.values() {

@@ -114,6 +114,55 @@ pub struct Inputs {
     pub arp_proxy: bool,
     /// Groups, policies and rules.
     pub policy: crate::policy::PolicyInputs,
+    /// Network profiles by the group that uses them (`tenant:group`).
+    pub profiles: BTreeMap<String, Profile>,
+}
+
+/// A group's network profile, as the datapath applies it to each of its endpoints.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Profile {
+    /// Bits per second each way; 0: unlimited.
+    pub bps: u64,
+    /// Burst in kilobytes (Contiv's unit); 0: a default of 1/10 s at the rate.
+    pub burst_kbytes: u64,
+    /// DSCP to mark the endpoint's IP packets with (0: leave them).
+    pub dscp: u8,
+}
+
+/// The meters of an endpoint: (from the pod, to the pod). Derived from its id, so they are found
+/// again after a restart; odd and even, never 0.
+pub fn meter_ids(endpoint_id: &str) -> (u32, u32) {
+    let base = (crate::datapath::fnv1a(endpoint_id.as_bytes()) as u32) & 0x3fff_ffff;
+    (base * 2 + 1, base * 2 + 2)
+}
+
+fn profile_of<'a>(i: &'a Inputs, ep: &Endpoint) -> Option<&'a Profile> {
+    if ep.group_name.is_empty() {
+        return None;
+    }
+    i.profiles
+        .get(&format!("{}:{}", ep.tenant_name, ep.group_name))
+}
+
+/// Meters the local endpoints' profiles need: id -> (kbps, burst in kilobits).
+pub fn desired_meters(i: &Inputs) -> BTreeMap<u32, (u64, u64)> {
+    let mut m = BTreeMap::new();
+    for (id, (_, ep)) in &i.local {
+        if let Some(p) = profile_of(i, ep)
+            && p.bps > 0
+        {
+            let kbps = (p.bps / 1000).max(1);
+            let burst = if p.burst_kbytes > 0 {
+                p.burst_kbytes * 8
+            } else {
+                (kbps / 10).max(1)
+            };
+            let (o, n) = meter_ids(id);
+            m.insert(o, (kbps, burst));
+            m.insert(n, (kbps, burst));
+        }
+    }
+    m
 }
 
 /// The flows of every owner, by cookie.
@@ -138,10 +187,11 @@ pub fn desired(i: &Inputs) -> BTreeMap<u64, Vec<Flow>> {
             nets.entry(nid)
                 .or_insert((is_vxlan(ep), BTreeSet::new(), BTreeSet::new(), zone(ep)));
         e.1.insert(*port);
-        out.insert(
-            cookie::endpoint(id),
-            local_flows(cookie::endpoint(id), *port, ep, i.arp_proxy),
-        );
+        let mut f = local_flows(cookie::endpoint(id), *port, ep, i.arp_proxy);
+        if let Some(p) = profile_of(i, ep) {
+            apply_profile(&mut f, id, p);
+        }
+        out.insert(cookie::endpoint(id), f);
     }
     for (id, ep) in &i.remote {
         let nid = network_id(ep);
@@ -360,6 +410,30 @@ pub fn local_flows(c: u64, ofport: u32, ep: &Endpoint, arp_proxy: bool) -> Vec<F
     f.into_iter().map(|x| x.cookie(c)).collect()
 }
 
+/// Applies a profile to an endpoint's flows: the meter of its direction on what it sends
+/// (classification) and on what it receives (delivery), and the DSCP mark on its IP packets.
+fn apply_profile(flows: &mut [Flow], endpoint_id: &str, p: &Profile) {
+    let (from_pod, to_pod) = meter_ids(endpoint_id);
+    for f in flows.iter_mut() {
+        if f.actions == "drop" {
+            continue;
+        }
+        let from = f.table == table::CLASSIFY;
+        let to = f.table == table::L2;
+        if !(from || to) {
+            continue;
+        }
+        let mut pre = String::new();
+        if p.bps > 0 {
+            pre.push_str(&format!("meter:{},", if from { from_pod } else { to_pod }));
+        }
+        if from && p.dscp > 0 && (f.matches.contains(",ip,") || f.matches.contains(",ipv6,")) {
+            pre.push_str(&format!("set_field:{}->ip_dscp,", p.dscp));
+        }
+        f.actions = format!("{pre}{}", f.actions);
+    }
+}
+
 /// An endpoint on another host: unicast to it goes into the tunnel to its host, with the VNI.
 pub fn remote_flows(c: u64, tunnel_port: u32, ep: &Endpoint, arp_proxy: bool) -> Vec<Flow> {
     let nid = network_id(ep);
@@ -494,6 +568,44 @@ mod tests {
         );
         let net = &d[&cookie::network(7)];
         assert!(net.iter().all(|f| !f.actions.contains("tun_id")));
+    }
+
+    #[test]
+    fn a_profile_meters_both_directions_and_marks_dscp() {
+        let mut i = inputs();
+        i.local.get_mut("a").unwrap().1.group_name = "web".into();
+        i.local.get_mut("a").unwrap().1.tenant_name = "default".into();
+        i.profiles.insert(
+            "default:web".into(),
+            Profile {
+                bps: 10_000_000,
+                burst_kbytes: 0,
+                dscp: 46,
+            },
+        );
+        let (from_pod, to_pod) = meter_ids("a");
+        let m = desired_meters(&i);
+        assert_eq!(m.get(&from_pod), Some(&(10_000, 1_000)));
+        assert_eq!(m.get(&to_pod), Some(&(10_000, 1_000)));
+        let f = &desired(&i)[&cookie::endpoint("a")];
+        let ip = f
+            .iter()
+            .find(|x| x.table == table::CLASSIFY && x.matches.ends_with(",ip,nw_src=10.1.2.2"))
+            .unwrap();
+        assert!(
+            ip.actions
+                .starts_with(&format!("meter:{from_pod},set_field:46->ip_dscp,")),
+            "{}",
+            ip.actions
+        );
+        let deliver = f.iter().find(|x| x.table == table::L2).unwrap();
+        assert!(deliver.actions.starts_with(&format!("meter:{to_pod},")));
+        // The other endpoint has no profile.
+        assert!(
+            desired(&i)[&cookie::endpoint("b")]
+                .iter()
+                .all(|x| !x.actions.contains("meter"))
+        );
     }
 
     #[test]

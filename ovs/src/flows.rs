@@ -216,6 +216,19 @@ pub trait FlowProgrammer: Send + Sync {
         sets: &[(u64, Vec<Flow>)],
     ) -> Result<(), FlowError>;
 
+    /// Creates or changes meter `id`: drop what exceeds `kbps` kilobits per second, with a
+    /// burst of `burst_kbits` kilobits. Flows that use the meter keep it across a change.
+    async fn set_meter(
+        &self,
+        bridge: &str,
+        id: u32,
+        kbps: u64,
+        burst_kbits: u64,
+    ) -> Result<(), FlowError>;
+
+    /// Deletes meter `id` (and, as OpenFlow does, any flow still using it). Absent is fine.
+    async fn del_meter(&self, bridge: &str, id: u32) -> Result<(), FlowError>;
+
     /// The bridge's flows, or only those whose cookie matches `filter`.
     async fn dump_flows(
         &self,
@@ -466,6 +479,44 @@ impl FlowProgrammer for OfctlProgrammer {
             return Ok(());
         }
         self.bundle(&action, bridge, "add-flows", lines).await
+    }
+
+    async fn set_meter(
+        &self,
+        bridge: &str,
+        id: u32,
+        kbps: u64,
+        burst_kbits: u64,
+    ) -> Result<(), FlowError> {
+        let spec = format!(
+            "meter={id},kbps,burst,band=type=drop,rate={kbps},burst_size={}",
+            burst_kbits.max(1)
+        );
+        let action = format!("set meter {id}");
+        // mod-meter keeps the flows that use the meter; it fails when the meter is new.
+        match self
+            .run(&action, bridge, &["mod-meter"], Some(&spec), None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(_) => self
+                .run(&action, bridge, &["add-meter"], Some(&spec), None)
+                .await
+                .map(drop),
+        }
+    }
+
+    async fn del_meter(&self, bridge: &str, id: u32) -> Result<(), FlowError> {
+        let spec = format!("meter={id}");
+        self.run(
+            &format!("delete meter {id}"),
+            bridge,
+            &["del-meter"],
+            Some(&spec),
+            None,
+        )
+        .await
+        .map(drop)
     }
 
     async fn dump_flows(

@@ -132,6 +132,14 @@ impl FlowProgrammer for FakeFlowProgrammer {
         Ok(())
     }
 
+    async fn set_meter(&self, _: &str, _: u32, _: u64, _: u64) -> Result<(), FlowError> {
+        Ok(())
+    }
+
+    async fn del_meter(&self, _: &str, _: u32) -> Result<(), FlowError> {
+        Ok(())
+    }
+
     async fn dump_flows(
         &self,
         bridge: &str,

@@ -132,6 +132,37 @@ async fn add_dump_replace_and_delete_by_cookie() {
 }
 
 #[tokio::test]
+async fn meters_are_created_changed_and_deleted_under_their_flows() {
+    let sb = Sandbox::start_with_vswitchd();
+    let of = bridge(&sb, &["OpenFlow13", "OpenFlow14"]).await;
+    of.set_meter("br0", 7, 10_000, 1_000).await.unwrap();
+    of.add_flows(
+        "br0",
+        &[Flow::new(0, 5, "ip", "meter:7,resubmit(,1)").cookie(0x9)],
+    )
+    .await
+    .unwrap();
+    // A change keeps the flow that uses the meter.
+    of.set_meter("br0", 7, 20_000, 2_000).await.unwrap();
+    let flows = of.dump_flows("br0", None).await.unwrap();
+    assert_eq!(flows.len(), 1, "{flows:?}");
+    assert!(flows[0].actions.contains("meter:7"), "{:?}", flows[0]);
+    of.del_flows("br0", &[FlowMatch::cookie(CookieMask::exact(0x9))])
+        .await
+        .unwrap();
+    of.del_meter("br0", 7).await.unwrap();
+    // A flow naming a meter that is gone is refused.
+    assert!(
+        of.add_flows(
+            "br0",
+            &[Flow::new(0, 5, "ip", "meter:7,resubmit(,1)").cookie(0x9)]
+        )
+        .await
+        .is_err()
+    );
+}
+
+#[tokio::test]
 async fn a_bad_flow_rejects_the_whole_batch() {
     let sb = Sandbox::start_with_vswitchd();
     let of = bridge(&sb, &["OpenFlow13", "OpenFlow14"]).await;

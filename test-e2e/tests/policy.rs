@@ -181,3 +181,78 @@ fn allow_only_from_a_group_and_out_rules_at_the_source() {
     assert!(connects(&app, &none, 9101));
     assert!(connects(&other, &none, 9100), "the out rule is app's only");
 }
+
+#[test]
+fn a_network_profile_caps_bandwidth_both_ways_and_marks_dscp_to_the_outer_header() {
+    let c = Cluster::start(2, &[]);
+    c.master
+        .network("default", "net", "10.1.2.0/24", "10.1.2.1");
+    post(
+        &c,
+        "/api/v1/netprofiles/default:slow/",
+        json!({"tenantName": "default", "profileName": "slow", "bandwidth": "10mbps",
+               "burst": 256, "DSCP": 46}),
+    );
+    post(
+        &c,
+        "/api/v1/endpointGroups/default:capped/",
+        json!({"tenantName": "default", "groupName": "capped", "networkName": "net",
+               "netProfile": "slow"}),
+    );
+    let conf = |h: usize, group: Option<&str>| {
+        let mut v = json!({"network": "net"});
+        if let Some(g) = group {
+            v["group"] = json!(g);
+        }
+        c.hosts[h].conf("1.0.0", v)
+    };
+    let capped = c.hosts[0].pod(&conf(0, Some("capped")));
+    let free = c.hosts[0].pod(&conf(0, None));
+    let peer = c.hosts[1].pod(&conf(1, None));
+    assert!(capped.reaches(&peer.ip, REACH) && free.reaches(&peer.ip, REACH));
+    let out = capped.iperf3_to(&peer, 2);
+    let inn = peer.iperf3_to(&capped, 2);
+    let unshaped = free.iperf3_to(&peer, 2);
+    eprintln!("capped out {out:.4} Gbit/s, in {inn:.4}; unshaped {unshaped:.4}");
+    assert!(out < 0.015, "egress not capped at 10 Mbit/s: {out} Gbit/s");
+    assert!(inn < 0.015, "ingress not capped at 10 Mbit/s: {inn} Gbit/s");
+    assert!(
+        out > 0.002 && inn > 0.002,
+        "the cap starves traffic: {out} / {inn}"
+    );
+    assert!(
+        unshaped > 3.0 * out,
+        "an unprofiled pod is capped too: {unshaped}"
+    );
+
+    // DSCP 46 (tos 0xb8) on the pod's packets, copied to the VXLAN outer header on the underlay.
+    let dump = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &c.hosts[1].ns,
+            "timeout",
+            "5",
+            "tcpdump",
+            "-l",
+            "-c",
+            "2",
+        ])
+        .args(["-v", "-n", "-i", "ul0", "udp", "port", "4789"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    capped.exec(&["ping", "-c", "3", "-i", "0.2", &peer.ip]);
+    let text = String::from_utf8_lossy(&dump.wait_with_output().unwrap().stdout).to_string();
+    let outer: Vec<&str> = text.lines().filter(|l| l.contains("proto UDP")).collect();
+    assert!(
+        !outer.is_empty(),
+        "no VXLAN packet seen on the underlay: {text}"
+    );
+    assert!(
+        outer.iter().all(|l| l.contains("tos 0xb8")),
+        "outer headers without DSCP 46: {text}"
+    );
+}
