@@ -129,10 +129,13 @@ pub struct Profile {
     pub dscp: u8,
 }
 
-/// The meters of an endpoint: (from the pod, to the pod). Derived from its id, so they are found
-/// again after a restart; odd and even, never 0.
-pub fn meter_ids(endpoint_id: &str) -> (u32, u32) {
-    let base = (crate::datapath::fnv1a(endpoint_id.as_bytes()) as u32) & 0x3fff_ffff;
+/// The meters of an endpoint under a profile: (from the pod, to the pod); odd and even, never 0.
+/// Derived from the endpoint id and the profile's rate and burst, so a changed profile gets new
+/// meters (the flows move to them in one bundle, the old ones are deleted after): the userspace
+/// datapath does not apply a modified meter to traffic it already forwards.
+pub fn meter_ids(endpoint_id: &str, p: &Profile) -> (u32, u32) {
+    let key = format!("{endpoint_id}/{}/{}", p.bps, p.burst_kbytes);
+    let base = (crate::datapath::fnv1a(key.as_bytes()) as u32) & 0x3fff_ffff;
     (base * 2 + 1, base * 2 + 2)
 }
 
@@ -157,7 +160,7 @@ pub fn desired_meters(i: &Inputs) -> BTreeMap<u32, (u64, u64)> {
             } else {
                 (kbps / 10).max(1)
             };
-            let (o, n) = meter_ids(id);
+            let (o, n) = meter_ids(id, p);
             m.insert(o, (kbps, burst));
             m.insert(n, (kbps, burst));
         }
@@ -413,7 +416,7 @@ pub fn local_flows(c: u64, ofport: u32, ep: &Endpoint, arp_proxy: bool) -> Vec<F
 /// Applies a profile to an endpoint's flows: the meter of its direction on what it sends
 /// (classification) and on what it receives (delivery), and the DSCP mark on its IP packets.
 fn apply_profile(flows: &mut [Flow], endpoint_id: &str, p: &Profile) {
-    let (from_pod, to_pod) = meter_ids(endpoint_id);
+    let (from_pod, to_pod) = meter_ids(endpoint_id, p);
     for f in flows.iter_mut() {
         if f.actions == "drop" {
             continue;
@@ -575,15 +578,18 @@ mod tests {
         let mut i = inputs();
         i.local.get_mut("a").unwrap().1.group_name = "web".into();
         i.local.get_mut("a").unwrap().1.tenant_name = "default".into();
-        i.profiles.insert(
-            "default:web".into(),
-            Profile {
-                bps: 10_000_000,
-                burst_kbytes: 0,
-                dscp: 46,
-            },
-        );
-        let (from_pod, to_pod) = meter_ids("a");
+        let p = Profile {
+            bps: 10_000_000,
+            burst_kbytes: 0,
+            dscp: 46,
+        };
+        i.profiles.insert("default:web".into(), p.clone());
+        let (from_pod, to_pod) = meter_ids("a", &p);
+        let faster = Profile {
+            bps: 20_000_000,
+            ..p.clone()
+        };
+        assert_ne!(meter_ids("a", &faster).0, from_pod);
         let m = desired_meters(&i);
         assert_eq!(m.get(&from_pod), Some(&(10_000, 1_000)));
         assert_eq!(m.get(&to_pod), Some(&(10_000, 1_000)));

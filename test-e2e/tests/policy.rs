@@ -224,6 +224,13 @@ fn a_network_profile_caps_bandwidth_both_ways_and_marks_dscp_to_the_outer_header
         unshaped > 3.0 * out,
         "an unprofiled pod is capped too: {unshaped}"
     );
+    // 10 Mbit/s +- 15% each way (the burst is small against 2 s of traffic).
+    for (what, r) in [("egress", out), ("ingress", inn)] {
+        assert!(
+            (0.0085..=0.0115).contains(&r),
+            "{what} {r} Gbit/s is not 10 Mbit/s +- 15%"
+        );
+    }
 
     // DSCP 46 (tos 0xb8) on the pod's packets, copied to the VXLAN outer header on the underlay.
     let dump = std::process::Command::new("ip")
@@ -255,4 +262,92 @@ fn a_network_profile_caps_bandwidth_both_ways_and_marks_dscp_to_the_outer_header
         outer.iter().all(|l| l.contains("tos 0xb8")),
         "outer headers without DSCP 46: {text}"
     );
+    // And inside the tunnel: the pod's own ICMP packets.
+    let inner: Vec<&str> = text.lines().filter(|l| l.contains("proto ICMP")).collect();
+    assert!(
+        !inner.is_empty() && inner.iter().all(|l| l.contains("tos 0xb8")),
+        "inner headers without DSCP 46: {text}"
+    );
+}
+
+#[test]
+fn a_pod_in_a_deny_group_is_closed_from_its_first_packet_and_rules_overlap_by_priority() {
+    let c = Cluster::start(2, &[]);
+    c.master
+        .network("default", "net", "10.1.2.0/24", "10.1.2.1");
+    post(
+        &c,
+        "/api/v1/policys/default:p/",
+        json!({"tenantName": "default", "policyName": "p"}),
+    );
+    post(
+        &c,
+        "/api/v1/endpointGroups/default:locked/",
+        json!({"tenantName": "default", "groupName": "locked", "networkName": "net", "policies": ["p"]}),
+    );
+    // Everything in is denied (any protocol) ...
+    post(
+        &c,
+        "/api/v1/rules/default:p:1/",
+        json!({"tenantName": "default", "policyName": "p", "ruleId": "1", "direction": "in",
+               "priority": 1, "action": "deny"}),
+    );
+    let conf = |h: usize, group: Option<&str>| {
+        let mut v = json!({"network": "net"});
+        if let Some(g) = group {
+            v["group"] = json!(g);
+        }
+        c.hosts[h].conf("1.0.0", v)
+    };
+    let a = c.hosts[1].pod(&conf(1, None));
+    let b = c.hosts[1].pod(&conf(1, None));
+    assert!(a.reaches(&b.ip, REACH));
+    // A pinger runs before the locked pod exists; its address is the next one.
+    let target = "10.1.2.4";
+    let pinger = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &a.netns, "ping", "-i", "0.05", "-W", "1", "-c", "60", target,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let locked = c.hosts[0].pod(&conf(0, Some("locked")));
+    assert_eq!(locked.ip, target);
+    let out = pinger.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains(" 0 received"),
+        "the locked pod answered before its policy was in force: {text}"
+    );
+    // ... except from a's address (priority 50) and from the network's subnet on TCP 7000 (60);
+    // a more specific deny of b's address at a higher priority wins over the subnet rule.
+    post(
+        &c,
+        "/api/v1/rules/default:p:2/",
+        json!({"tenantName": "default", "policyName": "p", "ruleId": "2", "direction": "in",
+               "priority": 50, "fromIpAddress": a.ip, "action": "allow"}),
+    );
+    post(
+        &c,
+        "/api/v1/rules/default:p:3/",
+        json!({"tenantName": "default", "policyName": "p", "ruleId": "3", "direction": "in",
+               "priority": 60, "protocol": "tcp", "port": 7000, "fromNetwork": "net", "action": "allow"}),
+    );
+    post(
+        &c,
+        "/api/v1/rules/default:p:4/",
+        json!({"tenantName": "default", "policyName": "p", "ruleId": "4", "direction": "in",
+               "priority": 70, "protocol": "tcp", "port": 7000, "fromIpAddress": b.ip,
+               "action": "deny"}),
+    );
+    becomes(&a, &locked, 7001, true);
+    assert!(a.reaches(&locked.ip, REACH), "a is allowed by address");
+    assert!(!b.ping(&locked.ip), "b is not");
+    assert!(
+        !connects(&b, &locked, 7000),
+        "b's own deny (70) beats the subnet allow (60)"
+    );
+    let other = c.hosts[0].pod(&conf(0, None));
+    assert!(connects(&other, &locked, 7000), "the subnet allow on 7000");
+    assert!(!connects(&other, &locked, 7001));
 }
