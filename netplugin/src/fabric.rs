@@ -123,7 +123,8 @@ pub struct Inputs {
 pub struct Profile {
     /// Bits per second each way; 0: unlimited.
     pub bps: u64,
-    /// Burst in kilobytes (Contiv's unit); 0: a default of 1/10 s at the rate.
+    /// Burst in kilobytes (Contiv's unit); 0: a default of 1/5 s at the rate (TCP through a
+    /// policer with a much smaller bucket stays well below the rate).
     pub burst_kbytes: u64,
     /// DSCP to mark the endpoint's IP packets with (0: leave them).
     pub dscp: u8,
@@ -158,7 +159,7 @@ pub fn desired_meters(i: &Inputs) -> BTreeMap<u32, (u64, u64)> {
             let burst = if p.burst_kbytes > 0 {
                 p.burst_kbytes * 8
             } else {
-                (kbps / 10).max(1)
+                (kbps / 5).max(1)
             };
             let (o, n) = meter_ids(id, p);
             m.insert(o, (kbps, burst));
@@ -591,8 +592,8 @@ mod tests {
         };
         assert_ne!(meter_ids("a", &faster).0, from_pod);
         let m = desired_meters(&i);
-        assert_eq!(m.get(&from_pod), Some(&(10_000, 1_000)));
-        assert_eq!(m.get(&to_pod), Some(&(10_000, 1_000)));
+        assert_eq!(m.get(&from_pod), Some(&(10_000, 2_000)));
+        assert_eq!(m.get(&to_pod), Some(&(10_000, 2_000)));
         let f = &desired(&i)[&cookie::endpoint("a")];
         let ip = f
             .iter()

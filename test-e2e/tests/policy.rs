@@ -231,6 +231,26 @@ fn a_network_profile_caps_bandwidth_both_ways_and_marks_dscp_to_the_outer_header
             "{what} {r} Gbit/s is not 10 Mbit/s +- 15%"
         );
     }
+    // Updating the profile changes the running pod's rate (the burst scales with the rate: TCP
+    // through a policer with a small bucket stays far below the rate).
+    post(
+        &c,
+        "/api/v1/netprofiles/default:slow/",
+        json!({"tenantName": "default", "profileName": "slow", "bandwidth": "20mbps",
+               "burst": 512, "DSCP": 46}),
+    );
+    let mut faster = 0.0;
+    wait_for("the new rate", Duration::from_secs(20), || {
+        faster = capped.iperf3_to(&peer, 2);
+        faster > 0.015
+    });
+    // The run that saw the change may have straddled it: measure once more.
+    let faster = capped.iperf3_to(&peer, 2);
+    eprintln!("after the update to 20 Mbit/s: {faster:.4} Gbit/s");
+    assert!(
+        (0.015..=0.023).contains(&faster),
+        "{faster} Gbit/s: not above the old 10 Mbit/s cap and within 20 Mbit/s + 15%"
+    );
 
     // DSCP 46 (tos 0xb8) on the pod's packets, copied to the VXLAN outer header on the underlay.
     let dump = std::process::Command::new("ip")
@@ -245,7 +265,11 @@ fn a_network_profile_caps_bandwidth_both_ways_and_marks_dscp_to_the_outer_header
             "-c",
             "2",
         ])
-        .args(["-v", "-n", "-i", "ul0", "udp", "port", "4789"])
+        // Only what host1 (the capped pod's host) sends into the tunnel.
+        .args([
+            "-v", "-n", "-i", "ul0", "udp", "port", "4789", "and", "src", "host",
+        ])
+        .arg(&c.hosts[0].vtep)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -262,8 +286,11 @@ fn a_network_profile_caps_bandwidth_both_ways_and_marks_dscp_to_the_outer_header
         outer.iter().all(|l| l.contains("tos 0xb8")),
         "outer headers without DSCP 46: {text}"
     );
-    // And inside the tunnel: the pod's own ICMP packets.
-    let inner: Vec<&str> = text.lines().filter(|l| l.contains("proto ICMP")).collect();
+    // And inside the tunnel: the pod's own packets (ICMP, or the tail of the last iperf3 run).
+    let inner: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("IP (") && !l.contains("proto UDP"))
+        .collect();
     assert!(
         !inner.is_empty() && inner.iter().all(|l| l.contains("tos 0xb8")),
         "inner headers without DSCP 46: {text}"
