@@ -226,7 +226,7 @@ pub async fn reconcile(
     view: Arc<Mutex<ClusterView>>,
     changed: Arc<tokio::sync::Notify>,
 ) {
-    let mut last: Option<String> = None;
+    let mut last: Option<ClusterInputs> = None;
     loop {
         changed.notified().await;
         // Let a burst of events (a resync, a batch of pods) land before acting once.
@@ -236,12 +236,11 @@ pub async fn reconcile(
             .unwrap_or_else(|p| p.into_inner())
             .inputs_for(&me);
         let Some(inputs) = inputs else { continue };
-        let fingerprint = format!("{inputs:?}");
-        if last.as_deref() == Some(fingerprint.as_str()) {
+        if last.as_ref() == Some(&inputs) {
             continue;
         }
-        match m.dp.set_cluster(inputs).await {
-            Ok(()) => last = Some(fingerprint),
+        match m.dp.set_cluster(inputs.clone()).await {
+            Ok(()) => last = Some(inputs),
             Err(e) => {
                 tracing::warn!(error = %e, "apply cluster changes; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;

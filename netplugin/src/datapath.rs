@@ -114,7 +114,7 @@ struct FabricState {
 }
 
 /// The cluster as one agent's flows need it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClusterInputs {
     /// Live peers (this host excluded): host name -> VTEP address.
     pub peers: BTreeMap<String, String>,
@@ -325,7 +325,8 @@ impl Datapath {
         self.apply(&mut st).await
     }
 
-    /// Removes an endpoint's flows and port. Nothing to remove is not an error.
+    /// Removes an endpoint's flows and port. Nothing to remove is not an error. Flows an earlier
+    /// agent left are known too: `ensure_bridge` recorded every cookie the switch held.
     pub async fn remove_endpoint(
         &self,
         ifname: &str,
@@ -336,15 +337,6 @@ impl Datapath {
             st.inputs.local.remove(endpoint_id);
             self.apply(&mut st).await?;
         }
-        // Flows of an earlier agent that were never recorded here.
-        self.flows
-            .del_flows(
-                &self.bridge,
-                &[ovs::FlowMatch::cookie(ovs::CookieMask::exact(
-                    cookie::endpoint(endpoint_id),
-                ))],
-            )
-            .await?;
         self.vs.del_port(&self.bridge, ifname).await?;
         Ok(())
     }

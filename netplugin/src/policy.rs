@@ -10,7 +10,7 @@ use ovs::Flow;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What the rules need from the cluster.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PolicyInputs {
     /// `tenant:group` -> (group id, attached policy names).
     pub groups: BTreeMap<String, (u32, Vec<String>)>,

@@ -391,6 +391,35 @@ impl OfctlProgrammer {
     }
 }
 
+impl OfctlProgrammer {
+    /// One bundle that swaps the flows of every cookie in `sets` (an empty set deletes). Every
+    /// flow must carry its set's cookie.
+    async fn replace_sets(
+        &self,
+        action: &str,
+        bridge: &str,
+        sets: &[(u64, &[Flow])],
+    ) -> Result<(), FlowError> {
+        let mut lines = Vec::new();
+        for (cookie, flows) in sets {
+            validate_all(action, bridge, flows)?;
+            if let Some(f) = flows.iter().find(|f| f.cookie != *cookie) {
+                return Err(FlowError::InvalidFlow {
+                    action: action.to_string(),
+                    bridge: bridge.to_string(),
+                    reason: format!("{}: cookie differs from {cookie:#x}", f.to_ofctl()),
+                });
+            }
+            // add-flows accepts a command word per line; the bundle makes delete + add one step.
+            lines.extend(replace_lines(*cookie, flows));
+        }
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.bundle(action, bridge, "add-flows", lines).await
+    }
+}
+
 fn validate_all(action: &str, bridge: &str, flows: &[Flow]) -> Result<(), FlowError> {
     for flow in flows {
         flow.validate().map_err(|reason| FlowError::InvalidFlow {
@@ -444,17 +473,7 @@ impl FlowProgrammer for OfctlProgrammer {
         flows: &[Flow],
     ) -> Result<(), FlowError> {
         let action = format!("replace flows with cookie {cookie:#x}");
-        validate_all(&action, bridge, flows)?;
-        if let Some(f) = flows.iter().find(|f| f.cookie != cookie) {
-            return Err(FlowError::InvalidFlow {
-                action,
-                bridge: bridge.to_string(),
-                reason: format!("{}: cookie differs from {cookie:#x}", f.to_ofctl()),
-            });
-        }
-        // add-flows accepts a command word per line; the bundle makes delete + add one step.
-        self.bundle(&action, bridge, "add-flows", replace_lines(cookie, flows))
-            .await
+        self.replace_sets(&action, bridge, &[(cookie, flows)]).await
     }
 
     async fn replace_flow_sets(
@@ -463,22 +482,8 @@ impl FlowProgrammer for OfctlProgrammer {
         sets: &[(u64, Vec<Flow>)],
     ) -> Result<(), FlowError> {
         let action = format!("replace the flows of {} cookies", sets.len());
-        let mut lines = Vec::new();
-        for (cookie, flows) in sets {
-            validate_all(&action, bridge, flows)?;
-            if let Some(f) = flows.iter().find(|f| f.cookie != *cookie) {
-                return Err(FlowError::InvalidFlow {
-                    action,
-                    bridge: bridge.to_string(),
-                    reason: format!("{}: cookie differs from {cookie:#x}", f.to_ofctl()),
-                });
-            }
-            lines.extend(replace_lines(*cookie, flows));
-        }
-        if lines.is_empty() {
-            return Ok(());
-        }
-        self.bundle(&action, bridge, "add-flows", lines).await
+        let sets: Vec<(u64, &[Flow])> = sets.iter().map(|(c, f)| (*c, f.as_slice())).collect();
+        self.replace_sets(&action, bridge, &sets).await
     }
 
     async fn set_meter(

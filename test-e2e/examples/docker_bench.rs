@@ -13,8 +13,8 @@
 //! the two medians.
 
 use std::time::{Duration, Instant};
-use test_e2e::docker::{Dockerd, IMAGE, PLUGIN_DIR};
-use test_e2e::{Host, Netmaster, unique, wait_for};
+use test_e2e::docker::{Dockerd, IMAGE, PluginSocket};
+use test_e2e::{Host, Netmaster};
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -36,20 +36,11 @@ fn main() {
             .expect("--containers N");
     }
     let master = Netmaster::start();
-    let plugin = unique("d");
-    let socket = format!("{PLUGIN_DIR}/{plugin}.sock");
+    let socket = PluginSocket::new();
+    let plugin = socket.name.clone();
     let mut host = Host::netns_only(&master, "benchhost");
-    host.boot(&["--docker-socket", &socket]);
-    struct RmSocket(String);
-    impl Drop for RmSocket {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    let _rm = RmSocket(socket.clone());
-    wait_for("the plugin socket", Duration::from_secs(20), || {
-        std::os::unix::net::UnixStream::connect(&socket).is_ok()
-    });
+    host.boot(&["--docker-socket", &socket.path]);
+    socket.wait();
     let docker = Dockerd::start(&host);
     docker.ok(
         &[

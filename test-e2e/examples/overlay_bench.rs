@@ -18,16 +18,7 @@
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use test_e2e::{Cluster, Host, Pod, tunnels};
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use test_e2e::{Cluster, Host, Pod, cli_arg, tunnels};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -66,8 +57,8 @@ fn switch_to_normal(h: &mut Host, vni: u64) {
 }
 
 fn main() {
-    let seconds = arg("--seconds", 5);
-    let rounds = arg("--rounds", 3);
+    let seconds = cli_arg("--seconds", 5);
+    let rounds = cli_arg("--rounds", 3);
     let mut c = Cluster::start(2, &[]);
     println!("overlay_bench: 2 hosts up, host3 joins");
     c.master

@@ -13,16 +13,7 @@
 use serde_json::json;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use test_e2e::{Cluster, Host};
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use test_e2e::{Cluster, Host, cli_arg};
 
 /// The ingress rule flows (table 24) on a host.
 fn rule_flows(h: &Host) -> String {
@@ -44,8 +35,8 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 fn main() {
-    let endpoints = arg("--endpoints", 100);
-    let rules = arg("--rules", 1000);
+    let endpoints = cli_arg("--endpoints", 100);
+    let rules = cli_arg("--rules", 1000);
     let c = Cluster::start(3, &[]);
     c.master
         .network("default", "net", "10.1.0.0/16", "10.1.0.1");

@@ -12,6 +12,41 @@ use std::time::Duration;
 
 pub const STATE_ROOT: &str = "/tmp/cte-docker";
 pub const PLUGIN_DIR: &str = "/run/docker/plugins";
+
+/// A Docker plugin socket unique to this run, for an agent to serve (`--docker-socket`): its
+/// basename is the driver's name. Removed on drop: agents die by SIGKILL and leave it behind.
+pub struct PluginSocket {
+    /// The plugin (and driver) name.
+    pub name: String,
+    pub path: String,
+}
+
+impl Default for PluginSocket {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PluginSocket {
+    pub fn new() -> Self {
+        let name = crate::unique("d");
+        let path = format!("{PLUGIN_DIR}/{name}.sock");
+        PluginSocket { name, path }
+    }
+
+    /// Waits until the agent serves it.
+    pub fn wait(&self) {
+        wait_for("the Docker plugin socket", Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&self.path).is_ok()
+        });
+    }
+}
+
+impl Drop for PluginSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
 pub const IMAGE: &str = "ctebusybox:1";
 
 pub fn text(b: &[u8]) -> String {

@@ -28,6 +28,16 @@ pub fn unique(suffix: &str) -> String {
     )
 }
 
+/// A benchmark's `--name VALUE` command-line option, or `default`.
+pub fn cli_arg<T: std::str::FromStr>(name: &str, default: T) -> T {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A workspace binary in target/<profile>, built (once per test process) if out of date.
 pub fn bin(name: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();

@@ -23,7 +23,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-use test_e2e::docker::{Dockerd, IMAGE, PLUGIN_DIR, tail, text};
+use test_e2e::docker::{Dockerd, IMAGE, PluginSocket, tail, text};
 use test_e2e::{Host, Netmaster, Underlay, tunnels, unique, wait_for};
 
 /// A shell line that GETs `/` from `ip:8080` with busybox nc (busybox-static's wget crashes).
@@ -40,25 +40,45 @@ fn http_body(out: &[u8]) -> String {
     t.lines().last().unwrap_or_default().trim().to_string()
 }
 
+/// A CNI pod and the Docker container `c1` (at `ip1`) ping each other, and the pod fetches c1's
+/// page over TCP.
+fn pod_and_c1_talk(c: &Cluster, pod: &test_e2e::Pod, ip1: &str, where_: &str) {
+    assert!(
+        pod.reaches(ip1, Duration::from_secs(10)),
+        "the CNI pod cannot ping the Docker container{where_}"
+    );
+    assert!(
+        c.reaches("c1", &pod.ip),
+        "the Docker container cannot ping the CNI pod{where_}"
+    );
+    let got = pod.exec(&[
+        "busybox",
+        "sh",
+        "-c",
+        &http_get(ip1).replace("nc ", "busybox nc "),
+    ]);
+    assert_eq!(
+        http_body(&got.stdout),
+        "hello-c1",
+        "TCP from the CNI pod to the Docker container{where_}"
+    );
+}
+
 /// A netmaster, a host whose agent serves a unique Docker plugin socket, and a dockerd beside it.
 struct Cluster {
     docker: Dockerd,
     host: Host,
     master: Netmaster,
-    /// The plugin (and driver) name.
-    plugin: String,
+    plugin: PluginSocket,
 }
 
 impl Cluster {
     fn start() -> Cluster {
         let master = Netmaster::start();
-        let plugin = unique("d");
-        let socket = format!("{PLUGIN_DIR}/{plugin}.sock");
+        let plugin = PluginSocket::new();
         let mut host = Host::netns_only(&master, "dockhost");
-        host.boot(&["--docker-socket", &socket]);
-        wait_for("the Docker plugin socket", Duration::from_secs(20), || {
-            std::os::unix::net::UnixStream::connect(&socket).is_ok()
-        });
+        host.boot(&["--docker-socket", &plugin.path]);
+        plugin.wait();
         let docker = Dockerd::start(&host);
         Cluster {
             docker,
@@ -78,9 +98,9 @@ impl Cluster {
             "network",
             "create",
             "-d",
-            &self.plugin,
+            &self.plugin.name,
             "--ipam-driver",
-            &self.plugin,
+            &self.plugin.name,
         ];
         a.extend_from_slice(args);
         a.push(name);
@@ -175,13 +195,6 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        // The agent dies by SIGKILL in the harness: its socket would stay behind.
-        let _ = std::fs::remove_file(format!("{PLUGIN_DIR}/{}.sock", self.plugin));
-    }
-}
-
 #[test]
 fn network_create_inspect_rm_and_bad_input() {
     let c = Cluster::start();
@@ -213,8 +226,8 @@ fn network_create_inspect_rm_and_bad_input() {
     assert_eq!(n["subnet"], "10.61.0.0/24");
     assert_eq!(n["gateway"], "10.61.0.1");
     let insp: Value = serde_json::from_str(&c.ok(&["network", "inspect", "dnet"])).unwrap();
-    assert_eq!(insp[0]["Driver"], c.plugin.as_str());
-    assert_eq!(insp[0]["IPAM"]["Driver"], c.plugin.as_str());
+    assert_eq!(insp[0]["Driver"], c.plugin.name.as_str());
+    assert_eq!(insp[0]["IPAM"]["Driver"], c.plugin.name.as_str());
     assert_eq!(insp[0]["IPAM"]["Config"][0]["Subnet"], "10.61.0.0/24");
     assert_eq!(insp[0]["IPAM"]["Config"][0]["Gateway"], "10.61.0.1");
 
@@ -391,25 +404,7 @@ fn containers_talk_across_docker_and_cni_and_tenants_are_isolated() {
     let conf = c.host.conf("1.0.0", json!({"network": "n1"}));
     let pod = c.host.pod(&conf);
     assert!(pod.ip.starts_with("10.71.0."), "{}", pod.ip);
-    assert!(
-        pod.reaches(&ip1, Duration::from_secs(10)),
-        "the CNI pod cannot ping the Docker container"
-    );
-    assert!(
-        c.reaches("c1", &pod.ip),
-        "the Docker container cannot ping the CNI pod"
-    );
-    let got = pod.exec(&[
-        "busybox",
-        "sh",
-        "-c",
-        &http_get(&ip1).replace("nc ", "busybox nc "),
-    ]);
-    assert_eq!(
-        http_body(&got.stdout),
-        "hello-c1",
-        "TCP from the CNI pod to the Docker container"
-    );
+    pod_and_c1_talk(&c, &pod, &ip1, "");
 
     // Two tenants, one subnet, isolated.
     for t in ["t1", "t2"] {
@@ -536,21 +531,11 @@ fn plugin_call(socket: &str, call: &str, body: &Value) -> (u16, Value) {
 #[test]
 fn odd_call_orders_and_repeats_leak_nothing() {
     let master = Netmaster::start();
-    let plugin = unique("d");
-    let socket = format!("{PLUGIN_DIR}/{plugin}.sock");
+    let plugin = PluginSocket::new();
     let mut host = Host::netns_only(&master, "oddhost");
-    host.boot(&["--docker-socket", &socket]);
-    struct RmSocket(String);
-    impl Drop for RmSocket {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    let _rm = RmSocket(socket.clone());
-    wait_for("the Docker plugin socket", Duration::from_secs(20), || {
-        std::os::unix::net::UnixStream::connect(&socket).is_ok()
-    });
-    let call = |c: &str, b: Value| plugin_call(&socket, c, &b);
+    host.boot(&["--docker-socket", &plugin.path]);
+    plugin.wait();
+    let call = |c: &str, b: Value| plugin_call(&plugin.path, c, &b);
     let snapshot = || {
         (
             master.endpoints().len(),
@@ -943,8 +928,7 @@ fn managed_plugin_and_swarm() {
 fn docker_container_and_cni_pod_on_two_hosts() {
     let master = Netmaster::start();
     let underlay = Underlay::new();
-    let plugin = unique("d");
-    let socket = format!("{PLUGIN_DIR}/{plugin}.sock");
+    let plugin = PluginSocket::new();
     let mut h1 = Host::netns_only(&master, "dock1");
     h1.vtep = underlay.attach(&h1.ns);
     let vtep = h1.vtep.clone();
@@ -954,12 +938,10 @@ fn docker_container_and_cni_pod_on_two_hosts() {
         "--vtep-intf",
         Underlay::NIC,
         "--docker-socket",
-        &socket,
+        &plugin.path,
     ]);
     let h2 = Host::start_on(&master, &underlay, "cni2");
-    wait_for("the Docker plugin socket", Duration::from_secs(20), || {
-        std::os::unix::net::UnixStream::connect(&socket).is_ok()
-    });
+    plugin.wait();
     wait_for("tunnels both ways", Duration::from_secs(20), || {
         tunnels(&h1).len() == 1 && tunnels(&h2).len() == 1
     });
@@ -986,25 +968,7 @@ fn docker_container_and_cni_pod_on_two_hosts() {
     let ip1 = c.ip_of("c1", "n1");
     let pod = h2.pod(&h2.conf("1.0.0", json!({"network": "n1"})));
     assert!(pod.ip.starts_with("10.72.0."), "{}", pod.ip);
-    assert!(
-        pod.reaches(&ip1, Duration::from_secs(10)),
-        "the CNI pod on host2 cannot ping the Docker container on host1"
-    );
-    assert!(
-        c.reaches("c1", &pod.ip),
-        "the Docker container cannot ping the CNI pod on the other host"
-    );
-    let got = pod.exec(&[
-        "busybox",
-        "sh",
-        "-c",
-        &http_get(&ip1).replace("nc ", "busybox nc "),
-    ]);
-    assert_eq!(
-        http_body(&got.stdout),
-        "hello-c1",
-        "TCP from the CNI pod on host2 to the Docker container on host1"
-    );
+    pod_and_c1_talk(&c, &pod, &ip1, " (pod on host2, container on host1)");
     c.ok(&["rm", "-f", "c1"]);
     drop(pod);
     drop(h2);

@@ -14,6 +14,23 @@ fn post(c: &Cluster, path: &str, body: serde_json::Value) {
     assert_eq!(s, 200, "POST {path}: {v}");
 }
 
+fn policy(c: &Cluster, name: &str) {
+    post(
+        c,
+        &format!("/api/v1/policys/default:{name}/"),
+        json!({"tenantName": "default", "policyName": name}),
+    );
+}
+
+/// A pod on host `h` in `default:net`, in `group` when given.
+fn pod(c: &Cluster, h: usize, group: Option<&str>) -> Pod {
+    let mut v = json!({"network": "net"});
+    if let Some(g) = group {
+        v["group"] = json!(g);
+    }
+    c.hosts[h].pod(&c.hosts[h].conf("1.0.0", v))
+}
+
 fn rule(c: &Cluster, id: &str, prio: u32, port: u16, action: &str) {
     let mut r = json!({"tenantName": "default", "policyName": "p", "ruleId": id,
         "direction": "in", "priority": prio, "protocol": "tcp", "action": action});
@@ -55,11 +72,7 @@ fn deny_tcp_in_except_8000_across_hosts_and_live_changes() {
     let c = Cluster::start(2, &[]);
     c.master
         .network("default", "net", "10.1.2.0/24", "10.1.2.1");
-    post(
-        &c,
-        "/api/v1/policys/default:p/",
-        json!({"tenantName": "default", "policyName": "p"}),
-    );
+    policy(&c, "p");
     rule(&c, "1", 1, 0, "deny");
     rule(&c, "2", 100, 8000, "allow");
     post(
@@ -67,16 +80,9 @@ fn deny_tcp_in_except_8000_across_hosts_and_live_changes() {
         "/api/v1/endpointGroups/default:web/",
         json!({"tenantName": "default", "groupName": "web", "networkName": "net", "policies": ["p"]}),
     );
-    let conf = |h: usize, group: &str| {
-        let mut v = json!({"network": "net"});
-        if !group.is_empty() {
-            v["group"] = json!(group);
-        }
-        c.hosts[h].conf("1.0.0", v)
-    };
-    let server = c.hosts[0].pod(&conf(0, "web"));
-    let remote = c.hosts[1].pod(&conf(1, ""));
-    let local = c.hosts[0].pod(&conf(0, ""));
+    let server = pod(&c, 0, Some("web"));
+    let remote = pod(&c, 1, None);
+    let local = pod(&c, 0, None);
     for p in [&remote, &local] {
         assert!(
             p.reaches(&server.ip, REACH),
@@ -120,13 +126,8 @@ fn allow_only_from_a_group_and_out_rules_at_the_source() {
     let c = Cluster::start(2, &[]);
     c.master
         .network("default", "net", "10.1.2.0/24", "10.1.2.1");
-    for p in ["p", "q"] {
-        post(
-            &c,
-            &format!("/api/v1/policys/default:{p}/"),
-            json!({"tenantName": "default", "policyName": p}),
-        );
-    }
+    policy(&c, "p");
+    policy(&c, "q");
     for (g, pols) in [
         ("db", json!(["p"])),
         ("app", json!(["q"])),
@@ -153,17 +154,10 @@ fn allow_only_from_a_group_and_out_rules_at_the_source() {
         json!({"tenantName": "default", "policyName": "q", "ruleId": "1", "direction": "out",
                "priority": 10, "protocol": "tcp", "port": 9100, "action": "deny"}),
     );
-    let pod = |h: usize, g: Option<&str>| {
-        let mut v = json!({"network": "net"});
-        if let Some(g) = g {
-            v["group"] = json!(g);
-        }
-        c.hosts[h].pod(&c.hosts[h].conf("1.0.0", v))
-    };
-    let db = pod(0, Some("db"));
-    let app = pod(1, Some("app"));
-    let other = pod(1, Some("other"));
-    let none = pod(0, None);
+    let db = pod(&c, 0, Some("db"));
+    let app = pod(&c, 1, Some("app"));
+    let other = pod(&c, 1, Some("other"));
+    let none = pod(&c, 0, None);
     assert!(connects(&app, &db, 5432), "group app must reach db");
     assert!(
         !connects(&other, &db, 5432),
@@ -199,16 +193,9 @@ fn a_network_profile_caps_bandwidth_both_ways_and_marks_dscp_to_the_outer_header
         json!({"tenantName": "default", "groupName": "capped", "networkName": "net",
                "netProfile": "slow"}),
     );
-    let conf = |h: usize, group: Option<&str>| {
-        let mut v = json!({"network": "net"});
-        if let Some(g) = group {
-            v["group"] = json!(g);
-        }
-        c.hosts[h].conf("1.0.0", v)
-    };
-    let capped = c.hosts[0].pod(&conf(0, Some("capped")));
-    let free = c.hosts[0].pod(&conf(0, None));
-    let peer = c.hosts[1].pod(&conf(1, None));
+    let capped = pod(&c, 0, Some("capped"));
+    let free = pod(&c, 0, None);
+    let peer = pod(&c, 1, None);
     assert!(capped.reaches(&peer.ip, REACH) && free.reaches(&peer.ip, REACH));
     let out = capped.iperf3_to(&peer, 2);
     let inn = peer.iperf3_to(&capped, 2);
@@ -302,11 +289,7 @@ fn a_pod_in_a_deny_group_is_closed_from_its_first_packet_and_rules_overlap_by_pr
     let c = Cluster::start(2, &[]);
     c.master
         .network("default", "net", "10.1.2.0/24", "10.1.2.1");
-    post(
-        &c,
-        "/api/v1/policys/default:p/",
-        json!({"tenantName": "default", "policyName": "p"}),
-    );
+    policy(&c, "p");
     post(
         &c,
         "/api/v1/endpointGroups/default:locked/",
@@ -319,15 +302,8 @@ fn a_pod_in_a_deny_group_is_closed_from_its_first_packet_and_rules_overlap_by_pr
         json!({"tenantName": "default", "policyName": "p", "ruleId": "1", "direction": "in",
                "priority": 1, "action": "deny"}),
     );
-    let conf = |h: usize, group: Option<&str>| {
-        let mut v = json!({"network": "net"});
-        if let Some(g) = group {
-            v["group"] = json!(g);
-        }
-        c.hosts[h].conf("1.0.0", v)
-    };
-    let a = c.hosts[1].pod(&conf(1, None));
-    let b = c.hosts[1].pod(&conf(1, None));
+    let a = pod(&c, 1, None);
+    let b = pod(&c, 1, None);
     assert!(a.reaches(&b.ip, REACH));
     // A pinger runs before the locked pod exists; its address is the next one.
     let target = "10.1.2.4";
@@ -338,7 +314,7 @@ fn a_pod_in_a_deny_group_is_closed_from_its_first_packet_and_rules_overlap_by_pr
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let locked = c.hosts[0].pod(&conf(0, Some("locked")));
+    let locked = pod(&c, 0, Some("locked"));
     assert_eq!(locked.ip, target);
     let out = pinger.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -374,7 +350,7 @@ fn a_pod_in_a_deny_group_is_closed_from_its_first_packet_and_rules_overlap_by_pr
         !connects(&b, &locked, 7000),
         "b's own deny (70) beats the subnet allow (60)"
     );
-    let other = c.hosts[0].pod(&conf(0, None));
+    let other = pod(&c, 0, None);
     assert!(connects(&other, &locked, 7000), "the subnet allow on 7000");
     assert!(!connects(&other, &locked, 7001));
 }
