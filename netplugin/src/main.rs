@@ -318,11 +318,18 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
 async fn watch_vswitchd(m: Arc<Manager>) {
     use std::os::unix::fs::MetadataExt;
     let sock = m.dp.mgmt_socket();
-    let inode = |p: &std::path::Path| std::fs::metadata(p).map(|md| md.ino()).ok();
-    let mut last = inode(&sock);
+    // A restarted vswitchd unlinks and binds its socket again. The inode number alone does not
+    // show that: ext4 hands the freed number straight back to the new socket. The change time
+    // (to the nanosecond) does.
+    let identity = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .map(|md| (md.ino(), md.ctime(), md.ctime_nsec()))
+            .ok()
+    };
+    let mut last = identity(&sock);
     loop {
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let now = inode(&sock);
+        let now = identity(&sock);
         if now.is_none() || now == last {
             continue;
         }
