@@ -5,7 +5,7 @@
 //! flows can be replaced or removed exactly (docs/ovs-pipeline.md).
 
 use crate::fabric::Inputs;
-use model::agent::Endpoint;
+use model::agent::{Endpoint, RuleCounters};
 use ovs::{
     BridgeSpec, FailMode, Flow, FlowProgrammer, OfctlProgrammer, PortInfo, PortSpec, Vswitch,
 };
@@ -426,6 +426,39 @@ impl Datapath {
             prime_neighbor(vtep);
         }
         Ok(())
+    }
+
+    /// The packets and bytes each installed policy rule's flows matched on this switch, by
+    /// rule key (`tenant:policy:ruleId`); empty, without asking the switch, when no rule has
+    /// flows here. Counters restart when a rule's flows are replaced (a group it applies to
+    /// gained or lost its last endpoint here).
+    pub async fn rule_counters(&self) -> Result<BTreeMap<String, RuleCounters>, DatapathError> {
+        let keys: BTreeMap<u64, String> = {
+            let st = self.fabric.lock().await;
+            st.inputs
+                .policy
+                .rules
+                .keys()
+                .map(|k| (cookie::rule(k), k.clone()))
+                .filter(|(c, _)| matches!(st.applied.get(c), Some(Some(_))))
+                .collect()
+        };
+        if keys.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let filter = ovs::CookieMask::masked(cookie::RULE, cookie::CLASS_MASK);
+        let mut out = BTreeMap::new();
+        for f in self.flows.dump_flows(&self.bridge, Some(filter)).await? {
+            if let Some(k) = keys.get(&f.cookie) {
+                out.entry(k.clone())
+                    .or_insert_with(RuleCounters::default)
+                    .add(RuleCounters {
+                        packets: f.n_packets,
+                        bytes: f.n_bytes,
+                    });
+            }
+        }
+        Ok(out)
     }
 
     /// Whether the switch holds as many flows as the agent installed (a cheap check that a
