@@ -111,6 +111,27 @@ struct FabricState {
     applied: BTreeMap<u64, Option<Vec<Flow>>>,
     /// Meters installed: id -> (kbps, burst kbits).
     meters: BTreeMap<u32, (u64, u64)>,
+    /// Every endpoint (local and remote) the flows were last computed from: id -> its
+    /// conntrack identity. When one goes, its connections are forgotten (see `forget_departed`).
+    tracked: BTreeMap<String, Tracked>,
+}
+
+/// What identifies an endpoint's connections in conntrack, and what they were judged by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Tracked {
+    zone: u16,
+    ip: String,
+    group: u32,
+}
+
+impl Tracked {
+    fn of(ep: &Endpoint) -> Self {
+        Tracked {
+            zone: crate::fabric::zone(ep) as u16,
+            ip: ep.ip_address.clone(),
+            group: ep.group_id,
+        }
+    }
 }
 
 /// The cluster as one agent's flows need it.
@@ -200,7 +221,9 @@ impl Datapath {
         self.apply(&mut st).await
     }
 
-    /// Records which cookies the switch holds, so that stale ones get removed.
+    /// Records which cookies and meters the switch holds, so that stale ones get removed: a
+    /// profile removed or an endpoint deleted while the agent was down leaves meters nobody
+    /// wants (the bridge is the agent's: every meter on it is one the agent made).
     async fn learn_installed(&self, st: &mut FabricState) -> Result<(), DatapathError> {
         st.applied = self
             .flows
@@ -208,6 +231,13 @@ impl Datapath {
             .await?
             .into_iter()
             .map(|f| (f.cookie, None))
+            .collect();
+        st.meters = self
+            .flows
+            .dump_meters(&self.bridge)
+            .await?
+            .into_iter()
+            .map(|m| (m.id, (m.rate, m.burst)))
             .collect();
         Ok(())
     }
@@ -259,6 +289,7 @@ impl Datapath {
             self.flows.del_meter(&self.bridge, id).await?;
             st.meters.remove(&id);
         }
+        self.forget_departed(st).await;
         if sets.is_empty() {
             return Ok(());
         }
@@ -270,6 +301,45 @@ impl Datapath {
             }
         }
         Ok(())
+    }
+
+    /// Forgets the tracked connections of endpoints that are gone (or changed group) since the
+    /// last apply. Conntrack knows connections by addresses only: a connection of a deleted pod
+    /// would otherwise stay established for the next pod given its address, whatever that pod's
+    /// group, and pass the policy tables without meeting a rule. Only while rules exist (else
+    /// the pipeline tracks nothing); a failure is logged, since the flows are already right.
+    async fn forget_departed(&self, st: &mut FabricState) {
+        if !(st.locals_loaded && st.synced) {
+            return;
+        }
+        let now: BTreeMap<String, Tracked> = st
+            .inputs
+            .local
+            .iter()
+            .map(|(id, (_, ep))| (id, ep))
+            .chain(st.inputs.remote.iter())
+            .filter(|(_, ep)| !ep.ip_address.is_empty())
+            .map(|(id, ep)| (id.clone(), Tracked::of(ep)))
+            .collect();
+        let old = std::mem::replace(&mut st.tracked, now);
+        if st.inputs.policy.rules.is_empty() {
+            return;
+        }
+        for (id, t) in &old {
+            if st.tracked.get(id) == Some(t) {
+                continue;
+            }
+            for side in ["ct_nw_src", "ct_nw_dst"] {
+                let tuple = format!("{side}={}", t.ip);
+                if let Err(e) = self
+                    .flows
+                    .flush_conntrack(&self.bridge, t.zone, &tuple)
+                    .await
+                {
+                    tracing::warn!(endpoint = %id, error = %e, "forget the connections of a departed endpoint");
+                }
+            }
+        }
     }
 
     /// Adds (or fixes) an endpoint's port, waits for its OpenFlow port number, and installs its

@@ -922,36 +922,47 @@ fn managed_plugin_and_swarm() {
     ok(&["service", "rm", "s1"]);
 }
 
+impl Cluster {
+    /// The Docker host (with dockerd) and a second host of CNI pods on one underlay, tunnels up.
+    fn with_cni_host() -> (Cluster, Host, Underlay) {
+        let master = Netmaster::start();
+        let underlay = Underlay::new();
+        let plugin = PluginSocket::new();
+        let mut h1 = Host::netns_only(&master, "dock1");
+        h1.vtep = underlay.attach(&h1.ns);
+        let vtep = h1.vtep.clone();
+        h1.boot(&[
+            "--vtep-ip",
+            &vtep,
+            "--vtep-intf",
+            Underlay::NIC,
+            "--docker-socket",
+            &plugin.path,
+        ]);
+        let h2 = Host::start_on(&master, &underlay, "cni2");
+        plugin.wait();
+        wait_for("tunnels both ways", Duration::from_secs(20), || {
+            tunnels(&h1).len() == 1 && tunnels(&h2).len() == 1
+        });
+        let docker = Dockerd::start(&h1);
+        (
+            Cluster {
+                docker,
+                host: h1,
+                master,
+                plugin,
+            },
+            h2,
+            underlay,
+        )
+    }
+}
+
 /// A Docker container on one host and a CNI pod on another, on one Contiv network: the overlay
 /// carries both alike (the same endpoint manager and pipeline on every host).
 #[test]
 fn docker_container_and_cni_pod_on_two_hosts() {
-    let master = Netmaster::start();
-    let underlay = Underlay::new();
-    let plugin = PluginSocket::new();
-    let mut h1 = Host::netns_only(&master, "dock1");
-    h1.vtep = underlay.attach(&h1.ns);
-    let vtep = h1.vtep.clone();
-    h1.boot(&[
-        "--vtep-ip",
-        &vtep,
-        "--vtep-intf",
-        Underlay::NIC,
-        "--docker-socket",
-        &plugin.path,
-    ]);
-    let h2 = Host::start_on(&master, &underlay, "cni2");
-    plugin.wait();
-    wait_for("tunnels both ways", Duration::from_secs(20), || {
-        tunnels(&h1).len() == 1 && tunnels(&h2).len() == 1
-    });
-    let docker = Dockerd::start(&h1);
-    let c = Cluster {
-        docker,
-        host: h1,
-        master,
-        plugin,
-    };
+    let (c, h2, _underlay) = Cluster::with_cni_host();
     c.net_create(
         "n1",
         &[
