@@ -1016,10 +1016,12 @@ fn policies_and_profiles_hold_for_a_docker_container_in_a_group() {
         json!({"tenantName": "default", "profileName": "slow", "bandwidth": "10mbps",
                "burst": 256, "DSCP": 46}),
     );
-    post(
-        "/api/v1/endpointGroups/default:app/",
-        json!({"tenantName": "default", "groupName": "app", "networkName": "n1"}),
-    );
+    for g in ["app", "other"] {
+        post(
+            &format!("/api/v1/endpointGroups/default:{g}/"),
+            json!({"tenantName": "default", "groupName": g, "networkName": "n1"}),
+        );
+    }
     for (id, prio, extra) in [
         ("1", 1, json!({})),
         ("2", 100, json!({"port": 8000})),
@@ -1068,6 +1070,8 @@ fn policies_and_profiles_hold_for_a_docker_container_in_a_group() {
         assert!(!p.connects_to(&web, 8001), "{} -> 8001 let through", p.ip);
     }
     assert!(app.connects_to(&web, 8001), "group app is allowed any TCP");
+    let other = h2.pod(&h2.conf("1.0.0", json!({"network": "n1", "group": "other"})));
+    assert!(!other.connects_to(&web, 8001), "group other is let in");
     // The container's own tools: busybox nc from inside it, out to a pod (its in rules do not
     // apply to what it opens).
     let l = remote.tcp_listener(9000);
