@@ -68,8 +68,8 @@ pub struct Master {
     pub(crate) last_commit: std::sync::atomic::AtomicU64,
     /// The revision up to which a follower has applied the store's events.
     pub(crate) applied: tokio::sync::watch::Sender<u64>,
-    /// The latest per-rule counters of each node. In memory only: agents report every few
-    /// seconds, so a new leader has them again at once (docs/agent-api.md).
+    /// The latest per-rule counters of each node. In memory only: agents report them again
+    /// every 10 s at most, so a new leader has them back within that (docs/agent-api.md).
     rule_stats: Mutex<crate::views::RuleStats>,
 }
 
