@@ -309,6 +309,7 @@ impl Datapath {
     /// group, and pass the policy tables without meeting a rule. Only while rules exist (else
     /// the pipeline tracks nothing); a failure is logged, since the flows are already right.
     async fn forget_departed(&self, st: &mut FabricState) {
+        use futures::StreamExt;
         if !(st.locals_loaded && st.synced) {
             return;
         }
@@ -325,19 +326,34 @@ impl Datapath {
         if st.inputs.policy.rules.is_empty() {
             return;
         }
-        for (id, t) in &old {
-            if st.tracked.get(id) == Some(t) {
-                continue;
-            }
-            for side in ["ct_nw_src", "ct_nw_dst"] {
-                let tuple = format!("{side}={}", t.ip);
-                if let Err(e) = self
-                    .flows
-                    .flush_conntrack(&self.bridge, t.zone, &tuple)
-                    .await
-                {
-                    tracing::warn!(endpoint = %id, error = %e, "forget the connections of a departed endpoint");
-                }
+        // Only zones of networks with members here hold entries on this switch (the others
+        // have no flows here), before or after the change.
+        let zones: std::collections::BTreeSet<u16> = old
+            .iter()
+            .filter(|(id, _)| st.inputs.local.contains_key(*id))
+            .map(|(_, t)| t.zone)
+            .chain(st.inputs.local.values().map(|(_, ep)| Tracked::of(ep).zone))
+            .collect();
+        let flushes: Vec<(String, u16, String)> = old
+            .iter()
+            .filter(|(id, t)| st.tracked.get(*id) != Some(t) && zones.contains(&t.zone))
+            .flat_map(|(id, t)| {
+                ["ct_nw_src", "ct_nw_dst"]
+                    .map(|side| (id.clone(), t.zone, format!("{side}={}", t.ip)))
+            })
+            .collect();
+        // A few at a time: a host that left takes all its endpoints with it, and the flows of
+        // every other change wait for this pass.
+        let (flows, bridge) = (self.flows.clone(), self.bridge.clone());
+        let mut results = futures::stream::iter(flushes)
+            .map(move |(id, zone, tuple)| {
+                let (flows, bridge) = (flows.clone(), bridge.clone());
+                async move { (id, flows.flush_conntrack(&bridge, zone, &tuple).await) }
+            })
+            .buffer_unordered(8);
+        while let Some((id, r)) = results.next().await {
+            if let Err(e) = r {
+                tracing::warn!(endpoint = %id, error = %e, "forget the connections of a departed endpoint");
             }
         }
     }
