@@ -39,6 +39,14 @@ pub fn router(master: Arc<Master>) -> Router {
             axum::routing::put(register_node).delete(unregister_node),
         )
         .route(
+            "/api/v1/nodes/{name}/rulestats/",
+            axum::routing::put(report_rule_stats),
+        )
+        .route(
+            "/api/v1/nodes/{name}/rulestats",
+            axum::routing::put(report_rule_stats),
+        )
+        .route(
             "/api/v1/endpoints/",
             get(list_endpoints).post(create_endpoint),
         )
@@ -141,7 +149,8 @@ const FORWARDED: &str = "x-contiv-forwarded-by";
 /// On the leader's answer to a forwarded request: the revision its writes reached.
 const REVISION: &str = "x-contiv-revision";
 
-/// Writes go to the leader: a follower forwards every request that is not a read to the
+/// Writes go to the leader: a follower forwards every request that is not a read (and the reads
+/// of state only the leader holds) to the
 /// leader's advertised URL and relays the answer (proxying, so that curl users need not
 /// follow redirects). While there is no leader, or the known one does not answer (it died and
 /// its lease has not expired yet), the request waits for the next leader, up to a TTL and a
@@ -152,7 +161,10 @@ async fn route_writes(
     next: axum::middleware::Next,
 ) -> Response {
     use axum::http::Method;
-    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+    // A policy's inspect shows the rule counters the agents report, which only the leader
+    // holds (they are not written to the store): it is served by the leader too.
+    let leaders_read = req.uri().path().starts_with("/api/v1/inspect/policys/");
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) && !leaders_read {
         return next.run(req).await;
     }
     if m.leadership.is_leader() {
@@ -368,6 +380,15 @@ async fn unregister_node(
     Path(name): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     m.unregister_node(&name).await?;
+    Ok(Json(serde_json::Value::String(name)))
+}
+
+async fn report_rule_stats(
+    State(m): Shared,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    m.report_rule_stats(&name, parse_body(&body)?)?;
     Ok(Json(serde_json::Value::String(name)))
 }
 

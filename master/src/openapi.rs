@@ -93,6 +93,9 @@ pub fn document() -> Value {
     add::<NodeRegistration>(&mut schemas);
     add::<Node>(&mut schemas);
     add::<NodeLease>(&mut schemas);
+    add::<RuleStatsReport>(&mut schemas);
+    add::<RuleCounters>(&mut schemas);
+    add::<RuleStatsOper>(&mut schemas);
     add::<EndpointRequest>(&mut schemas);
     add::<Endpoint>(&mut schemas);
     add::<NetworkState>(&mut schemas);
@@ -157,6 +160,9 @@ pub fn document() -> Value {
     paths.insert("/api/v1/nodes/{name}/".into(), json!({
         "put": { "tags": ["agent"], "summary": "register a node or renew its registration (heartbeat)", "parameters": name_param, "requestBody": { "required": true, "content": { "application/json": { "schema": r("NodeRegistration") } } }, "responses": responses(ok("the lease", r("NodeLease")), &["400", "503"]) },
         "delete": { "tags": ["agent"], "summary": "unregister a node", "parameters": name_param, "responses": responses(ok("the name", json!({"type":"string"})), &["503"]) },
+    }));
+    paths.insert("/api/v1/nodes/{name}/rulestats/".into(), json!({
+        "put": { "tags": ["agent"], "summary": "report the node's per-rule packet counters (replaces its previous report; kept in the leader's memory, summed in a policy's inspect)", "parameters": name_param, "requestBody": { "required": true, "content": { "application/json": { "schema": r("RuleStatsReport") } } }, "responses": responses(ok("the name", json!({"type":"string"})), &["400", "503"]) },
     }));
     paths.insert("/api/v1/watch".into(), json!({ "get": { "tags": ["agent"], "summary": "the change stream, newline-delimited JSON WatchEvents: without revision, a listing then 'synced' then live events; with revision, events from it (inclusive)",
         "parameters": [{ "name": "revision", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 1 } }],

@@ -11,6 +11,7 @@ use crate::keys::{self, StoredObject};
 use crate::state::{ServiceState, State, v4};
 use model::agent::{
     Endpoint, EndpointRequest, GroupState, NetworkState, Node, NodeLease, NodeRegistration,
+    RuleStatsReport,
 };
 use model::net::{SubnetSpec, parse_v4_range, parse_v6_subnet};
 use model::*;
@@ -67,6 +68,9 @@ pub struct Master {
     pub(crate) last_commit: std::sync::atomic::AtomicU64,
     /// The revision up to which a follower has applied the store's events.
     pub(crate) applied: tokio::sync::watch::Sender<u64>,
+    /// The latest per-rule counters of each node. In memory only: agents report them again
+    /// every 10 s at most, so a new leader has them back within that (docs/agent-api.md).
+    rule_stats: Mutex<crate::views::RuleStats>,
 }
 
 pub(crate) type NodeLeases = BTreeMap<String, (u64, u64)>;
@@ -183,6 +187,7 @@ impl Master {
             leadership,
             last_commit: std::sync::atomic::AtomicU64::new(0),
             applied: tokio::sync::watch::channel(0).0,
+            rule_stats: Mutex::new(BTreeMap::new()),
         });
         m.ensure_defaults().await?;
         Ok(m)
@@ -430,8 +435,33 @@ impl Master {
 
     pub fn inspect(&self, kind: Kind, key: &str) -> ApiResult<Value> {
         let s = self.state();
-        crate::views::inspect(&s, kind, key)
-            .ok_or_else(|| ApiError::not_found(format!("{} {key} not found", kind.name())))
+        let mut v = crate::views::inspect(&s, kind, key)
+            .ok_or_else(|| ApiError::not_found(format!("{} {key} not found", kind.name())))?;
+        if kind == Kind::Policy {
+            let stats = self.rule_stats.lock().unwrap_or_else(|p| p.into_inner());
+            let rules = crate::views::rule_stats(&s, &stats, key);
+            if !rules.is_empty() {
+                v["Oper"]["ruleStats"] = serde_json::to_value(rules).expect("serializable");
+            }
+        }
+        Ok(v)
+    }
+
+    /// Keeps a node's latest rule counters (an empty report forgets the node's).
+    pub fn report_rule_stats(&self, host: &str, r: RuleStatsReport) -> ApiResult<()> {
+        if r.hostname != host {
+            return Err(ApiError::bad_request(format!(
+                "rule stats of node '{}' sent to the path of node '{host}'",
+                r.hostname
+            )));
+        }
+        let mut stats = self.rule_stats.lock().unwrap_or_else(|p| p.into_inner());
+        if r.rules.is_empty() {
+            stats.remove(host);
+        } else {
+            stats.insert(host.to_string(), r.rules);
+        }
+        Ok(())
     }
 
     // ------------------------------------------------------------------ endpoints

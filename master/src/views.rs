@@ -3,11 +3,12 @@
 
 use crate::alloc::{AsNumber, AsV4, ranges_of, render_ranges};
 use crate::state::{GroupEntry, NetEntry, State, v4};
-use model::agent::Endpoint;
+use model::agent::{Endpoint, RuleCounters};
 use model::oper::*;
 use model::*;
 use serde::Serialize;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 fn link(kind: &str, key: &str) -> Link {
@@ -361,7 +362,45 @@ fn policy_oper(s: &State, p: &Policy) -> PolicyOper {
         num_endpoints: eps.len() as i64,
         endpoints: eps,
         policy_violations: 0,
+        // Filled by the caller that holds the counters (Master::inspect).
+        rule_stats: Vec::new(),
     }
+}
+
+/// The latest rule counters each node reported: host -> rule key -> counters.
+pub type RuleStats = BTreeMap<String, BTreeMap<String, RuleCounters>>;
+
+/// Per rule of policy `tenant:policy` (by priority, then id), what its flows matched on every
+/// live node and in total. Reports of nodes that are no longer registered are left out: their
+/// switch may be gone, and their counts would never change again.
+pub fn rule_stats(s: &State, stats: &RuleStats, policy_key: &str) -> Vec<RuleStatsOper> {
+    let prefix = format!("{policy_key}:");
+    let mut rules: Vec<(&String, &Rule)> = s
+        .rules
+        .iter()
+        .filter(|(k, _)| k.starts_with(&prefix))
+        .collect();
+    rules.sort_by(|a, b| (a.1.priority, &a.1.rule_id).cmp(&(b.1.priority, &b.1.rule_id)));
+    rules
+        .into_iter()
+        .map(|(key, r)| {
+            let mut o = RuleStatsOper {
+                rule_id: r.rule_id.clone(),
+                ..Default::default()
+            };
+            for (host, counts) in stats {
+                if !s.nodes.contains_key(host) {
+                    continue;
+                }
+                if let Some(c) = counts.get(key) {
+                    o.packets += c.packets;
+                    o.bytes += c.bytes;
+                    o.hosts.insert(host.clone(), *c);
+                }
+            }
+            o
+        })
+        .collect()
 }
 
 fn service_oper(s: &State, svc: &crate::state::SvcEntry) -> ServiceLbOper {
@@ -486,4 +525,78 @@ pub fn inspect_endpoint(s: &State, needle: &str) -> Option<Value> {
             || (!e.container_name.is_empty() && e.container_name.contains(needle))
     })?;
     Some(json!({ "Oper": endpoint_oper(s, ep) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::agent::Node;
+
+    fn rule(policy: &str, id: &str, priority: i64) -> (String, Rule) {
+        (
+            format!("default:{policy}:{id}"),
+            Rule {
+                tenant_name: "default".into(),
+                policy_name: policy.into(),
+                rule_id: id.into(),
+                priority,
+                direction: "in".into(),
+                action: "allow".into(),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn counts(packets: u64, bytes: u64) -> RuleCounters {
+        RuleCounters { packets, bytes }
+    }
+
+    #[test]
+    fn rule_stats_sum_live_hosts_per_rule_in_priority_order() {
+        let mut s = State::new();
+        s.rules.extend([
+            rule("p", "deny", 1),
+            rule("p", "allow", 100),
+            rule("p", "quiet", 50),
+            // Another policy whose name starts the same: not ours.
+            rule("p2", "deny", 1),
+        ]);
+        for h in ["h1", "h2"] {
+            s.nodes.insert(
+                h.into(),
+                Node {
+                    hostname: h.into(),
+                    ..Default::default()
+                },
+            );
+        }
+        let mut stats = RuleStats::new();
+        stats.insert(
+            "h1".into(),
+            BTreeMap::from([
+                ("default:p:deny".into(), counts(3, 180)),
+                ("default:p:allow".into(), counts(1, 60)),
+                ("default:p2:deny".into(), counts(100, 6000)),
+            ]),
+        );
+        stats.insert(
+            "h2".into(),
+            BTreeMap::from([("default:p:deny".into(), counts(2, 120))]),
+        );
+        // A host that left: its last report no longer counts.
+        stats.insert(
+            "gone".into(),
+            BTreeMap::from([("default:p:deny".into(), counts(50, 5000))]),
+        );
+        let got = rule_stats(&s, &stats, "default:p");
+        let ids: Vec<&str> = got.iter().map(|r| r.rule_id.as_str()).collect();
+        assert_eq!(ids, ["deny", "quiet", "allow"]);
+        assert_eq!((got[0].packets, got[0].bytes), (5, 300));
+        assert_eq!(
+            got[0].hosts,
+            BTreeMap::from([("h1".into(), counts(3, 180)), ("h2".into(), counts(2, 120))])
+        );
+        assert_eq!((got[1].packets, got[1].hosts.len()), (0, 0));
+        assert_eq!((got[2].packets, got[2].bytes), (1, 60));
+    }
 }

@@ -1,10 +1,11 @@
 //! Several netmasters on a real 3-member etcd cluster: leader election and failover, writes
 //! forwarded by followers, allocation exactly-once through a failover, etcd member loss, node
-//! liveness (reclaim after the grace period) and migration from the embedded store.
+//! liveness (reclaim after the grace period), rule counters held by the leader, and migration
+//! from the embedded store.
 
 mod common;
 use common::{Netmaster, err};
-use model::agent::{EndpointRequest, NodeRegistration};
+use model::agent::{EndpointRequest, NodeRegistration, RuleCounters, RuleStatsReport};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -454,6 +455,62 @@ async fn dead_nodes_lose_their_endpoints_after_the_grace_period() {
     );
     hb.abort();
     hb_back.abort();
+}
+
+/// Agents' rule counters live in the leader's memory: a report given to a follower is forwarded,
+/// and every master's policy inspect (a read the leader serves) shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_counters_reported_to_a_follower_show_in_every_masters_inspect() {
+    let cluster = Cluster::start(1).await;
+    let ms = [master_on(&cluster, &[]), master_on(&cluster, &[])];
+    let l = wait_leader(&ms.iter().collect::<Vec<_>>(), Duration::from_secs(20)).await;
+    for (path, body) in [
+        (
+            "/api/v1/policys/default:p/",
+            json!({"tenantName": "default", "policyName": "p"}),
+        ),
+        (
+            "/api/v1/rules/default:p:1/",
+            json!({"tenantName": "default", "policyName": "p", "ruleId": "1",
+                   "direction": "in", "action": "deny"}),
+        ),
+    ] {
+        let (s, v) = ms[l].post(path, body).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let c = ms[1 - l].client();
+    c.register_node(&reg("h1")).await.unwrap();
+    let report = RuleStatsReport {
+        hostname: "h1".into(),
+        rules: [(
+            "default:p:1".to_string(),
+            RuleCounters {
+                packets: 7,
+                bytes: 420,
+            },
+        )]
+        .into(),
+    };
+    c.report_rule_stats(&report).await.unwrap();
+    for m in &ms {
+        let (s, v) = m.get("/api/v1/inspect/policys/default:p/").await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(
+            v["Oper"]["ruleStats"],
+            json!([{"ruleId": "1", "packets": 7, "bytes": 420,
+                    "hosts": {"h1": {"packets": 7, "bytes": 420}}}]),
+            "{v}"
+        );
+    }
+    // A report under another node's path is refused.
+    let (s, v) = ms[1 - l]
+        .req(
+            "PUT",
+            "/api/v1/nodes/h2/rulestats/",
+            Some(json!({"hostname": "h1", "rules": {}})),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
 }
 
 #[tokio::test]

@@ -39,6 +39,30 @@ pub struct NodeLease {
     pub heartbeat_seconds: u64,
 }
 
+/// How many packets (and bytes) the flows of one policy rule matched on one host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RuleCounters {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl RuleCounters {
+    pub fn add(&mut self, other: RuleCounters) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+    }
+}
+
+/// `PUT /api/v1/nodes/{hostname}/rulestats/`: the counters of every rule with flows on the node,
+/// read from its switch. Each report replaces the node's previous one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RuleStatsReport {
+    pub hostname: String,
+    /// Rule key (`tenant:policy:ruleId`) -> counters since its flows were installed there.
+    #[serde(default)]
+    pub rules: BTreeMap<String, RuleCounters>,
+}
+
 /// `POST /api/v1/endpoints/`: create an endpoint (idempotent for the same `endpointID`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EndpointRequest {

@@ -1,8 +1,8 @@
 //! A typed client of the netmaster REST API, used by netctl, the agent and the tests.
 
 use crate::agent::{
-    Endpoint, EndpointRequest, ErrorBody, Info, NodeLease, NodeRegistration, VersionInfo,
-    WatchEvent,
+    Endpoint, EndpointRequest, ErrorBody, Info, NodeLease, NodeRegistration, RuleStatsReport,
+    VersionInfo, WatchEvent,
 };
 use crate::objects::Object;
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -605,6 +605,17 @@ impl Client {
             Self::json(reg),
         )
         .await
+    }
+
+    /// Reports the node's rule counters (replacing its previous report).
+    pub async fn report_rule_stats(&self, r: &RuleStatsReport) -> Result<(), ClientError> {
+        self.call::<serde_json::Value>(
+            reqwest::Method::PUT,
+            &format!("/api/v1/nodes/{}/rulestats/", r.hostname),
+            Self::json(r),
+        )
+        .await
+        .map(drop)
     }
 
     pub async fn create_endpoint(&self, req: &EndpointRequest) -> Result<Endpoint, ClientError> {

@@ -147,6 +147,21 @@ pub struct PolicyOper {
     pub num_endpoints: i64,
     #[serde(rename = "policyViolations", default, skip_serializing_if = "is_zero")]
     pub policy_violations: i64,
+    /// Ours: per rule, the packets and bytes its flows matched, in total and per host.
+    #[serde(rename = "ruleStats", default, skip_serializing_if = "Vec::is_empty")]
+    pub rule_stats: Vec<RuleStatsOper>,
+}
+
+/// The counters of one rule of a policy, summed over the hosts that enforce it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RuleStatsOper {
+    #[serde(rename = "ruleId")]
+    pub rule_id: String,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Host name -> that host's counters.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub hosts: std::collections::BTreeMap<String, crate::agent::RuleCounters>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -3,12 +3,14 @@
 
 use crate::check::check;
 use crate::cli::{ListOpts, TenantOpt, list_scoped, print_list};
+use crate::error::CtlError;
 use crate::error::Result;
 use crate::out;
 use crate::table::Table;
 use clap::{Args, Subcommand};
-use model::oper::PolicyOper;
+use model::oper::{PolicyOper, RuleStatsOper};
 use model::{Client, Policy, Rule, Tenant};
+use std::collections::BTreeMap;
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
@@ -51,7 +53,15 @@ Examples:
     /// List the rules of a policy, by priority
     #[command(
         name = "rule-ls",
-        after_help = "Examples:\n  netctl policy rule-ls -t blue web\n  netctl policy rule-ls -j web"
+        after_help = "\
+With --counts, each table gets two more columns: the packets and bytes the rule's flows matched,
+summed over every host (new connections only: replies and established connections pass without
+meeting the rules). The default output keeps Contiv's columns.
+
+Examples:
+  netctl policy rule-ls -t blue web
+  netctl policy rule-ls -j web
+  netctl policy rule-ls --counts web"
     )]
     RuleLs(RuleLsArgs),
     /// Delete a rule from the policy
@@ -93,6 +103,9 @@ pub struct RuleLsArgs {
     /// Print only the rule ids
     #[arg(short, long)]
     pub quiet: bool,
+    /// Add the packets and bytes each rule matched (from the hosts' flow counters)
+    #[arg(short, long)]
+    pub counts: bool,
     /// Name of the policy
     #[arg(value_name = "POLICY")]
     pub policy: String,
@@ -227,9 +240,8 @@ pub async fn run(cmd: Cmd, client: &Client) -> Result<()> {
         Cmd::RuleLs(a) => {
             let tenant = a.tenant.tenant;
             client.get::<Tenant>(&tenant).await?;
-            client
-                .get::<Policy>(&format!("{tenant}:{}", a.policy))
-                .await?;
+            let key = format!("{tenant}:{}", a.policy);
+            client.get::<Policy>(&key).await?;
             let mut rules: Vec<Rule> = client
                 .list::<Rule>()
                 .await?
@@ -242,8 +254,17 @@ pub async fn run(cmd: Cmd, client: &Client) -> Result<()> {
             } else if a.quiet {
                 let ids: String = rules.iter().map(|r| format!("{}\n", r.rule_id)).collect();
                 out::print(&ids)
+            } else if a.counts {
+                let raw = client.inspect::<Policy>(&key).await?;
+                let stats: Vec<RuleStatsOper> = match raw.pointer("/Oper/ruleStats") {
+                    Some(v) => serde_json::from_value(v.clone())
+                        .map_err(|e| CtlError::Decode(e.to_string()))?,
+                    None => Vec::new(),
+                };
+                let by_id = stats.into_iter().map(|r| (r.rule_id.clone(), r)).collect();
+                out::print(&rule_tables(&rules, Some(&by_id)))
             } else {
-                out::print(&rule_tables(&rules))
+                out::print(&rule_tables(&rules, None))
             }
         }
         Cmd::RuleRm(a) => {
@@ -254,9 +275,20 @@ pub async fn run(cmd: Cmd, client: &Client) -> Result<()> {
     }
 }
 
-/// Contiv's two tables: incoming rules, then outgoing rules.
-fn rule_tables(rules: &[Rule]) -> String {
-    let mut incoming = Table::new(&[
+/// The columns `--counts` adds at the end of both tables (after Contiv's, so that a script
+/// reading Contiv's columns by position still finds them).
+const COUNT_COLUMNS: [(&str, &str); 2] = [("Packets", "-------"), ("Bytes", "-----")];
+
+/// Contiv's two tables: incoming rules, then outgoing rules; with `counts` (rule id -> counters),
+/// each rule's packets and bytes too.
+fn rule_tables(rules: &[Rule], counts: Option<&BTreeMap<String, RuleStatsOper>>) -> String {
+    let with_counts = |mut cols: Vec<(&'static str, &'static str)>| {
+        if counts.is_some() {
+            cols.extend(COUNT_COLUMNS);
+        }
+        Table::new(&cols)
+    };
+    let mut incoming = with_counts(vec![
         ("Rule", "----"),
         ("Priority", "--------"),
         ("From EndpointGroup", "------------------"),
@@ -267,7 +299,7 @@ fn rule_tables(rules: &[Rule]) -> String {
         ("Port", "----"),
         ("Action", "------"),
     ]);
-    let mut outgoing = Table::new(&[
+    let mut outgoing = with_counts(vec![
         ("Rule", "----"),
         ("Priority", "--------"),
         ("To EndpointGroup", "----------------"),
@@ -278,30 +310,31 @@ fn rule_tables(rules: &[Rule]) -> String {
         ("Action", "------"),
     ]);
     for r in rules {
-        if r.direction == "in" {
-            incoming.row([
-                r.rule_id.clone(),
-                r.priority.to_string(),
-                r.from_endpoint_group.clone(),
-                r.from_network.clone(),
-                r.from_ip_address.clone(),
-                r.to_ip_address.clone(),
-                r.protocol.clone(),
-                r.port.to_string(),
-                r.action.clone(),
-            ]);
-        } else if r.direction == "out" {
-            outgoing.row([
-                r.rule_id.clone(),
-                r.priority.to_string(),
-                r.to_endpoint_group.clone(),
-                r.to_network.clone(),
-                r.to_ip_address.clone(),
-                r.protocol.clone(),
-                r.port.to_string(),
-                r.action.clone(),
-            ]);
+        let (table, peer) = match r.direction.as_str() {
+            "in" => (
+                &mut incoming,
+                vec![
+                    &r.from_endpoint_group,
+                    &r.from_network,
+                    &r.from_ip_address,
+                    &r.to_ip_address,
+                ],
+            ),
+            "out" => (
+                &mut outgoing,
+                vec![&r.to_endpoint_group, &r.to_network, &r.to_ip_address],
+            ),
+            _ => continue,
+        };
+        let mut row = vec![r.rule_id.clone(), r.priority.to_string()];
+        row.extend(peer.into_iter().cloned());
+        row.extend([r.protocol.clone(), r.port.to_string(), r.action.clone()]);
+        if let Some(c) = counts {
+            let s = c.get(&r.rule_id);
+            row.push(s.map_or(0, |s| s.packets).to_string());
+            row.push(s.map_or(0, |s| s.bytes).to_string());
         }
+        table.row(row);
     }
     format!(
         "Incoming Rules:\n{}Outgoing Rules:\n{}",
@@ -336,7 +369,7 @@ mod tests {
             out,
         ];
         assert_eq!(
-            rule_tables(&rules),
+            rule_tables(&rules, None),
             "\
 Incoming Rules:
 Rule  Priority  From EndpointGroup  From Network  From IpAddress  To IpAddress  Protocol  Port  Action
@@ -347,6 +380,38 @@ Outgoing Rules:
 Rule  Priority  To EndpointGroup  To Network  To IpAddress  Protocol  Port  Action
 ----  --------  ----------------  ----------  ---------     --------  ----  ------
 3     5                                       10.0.0.0/8    udp       53    allow
+"
+        );
+    }
+
+    #[test]
+    fn rule_tables_with_counts_add_columns_at_the_end() {
+        let rules = [
+            rule("1", "in", 1, "tcp", 0, "deny"),
+            rule("2", "in", 100, "tcp", 8000, "allow"),
+            rule("3", "out", 5, "udp", 53, "allow"),
+        ];
+        let counts = BTreeMap::from([(
+            "1".to_string(),
+            RuleStatsOper {
+                rule_id: "1".into(),
+                packets: 12,
+                bytes: 720,
+                ..Default::default()
+            },
+        )]);
+        assert_eq!(
+            rule_tables(&rules, Some(&counts)),
+            "\
+Incoming Rules:
+Rule  Priority  From EndpointGroup  From Network  From IpAddress  To IpAddress  Protocol  Port  Action  Packets  Bytes
+----  --------  ------------------  ------------  ---------       ------------  --------  ----  ------  -------  -----
+1     1                                                                         tcp       0     deny    12       720
+2     100                                                                       tcp       8000  allow   0        0
+Outgoing Rules:
+Rule  Priority  To EndpointGroup  To Network  To IpAddress  Protocol  Port  Action  Packets  Bytes
+----  --------  ----------------  ----------  ---------     --------  ----  ------  -------  -----
+3     5                                                     udp       53    allow   0        0
 "
         );
     }

@@ -140,6 +140,9 @@ fn policy() {
             "policy rule-ls -t blue web",
             "policy rule-ls -t blue web -q",
             "policy rule-ls -t blue web -j",
+            // No agent runs: every rule shows zero packets, and inspect lists the rules' counters.
+            "policy rule-ls -t blue web --counts",
+            "policy inspect -t blue web",
             "policy rule-rm -t blue web 4",
             "policy rule-ls -t blue web -q",
             "group create -t blue -p web contiv-net attached",

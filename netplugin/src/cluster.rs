@@ -3,7 +3,9 @@
 
 use crate::datapath::ClusterInputs;
 use futures::StreamExt;
-use model::agent::{Endpoint, Node, NodeRegistration, WatchEvent, WatchEventType};
+use model::agent::{
+    Endpoint, Node, NodeRegistration, RuleCounters, RuleStatsReport, WatchEvent, WatchEventType,
+};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,6 +31,45 @@ pub async fn heartbeat(client: model::Client, reg: NodeRegistration) {
             }
         };
         tokio::time::sleep(every).await;
+    }
+}
+
+/// How often the agent reads its rule counters (only while rules have flows here).
+const RULE_STATS_EVERY: Duration = Duration::from_secs(2);
+/// Unchanged counters are sent again this often: the master keeps them in memory only, and a
+/// new leader (or a restarted master) must get them without waiting for traffic.
+const RULE_STATS_RESEND: Duration = Duration::from_secs(10);
+
+/// Reports the per-rule packet counters of this node's switch to netmaster, for as long as the
+/// agent runs: when they change, and again every [`RULE_STATS_RESEND`].
+pub async fn report_rule_stats(m: Arc<crate::manager::Manager>, client: model::Client, me: String) {
+    let mut last: Option<BTreeMap<String, RuleCounters>> = None;
+    let mut sent = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(RULE_STATS_EVERY).await;
+        let rules = match m.dp.rule_counters().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "read rule counters");
+                continue;
+            }
+        };
+        // An empty report (no rules here) is sent once: the master forgets the node's counters.
+        let fresh = sent.elapsed() < RULE_STATS_RESEND || rules.is_empty();
+        if last.as_ref() == Some(&rules) && fresh {
+            continue;
+        }
+        let report = RuleStatsReport {
+            hostname: me.clone(),
+            rules,
+        };
+        match client.report_rule_stats(&report).await {
+            Ok(()) => {
+                last = Some(report.rules);
+                sent = tokio::time::Instant::now();
+            }
+            Err(e) => tracing::debug!(error = %e, "report rule counters"),
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! flows can be replaced or removed exactly (docs/ovs-pipeline.md).
 
 use crate::fabric::Inputs;
-use model::agent::Endpoint;
+use model::agent::{Endpoint, RuleCounters};
 use ovs::{
     BridgeSpec, FailMode, Flow, FlowProgrammer, OfctlProgrammer, PortInfo, PortSpec, Vswitch,
 };
@@ -111,6 +111,27 @@ struct FabricState {
     applied: BTreeMap<u64, Option<Vec<Flow>>>,
     /// Meters installed: id -> (kbps, burst kbits).
     meters: BTreeMap<u32, (u64, u64)>,
+    /// Every endpoint (local and remote) the flows were last computed from: id -> its
+    /// conntrack identity. When one goes, its connections are forgotten (see `forget_departed`).
+    tracked: BTreeMap<String, Tracked>,
+}
+
+/// What identifies an endpoint's connections in conntrack, and what they were judged by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Tracked {
+    zone: u16,
+    ip: String,
+    group: u32,
+}
+
+impl Tracked {
+    fn of(ep: &Endpoint) -> Self {
+        Tracked {
+            zone: crate::fabric::zone(ep) as u16,
+            ip: ep.ip_address.clone(),
+            group: ep.group_id,
+        }
+    }
 }
 
 /// The cluster as one agent's flows need it.
@@ -200,7 +221,9 @@ impl Datapath {
         self.apply(&mut st).await
     }
 
-    /// Records which cookies the switch holds, so that stale ones get removed.
+    /// Records which cookies and meters the switch holds, so that stale ones get removed: a
+    /// profile removed or an endpoint deleted while the agent was down leaves meters nobody
+    /// wants (the bridge is the agent's: every meter on it is one the agent made).
     async fn learn_installed(&self, st: &mut FabricState) -> Result<(), DatapathError> {
         st.applied = self
             .flows
@@ -208,6 +231,13 @@ impl Datapath {
             .await?
             .into_iter()
             .map(|f| (f.cookie, None))
+            .collect();
+        st.meters = self
+            .flows
+            .dump_meters(&self.bridge)
+            .await?
+            .into_iter()
+            .map(|m| (m.id, (m.rate, m.burst)))
             .collect();
         Ok(())
     }
@@ -259,6 +289,7 @@ impl Datapath {
             self.flows.del_meter(&self.bridge, id).await?;
             st.meters.remove(&id);
         }
+        self.forget_departed(st).await;
         if sets.is_empty() {
             return Ok(());
         }
@@ -270,6 +301,61 @@ impl Datapath {
             }
         }
         Ok(())
+    }
+
+    /// Forgets the tracked connections of endpoints that are gone (or changed group) since the
+    /// last apply. Conntrack knows connections by addresses only: a connection of a deleted pod
+    /// would otherwise stay established for the next pod given its address, whatever that pod's
+    /// group, and pass the policy tables without meeting a rule. Only while rules exist (else
+    /// the pipeline tracks nothing); a failure is logged, since the flows are already right.
+    async fn forget_departed(&self, st: &mut FabricState) {
+        use futures::StreamExt;
+        if !(st.locals_loaded && st.synced) {
+            return;
+        }
+        let now: BTreeMap<String, Tracked> = st
+            .inputs
+            .local
+            .iter()
+            .map(|(id, (_, ep))| (id, ep))
+            .chain(st.inputs.remote.iter())
+            .filter(|(_, ep)| !ep.ip_address.is_empty())
+            .map(|(id, ep)| (id.clone(), Tracked::of(ep)))
+            .collect();
+        let old = std::mem::replace(&mut st.tracked, now);
+        if st.inputs.policy.rules.is_empty() {
+            return;
+        }
+        // Only zones of networks with members here hold entries on this switch (the others
+        // have no flows here), before or after the change.
+        let zones: std::collections::BTreeSet<u16> = old
+            .iter()
+            .filter(|(id, _)| st.inputs.local.contains_key(*id))
+            .map(|(_, t)| t.zone)
+            .chain(st.inputs.local.values().map(|(_, ep)| Tracked::of(ep).zone))
+            .collect();
+        let flushes: Vec<(String, u16, String)> = old
+            .iter()
+            .filter(|(id, t)| st.tracked.get(*id) != Some(t) && zones.contains(&t.zone))
+            .flat_map(|(id, t)| {
+                ["ct_nw_src", "ct_nw_dst"]
+                    .map(|side| (id.clone(), t.zone, format!("{side}={}", t.ip)))
+            })
+            .collect();
+        // A few at a time: a host that left takes all its endpoints with it, and the flows of
+        // every other change wait for this pass.
+        let (flows, bridge) = (self.flows.clone(), self.bridge.clone());
+        let mut results = futures::stream::iter(flushes)
+            .map(move |(id, zone, tuple)| {
+                let (flows, bridge) = (flows.clone(), bridge.clone());
+                async move { (id, flows.flush_conntrack(&bridge, zone, &tuple).await) }
+            })
+            .buffer_unordered(8);
+        while let Some((id, r)) = results.next().await {
+            if let Err(e) = r {
+                tracing::warn!(endpoint = %id, error = %e, "forget the connections of a departed endpoint");
+            }
+        }
     }
 
     /// Adds (or fixes) an endpoint's port, waits for its OpenFlow port number, and installs its
@@ -426,6 +512,39 @@ impl Datapath {
             prime_neighbor(vtep);
         }
         Ok(())
+    }
+
+    /// The packets and bytes each installed policy rule's flows matched on this switch, by
+    /// rule key (`tenant:policy:ruleId`); empty, without asking the switch, when no rule has
+    /// flows here. Counters restart when a rule's flows are replaced (a group it applies to
+    /// gained or lost its last endpoint here).
+    pub async fn rule_counters(&self) -> Result<BTreeMap<String, RuleCounters>, DatapathError> {
+        let keys: BTreeMap<u64, String> = {
+            let st = self.fabric.lock().await;
+            st.inputs
+                .policy
+                .rules
+                .keys()
+                .map(|k| (cookie::rule(k), k.clone()))
+                .filter(|(c, _)| matches!(st.applied.get(c), Some(Some(_))))
+                .collect()
+        };
+        if keys.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let filter = ovs::CookieMask::masked(cookie::RULE, cookie::CLASS_MASK);
+        let mut out = BTreeMap::new();
+        for f in self.flows.dump_flows(&self.bridge, Some(filter)).await? {
+            if let Some(k) = keys.get(&f.cookie) {
+                out.entry(k.clone())
+                    .or_insert_with(RuleCounters::default)
+                    .add(RuleCounters {
+                        packets: f.n_packets,
+                        bytes: f.n_bytes,
+                    });
+            }
+        }
+        Ok(out)
     }
 
     /// Whether the switch holds as many flows as the agent installed (a cheap check that a

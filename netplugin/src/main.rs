@@ -280,6 +280,11 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     ));
     let view = Arc::new(Mutex::new(ClusterView::default()));
     let changed = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(cluster::report_rule_stats(
+        m.clone(),
+        client.clone(),
+        node.clone(),
+    ));
     tokio::spawn(cluster::follow(client, view.clone(), changed.clone()));
     tokio::spawn(cluster::reconcile(m.clone(), node, view, changed));
     tokio::spawn(watch_vswitchd(m.clone()));

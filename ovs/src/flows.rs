@@ -189,6 +189,16 @@ pub struct FlowStats {
     pub duration: Duration,
 }
 
+/// A meter as the switch reports it (`ovs-ofctl dump-meters`): its first band's rate and burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MeterConfig {
+    pub id: u32,
+    /// The band's rate (kbps for a `kbps` meter, packets per second for a `pktps` one).
+    pub rate: u64,
+    /// The band's burst size (0 when the meter has no `burst` flag).
+    pub burst: u64,
+}
+
 /// Programs OpenFlow flows into bridges. Every call is atomic: all its flows apply, or none.
 #[async_trait]
 pub trait FlowProgrammer: Send + Sync {
@@ -228,6 +238,18 @@ pub trait FlowProgrammer: Send + Sync {
 
     /// Deletes meter `id` (and, as OpenFlow does, any flow still using it). Absent is fine.
     async fn del_meter(&self, bridge: &str, id: u32) -> Result<(), FlowError>;
+
+    /// Deletes the connection-tracking entries of conntrack zone `zone` whose original
+    /// direction matches `orig_tuple` (a partial tuple such as `ct_nw_src=10.1.2.3`).
+    async fn flush_conntrack(
+        &self,
+        bridge: &str,
+        zone: u16,
+        orig_tuple: &str,
+    ) -> Result<(), FlowError>;
+
+    /// Every meter of the bridge (after a restart, to remove those nobody wants any more).
+    async fn dump_meters(&self, bridge: &str) -> Result<Vec<MeterConfig>, FlowError>;
 
     /// The bridge's flows, or only those whose cookie matches `filter`.
     async fn dump_flows(
@@ -300,13 +322,14 @@ impl OfctlProgrammer {
         Ok(())
     }
 
-    /// Runs `ovs-ofctl -O OpenFlow14 <args..> <target> [extra]`, feeding `stdin`; returns stdout.
+    /// Runs `ovs-ofctl -O OpenFlow14 <args..> <target> <extra..>`, feeding `stdin`; returns
+    /// stdout.
     async fn run(
         &self,
         action: &str,
         bridge: &str,
         args: &[&str],
-        extra: Option<&str>,
+        extra: &[&str],
         stdin: Option<String>,
     ) -> Result<String, FlowError> {
         let target = self.target(bridge);
@@ -316,7 +339,7 @@ impl OfctlProgrammer {
         let mut argv: Vec<&str> = vec!["-O", "OpenFlow14", "--no-names"];
         argv.extend_from_slice(args);
         argv.push(&target);
-        argv.extend(extra);
+        argv.extend_from_slice(extra);
         let command = format!("{} {}", self.program.display(), argv.join(" "));
         let spawn_error = |source| FlowError::Spawn {
             action: action.to_string(),
@@ -383,7 +406,7 @@ impl OfctlProgrammer {
             action,
             bridge,
             &["--bundle", subcommand],
-            Some("-"),
+            &["-"],
             Some(input),
         )
         .await
@@ -500,12 +523,12 @@ impl FlowProgrammer for OfctlProgrammer {
         let action = format!("set meter {id}");
         // mod-meter keeps the flows that use the meter; it fails when the meter is new.
         match self
-            .run(&action, bridge, &["mod-meter"], Some(&spec), None)
+            .run(&action, bridge, &["mod-meter"], &[&spec], None)
             .await
         {
             Ok(_) => Ok(()),
             Err(_) => self
-                .run(&action, bridge, &["add-meter"], Some(&spec), None)
+                .run(&action, bridge, &["add-meter"], &[&spec], None)
                 .await
                 .map(drop),
         }
@@ -517,11 +540,40 @@ impl FlowProgrammer for OfctlProgrammer {
             &format!("delete meter {id}"),
             bridge,
             &["del-meter"],
-            Some(&spec),
+            &[&spec],
             None,
         )
         .await
         .map(drop)
+    }
+
+    async fn flush_conntrack(
+        &self,
+        bridge: &str,
+        zone: u16,
+        orig_tuple: &str,
+    ) -> Result<(), FlowError> {
+        let action = format!("flush conntrack zone {zone} {orig_tuple}");
+        no_newline(orig_tuple).map_err(|reason| FlowError::InvalidFlow {
+            action: action.clone(),
+            bridge: bridge.to_string(),
+            reason,
+        })?;
+        let zone = format!("zone={zone}");
+        self.run(&action, bridge, &["ct-flush"], &[&zone, orig_tuple], None)
+            .await
+            .map(drop)
+    }
+
+    async fn dump_meters(&self, bridge: &str) -> Result<Vec<MeterConfig>, FlowError> {
+        let out = self
+            .run("dump meters", bridge, &["dump-meters"], &[], None)
+            .await?;
+        parse_dump_meters(&out).map_err(|(line, reason)| FlowError::Parse {
+            bridge: bridge.to_string(),
+            line,
+            reason,
+        })
     }
 
     async fn dump_flows(
@@ -535,7 +587,7 @@ impl FlowProgrammer for OfctlProgrammer {
                 "dump flows",
                 bridge,
                 &["dump-flows"],
-                filter.as_deref(),
+                filter.as_deref().as_slice(),
                 None,
             )
             .await?;
@@ -545,6 +597,46 @@ impl FlowProgrammer for OfctlProgrammer {
             reason,
         })
     }
+}
+
+/// Parses `ovs-ofctl dump-meters` output: a `meter=N <flags> bands=` line per meter, followed
+/// by its bands (`type=drop rate=R [burst_size=B]`); only the first band is kept. The header
+/// (`OFPST_METER_CONFIG reply ...`) and blank lines are skipped. On failure returns the
+/// offending line and the reason.
+pub fn parse_dump_meters(output: &str) -> Result<Vec<MeterConfig>, (String, String)> {
+    let mut meters: Vec<MeterConfig> = Vec::new();
+    let mut banded = false;
+    for line in output.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("meter=") {
+            let id = rest.split_whitespace().next().unwrap_or("");
+            let id = id
+                .parse()
+                .map_err(|_| (line.to_string(), format!("bad meter id {id:?}")))?;
+            meters.push(MeterConfig {
+                id,
+                rate: 0,
+                burst: 0,
+            });
+            banded = false;
+        } else if line.starts_with("type=") && !banded {
+            let Some(m) = meters.last_mut() else {
+                return Err((line.to_string(), "a band before any meter".into()));
+            };
+            for (k, v) in line.split_whitespace().filter_map(|t| t.split_once('=')) {
+                let num = || {
+                    v.parse::<u64>()
+                        .map_err(|_| (line.to_string(), format!("bad {k} {v:?}")))
+                };
+                match k {
+                    "rate" => m.rate = num()?,
+                    "burst_size" => m.burst = num()?,
+                    _ => {}
+                }
+            }
+            banded = true;
+        }
+    }
+    Ok(meters)
 }
 
 /// Parses `ovs-ofctl dump-flows` output. Header lines (`OFPST_FLOW reply ...`) are skipped.
@@ -647,6 +739,40 @@ OFPST_FLOW reply (OF1.4) (xid=0x2):
     #[test]
     fn parses_dump_flows() {
         insta::assert_debug_snapshot!(parse_dump_flows(DUMP).unwrap());
+    }
+
+    #[test]
+    fn parses_dump_meters() {
+        let out = "\
+OFPST_METER_CONFIG reply (OF1.4) (xid=0x2):
+meter=5 kbps burst bands=
+type=drop rate=1000 burst_size=100
+
+meter=12 kbps bands=
+type=drop rate=2000
+type=drop rate=9000
+";
+        assert_eq!(
+            parse_dump_meters(out).unwrap(),
+            [
+                MeterConfig {
+                    id: 5,
+                    rate: 1000,
+                    burst: 100
+                },
+                MeterConfig {
+                    id: 12,
+                    rate: 2000,
+                    burst: 0
+                }
+            ]
+        );
+        assert!(parse_dump_meters("meter=x kbps bands=\n").is_err());
+        assert!(
+            parse_dump_meters("OFPST_METER_CONFIG reply\n")
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -38,7 +38,9 @@ mod vswitch;
 pub use client::{Client, ClientOptions, ConnectionState};
 pub use datum::{Atom, Datum, DecodeError, Row};
 pub use error::{FlowError, OvsdbError};
-pub use flows::{CookieMask, Flow, FlowMatch, FlowProgrammer, FlowStats, OfctlProgrammer};
+pub use flows::{
+    CookieMask, Flow, FlowMatch, FlowProgrammer, FlowStats, MeterConfig, OfctlProgrammer,
+};
 pub use monitor::{Monitor, MonitorEvent, MonitorRequest, RowUpdate, TableUpdates};
 pub use ops::{
     Condition, Function, Mutation, Mutator, Operation, OperationResult, WaitUntil, transact_params,

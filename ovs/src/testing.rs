@@ -140,6 +140,15 @@ impl FlowProgrammer for FakeFlowProgrammer {
         Ok(())
     }
 
+    async fn flush_conntrack(&self, _: &str, _: u16, _: &str) -> Result<(), FlowError> {
+        Ok(())
+    }
+
+    async fn dump_meters(&self, _: &str) -> Result<Vec<crate::MeterConfig>, FlowError> {
+        // Meters are not kept by the fake.
+        Ok(Vec::new())
+    }
+
     async fn dump_flows(
         &self,
         bridge: &str,

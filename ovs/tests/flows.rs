@@ -5,7 +5,7 @@ mod common;
 use common::Sandbox;
 use ovs::{
     BridgeSpec, Client, CookieMask, FailMode, Flow, FlowError, FlowMatch, FlowProgrammer,
-    FlowStats, OfctlProgrammer, Vswitch,
+    FlowStats, MeterConfig, OfctlProgrammer, Vswitch,
 };
 use std::time::Duration;
 
@@ -147,10 +147,39 @@ async fn meters_are_created_changed_and_deleted_under_their_flows() {
     let flows = of.dump_flows("br0", None).await.unwrap();
     assert_eq!(flows.len(), 1, "{flows:?}");
     assert!(flows[0].actions.contains("meter:7"), "{:?}", flows[0]);
+    of.set_meter("br0", 8, 500, 0).await.unwrap();
+    let meters = of.dump_meters("br0").await.unwrap();
+    assert_eq!(
+        meters,
+        [
+            MeterConfig {
+                id: 7,
+                rate: 20_000,
+                burst: 2_000
+            },
+            // A burst of 0 is set as the smallest one.
+            MeterConfig {
+                id: 8,
+                rate: 500,
+                burst: 1
+            }
+        ]
+    );
+    of.del_meter("br0", 8).await.unwrap();
     of.del_flows("br0", &[FlowMatch::cookie(CookieMask::exact(0x9))])
         .await
         .unwrap();
     of.del_meter("br0", 7).await.unwrap();
+    assert!(of.dump_meters("br0").await.unwrap().is_empty());
+    // Flushing conntrack entries by a partial tuple (none here), and a tuple the switch refuses.
+    of.flush_conntrack("br0", 5, "ct_nw_src=10.1.2.3")
+        .await
+        .unwrap();
+    assert!(
+        of.flush_conntrack("br0", 5, "ct_nw_src=nonsense")
+            .await
+            .is_err()
+    );
     // A flow naming a meter that is gone is refused.
     assert!(
         of.add_flows(

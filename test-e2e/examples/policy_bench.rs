@@ -1,14 +1,15 @@
-//! Benchmark: how fast policy reaches the datapath.
+//! Benchmark: how fast policy reaches the datapath, and what the rule counters cost.
 //!
 //! `cargo run --release -p test-e2e --example policy_bench [-- --endpoints 100 --rules 1000 --clients 8]`
 //!
-//! Three figures, on a simulated cluster of 3 hosts (as the e2e tests use) with 100 pods of group
+//! Four figures, on a simulated cluster of 3 hosts (as the e2e tests use) with 100 pods of group
 //! `web` on host1 and one on each other host, made by the real `contiv` plugin:
 //! 1. REST ingest: 1,000 rules written into a policy through the REST API, by `--clients`
 //!    concurrent keep-alive connections (as a script or an operator tool would), one rule a call;
 //! 2. programming: that policy is attached to the group (one REST call), and the time until all
 //!    1,000 rule flows are in host1's switch, i.e. in force for its 100 endpoints;
-//! 3. one `rule-add` REST call to the rule's flow on all 3 hosts (median of 5).
+//! 3. one `rule-add` REST call to the rule's flow on all 3 hosts (median of 5);
+//! 4. the rule counters: an agent's read of its rule flows, `netctl policy rule-ls --counts`.
 //!
 //! Needs root, Open vSwitch and iproute2 (scripts/setup.sh). "In the switch" means the rule's flow
 //! is in the host's OpenFlow table 24 (`ovs-ofctl dump-flows`, polled every 10 ms); the rule is
@@ -143,6 +144,37 @@ fn main() {
     println!(
         "rule-add to enforcement on all hosts, median of 5: {:.0} ms",
         delays[2]
+    );
+
+    // Rule counters: what each agent does every 2 s while rules have flows (dump the rule
+    // cookies' flows), and how long until netctl shows every rule with its count.
+    let t = Instant::now();
+    let reads = 10;
+    for _ in 0..reads {
+        let out = Command::new("ovs-ofctl")
+            .args(["-O", "OpenFlow14", "--no-names", "dump-flows"])
+            .arg(format!(
+                "unix:{}/{}.mgmt",
+                c.hosts[0].dir.display(),
+                c.hosts[0].bridge
+            ))
+            .arg("cookie=0x0600000000000000/0xff00000000000000")
+            .output()
+            .expect("ovs-ofctl");
+        assert!(out.status.success());
+    }
+    println!(
+        "reading the counters of {} rule flows on host1 (the agent's read every 2 s): {:.1} ms",
+        rules + 5,
+        t.elapsed().as_secs_f64() * 1e3 / f64::from(reads)
+    );
+    let t = Instant::now();
+    let listed = c.master.netctl(&["policy", "rule-ls", "--counts", "p"]);
+    println!(
+        "netctl policy rule-ls --counts with {} rules: {:.0} ms ({} lines)",
+        rules + 5,
+        t.elapsed().as_secs_f64() * 1e3,
+        listed.lines().count()
     );
     drop(pods);
 }

@@ -294,6 +294,16 @@ impl Netmaster {
         )
     }
 
+    /// Runs the real `netctl` against this netmaster; its standard output (fails the test when
+    /// netctl fails).
+    pub fn netctl(&self, args: &[&str]) -> String {
+        must(
+            Command::new(bin("netctl"))
+                .args(["--netmaster", &self.url()])
+                .args(args),
+        )
+    }
+
     pub fn network(&self, tenant: &str, name: &str, subnet: &str, gateway: &str) {
         if tenant != "default" {
             self.api(
@@ -449,6 +459,43 @@ pub fn tunnels(h: &Host) -> Vec<String> {
         .into_iter()
         .filter(|p| p.starts_with("vx"))
         .collect()
+}
+
+/// Asserts that the VXLAN packets `sender` tunnels to `receiver` while `traffic` runs carry DSCP
+/// 46 (tos 0xb8) in their outer header and in the inner packet (tcpdump on `receiver`'s
+/// underlay NIC). `traffic` must send at least two packets into the tunnel.
+pub fn assert_dscp_46_in_tunnel(receiver: &Host, sender: &Host, traffic: impl FnOnce()) {
+    let dump = Command::new("ip")
+        .args(["netns", "exec", &receiver.ns, "timeout", "5"])
+        .args(["tcpdump", "-l", "-c", "2", "-v", "-n", "-i", Underlay::NIC])
+        // Only what the sender's host tunnels.
+        .args(["udp", "port", "4789", "and", "src", "host", &sender.vtep])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tcpdump");
+    // tcpdump gives no sign when its capture is open: a moment for it to start.
+    std::thread::sleep(Duration::from_millis(500));
+    traffic();
+    let text = String::from_utf8_lossy(&dump.wait_with_output().unwrap().stdout).to_string();
+    let outer: Vec<&str> = text.lines().filter(|l| l.contains("proto UDP")).collect();
+    assert!(
+        !outer.is_empty(),
+        "no VXLAN packet seen on the underlay: {text}"
+    );
+    assert!(
+        outer.iter().all(|l| l.contains("tos 0xb8")),
+        "outer headers without DSCP 46: {text}"
+    );
+    // And inside the tunnel: the endpoint's own packets.
+    let inner: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("IP (") && !l.contains("proto UDP"))
+        .collect();
+    assert!(
+        !inner.is_empty() && inner.iter().all(|l| l.contains("tos 0xb8")),
+        "inner headers without DSCP 46: {text}"
+    );
 }
 
 // ------------------------------------------------------------------------ hosts
@@ -683,15 +730,29 @@ impl Host {
             .collect()
     }
 
-    pub fn flows(&self) -> String {
+    /// `ovs-ofctl <command>` on the integration bridge: its output.
+    fn ofctl(&self, command: &str) -> String {
         let mut c = Command::new("ovs-ofctl");
         c.args([
             "-O",
             "OpenFlow14",
-            "dump-flows",
+            command,
             &format!("unix:{}/{}.mgmt", self.dir.display(), self.bridge),
         ]);
         String::from_utf8_lossy(&run(&mut c).stdout).to_string()
+    }
+
+    pub fn flows(&self) -> String {
+        self.ofctl("dump-flows")
+    }
+
+    /// The ids of the OpenFlow meters on the integration bridge.
+    pub fn meters(&self) -> Vec<u32> {
+        self.ofctl("dump-meters")
+            .lines()
+            .filter_map(|l| l.strip_prefix("meter="))
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect()
     }
 
     /// The network config a runtime would pass to the plugin.
@@ -873,6 +934,20 @@ impl Pod {
         }
     }
 
+    /// The network namespace of a running process (a Docker container) as a pod, so that the
+    /// pod helpers (ping, TCP, iperf3 with the host's tools) run inside the container's own
+    /// network. Dropping it detaches the name only; the container keeps its namespace.
+    pub fn of_process(pid: &str, container_id: &str, ip: &str) -> Self {
+        let netns = unique("p");
+        must(Command::new("ip").args(["netns", "attach", &netns, pid]));
+        Pod {
+            netns,
+            container_id: container_id.to_string(),
+            ip: ip.to_string(),
+            result: Value::Null,
+        }
+    }
+
     pub fn netns_path(&self) -> String {
         format!("/var/run/netns/{}", self.netns)
     }
@@ -963,6 +1038,18 @@ impl Pod {
     ) -> std::io::Result<std::net::TcpStream> {
         let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().expect("address");
         self.in_ns(move || std::net::TcpStream::connect_timeout(&addr, timeout))
+    }
+
+    /// Whether this pod can open a TCP connection to `to:port` (a listener is started there
+    /// for it); a refused or unanswered SYN is false.
+    pub fn connects_to(&self, to: &Pod, port: u16) -> bool {
+        let l = to.tcp_listener(port);
+        l.set_nonblocking(true).unwrap();
+        let ok = self
+            .tcp_connect(&to.ip, port, Duration::from_millis(1500))
+            .is_ok();
+        drop(l);
+        ok
     }
 
     /// Sends `data` from this pod to `server` over TCP and returns what the server received.

@@ -20,6 +20,7 @@
 
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
+use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -131,6 +132,15 @@ impl Cluster {
     fn ip_of(&self, container: &str, network: &str) -> String {
         let f = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
         self.ok(&["inspect", "-f", &f, container])
+    }
+
+    /// A running container's network namespace as a [`test_e2e::Pod`] at its address on
+    /// `network`: the pod helpers (TCP, iperf3) run there with the host's tools, since the image
+    /// holds busybox only.
+    fn pod_of(&self, container: &str, network: &str) -> test_e2e::Pod {
+        let pid = self.ok(&["inspect", "-f", "{{.State.Pid}}", container]);
+        let id = self.ok(&["inspect", "-f", "{{.Id}}", container]);
+        test_e2e::Pod::of_process(&pid, &id, &self.ip_of(container, network))
     }
 
     fn pings(&self, from: &str, ip: &str) -> bool {
@@ -922,36 +932,47 @@ fn managed_plugin_and_swarm() {
     ok(&["service", "rm", "s1"]);
 }
 
+impl Cluster {
+    /// The Docker host (with dockerd) and a second host of CNI pods on one underlay, tunnels up.
+    fn with_cni_host() -> (Cluster, Host, Underlay) {
+        let master = Netmaster::start();
+        let underlay = Underlay::new();
+        let plugin = PluginSocket::new();
+        let mut h1 = Host::netns_only(&master, "dock1");
+        h1.vtep = underlay.attach(&h1.ns);
+        let vtep = h1.vtep.clone();
+        h1.boot(&[
+            "--vtep-ip",
+            &vtep,
+            "--vtep-intf",
+            Underlay::NIC,
+            "--docker-socket",
+            &plugin.path,
+        ]);
+        let h2 = Host::start_on(&master, &underlay, "cni2");
+        plugin.wait();
+        wait_for("tunnels both ways", Duration::from_secs(20), || {
+            tunnels(&h1).len() == 1 && tunnels(&h2).len() == 1
+        });
+        let docker = Dockerd::start(&h1);
+        (
+            Cluster {
+                docker,
+                host: h1,
+                master,
+                plugin,
+            },
+            h2,
+            underlay,
+        )
+    }
+}
+
 /// A Docker container on one host and a CNI pod on another, on one Contiv network: the overlay
 /// carries both alike (the same endpoint manager and pipeline on every host).
 #[test]
 fn docker_container_and_cni_pod_on_two_hosts() {
-    let master = Netmaster::start();
-    let underlay = Underlay::new();
-    let plugin = PluginSocket::new();
-    let mut h1 = Host::netns_only(&master, "dock1");
-    h1.vtep = underlay.attach(&h1.ns);
-    let vtep = h1.vtep.clone();
-    h1.boot(&[
-        "--vtep-ip",
-        &vtep,
-        "--vtep-intf",
-        Underlay::NIC,
-        "--docker-socket",
-        &plugin.path,
-    ]);
-    let h2 = Host::start_on(&master, &underlay, "cni2");
-    plugin.wait();
-    wait_for("tunnels both ways", Duration::from_secs(20), || {
-        tunnels(&h1).len() == 1 && tunnels(&h2).len() == 1
-    });
-    let docker = Dockerd::start(&h1);
-    let c = Cluster {
-        docker,
-        host: h1,
-        master,
-        plugin,
-    };
+    let (c, h2, _underlay) = Cluster::with_cni_host();
     c.net_create(
         "n1",
         &[
@@ -972,4 +993,129 @@ fn docker_container_and_cni_pod_on_two_hosts() {
     c.ok(&["rm", "-f", "c1"]);
     drop(pod);
     drop(h2);
+}
+
+/// Contiv's policy and profile scenarios for a Docker container in a group (the Docker network's
+/// `-o group=`), with CNI pods as peers on the same host and on another: deny TCP in except 8000,
+/// allow from one group, and a profile of 10 Mbit/s both ways with DSCP 46 on the wire.
+#[test]
+fn policies_and_profiles_hold_for_a_docker_container_in_a_group() {
+    let (c, h2, _underlay) = Cluster::with_cni_host();
+    let post = |path: &str, body: Value| {
+        let (s, v) = c.master.api("POST", path, Some(body));
+        assert_eq!(s, 200, "POST {path}: {v}");
+    };
+    c.master
+        .network("default", "n1", "10.73.0.0/24", "10.73.0.1");
+    post(
+        "/api/v1/policys/default:p/",
+        json!({"tenantName": "default", "policyName": "p"}),
+    );
+    post(
+        "/api/v1/netprofiles/default:slow/",
+        json!({"tenantName": "default", "profileName": "slow", "bandwidth": "10mbps",
+               "burst": 256, "DSCP": 46}),
+    );
+    for g in ["app", "other"] {
+        post(
+            &format!("/api/v1/endpointGroups/default:{g}/"),
+            json!({"tenantName": "default", "groupName": g, "networkName": "n1"}),
+        );
+    }
+    for (id, prio, extra) in [
+        ("1", 1, json!({})),
+        ("2", 100, json!({"port": 8000})),
+        ("3", 100, json!({"fromEndpointGroup": "app"})),
+    ] {
+        let mut r = json!({"tenantName": "default", "policyName": "p", "ruleId": id,
+            "direction": "in", "priority": prio, "protocol": "tcp", "action": "allow"});
+        if id == "1" {
+            r["action"] = json!("deny");
+        }
+        for (k, v) in extra.as_object().unwrap() {
+            r[k] = v.clone();
+        }
+        post(&format!("/api/v1/rules/default:p:{id}/"), r);
+    }
+    post(
+        "/api/v1/endpointGroups/default:web/",
+        json!({"tenantName": "default", "groupName": "web", "networkName": "n1",
+               "policies": ["p"], "netProfile": "slow"}),
+    );
+    c.net_create(
+        "webnet",
+        &[
+            "--subnet",
+            "10.73.0.0/24",
+            "--gateway",
+            "10.73.0.1",
+            "-o",
+            "network=n1",
+            "-o",
+            "group=web",
+        ],
+    )
+    .unwrap();
+    c.container("c1", "webnet", &[]).unwrap();
+    let web = c.pod_of("c1", "webnet");
+    let remote = h2.pod(&h2.conf("1.0.0", json!({"network": "n1"})));
+    let app = h2.pod(&h2.conf("1.0.0", json!({"network": "n1", "group": "app"})));
+    let local = c.host.pod(&c.host.conf("1.0.0", json!({"network": "n1"})));
+    for p in [&remote, &local] {
+        assert!(
+            p.reaches(&web.ip, Duration::from_secs(10)),
+            "ping follows the rules: ICMP is allowed"
+        );
+        assert!(p.connects_to(&web, 8000), "{} -> 8000 refused", p.ip);
+        assert!(!p.connects_to(&web, 8001), "{} -> 8001 let through", p.ip);
+    }
+    assert!(app.connects_to(&web, 8001), "group app is allowed any TCP");
+    let other = h2.pod(&h2.conf("1.0.0", json!({"network": "n1", "group": "other"})));
+    assert!(!other.connects_to(&web, 8001), "group other is let in");
+    // The container's own tools: busybox nc from inside it, out to a pod (its in rules do not
+    // apply to what it opens).
+    let l = remote.tcp_listener(9000);
+    l.set_nonblocking(true).unwrap();
+    let mut nc = c
+        .docker
+        .cmd()
+        .args(["exec", "c1", "sh", "-c"])
+        .arg(format!("echo hi | nc {} 9000", remote.ip))
+        .spawn()
+        .unwrap();
+    let mut conn = None;
+    wait_for(
+        "the container's nc to connect",
+        Duration::from_secs(10),
+        || {
+            conn = l.accept().ok().map(|x| x.0);
+            conn.is_some()
+        },
+    );
+    let mut conn = conn.unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = [0u8; 3];
+    conn.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"hi\n");
+    // What nc does after the exchange does not matter (the container is removed at the end).
+    drop(conn);
+    let _ = nc.kill();
+    let _ = nc.wait();
+
+    // The profile, both ways (in through app, which may open TCP to it).
+    let out = web.iperf3_to(&remote, 2);
+    let inn = app.iperf3_to(&web, 2);
+    eprintln!("container capped out {out:.4} Gbit/s, in {inn:.4}");
+    for (what, r) in [("egress", out), ("ingress", inn)] {
+        assert!(
+            (0.0085..=0.0115).contains(&r),
+            "{what} {r} Gbit/s is not 10 Mbit/s +- 15%"
+        );
+    }
+    test_e2e::assert_dscp_46_in_tunnel(&h2, &c.host, || {
+        assert!(c.pings("c1", &remote.ip));
+        assert!(c.pings("c1", &remote.ip));
+    });
+    c.ok(&["rm", "-f", "c1"]);
+    drop(web);
 }

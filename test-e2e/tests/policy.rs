@@ -1,11 +1,12 @@
-//! Policies in the datapath, with real packets between hosts: Contiv's "deny TCP in, allow TCP 8000
-//! in" scenario, enforced where the destination lives (from another host and from the same host),
-//! live rule changes, and established connections surviving them.
+//! Policies in the datapath, with real packets between 3 hosts: Contiv's "deny TCP in, allow TCP
+//! 8000 in" scenario, enforced where the destination lives (from other hosts and from the same
+//! host), per-rule packet counters, live rule and membership changes, established connections
+//! surviving them, and profiles' meters surviving (or not) an agent restart.
 
 use serde_json::json;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
-use test_e2e::{Cluster, Pod, wait_for};
+use test_e2e::{Cluster, Pod, assert_dscp_46_in_tunnel, wait_for};
 
 const REACH: Duration = Duration::from_secs(10);
 
@@ -40,15 +41,34 @@ fn rule(c: &Cluster, id: &str, prio: u32, port: u16, action: &str) {
     post(c, &format!("/api/v1/rules/default:p:{id}/"), r);
 }
 
-/// Whether `from` can open a TCP connection to `to:port` (a listener is started for it).
-fn connects(from: &Pod, to: &Pod, port: u16) -> bool {
-    let l = to.tcp_listener(port);
-    l.set_nonblocking(true).unwrap();
-    let ok = from
-        .tcp_connect(&to.ip, port, Duration::from_millis(1500))
-        .is_ok();
-    drop(l);
-    ok
+/// A policy's rules with their packet counts, as `netctl policy rule-ls --counts` prints them:
+/// rule id -> packets (the second-to-last column of both tables).
+fn rule_counts(c: &Cluster, policy: &str) -> std::collections::BTreeMap<String, u64> {
+    c.master
+        .netctl(&["policy", "rule-ls", "--counts", policy])
+        .lines()
+        .filter(|l| !l.ends_with(':') && !l.starts_with("Rule") && !l.starts_with("----"))
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            let packets = cells.get(cells.len().checked_sub(2)?)?.parse().ok()?;
+            Some((cells[0].to_string(), packets))
+        })
+        .collect()
+}
+
+/// Waits until `netctl` shows the counts of `policy`'s rules satisfying `ok`; returns them.
+fn counts_become(
+    c: &Cluster,
+    policy: &str,
+    what: &str,
+    ok: impl Fn(&std::collections::BTreeMap<String, u64>) -> bool,
+) -> std::collections::BTreeMap<String, u64> {
+    let mut last = Default::default();
+    wait_for(what, Duration::from_secs(20), || {
+        last = rule_counts(c, policy);
+        ok(&last)
+    });
+    last
 }
 
 /// Waits until `from -> to:port` connects (or stops connecting) as `want` says; returns how long.
@@ -62,14 +82,14 @@ fn becomes(from: &Pod, to: &Pod, port: u16, want: bool) -> Duration {
             if want { "open" } else { "closed" }
         ),
         Duration::from_secs(10),
-        || connects(from, to, port) == want,
+        || from.connects_to(to, port) == want,
     );
     t.elapsed()
 }
 
 #[test]
-fn deny_tcp_in_except_8000_across_hosts_and_live_changes() {
-    let c = Cluster::start(2, &[]);
+fn deny_tcp_in_except_8000_across_hosts_with_counters_and_live_changes() {
+    let c = Cluster::start(3, &[]);
     c.master
         .network("default", "net", "10.1.2.0/24", "10.1.2.1");
     policy(&c, "p");
@@ -82,17 +102,56 @@ fn deny_tcp_in_except_8000_across_hosts_and_live_changes() {
     );
     let server = pod(&c, 0, Some("web"));
     let remote = pod(&c, 1, None);
+    let third = pod(&c, 2, None);
     let local = pod(&c, 0, None);
-    for p in [&remote, &local] {
+
+    // Counters: denied traffic counts on the deny rule only, allowed on the allow rule only,
+    // and only where the `in` rules are enforced (the server's host).
+    assert_eq!(
+        rule_counts(&c, "p"),
+        [("1".to_string(), 0), ("2".to_string(), 0)].into(),
+        "no traffic yet"
+    );
+    assert!(third.reaches(&server.ip, REACH));
+    assert!(!third.connects_to(&server, 8001), "8001 let through");
+    let after_deny = counts_become(&c, "p", "the deny rule to count", |m| m["1"] >= 1);
+    assert_eq!(after_deny["2"], 0, "a denied SYN counted on the allow rule");
+    assert!(third.connects_to(&server, 8000), "8000 refused");
+    let after_allow = counts_become(&c, "p", "the allow rule to count", |m| m["2"] >= 1);
+    assert!(after_allow["1"] >= after_deny["1"]);
+    let (s, v) = c
+        .master
+        .api("GET", "/api/v1/inspect/policys/default:p/", None);
+    assert_eq!(s, 200, "{v}");
+    let stats = v["Oper"]["ruleStats"]
+        .as_array()
+        .expect("ruleStats")
+        .clone();
+    for r in &stats {
+        let hosts: Vec<&String> = r["hosts"].as_object().unwrap().keys().collect();
+        assert_eq!(
+            hosts,
+            ["host1"],
+            "in rules count where the server lives: {v}"
+        );
+        assert_eq!(r["packets"], r["hosts"]["host1"]["packets"], "{v}");
+        assert!(r["bytes"].as_u64().unwrap() >= 40 * r["packets"].as_u64().unwrap());
+    }
+
+    for p in [&remote, &third, &local] {
         assert!(
             p.reaches(&server.ip, REACH),
             "ping follows the rules: ICMP is allowed"
         );
-        assert!(connects(p, &server, 8000), "{} -> 8000 refused", p.ip);
-        assert!(!connects(p, &server, 8001), "{} -> 8001 let through", p.ip);
+        assert!(p.connects_to(&server, 8000), "{} -> 8000 refused", p.ip);
+        assert!(
+            !p.connects_to(&server, 8001),
+            "{} -> 8001 let through",
+            p.ip
+        );
     }
     // The server's own connections out are not affected by its `in` rules (replies come back).
-    assert!(connects(&server, &remote, 9000));
+    assert!(server.connects_to(&remote, 9000));
 
     // An established connection to 8000 across hosts.
     let l = server.tcp_listener(8000);
@@ -122,8 +181,8 @@ fn deny_tcp_in_except_8000_across_hosts_and_live_changes() {
 }
 
 #[test]
-fn allow_only_from_a_group_and_out_rules_at_the_source() {
-    let c = Cluster::start(2, &[]);
+fn allow_only_from_a_group_out_rules_at_the_source_and_membership_changes() {
+    let c = Cluster::start(3, &[]);
     c.master
         .network("default", "net", "10.1.2.0/24", "10.1.2.1");
     policy(&c, "p");
@@ -156,24 +215,53 @@ fn allow_only_from_a_group_and_out_rules_at_the_source() {
     );
     let db = pod(&c, 0, Some("db"));
     let app = pod(&c, 1, Some("app"));
-    let other = pod(&c, 1, Some("other"));
+    let other = pod(&c, 2, Some("other"));
     let none = pod(&c, 0, None);
-    assert!(connects(&app, &db, 5432), "group app must reach db");
+    assert!(app.connects_to(&db, 5432), "group app must reach db");
     assert!(
-        !connects(&other, &db, 5432),
+        !other.connects_to(&db, 5432),
         "group other must not reach db"
     );
     assert!(
-        !connects(&none, &db, 5432),
+        !none.connects_to(&db, 5432),
         "a pod outside any group must not reach db"
     );
     // The out rule of app holds at app's host, whoever the destination is.
     assert!(
-        !connects(&app, &none, 9100),
+        !app.connects_to(&none, 9100),
         "app's out rule denies TCP 9100"
     );
-    assert!(connects(&app, &none, 9101));
-    assert!(connects(&other, &none, 9100), "the out rule is app's only");
+    assert!(app.connects_to(&none, 9101));
+    assert!(other.connects_to(&none, 9100), "the out rule is app's only");
+
+    // Joining: a pod of app made now, on the third host, is governed by both policies at once
+    // (the first connection tried, no waiting), on its own host and on db's.
+    let app2 = pod(&c, 2, Some("app"));
+    assert!(
+        app2.connects_to(&db, 5432),
+        "a new member of app is not let in by db's host"
+    );
+    assert!(
+        !app2.connects_to(&none, 9100),
+        "a new member of app escapes app's out rule"
+    );
+
+    // Leaving: app's first pod is deleted; a pod of group other made next on its host gets its
+    // address (and MAC), but not its membership.
+    let conf = c.hosts[1].conf("1.0.0", json!({"network": "net", "group": "app"}));
+    let del = c.hosts[1].cni("DEL", &app.container_id, &app.netns_path(), "eth0", &conf);
+    assert!(del.ok(), "DEL: {}", del.stdout);
+    let reused = pod(&c, 1, Some("other"));
+    assert_eq!(reused.ip, app.ip, "the address was not reused");
+    assert!(
+        !reused.connects_to(&db, 5432),
+        "the address of a pod that left app still lets its new holder in"
+    );
+    assert!(
+        reused.connects_to(&none, 9100),
+        "app's out rule follows the old address"
+    );
+    drop(app);
 }
 
 #[test]
@@ -240,48 +328,9 @@ fn a_network_profile_caps_bandwidth_both_ways_and_marks_dscp_to_the_outer_header
     );
 
     // DSCP 46 (tos 0xb8) on the pod's packets, copied to the VXLAN outer header on the underlay.
-    let dump = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &c.hosts[1].ns,
-            "timeout",
-            "5",
-            "tcpdump",
-            "-l",
-            "-c",
-            "2",
-        ])
-        // Only what host1 (the capped pod's host) sends into the tunnel.
-        .args([
-            "-v", "-n", "-i", "ul0", "udp", "port", "4789", "and", "src", "host",
-        ])
-        .arg(&c.hosts[0].vtep)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    capped.exec(&["ping", "-c", "3", "-i", "0.2", &peer.ip]);
-    let text = String::from_utf8_lossy(&dump.wait_with_output().unwrap().stdout).to_string();
-    let outer: Vec<&str> = text.lines().filter(|l| l.contains("proto UDP")).collect();
-    assert!(
-        !outer.is_empty(),
-        "no VXLAN packet seen on the underlay: {text}"
-    );
-    assert!(
-        outer.iter().all(|l| l.contains("tos 0xb8")),
-        "outer headers without DSCP 46: {text}"
-    );
-    // And inside the tunnel: the pod's own packets (ICMP, or the tail of the last iperf3 run).
-    let inner: Vec<&str> = text
-        .lines()
-        .filter(|l| l.starts_with("IP (") && !l.contains("proto UDP"))
-        .collect();
-    assert!(
-        !inner.is_empty() && inner.iter().all(|l| l.contains("tos 0xb8")),
-        "inner headers without DSCP 46: {text}"
-    );
+    assert_dscp_46_in_tunnel(&c.hosts[1], &c.hosts[0], || {
+        capped.exec(&["ping", "-c", "3", "-i", "0.2", &peer.ip]);
+    });
 }
 
 #[test]
@@ -347,10 +396,85 @@ fn a_pod_in_a_deny_group_is_closed_from_its_first_packet_and_rules_overlap_by_pr
     assert!(a.reaches(&locked.ip, REACH), "a is allowed by address");
     assert!(!b.ping(&locked.ip), "b is not");
     assert!(
-        !connects(&b, &locked, 7000),
+        !b.connects_to(&locked, 7000),
         "b's own deny (70) beats the subnet allow (60)"
     );
     let other = pod(&c, 0, None);
-    assert!(connects(&other, &locked, 7000), "the subnet allow on 7000");
-    assert!(!connects(&other, &locked, 7001));
+    assert!(other.connects_to(&locked, 7000), "the subnet allow on 7000");
+    assert!(!other.connects_to(&locked, 7001));
+}
+
+/// The meters a pod's classification flows (table 0, matching its address) use.
+fn meters_used(flows: &str, ip: &str) -> Vec<u32> {
+    let mut ids: Vec<u32> = flows
+        .lines()
+        .filter(|l| l.contains(&format!("nw_src={ip} ")))
+        .filter_map(|l| l.split("meter:").nth(1)?.split(',').next()?.parse().ok())
+        .collect();
+    ids.dedup();
+    ids
+}
+
+#[test]
+fn meters_nobody_wants_after_an_agent_restart_are_deleted() {
+    let mut c = Cluster::start(1, &[]);
+    c.master
+        .network("default", "net", "10.1.2.0/24", "10.1.2.1");
+    for (profile, group, rate) in [("slow", "capped", "10mbps"), ("slower", "kept", "5mbps")] {
+        post(
+            &c,
+            &format!("/api/v1/netprofiles/default:{profile}/"),
+            json!({"tenantName": "default", "profileName": profile, "bandwidth": rate}),
+        );
+        post(
+            &c,
+            &format!("/api/v1/endpointGroups/default:{group}/"),
+            json!({"tenantName": "default", "groupName": group, "networkName": "net",
+                   "netProfile": profile}),
+        );
+    }
+    let capped = pod(&c, 0, Some("capped"));
+    let kept = pod(&c, 0, Some("kept"));
+    let gone = pod(&c, 0, Some("kept"));
+    wait_for("two meters per profiled pod", REACH, || {
+        c.hosts[0].meters().len() == 6
+    });
+    let kept_meter = meters_used(&c.hosts[0].flows(), &kept.ip);
+    assert_eq!(kept_meter.len(), 1, "{}", c.hosts[0].flows());
+
+    // While the agent is down: capped's group loses its profile, gone's endpoint is deleted.
+    c.hosts[0].kill_agent();
+    post(
+        &c,
+        "/api/v1/endpointGroups/default:capped/",
+        json!({"tenantName": "default", "groupName": "capped", "networkName": "net"}),
+    );
+    let eps = c.master.endpoints();
+    let gone_id = eps
+        .iter()
+        .find(|e| e["ipAddress"] == gone.ip.as_str())
+        .and_then(|e| e["endpointID"].as_str())
+        .expect("gone's endpoint")
+        .to_string();
+    let (s, v) = c
+        .master
+        .api("DELETE", &format!("/api/v1/endpoints/{gone_id}/"), None);
+    assert_eq!(s, 200, "{v}");
+    c.hosts[0].start_agent();
+
+    // Only kept's two meters stay; the pods keep talking, kept still through its meter.
+    wait_for("the unwanted meters to be deleted", REACH, || {
+        let m = c.hosts[0].meters();
+        m.len() == 2 && m.contains(&kept_meter[0])
+    });
+    assert!(capped.reaches(&kept.ip, REACH), "capped lost its traffic");
+    assert_eq!(
+        meters_used(&c.hosts[0].flows(), &capped.ip),
+        Vec::<u32>::new()
+    );
+    let flows = c.hosts[0].flows();
+    assert!(
+        flows.contains(&format!("meter:{},", kept_meter[0])),
+        "kept's flows lost its meter: {flows}"
+    );
 }
