@@ -55,9 +55,7 @@ fn main() {
         "/api/v1/policys/default:p/",
         json!({"tenantName": "default", "policyName": "p"}),
     );
-    let group = |policies: &[&str]| {
-        json!({"tenantName": "default", "groupName": "web", "networkName": "net", "policies": policies})
-    };
+    let group = |policies: &[&str]| json!({"tenantName": "default", "groupName": "web", "networkName": "net", "policies": policies});
     post("/api/v1/endpointGroups/default:web/", group(&[]));
     let conf = |h: &Host| h.conf("1.0.0", json!({"network": "net", "group": "web"}));
     println!(
