@@ -425,14 +425,9 @@ impl Manager {
         ns: &Netns,
         mtu: u32,
     ) -> Result<Option<Attachment>, ManagerError> {
-        let ports = self.dp.endpoint_ports().await?;
-        let Some(port) = ports.iter().find(|p| {
-            p.name == host_if
-                && p.external_ids.get(ids::ENDPOINT).map(String::as_str) == Some(ep_id)
-        }) else {
-            return Ok(None);
-        };
-        if port.ofport.is_none() {
+        // The agent's port index, not an OVSDB read: it knows every endpoint port of the bridge
+        // (loaded at start, kept by every ADD and DEL, which hold this endpoint's lock).
+        if self.dp.endpoint_port(host_if).map(|(id, _)| id).as_deref() != Some(ep_id) {
             return Ok(None);
         }
         let ep = match self.master.get_endpoint(ep_id).await {
@@ -626,7 +621,9 @@ impl Manager {
                 .cloned()
                 .unwrap_or_default();
             with_port.insert(id.clone());
-            match (by_id.get(id.as_str()), p.ofport) {
+            // A port whose number ovs-vswitchd has not written yet (it was just restarted) has
+            // the one the agent asked for.
+            match (by_id.get(id.as_str()), p.ofport.or(p.ofport_request)) {
                 (Some(ep), Some(of)) => locals.push((of, (*ep).clone())),
                 (None, _) => {
                     tracing::warn!(endpoint = %id, port = %p.name, "port has no endpoint in netmaster; leaving it alone")

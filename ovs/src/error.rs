@@ -70,6 +70,10 @@ pub enum OvsdbError {
     #[error("interface {iface}: {error}")]
     Interface { iface: String, error: String },
 
+    /// Another interface holds or requests the OpenFlow port number asked for.
+    #[error("interface {iface}: OpenFlow port {ofport} is taken by another interface")]
+    OfportTaken { iface: String, ofport: u32 },
+
     #[error("interface {iface}: no ofport assigned within {timeout:?} (is ovs-vswitchd running?)")]
     OfportTimeout { iface: String, timeout: Duration },
 
