@@ -162,6 +162,34 @@ pub enum FlowError {
         timeout: Duration,
     },
 
+    #[error(
+        "{action} on bridge {bridge}: connect to {}: {source}",
+        socket.display()
+    )]
+    Connect {
+        action: String,
+        bridge: String,
+        socket: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// The switch does not speak what we need (OpenFlow 1.4 for bundles).
+    #[error("{action} on bridge {bridge}: {reason}")]
+    Protocol {
+        action: String,
+        bridge: String,
+        reason: String,
+    },
+
+    /// The switch refused a message: its OpenFlow errors by name, with the flow each concerns.
+    #[error("{action} on bridge {bridge}: {step}: {errors}")]
+    Refused {
+        action: String,
+        bridge: String,
+        step: String,
+        errors: String,
+    },
+
     #[error("{action} on bridge {bridge}: invalid flow: {reason}")]
     InvalidFlow {
         action: String,
