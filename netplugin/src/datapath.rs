@@ -7,7 +7,8 @@
 use crate::fabric::Inputs;
 use model::agent::Endpoint;
 use ovs::{
-    BridgeSpec, FailMode, Flow, FlowProgrammer, OfctlProgrammer, PortInfo, PortSpec, Vswitch,
+    BridgeSpec, FailMode, Flow, FlowProgrammer, OfProgrammer, OfctlProgrammer, PortInfo, PortSpec,
+    Vswitch,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -199,10 +200,13 @@ impl Datapath {
         kind: DatapathType,
     ) -> Result<Self, DatapathError> {
         let client = ovs::Client::connect(ovsdb).await?;
-        let ofctl = OfctlProgrammer::new(rundir);
+        // Flows go over a persistent OpenFlow 1.4 connection: an ovs-ofctl process per change
+        // cost 6-60 ms of the ADD (BENCHMARKS.md, issue 4). ovs-ofctl stays for the management
+        // socket's path and for dumps.
+        let ofctl = OfctlProgrammer::new(&rundir);
         Ok(Datapath {
             vs: Vswitch::new(client),
-            flows: Arc::new(ofctl.clone()),
+            flows: Arc::new(OfProgrammer::new(rundir)),
             ofctl,
             bridge: bridge.to_string(),
             kind,
