@@ -285,6 +285,10 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     tokio::spawn(watch_vswitchd(m.clone()));
     {
         let m = m.clone();
+        tokio::spawn(async move { m.reap_links().await });
+    }
+    {
+        let m = m.clone();
         tokio::spawn(async move {
             if let Err(e) = m.dp.watch_ofports().await {
                 tracing::error!(error = %e, "watch the OpenFlow port numbers of endpoint ports");

@@ -134,7 +134,14 @@ pub struct Manager {
     host: Netlink,
     cfg: ManagerConfig,
     locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    /// Wakes [`Manager::reap_links`]: a DEL left a host veth in [`GRAVEYARD_GROUP`].
+    reap: tokio::sync::Notify,
 }
+
+/// The link group (`IFLA_GROUP`) of host veths whose endpoint is gone, waiting for
+/// [`Manager::reap_links`] to delete them in one batch. An arbitrary number ("cnv"), far from
+/// the groups people number by hand; only this agent's veths are ever put in it.
+pub const GRAVEYARD_GROUP: u32 = 0x00636e76;
 
 /// The cluster-wide endpoint id of a container's interface.
 pub fn endpoint_id(container_id: &str, ifname: &str) -> String {
@@ -175,6 +182,32 @@ impl Manager {
             host,
             cfg,
             locks: Mutex::new(HashMap::new()),
+            reap: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Deletes the host veths that DELs left in [`GRAVEYARD_GROUP`] (their peers go with them),
+    /// all that queued up in one kernel batch, as soon as there are any; first, those a previous
+    /// agent left. Runs forever.
+    ///
+    /// Why not in the DEL: deleting a veth waits for an RCU grace period under the RTNL lock
+    /// (~17 ms here, and every other link operation on the host waits behind it); a batch pays
+    /// that once for all its links. Why it is safe: by the time a veth is queued its OVS port,
+    /// flows and address are gone, so nothing reaches it; a re-ADD of the same endpoint deletes
+    /// a queued veth by name before it creates its own (as it does with any leftover), and the
+    /// new veth is not in the group (docs/decisions.md).
+    pub async fn reap_links(&self) {
+        loop {
+            match self.host.delete_group(GRAVEYARD_GROUP).await {
+                Ok(true) => tracing::debug!("deleted the veths of removed endpoints"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "delete the veths of removed endpoints; retrying at the next DEL")
+                }
+            }
+            // A DEL that comes while a batch is in flight leaves a permit: the next batch
+            // starts right after, with everything queued meanwhile.
+            self.reap.notified().await;
         }
     }
 
@@ -465,7 +498,10 @@ impl Manager {
         let _l = self.lock(ep_id).await;
         let host_if = host_ifname(ep_id);
         self.dp.remove_endpoint(&host_if, ep_id).await?;
-        self.host.delete(&host_if).await?;
+        // Queued for deletion rather than deleted here (see `reap_links`).
+        if self.host.set_group(&host_if, GRAVEYARD_GROUP).await? {
+            self.reap.notify_one();
+        }
         if release {
             self.master
                 .delete_endpoint(ep_id)

@@ -351,6 +351,41 @@ impl Netlink {
         Ok(false)
     }
 
+    /// Puts a link into link group `group` (`IFLA_GROUP`): a cheap attribute change, unlike a
+    /// deletion. A link that does not exist is not an error.
+    pub async fn set_group(&self, name: &str, group: u32) -> Result<bool, LinkError> {
+        let Some(index) = self.index(name).await? else {
+            return Ok(false);
+        };
+        let msg = LinkMessageBuilder::<LinkUnspec>::new()
+            .index(index)
+            .link_group(group)
+            .build();
+        match self.handle.link().set(msg).execute().await {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => {
+                Ok(false)
+            }
+            Err(e) => Err(nl(format!("move link {name} to link group {group}"))(e)),
+        }
+    }
+
+    /// Deletes every link of link group `group` in one kernel batch (one RCU grace period for
+    /// all of them, where deleting one by one pays one each). Returns false if there were none.
+    pub async fn delete_group(&self, group: u32) -> Result<bool, LinkError> {
+        let mut req = self.handle.link().del(0);
+        req.message_mut()
+            .attributes
+            .push(LinkAttribute::Group(group));
+        match req.execute().await {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => {
+                Ok(false)
+            }
+            Err(e) => Err(nl(format!("delete the links of link group {group}"))(e)),
+        }
+    }
+
     /// Deletes a link; a link that does not exist is not an error.
     pub async fn delete(&self, name: &str) -> Result<bool, LinkError> {
         let Some(index) = self.index(name).await? else {
