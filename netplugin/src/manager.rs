@@ -134,7 +134,10 @@ pub struct Manager {
     host: Netlink,
     cfg: ManagerConfig,
     locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
-    /// Wakes [`Manager::reap_links`]: a DEL left a host veth in [`GRAVEYARD_GROUP`].
+    /// Host veths of removed endpoints, (endpoint id, name), for [`Manager::reap_links`] to
+    /// delete. Changed only under the endpoint's lock: a re-ADD takes its veth's name out.
+    graveyard: Mutex<BTreeSet<(String, String)>>,
+    /// Wakes [`Manager::reap_links`].
     reap: tokio::sync::Notify,
 }
 
@@ -182,22 +185,38 @@ impl Manager {
             host,
             cfg,
             locks: Mutex::new(HashMap::new()),
+            graveyard: Mutex::new(BTreeSet::new()),
             reap: tokio::sync::Notify::new(),
         }
     }
 
-    /// Deletes the host veths that DELs left in [`GRAVEYARD_GROUP`] (their peers go with them),
-    /// all that queued up in one kernel batch, as soon as there are any; first, those a previous
-    /// agent left. Runs forever.
+    fn graveyard(&self) -> std::sync::MutexGuard<'_, BTreeSet<(String, String)>> {
+        self.graveyard.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Deletes the host veths of removed endpoints (their peers go with them): all that queued
+    /// up, in one kernel batch, as soon as there are any; first, those a previous agent left
+    /// in [`GRAVEYARD_GROUP`]. Runs forever.
     ///
     /// Why not in the DEL: deleting a veth waits for an RCU grace period under the RTNL lock
-    /// (~17 ms here, and every other link operation on the host waits behind it); a batch pays
-    /// that once for all its links. Why it is safe: by the time a veth is queued its OVS port,
-    /// flows and address are gone, so nothing reaches it; a re-ADD of the same endpoint deletes
-    /// a queued veth by name before it creates its own (as it does with any leftover), and the
-    /// new veth is not in the group (docs/decisions.md).
+    /// (~17 ms here), and every link operation on the host, a DEL's included, waits behind it;
+    /// a batch pays that once for all its links. Why it is safe: by the time a veth is queued
+    /// its OVS port, flows and address are gone, so nothing reaches it; a re-ADD of the same
+    /// endpoint takes the name out of the queue (under the endpoint's lock, which the reaper
+    /// takes too) and deletes the old veth itself before it creates its own, so the reaper
+    /// never touches a live veth (docs/decisions.md).
     pub async fn reap_links(&self) {
         loop {
+            let queued: Vec<(String, String)> = self.graveyard().iter().cloned().collect();
+            for (ep_id, name) in queued {
+                let _l = self.lock(&ep_id).await;
+                if !self.graveyard().remove(&(ep_id.clone(), name.clone())) {
+                    continue; // Re-ADDed meanwhile: that veth is not ours to delete.
+                }
+                if let Err(e) = self.host.set_group(&name, GRAVEYARD_GROUP).await {
+                    tracing::warn!(port = %name, error = %e, "queue a removed endpoint's veth for deletion");
+                }
+            }
             match self.host.delete_group(GRAVEYARD_GROUP).await {
                 Ok(true) => tracing::debug!("deleted the veths of removed endpoints"),
                 Ok(false) => {}
@@ -342,8 +361,10 @@ impl Manager {
             })?;
         undo.push(Undo::MasterEndpoint(ep_id.clone()));
 
-        // A host veth left by a crashed earlier attempt would make creation fail: it is ours
-        // (the name derives from this endpoint id), so remove it.
+        // A host veth left by a crashed earlier attempt, or by a DEL (queued for deletion),
+        // would make creation fail: it is ours (the name derives from this endpoint id), so
+        // remove it, and keep the reaper off the name.
+        self.graveyard().remove(&(ep_id.clone(), host_if.clone()));
         self.host.delete(&host_if).await?;
         let mac = parse_mac(&ep.mac_address).ok_or_else(|| {
             ManagerError::new(
@@ -498,10 +519,11 @@ impl Manager {
         let _l = self.lock(ep_id).await;
         let host_if = host_ifname(ep_id);
         self.dp.remove_endpoint(&host_if, ep_id).await?;
-        // Queued for deletion rather than deleted here (see `reap_links`).
-        if self.host.set_group(&host_if, GRAVEYARD_GROUP).await? {
-            self.reap.notify_one();
-        }
+        // Queued for deletion rather than deleted here (see `reap_links`): no netlink call,
+        // which would wait behind any deletion in progress.
+        self.graveyard()
+            .insert((ep_id.to_string(), host_if.clone()));
+        self.reap.notify_one();
         if release {
             self.master
                 .delete_endpoint(ep_id)
@@ -636,6 +658,31 @@ impl Manager {
         Ok(())
     }
 
+    /// Deletes host veths of ours (named by [`host_ifname`]) that have no OVS port: DELs whose
+    /// veth deletion a previous agent had queued but not done, and ADDs cut short. Runs at
+    /// start, before any ADD, so nothing live can be among them; one kernel batch.
+    async fn delete_orphan_veths(&self) -> Result<(), ManagerError> {
+        let ours = |n: &str| {
+            n.len() == 14
+                && n.starts_with("vc")
+                && n[2..]
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        };
+        let mut n = 0;
+        for name in self.host.link_names().await? {
+            if ours(&name) && self.dp.endpoint_port(&name).is_none() {
+                self.host.set_group(&name, GRAVEYARD_GROUP).await?;
+                n += 1;
+            }
+        }
+        self.host.delete_group(GRAVEYARD_GROUP).await?;
+        if n > 0 {
+            tracing::info!(veths = n, "deleted veths of endpoints that have no port");
+        }
+        Ok(())
+    }
+
     /// After a restart: re-assert every endpoint port's flows (an atomic replace, so running pods
     /// see no gap), and release netmaster endpoints of this node that have no port (an ADD that
     /// crashed half-way).
@@ -669,6 +716,7 @@ impl Manager {
                 }
             }
         }
+        self.delete_orphan_veths().await?;
         // One atomic replace of every endpoint's flows: running pods see no gap.
         self.dp.set_local_endpoints(locals, true).await?;
         for ep in &eps {

@@ -137,6 +137,19 @@ impl Netlink {
         }
     }
 
+    /// The names of every link in the namespace.
+    pub async fn link_names(&self) -> Result<Vec<String>, LinkError> {
+        let mut s = self.handle.link().get().execute();
+        let mut names = Vec::new();
+        while let Some(m) = s.try_next().await.map_err(nl("list links"))? {
+            names.extend(m.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            }));
+        }
+        Ok(names)
+    }
+
     /// The index of a link, or None when it does not exist.
     pub async fn index(&self, name: &str) -> Result<Option<u32>, LinkError> {
         Ok(self.link(name).await?.map(|m| m.header.index))

@@ -666,23 +666,33 @@ impl Host {
     }
 
     /// Interface names in the host's namespace.
-    /// The host's links, once the agent has deleted the veths of removed endpoints (a DEL
-    /// queues them in a link group and returns; the agent deletes the group in batches).
+    /// The host's links, once the agent has deleted the veths of removed endpoints: a DEL
+    /// queues its veth and returns, the agent deletes the queue in batches (through a link
+    /// group). Done means: no link in that group, and every agent veth (`vc...`) has its port.
     pub fn links(&self) -> Vec<String> {
         let group = GRAVEYARD_GROUP.to_string();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
+            let all = self.link_names();
             let queued = self.exec(&["ip", "-o", "link", "show", "group", &group]);
-            if queued.stdout.is_empty() {
-                break;
+            let ports = self.ovs_ports();
+            let portless: Vec<&String> = all
+                .iter()
+                .filter(|n| n.len() == 14 && n.starts_with("vc") && !ports.contains(n))
+                .collect();
+            if queued.stdout.is_empty() && portless.is_empty() {
+                return all;
             }
             assert!(
                 Instant::now() < deadline,
-                "the agent did not delete removed endpoints' veths: {}",
+                "the agent did not delete removed endpoints' veths: {portless:?} {}",
                 String::from_utf8_lossy(&queued.stdout)
             );
             std::thread::yield_now();
         }
+    }
+
+    fn link_names(&self) -> Vec<String> {
         let out = self.exec(&["ip", "-o", "link", "show"]);
         String::from_utf8_lossy(&out.stdout)
             .lines()
