@@ -372,9 +372,20 @@ impl Manager {
                 format!("netmaster gave a bad MAC {}", ep.mac_address),
             )
         })?;
-        self.host
+        if let Err(e) = self
+            .host
             .create_veth(&host_if, &req.ifname, mac, mtu, &ns)
-            .await?;
+            .await
+        {
+            // The pod may still hold the peer of a veth a DEL queued for deletion (the same
+            // namespace ADDed again under another container id): delete that one now, retry.
+            if !self.delete_queued_peer(&ns, &req.ifname).await? {
+                return Err(e.into());
+            }
+            self.host
+                .create_veth(&host_if, &req.ifname, mac, mtu, &ns)
+                .await?;
+        }
         undo.push(Undo::HostLink(host_if.clone()));
 
         if req.peer_in_host {
@@ -656,6 +667,26 @@ impl Manager {
             )
         })?;
         Ok(())
+    }
+
+    /// If `ifname` in the pod's namespace is the peer of a host veth waiting in the deletion
+    /// queue (or already in [`GRAVEYARD_GROUP`]), deletes that veth now, by index (a re-created
+    /// veth of the same name is never touched). Returns whether it did.
+    async fn delete_queued_peer(&self, ns: &Netns, ifname: &str) -> Result<bool, ManagerError> {
+        let pod = Netlink::in_netns(ns)?;
+        let Some(peer) = pod.peer_index(ifname).await? else {
+            return Ok(false);
+        };
+        let Some((name, group)) = self.host.name_and_group(peer).await? else {
+            return Ok(false);
+        };
+        let queued = self.graveyard().iter().any(|(_, n)| *n == name);
+        if !queued && group != GRAVEYARD_GROUP {
+            return Ok(false);
+        }
+        tracing::info!(port = %name, "deleting a removed endpoint's veth now: its peer is in the way");
+        self.host.delete_index(peer).await?;
+        Ok(true)
     }
 
     /// Deletes host veths of ours (named by [`host_ifname`]) that have no OVS port: DELs whose

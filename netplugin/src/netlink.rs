@@ -137,6 +137,49 @@ impl Netlink {
         }
     }
 
+    /// The index of a veth's other end (in the namespace that end lives in), or None when the
+    /// link does not exist or has no peer.
+    pub async fn peer_index(&self, name: &str) -> Result<Option<u32>, LinkError> {
+        Ok(self.link(name).await?.and_then(|m| {
+            m.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Link(i) => Some(*i),
+                _ => None,
+            })
+        }))
+    }
+
+    /// A link's name and link group, by index; None when there is no such link.
+    pub async fn name_and_group(&self, index: u32) -> Result<Option<(String, u32)>, LinkError> {
+        let mut s = self.handle.link().get().match_index(index).execute();
+        let m = match s.try_next().await {
+            Ok(m) => m,
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => None,
+            Err(e) => return Err(nl(format!("look up link {index}"))(e)),
+        };
+        Ok(m.map(|m| {
+            let name = m.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            });
+            let group = m.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Group(g) => Some(*g),
+                _ => None,
+            });
+            (name.unwrap_or_default(), group.unwrap_or(0))
+        }))
+    }
+
+    /// Deletes the link with this index (not a later link of the same name); absent is fine.
+    pub async fn delete_index(&self, index: u32) -> Result<bool, LinkError> {
+        match self.handle.link().del(index).execute().await {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => {
+                Ok(false)
+            }
+            Err(e) => Err(nl(format!("delete link {index}"))(e)),
+        }
+    }
+
     /// The names of every link in the namespace.
     pub async fn link_names(&self) -> Result<Vec<String>, LinkError> {
         let mut s = self.handle.link().get().execute();

@@ -476,8 +476,9 @@ fn pods_are_placed_by_their_contiv_labels() {
     assert!(m.endpoints().is_empty());
 }
 
-/// A DEL leaves the veth for the agent to delete in a batch; an ADD of the same container and
-/// interface straight after must still get a fresh, working attachment, and nothing may leak.
+/// A DEL leaves the veth for the agent to delete in a batch; an ADD of the same container, or
+/// into the same namespace, straight after must still get a fresh, working attachment, and
+/// nothing may leak.
 #[test]
 fn re_add_right_after_del_gets_a_working_attachment() {
     let (m, h) = setup();
@@ -489,14 +490,21 @@ fn re_add_right_after_del_gets_a_working_attachment() {
     assert!(add.ok(), "{}", add.stdout);
     let peer_ip = add.json["ips"][0]["address"].as_str().unwrap();
     let peer_ip = peer_ip.split('/').next().unwrap().to_string();
-    for round in 0..5 {
-        let add = h.cni("ADD", &p.container_id, &p.netns_path(), "eth0", &conf);
+    for round in 0..6 {
+        // The same container again, or the same namespace under a new container id (its eth0
+        // may still be the peer of the veth the last DEL queued).
+        let cid = if round % 2 == 0 {
+            p.container_id.clone()
+        } else {
+            format!("{}n{round}", p.container_id)
+        };
+        let add = h.cni("ADD", &cid, &p.netns_path(), "eth0", &conf);
         assert!(add.ok(), "ADD round {round}: {}", add.stdout);
         assert!(
             p.reaches(&peer_ip, Duration::from_secs(10)),
             "round {round}: no traffic after a re-ADD"
         );
-        let del = h.cni("DEL", &p.container_id, &p.netns_path(), "eth0", &conf);
+        let del = h.cni("DEL", &cid, &p.netns_path(), "eth0", &conf);
         assert!(del.ok(), "DEL round {round}: {}", del.stdout);
     }
     let del = h.cni("DEL", &peer.container_id, &peer.netns_path(), "eth0", &conf);
