@@ -7,11 +7,12 @@
 use crate::fabric::Inputs;
 use model::agent::{Endpoint, RuleCounters};
 use ovs::{
-    BridgeSpec, FailMode, Flow, FlowProgrammer, OfctlProgrammer, PortInfo, PortSpec, Vswitch,
+    BridgeSpec, FailMode, Flow, FlowProgrammer, OfProgrammer, OfctlProgrammer, PortInfo, PortSpec,
+    Vswitch,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// external_ids keys on endpoint ports.
@@ -60,6 +61,10 @@ pub enum DatapathError {
     Ovsdb(#[from] ovs::OvsdbError),
     #[error("{0}")]
     Flow(#[from] ovs::FlowError),
+    #[error(
+        "add port {port} to bridge {bridge}: every OpenFlow port number for endpoints is taken"
+    )]
+    NoOfport { bridge: String, port: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +98,43 @@ pub struct Datapath {
     pub bridge: String,
     pub kind: DatapathType,
     fabric: tokio::sync::Mutex<FabricState>,
+    /// The latest generation of the fabric inputs known installed; taken before the fabric lock.
+    committed: tokio::sync::Mutex<u64>,
+    ports: Mutex<PortIndex>,
+}
+
+/// The OpenFlow port numbers the agent gives endpoint ports (`Interface.ofport_request`).
+/// ovs-vswitchd numbers ports that request nothing (tunnels, the uplink) from the lower half,
+/// 1-32767 ("to reserve the upper half for assignment by controllers", ofproto.c), so the two
+/// never meet; 0xff00 and up are OpenFlow's reserved ports.
+pub const ENDPOINT_OFPORTS: std::ops::RangeInclusive<u32> = 32768..=0xfeff;
+
+/// The endpoint ports on the bridge and the OpenFlow numbers in use, so that an ADD needs no
+/// OVSDB read: rebuilt from OVS at start ([`Datapath::load_ports`]) and kept by the agent, the
+/// only writer of its bridge's ports.
+#[derive(Debug, Default)]
+struct PortIndex {
+    /// Host interface name -> (endpoint id, OpenFlow port number).
+    endpoints: HashMap<String, (String, u32)>,
+    /// Numbers held or requested by any port of the bridge, or reserved by an ADD in flight.
+    used: BTreeSet<u32>,
+    /// Where the next search for a free number starts: numbers go round the range, so a number
+    /// freed by a DEL is not handed out again soon (as ovs-vswitchd itself does).
+    next: u32,
+}
+
+impl PortIndex {
+    /// A free number in [`ENDPOINT_OFPORTS`], now reserved; `None` when all are taken.
+    fn allocate(&mut self) -> Option<u32> {
+        let (first, last) = (*ENDPOINT_OFPORTS.start(), *ENDPOINT_OFPORTS.end());
+        let start = self.next.clamp(first, last);
+        let n = (start..=last)
+            .chain(first..start)
+            .find(|n| !self.used.contains(n))?;
+        self.used.insert(n);
+        self.next = if n == last { first } else { n + 1 };
+        Some(n)
+    }
 }
 
 /// What the flows are computed from, and what is installed.
@@ -111,6 +153,8 @@ struct FabricState {
     applied: BTreeMap<u64, Option<Vec<Flow>>>,
     /// Meters installed: id -> (kbps, burst kbits).
     meters: BTreeMap<u32, (u64, u64)>,
+    /// Bumped by every endpoint change that waits for [`Datapath::commit`].
+    generation: u64,
     /// Every endpoint (local and remote) the flows were last computed from: id -> its
     /// conntrack identity. When one goes, its connections are forgotten (see `forget_departed`).
     tracked: BTreeMap<String, Tracked>,
@@ -181,10 +225,13 @@ impl Datapath {
         kind: DatapathType,
     ) -> Result<Self, DatapathError> {
         let client = ovs::Client::connect(ovsdb).await?;
-        let ofctl = OfctlProgrammer::new(rundir);
+        // Flows go over a persistent OpenFlow 1.4 connection: an ovs-ofctl process per change
+        // cost 6-60 ms of the ADD (BENCHMARKS.md, issue 4). ovs-ofctl stays for the management
+        // socket's path and for dumps.
+        let ofctl = OfctlProgrammer::new(&rundir);
         Ok(Datapath {
             vs: Vswitch::new(client),
-            flows: Arc::new(ofctl.clone()),
+            flows: Arc::new(OfProgrammer::new(rundir)),
             ofctl,
             bridge: bridge.to_string(),
             kind,
@@ -195,7 +242,46 @@ impl Datapath {
                 },
                 ..Default::default()
             }),
+            committed: tokio::sync::Mutex::new(0),
+            ports: Mutex::new(PortIndex::default()),
         })
+    }
+
+    fn port_index(&self) -> std::sync::MutexGuard<'_, PortIndex> {
+        // The index holds no invariant a panic half-way could break beyond one stale entry.
+        self.ports.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rebuilds the port index from the bridge's ports in OVS.
+    pub async fn load_ports(&self) -> Result<(), DatapathError> {
+        let ports = self.vs.list_ports(&self.bridge).await?;
+        let mut idx = self.port_index();
+        idx.endpoints.clear();
+        idx.used.clear();
+        for p in &ports {
+            idx.used.extend(p.ofport);
+            idx.used.extend(p.ofport_request);
+            // The number flows must use: what the port has, else what it asked for.
+            if let (Some(id), Some(of)) = (
+                p.external_ids.get(ids::ENDPOINT),
+                p.ofport.or(p.ofport_request),
+            ) {
+                idx.endpoints.insert(p.name.clone(), (id.clone(), of));
+            }
+        }
+        // Go on after the highest number in use: numbers just freed by an earlier agent's DELs
+        // are not reused first.
+        idx.next = idx
+            .used
+            .range(ENDPOINT_OFPORTS)
+            .next_back()
+            .map_or(*ENDPOINT_OFPORTS.start(), |n| n + 1);
+        Ok(())
+    }
+
+    /// The endpoint id and OpenFlow port number of the endpoint port `ifname`, from the index.
+    pub fn endpoint_port(&self, ifname: &str) -> Option<(String, u32)> {
+        self.port_index().endpoints.get(ifname).cloned()
     }
 
     /// The bridge's OpenFlow management socket (it is re-created when ovs-vswitchd restarts).
@@ -212,6 +298,7 @@ impl Datapath {
             .fail_mode(FailMode::Secure)
             .external_id("contiv-owner", "netplugin");
         self.vs.ensure_bridge(&spec).await?;
+        self.load_ports().await?;
         // The management socket appears only once ovs-vswitchd has built the bridge.
         self.ofctl
             .wait_for_bridge(&self.bridge, Duration::from_secs(10))
@@ -358,8 +445,10 @@ impl Datapath {
         }
     }
 
-    /// Adds (or fixes) an endpoint's port, waits for its OpenFlow port number, and installs its
-    /// flows. Idempotent.
+    /// Adds (or fixes) an endpoint's port with an OpenFlow port number of the agent's choosing,
+    /// and installs its flows. Idempotent. It does not wait for ovs-vswitchd to set the port up:
+    /// the number is guaranteed free in the same OVSDB transaction, so the flows can name it at
+    /// once; [`Datapath::watch_ofports`] catches a switch that gives another number anyway.
     pub async fn add_endpoint(
         &self,
         ifname: &str,
@@ -382,10 +471,51 @@ impl Datapath {
         for (k, v) in extra_ids {
             spec = spec.external_id(k, v);
         }
-        self.vs.add_port(&self.bridge, &spec).await?;
-        let ofport = self.vs.wait_ofport(ifname, Duration::from_secs(10)).await?;
+        let known = self.endpoint_port(ifname).map(|(_, of)| of);
+        let mut ofport = match known {
+            Some(of) => of,
+            None => self.allocate_ofport(ifname)?,
+        };
+        // A number can be taken behind the index's back only by another OVSDB writer; a few
+        // attempts with fresh numbers ride that out.
+        let mut attempts = 0;
+        loop {
+            match self
+                .vs
+                .add_port(&self.bridge, &spec.clone().ofport_request(ofport))
+                .await
+            {
+                Ok(_) => break,
+                Err(e)
+                    if matches!(e.root(), ovs::OvsdbError::OfportTaken { .. }) && attempts < 3 =>
+                {
+                    attempts += 1;
+                    tracing::warn!(port = %ifname, ofport, "OpenFlow port number taken outside the agent: picking another");
+                    // It stays marked used: someone holds it.
+                    ofport = self.allocate_ofport(ifname)?;
+                }
+                Err(e) => {
+                    if known.is_none() {
+                        self.port_index().used.remove(&ofport);
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        self.port_index()
+            .endpoints
+            .insert(ifname.to_string(), (ep.endpoint_id.clone(), ofport));
         self.program_endpoint(ofport, ep).await?;
         Ok(ofport)
+    }
+
+    fn allocate_ofport(&self, ifname: &str) -> Result<u32, DatapathError> {
+        self.port_index()
+            .allocate()
+            .ok_or_else(|| DatapathError::NoOfport {
+                bridge: self.bridge.clone(),
+                port: ifname.to_string(),
+            })
     }
 
     /// Installs (replaces) the flows of one local endpoint and of its network.
@@ -400,15 +530,36 @@ impl Datapath {
         eps: Vec<(u32, Endpoint)>,
         replace_all: bool,
     ) -> Result<(), DatapathError> {
+        let generation = {
+            let mut st = self.fabric.lock().await;
+            if replace_all {
+                st.inputs.local.clear();
+                st.locals_loaded = true;
+            }
+            for (port, ep) in eps {
+                st.inputs.local.insert(ep.endpoint_id.clone(), (port, ep));
+            }
+            st.generation += 1;
+            st.generation
+        };
+        self.commit(generation).await
+    }
+
+    /// Installs the inputs as of `generation` (or later). Group commit: endpoint changes made
+    /// while an apply is in flight go in the next one together, one bundle for all, instead of
+    /// one bundle each in turn (8 parallel DELs waited behind each other's bundles).
+    async fn commit(&self, generation: u64) -> Result<(), DatapathError> {
+        let mut done = self.committed.lock().await;
+        if *done >= generation {
+            // An apply that started after this change (it read a later generation under the
+            // fabric lock) succeeded: the change is installed.
+            return Ok(());
+        }
         let mut st = self.fabric.lock().await;
-        if replace_all {
-            st.inputs.local.clear();
-            st.locals_loaded = true;
-        }
-        for (port, ep) in eps {
-            st.inputs.local.insert(ep.endpoint_id.clone(), (port, ep));
-        }
-        self.apply(&mut st).await
+        let now = st.generation;
+        self.apply(&mut st).await?;
+        *done = now;
+        Ok(())
     }
 
     /// Removes an endpoint's flows and port. Nothing to remove is not an error. Flows an earlier
@@ -418,13 +569,76 @@ impl Datapath {
         ifname: &str,
         endpoint_id: &str,
     ) -> Result<(), DatapathError> {
-        {
+        let generation = {
             let mut st = self.fabric.lock().await;
             st.inputs.local.remove(endpoint_id);
-            self.apply(&mut st).await?;
-        }
+            st.generation += 1;
+            st.generation
+        };
+        self.commit(generation).await?;
         self.vs.del_port(&self.bridge, ifname).await?;
+        // The number is free once the port is gone from OVS (and its flows long before).
+        let mut idx = self.port_index();
+        if let Some((_, of)) = idx.endpoints.remove(ifname) {
+            idx.used.remove(&of);
+        }
         Ok(())
+    }
+
+    /// Keeps endpoint flows on the numbers ovs-vswitchd really gave: the agent requests a number
+    /// for each endpoint port and installs flows for it before the switch has set the port up.
+    /// Should the switch give another number (someone else took it), the endpoint's flows move
+    /// to that number, and the index follows. Runs until the OVSDB client shuts down.
+    pub async fn watch_ofports(&self) -> Result<(), DatapathError> {
+        use ovs::MonitorEvent;
+        let mut monitor = self
+            .vs
+            .client()
+            .monitor(
+                ovs::DB,
+                &[ovs::MonitorRequest::new("Interface").columns(&["name", "ofport", "error"])],
+            )
+            .await?;
+        let mut pending = Some(monitor.initial.clone());
+        loop {
+            let updates = match pending.take() {
+                Some(u) => u,
+                None => match monitor.next().await {
+                    Some(MonitorEvent::Update(u) | MonitorEvent::Resync(u)) => u,
+                    None => return Ok(()),
+                },
+            };
+            for (_, row) in updates.table("Interface") {
+                let Some(new) = &row.new else { continue };
+                let (Some(name), Some(of)) = (new.string("name"), new.integer("ofport")) else {
+                    continue;
+                };
+                let Some((ep_id, want)) = self.endpoint_port(name) else {
+                    continue;
+                };
+                if of == -1 {
+                    tracing::error!(port = %name, endpoint = %ep_id, error = new.string("error").unwrap_or_default(), "ovs-vswitchd could not set up the endpoint's port");
+                    continue;
+                }
+                let Ok(got) = u32::try_from(of) else { continue };
+                if got == 0 || got == want {
+                    continue;
+                }
+                tracing::warn!(port = %name, endpoint = %ep_id, requested = want, got, "ovs-vswitchd gave another OpenFlow port number: moving the endpoint's flows");
+                {
+                    let mut idx = self.port_index();
+                    idx.used.insert(got);
+                    idx.endpoints.insert(name.to_string(), (ep_id.clone(), got));
+                }
+                let mut st = self.fabric.lock().await;
+                if let Some(e) = st.inputs.local.get_mut(&ep_id) {
+                    e.0 = got;
+                }
+                if let Err(e) = self.apply(&mut st).await {
+                    tracing::error!(port = %name, error = %e, "move the endpoint's flows to its real port number");
+                }
+            }
+        }
     }
 
     /// Brings tunnels and flows in line with the cluster: a tunnel port per live peer, flows for
@@ -587,6 +801,25 @@ mod tests {
         assert_ne!(c, cookie::endpoint("abc-eth1"));
         // Fixed values: a change here renames every port and orphans every flow on upgrade.
         assert_eq!(fnv1a(b"abc"), 0xe71fa2190541574b);
+    }
+
+    #[test]
+    fn ofports_go_round_the_upper_half_and_skip_used_ones() {
+        let mut idx = PortIndex::default();
+        let first = *ENDPOINT_OFPORTS.start();
+        idx.used.extend([first + 1, 5]);
+        assert_eq!(idx.allocate(), Some(first));
+        assert_eq!(idx.allocate(), Some(first + 2));
+        // A freed number is not handed out again at once.
+        idx.used.remove(&first);
+        assert_eq!(idx.allocate(), Some(first + 3));
+        // At the end of the range, the search wraps round to the freed numbers.
+        idx.next = *ENDPOINT_OFPORTS.end();
+        assert_eq!(idx.allocate(), Some(*ENDPOINT_OFPORTS.end()));
+        assert_eq!(idx.allocate(), Some(first));
+        // Full: no number rather than a taken one.
+        idx.used.extend(ENDPOINT_OFPORTS);
+        assert_eq!(idx.allocate(), None);
     }
 
     #[test]

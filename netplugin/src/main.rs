@@ -288,6 +288,18 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     tokio::spawn(cluster::follow(client, view.clone(), changed.clone()));
     tokio::spawn(cluster::reconcile(m.clone(), node, view, changed));
     tokio::spawn(watch_vswitchd(m.clone()));
+    {
+        let m = m.clone();
+        tokio::spawn(async move { m.reap_links().await });
+    }
+    {
+        let m = m.clone();
+        tokio::spawn(async move {
+            if let Err(e) = m.dp.watch_ofports().await {
+                tracing::error!(error = %e, "watch the OpenFlow port numbers of endpoint ports");
+            }
+        });
+    }
     if kind == DatapathType::Userspace {
         tokio::spawn(keep_tunnel_neighbors(m.clone()));
     }

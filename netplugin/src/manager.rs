@@ -134,7 +134,17 @@ pub struct Manager {
     host: Netlink,
     cfg: ManagerConfig,
     locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    /// Host veths of removed endpoints, (endpoint id, name), for [`Manager::reap_links`] to
+    /// delete. Changed only under the endpoint's lock: a re-ADD takes its veth's name out.
+    graveyard: Mutex<BTreeSet<(String, String)>>,
+    /// Wakes [`Manager::reap_links`].
+    reap: tokio::sync::Notify,
 }
+
+/// The link group (`IFLA_GROUP`) of host veths whose endpoint is gone, waiting for
+/// [`Manager::reap_links`] to delete them in one batch. An arbitrary number ("cnv"), far from
+/// the groups people number by hand; only this agent's veths are ever put in it.
+pub const GRAVEYARD_GROUP: u32 = 0x00636e76;
 
 /// The cluster-wide endpoint id of a container's interface.
 pub fn endpoint_id(container_id: &str, ifname: &str) -> String {
@@ -175,6 +185,48 @@ impl Manager {
             host,
             cfg,
             locks: Mutex::new(HashMap::new()),
+            graveyard: Mutex::new(BTreeSet::new()),
+            reap: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn graveyard(&self) -> std::sync::MutexGuard<'_, BTreeSet<(String, String)>> {
+        self.graveyard.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Deletes the host veths of removed endpoints (their peers go with them): all that queued
+    /// up, in one kernel batch, as soon as there are any; first, those a previous agent left
+    /// in [`GRAVEYARD_GROUP`]. Runs forever.
+    ///
+    /// Why not in the DEL: deleting a veth waits for an RCU grace period under the RTNL lock
+    /// (~17 ms here), and every link operation on the host, a DEL's included, waits behind it;
+    /// a batch pays that once for all its links. Why it is safe: by the time a veth is queued
+    /// its OVS port, flows and address are gone, so nothing reaches it; a re-ADD of the same
+    /// endpoint takes the name out of the queue (under the endpoint's lock, which the reaper
+    /// takes too) and deletes the old veth itself before it creates its own, so the reaper
+    /// never touches a live veth (docs/decisions.md).
+    pub async fn reap_links(&self) {
+        loop {
+            let queued: Vec<(String, String)> = self.graveyard().iter().cloned().collect();
+            for (ep_id, name) in queued {
+                let _l = self.lock(&ep_id).await;
+                if !self.graveyard().remove(&(ep_id.clone(), name.clone())) {
+                    continue; // Re-ADDed meanwhile: that veth is not ours to delete.
+                }
+                if let Err(e) = self.host.set_group(&name, GRAVEYARD_GROUP).await {
+                    tracing::warn!(port = %name, error = %e, "queue a removed endpoint's veth for deletion");
+                }
+            }
+            match self.host.delete_group(GRAVEYARD_GROUP).await {
+                Ok(true) => tracing::debug!("deleted the veths of removed endpoints"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "delete the veths of removed endpoints; retrying at the next DEL")
+                }
+            }
+            // A DEL that comes while a batch is in flight leaves a permit: the next batch
+            // starts right after, with everything queued meanwhile.
+            self.reap.notified().await;
         }
     }
 
@@ -309,8 +361,10 @@ impl Manager {
             })?;
         undo.push(Undo::MasterEndpoint(ep_id.clone()));
 
-        // A host veth left by a crashed earlier attempt would make creation fail: it is ours
-        // (the name derives from this endpoint id), so remove it.
+        // A host veth left by a crashed earlier attempt, or by a DEL (queued for deletion),
+        // would make creation fail: it is ours (the name derives from this endpoint id), so
+        // remove it, and keep the reaper off the name.
+        self.graveyard().remove(&(ep_id.clone(), host_if.clone()));
         self.host.delete(&host_if).await?;
         let mac = parse_mac(&ep.mac_address).ok_or_else(|| {
             ManagerError::new(
@@ -318,9 +372,20 @@ impl Manager {
                 format!("netmaster gave a bad MAC {}", ep.mac_address),
             )
         })?;
-        self.host
+        if let Err(e) = self
+            .host
             .create_veth(&host_if, &req.ifname, mac, mtu, &ns)
-            .await?;
+            .await
+        {
+            // The pod may still hold the peer of a veth a DEL queued for deletion (the same
+            // namespace ADDed again under another container id): delete that one now, retry.
+            if !self.delete_queued_peer(&ns, &req.ifname).await? {
+                return Err(e.into());
+            }
+            self.host
+                .create_veth(&host_if, &req.ifname, mac, mtu, &ns)
+                .await?;
+        }
         undo.push(Undo::HostLink(host_if.clone()));
 
         if req.peer_in_host {
@@ -425,14 +490,9 @@ impl Manager {
         ns: &Netns,
         mtu: u32,
     ) -> Result<Option<Attachment>, ManagerError> {
-        let ports = self.dp.endpoint_ports().await?;
-        let Some(port) = ports.iter().find(|p| {
-            p.name == host_if
-                && p.external_ids.get(ids::ENDPOINT).map(String::as_str) == Some(ep_id)
-        }) else {
-            return Ok(None);
-        };
-        if port.ofport.is_none() {
+        // The agent's port index, not an OVSDB read: it knows every endpoint port of the bridge
+        // (loaded at start, kept by every ADD and DEL, which hold this endpoint's lock).
+        if self.dp.endpoint_port(host_if).map(|(id, _)| id).as_deref() != Some(ep_id) {
             return Ok(None);
         }
         let ep = match self.master.get_endpoint(ep_id).await {
@@ -470,7 +530,11 @@ impl Manager {
         let _l = self.lock(ep_id).await;
         let host_if = host_ifname(ep_id);
         self.dp.remove_endpoint(&host_if, ep_id).await?;
-        self.host.delete(&host_if).await?;
+        // Queued for deletion rather than deleted here (see `reap_links`): no netlink call,
+        // which would wait behind any deletion in progress.
+        self.graveyard()
+            .insert((ep_id.to_string(), host_if.clone()));
+        self.reap.notify_one();
         if release {
             self.master
                 .delete_endpoint(ep_id)
@@ -605,6 +669,51 @@ impl Manager {
         Ok(())
     }
 
+    /// If `ifname` in the pod's namespace is the peer of a host veth waiting in the deletion
+    /// queue (or already in [`GRAVEYARD_GROUP`]), deletes that veth now, by index (a re-created
+    /// veth of the same name is never touched). Returns whether it did.
+    async fn delete_queued_peer(&self, ns: &Netns, ifname: &str) -> Result<bool, ManagerError> {
+        let pod = Netlink::in_netns(ns)?;
+        let Some(peer) = pod.peer_index(ifname).await? else {
+            return Ok(false);
+        };
+        let Some((name, group)) = self.host.name_and_group(peer).await? else {
+            return Ok(false);
+        };
+        let queued = self.graveyard().iter().any(|(_, n)| *n == name);
+        if !queued && group != GRAVEYARD_GROUP {
+            return Ok(false);
+        }
+        tracing::info!(port = %name, "deleting a removed endpoint's veth now: its peer is in the way");
+        self.host.delete_index(peer).await?;
+        Ok(true)
+    }
+
+    /// Deletes host veths of ours (named by [`host_ifname`]) that have no OVS port: DELs whose
+    /// veth deletion a previous agent had queued but not done, and ADDs cut short. Runs at
+    /// start, before any ADD, so nothing live can be among them; one kernel batch.
+    async fn delete_orphan_veths(&self) -> Result<(), ManagerError> {
+        let ours = |n: &str| {
+            n.len() == 14
+                && n.starts_with("vc")
+                && n[2..]
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        };
+        let mut n = 0;
+        for name in self.host.link_names().await? {
+            if ours(&name) && self.dp.endpoint_port(&name).is_none() {
+                self.host.set_group(&name, GRAVEYARD_GROUP).await?;
+                n += 1;
+            }
+        }
+        self.host.delete_group(GRAVEYARD_GROUP).await?;
+        if n > 0 {
+            tracing::info!(veths = n, "deleted veths of endpoints that have no port");
+        }
+        Ok(())
+    }
+
     /// After a restart: re-assert every endpoint port's flows (an atomic replace, so running pods
     /// see no gap), and release netmaster endpoints of this node that have no port (an ADD that
     /// crashed half-way).
@@ -626,7 +735,9 @@ impl Manager {
                 .cloned()
                 .unwrap_or_default();
             with_port.insert(id.clone());
-            match (by_id.get(id.as_str()), p.ofport) {
+            // A port whose number ovs-vswitchd has not written yet (it was just restarted) has
+            // the one the agent asked for.
+            match (by_id.get(id.as_str()), p.ofport.or(p.ofport_request)) {
                 (Some(ep), Some(of)) => locals.push((of, (*ep).clone())),
                 (None, _) => {
                     tracing::warn!(endpoint = %id, port = %p.name, "port has no endpoint in netmaster; leaving it alone")
@@ -636,6 +747,7 @@ impl Manager {
                 }
             }
         }
+        self.delete_orphan_veths().await?;
         // One atomic replace of every endpoint's flows: running pods see no gap.
         self.dp.set_local_endpoints(locals, true).await?;
         for ep in &eps {

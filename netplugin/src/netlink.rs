@@ -137,6 +137,62 @@ impl Netlink {
         }
     }
 
+    /// The index of a veth's other end (in the namespace that end lives in), or None when the
+    /// link does not exist or has no peer.
+    pub async fn peer_index(&self, name: &str) -> Result<Option<u32>, LinkError> {
+        Ok(self.link(name).await?.and_then(|m| {
+            m.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Link(i) => Some(*i),
+                _ => None,
+            })
+        }))
+    }
+
+    /// A link's name and link group, by index; None when there is no such link.
+    pub async fn name_and_group(&self, index: u32) -> Result<Option<(String, u32)>, LinkError> {
+        let mut s = self.handle.link().get().match_index(index).execute();
+        let m = match s.try_next().await {
+            Ok(m) => m,
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => None,
+            Err(e) => return Err(nl(format!("look up link {index}"))(e)),
+        };
+        Ok(m.map(|m| {
+            let name = m.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            });
+            let group = m.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Group(g) => Some(*g),
+                _ => None,
+            });
+            (name.unwrap_or_default(), group.unwrap_or(0))
+        }))
+    }
+
+    /// Deletes the link with this index (not a later link of the same name); absent is fine.
+    pub async fn delete_index(&self, index: u32) -> Result<bool, LinkError> {
+        match self.handle.link().del(index).execute().await {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => {
+                Ok(false)
+            }
+            Err(e) => Err(nl(format!("delete link {index}"))(e)),
+        }
+    }
+
+    /// The names of every link in the namespace.
+    pub async fn link_names(&self) -> Result<Vec<String>, LinkError> {
+        let mut s = self.handle.link().get().execute();
+        let mut names = Vec::new();
+        while let Some(m) = s.try_next().await.map_err(nl("list links"))? {
+            names.extend(m.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            }));
+        }
+        Ok(names)
+    }
+
     /// The index of a link, or None when it does not exist.
     pub async fn index(&self, name: &str) -> Result<Option<u32>, LinkError> {
         Ok(self.link(name).await?.map(|m| m.header.index))
@@ -349,6 +405,41 @@ impl Netlink {
             }
         }
         Ok(false)
+    }
+
+    /// Puts a link into link group `group` (`IFLA_GROUP`): a cheap attribute change, unlike a
+    /// deletion. A link that does not exist is not an error.
+    pub async fn set_group(&self, name: &str, group: u32) -> Result<bool, LinkError> {
+        let Some(index) = self.index(name).await? else {
+            return Ok(false);
+        };
+        let msg = LinkMessageBuilder::<LinkUnspec>::new()
+            .index(index)
+            .link_group(group)
+            .build();
+        match self.handle.link().set(msg).execute().await {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => {
+                Ok(false)
+            }
+            Err(e) => Err(nl(format!("move link {name} to link group {group}"))(e)),
+        }
+    }
+
+    /// Deletes every link of link group `group` in one kernel batch (one RCU grace period for
+    /// all of them, where deleting one by one pays one each). Returns false if there were none.
+    pub async fn delete_group(&self, group: u32) -> Result<bool, LinkError> {
+        let mut req = self.handle.link().del(0);
+        req.message_mut()
+            .attributes
+            .push(LinkAttribute::Group(group));
+        match req.execute().await {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => {
+                Ok(false)
+            }
+            Err(e) => Err(nl(format!("delete the links of link group {group}"))(e)),
+        }
     }
 
     /// Deletes a link; a link that does not exist is not an error.

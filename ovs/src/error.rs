@@ -70,6 +70,10 @@ pub enum OvsdbError {
     #[error("interface {iface}: {error}")]
     Interface { iface: String, error: String },
 
+    /// Another interface holds or requests the OpenFlow port number asked for.
+    #[error("interface {iface}: OpenFlow port {ofport} is taken by another interface")]
+    OfportTaken { iface: String, ofport: u32 },
+
     #[error("interface {iface}: no ofport assigned within {timeout:?} (is ovs-vswitchd running?)")]
     OfportTimeout { iface: String, timeout: Duration },
 
@@ -156,6 +160,34 @@ pub enum FlowError {
         bridge: String,
         command: String,
         timeout: Duration,
+    },
+
+    #[error(
+        "{action} on bridge {bridge}: connect to {}: {source}",
+        socket.display()
+    )]
+    Connect {
+        action: String,
+        bridge: String,
+        socket: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// The switch does not speak what we need (OpenFlow 1.4 for bundles).
+    #[error("{action} on bridge {bridge}: {reason}")]
+    Protocol {
+        action: String,
+        bridge: String,
+        reason: String,
+    },
+
+    /// The switch refused a message: its OpenFlow errors by name, with the flow each concerns.
+    #[error("{action} on bridge {bridge}: {step}: {errors}")]
+    Refused {
+        action: String,
+        bridge: String,
+        step: String,
+        errors: String,
     },
 
     #[error("{action} on bridge {bridge}: invalid flow: {reason}")]

@@ -1,9 +1,10 @@
 //! OpenFlow flow programming.
 //!
-//! [`FlowProgrammer`] is the seam: the first implementation, [`OfctlProgrammer`], runs
-//! `ovs-ofctl` with every flow of a call in one OpenFlow 1.4 bundle, so each call is applied
-//! atomically or not at all. An in-process OpenFlow connection can replace it behind the same
-//! trait. Flows are written in `ovs-ofctl`'s flow syntax (ovs-fields(7), ovs-actions(7)).
+//! [`FlowProgrammer`] is the seam. [`OfctlProgrammer`] runs `ovs-ofctl` with every flow of a
+//! call in one OpenFlow 1.4 bundle, so each call is applied atomically or not at all;
+//! [`crate::OfProgrammer`] does the same over a persistent OpenFlow connection, without a
+//! process per call. Flows are written in `ovs-ofctl`'s flow syntax (ovs-fields(7),
+//! ovs-actions(7)).
 
 use crate::error::FlowError;
 use async_trait::async_trait;

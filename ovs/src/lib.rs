@@ -5,7 +5,8 @@
 //! - [`Datum`], [`Row`], [`Operation`]: the OVSDB data encoding and typed operations.
 //! - [`Vswitch`]: idempotent helpers over the `Open_vSwitch` database (bridges, ports,
 //!   interfaces, ofport assignment).
-//! - [`FlowProgrammer`]: OpenFlow flow programming, first implemented by [`OfctlProgrammer`].
+//! - [`FlowProgrammer`]: OpenFlow flow programming: [`OfProgrammer`] over a persistent
+//!   OpenFlow 1.4 connection, or [`OfctlProgrammer`] through `ovs-ofctl`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -31,6 +32,8 @@ mod error;
 pub mod flows;
 mod jsonrpc;
 mod monitor;
+mod ofconn;
+mod ofwire;
 mod ops;
 pub mod testing;
 mod vswitch;
@@ -42,6 +45,7 @@ pub use flows::{
     CookieMask, Flow, FlowMatch, FlowProgrammer, FlowStats, MeterConfig, OfctlProgrammer,
 };
 pub use monitor::{Monitor, MonitorEvent, MonitorRequest, RowUpdate, TableUpdates};
+pub use ofconn::OfProgrammer;
 pub use ops::{
     Condition, Function, Mutation, Mutator, Operation, OperationResult, WaitUntil, transact_params,
 };

@@ -105,6 +105,11 @@ pub struct PortSpec {
     pub external_ids: BTreeMap<String, String>,
     /// Access VLAN (`Port.tag`, 0-4095); `None` makes the port a trunk.
     pub tag: Option<u16>,
+    /// The OpenFlow port number to give the interface (`Interface.ofport_request`), so flows
+    /// naming it can be installed before ovs-vswitchd has set the port up. A new port is only
+    /// created if no interface holds or requests this number (see [`Vswitch::add_port`]).
+    /// `None` lets ovs-vswitchd choose (it picks from 1-32767 only).
+    pub ofport_request: Option<u32>,
 }
 
 impl PortSpec {
@@ -115,7 +120,13 @@ impl PortSpec {
             options: BTreeMap::new(),
             external_ids: BTreeMap::new(),
             tag: None,
+            ofport_request: None,
         }
+    }
+
+    pub fn ofport_request(mut self, ofport: u32) -> Self {
+        self.ofport_request = Some(ofport);
+        self
     }
 
     pub fn iface_type(mut self, iface_type: impl Into<String>) -> Self {
@@ -152,6 +163,8 @@ pub struct PortInfo {
     pub tag: Option<u16>,
     /// ovs-vswitchd's complaint about the interface (`Interface.error`), if any.
     pub error: Option<String>,
+    /// The number asked for (`Interface.ofport_request`), if any.
+    pub ofport_request: Option<u32>,
 }
 
 /// What an idempotent helper did.
@@ -285,7 +298,11 @@ impl Vswitch {
     }
 
     /// Adds the port, or brings an existing one to `spec`. Fails if the bridge does not exist or
-    /// if the port is on another bridge.
+    /// if the port is on another bridge. With `spec.ofport_request`, a new port is created only
+    /// if no interface holds or requests that number, checked in the same transaction
+    /// ([`OvsdbError::OfportTaken`] otherwise): the caller may then install flows for the number
+    /// at once. (Interfaces of every bridge count: stricter than OVS, whose numbers are per
+    /// bridge, but one condition.)
     pub async fn add_port(&self, bridge: &str, spec: &PortSpec) -> Result<Change, OvsdbError> {
         self.add_port_inner(bridge, spec)
             .await
@@ -301,6 +318,14 @@ impl Vswitch {
                 }
                 // The port exists: compare and fix below.
                 Err(OvsdbError::Operation { index: 1, .. }) => {}
+                Err(OvsdbError::Operation { index: 2 | 3, .. })
+                    if spec.ofport_request.is_some() =>
+                {
+                    return Err(OvsdbError::OfportTaken {
+                        iface: spec.name.clone(),
+                        ofport: spec.ofport_request.unwrap_or_default(),
+                    });
+                }
                 Err(e) => return Err(e),
             }
             let results = self.transact(&port_state_query(&spec.name)).await?;
@@ -647,7 +672,8 @@ fn delete_bridge_ops(name: &str, uuid: Uuid) -> Vec<Operation> {
     ]
 }
 
-/// Guards: 0 = the bridge exists, 1 = the port does not.
+/// Guards: 0 = the bridge exists, 1 = the port does not; with an ofport request, 2 = no
+/// interface requests that number, 3 = none holds it.
 fn create_port_ops(bridge: &str, spec: &PortSpec) -> Vec<Operation> {
     let mut port = Row::new()
         .with("name", spec.name.as_str())
@@ -656,17 +682,27 @@ fn create_port_ops(bridge: &str, spec: &PortSpec) -> Vec<Operation> {
     if let Some(tag) = spec.tag {
         port.insert("tag", i64::from(tag));
     }
-    vec![
+    let mut iface = Row::new()
+        .with("name", spec.name.as_str())
+        .with("type", spec.iface_type.as_str())
+        .with("options", &spec.options);
+    let mut ops = vec![
         Operation::assert_exists("Bridge", vec![Condition::eq("name", bridge)]),
         Operation::assert_absent("Port", vec![Condition::eq("name", spec.name.as_str())]),
-        Operation::insert_named(
+    ];
+    if let Some(n) = spec.ofport_request {
+        iface.insert("ofport_request", i64::from(n));
+        ops.push(Operation::assert_absent(
             "Interface",
-            "iface",
-            Row::new()
-                .with("name", spec.name.as_str())
-                .with("type", spec.iface_type.as_str())
-                .with("options", &spec.options),
-        ),
+            vec![Condition::eq("ofport_request", i64::from(n))],
+        ));
+        ops.push(Operation::assert_absent(
+            "Interface",
+            vec![Condition::eq("ofport", i64::from(n))],
+        ));
+    }
+    ops.extend([
+        Operation::insert_named("Interface", "iface", iface),
         Operation::insert_named("Port", "port", port),
         Operation::mutate(
             "Bridge",
@@ -674,7 +710,8 @@ fn create_port_ops(bridge: &str, spec: &PortSpec) -> Vec<Operation> {
             vec![Mutation::insert("ports", Datum::named_uuid("port"))],
         ),
         Operation::comment(format!("ovs-rs: add port {} to bridge {bridge}", spec.name)),
-    ]
+    ]);
+    ops
 }
 
 /// Reads a port, its interface of the same name, and the bridges (to find the port's owner).
@@ -688,7 +725,7 @@ fn port_state_query(name: &str) -> Vec<Operation> {
         Operation::select_columns(
             "Interface",
             vec![Condition::eq("name", name)],
-            &["_uuid", "type", "options"],
+            &["_uuid", "type", "options", "ofport_request"],
         ),
         Operation::select_columns("Bridge", vec![], &["_uuid", "name", "ports"]),
     ]
@@ -746,6 +783,12 @@ fn update_port_ops(state: &PortState, spec: &PortSpec) -> Option<Vec<Operation>>
     if iface.string_map("options") != spec.options {
         iface_changes.insert("options", &spec.options);
     }
+    // Only a request changes the number: a port made without one keeps what OVS gave it.
+    if let Some(n) = spec.ofport_request
+        && iface.integer("ofport_request") != Some(i64::from(n))
+    {
+        iface_changes.insert("ofport_request", i64::from(n));
+    }
     if !iface_changes.is_empty() {
         ops.push(Operation::update(
             "Interface",
@@ -799,7 +842,15 @@ fn list_ports_query(bridge: &str) -> Vec<Operation> {
         Operation::select_columns(
             "Interface",
             vec![],
-            &["_uuid", "name", "type", "options", "ofport", "error"],
+            &[
+                "_uuid",
+                "name",
+                "type",
+                "options",
+                "ofport",
+                "ofport_request",
+                "error",
+            ],
         ),
     ]
 }
@@ -845,6 +896,10 @@ fn ports_from_results(
                     .to_string(),
                 options: iface.map(|i| i.string_map("options")).unwrap_or_default(),
                 error: iface.and_then(|i| i.string("error")).map(str::to_string),
+                ofport_request: iface
+                    .and_then(|i| i.integer("ofport_request"))
+                    .and_then(|n| u32::try_from(n).ok())
+                    .filter(|n| *n > 0),
                 external_ids: p.string_map("external_ids"),
                 tag: p.integer("tag").and_then(|t| u16::try_from(t).ok()),
                 name,

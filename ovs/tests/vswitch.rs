@@ -303,3 +303,73 @@ async fn helpers_ride_out_a_server_restart() {
     assert_eq!(add.await.unwrap().unwrap(), Change::Created);
     assert_eq!(sb.vsctl(&["list-ports", "br0"]), "p1");
 }
+
+#[tokio::test]
+async fn ofport_request_is_honoured_and_guarded() {
+    let sb = Sandbox::start_with_vswitchd();
+    let vs = vswitch(&sb).await;
+    vs.ensure_bridge(&br0()).await.unwrap();
+
+    let spec = PortSpec::new("int0")
+        .iface_type("internal")
+        .ofport_request(40000);
+    assert_eq!(vs.add_port("br0", &spec).await.unwrap(), Change::Created);
+    // The number is what we asked for, in the upper half that ovs-vswitchd never picks itself.
+    let ofport = vs
+        .wait_ofport("int0", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(ofport, 40000);
+    let ports = vs.list_ports("br0").await.unwrap();
+    assert_eq!(ports[0].ofport_request, Some(40000));
+    assert_eq!(vs.add_port("br0", &spec).await.unwrap(), Change::Unchanged);
+
+    // A second port asking for a held number is refused, and nothing of it is created.
+    let err = vs
+        .add_port(
+            "br0",
+            &PortSpec::new("int1")
+                .iface_type("internal")
+                .ofport_request(40000),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.root(), OvsdbError::OfportTaken { ofport: 40000, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("int1"), "{err}");
+    assert_eq!(vs.list_ports("br0").await.unwrap().len(), 1);
+
+    // A port made without a request holds its number too.
+    vs.add_port("br0", &PortSpec::new("int2").iface_type("internal"))
+        .await
+        .unwrap();
+    let auto = vs
+        .wait_ofport("int2", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let err = vs
+        .add_port(
+            "br0",
+            &PortSpec::new("int3")
+                .iface_type("internal")
+                .ofport_request(auto),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.root(), OvsdbError::OfportTaken { .. }),
+        "{err:?}"
+    );
+
+    // Re-requesting another number for an existing port moves it.
+    vs.add_port("br0", &spec.clone().ofport_request(40001))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while get(&sb, "interface", "int0", "ofport") != "40001" {
+        assert!(std::time::Instant::now() < deadline, "port not renumbered");
+        std::thread::yield_now();
+    }
+}

@@ -14,6 +14,10 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+/// netplugin's `manager::GRAVEYARD_GROUP` (netplugin is not a dependency of this library; a
+/// test checks the two agree): the link group of veths a DEL queued for deletion.
+pub const GRAVEYARD_GROUP: u32 = 0x00636e76;
+
 /// Prefix of every namespace, directory and bridge this harness makes.
 pub const PREFIX: &str = "cte";
 
@@ -709,7 +713,33 @@ impl Host {
     }
 
     /// Interface names in the host's namespace.
+    /// The host's links, once the agent has deleted the veths of removed endpoints: a DEL
+    /// queues its veth and returns, the agent deletes the queue in batches (through a link
+    /// group). Done means: no link in that group, and every agent veth (`vc...`) has its port.
     pub fn links(&self) -> Vec<String> {
+        let group = GRAVEYARD_GROUP.to_string();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let all = self.link_names();
+            let queued = self.exec(&["ip", "-o", "link", "show", "group", &group]);
+            let ports = self.ovs_ports();
+            let portless: Vec<&String> = all
+                .iter()
+                .filter(|n| n.len() == 14 && n.starts_with("vc") && !ports.contains(n))
+                .collect();
+            if queued.stdout.is_empty() && portless.is_empty() {
+                return all;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not delete removed endpoints' veths: {portless:?} {}",
+                String::from_utf8_lossy(&queued.stdout)
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    fn link_names(&self) -> Vec<String> {
         let out = self.exec(&["ip", "-o", "link", "show"]);
         String::from_utf8_lossy(&out.stdout)
             .lines()

@@ -25,6 +25,10 @@ fn snapshot(m: &Netmaster, h: &Host) -> (BTreeSet<String>, Vec<String>, usize) {
 
 #[test]
 fn every_verb_for_every_config_version() {
+    assert_eq!(
+        test_e2e::GRAVEYARD_GROUP,
+        netplugin::manager::GRAVEYARD_GROUP
+    );
     let (m, h) = setup();
     let before = snapshot(&m, &h);
     for v in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
@@ -470,4 +474,40 @@ fn pods_are_placed_by_their_contiv_labels() {
         );
     }
     assert!(m.endpoints().is_empty());
+}
+
+/// A DEL leaves the veth for the agent to delete in a batch; an ADD of the same container, or
+/// into the same namespace, straight after must still get a fresh, working attachment, and
+/// nothing may leak.
+#[test]
+fn re_add_right_after_del_gets_a_working_attachment() {
+    let (m, h) = setup();
+    let before = snapshot(&m, &h);
+    let conf = h.conf("1.0.0", json!({}));
+    let p = Pod::new();
+    let peer = Pod::new();
+    let add = h.cni("ADD", &peer.container_id, &peer.netns_path(), "eth0", &conf);
+    assert!(add.ok(), "{}", add.stdout);
+    let peer_ip = add.json["ips"][0]["address"].as_str().unwrap();
+    let peer_ip = peer_ip.split('/').next().unwrap().to_string();
+    for round in 0..6 {
+        // The same container again, or the same namespace under a new container id (its eth0
+        // may still be the peer of the veth the last DEL queued).
+        let cid = if round % 2 == 0 {
+            p.container_id.clone()
+        } else {
+            format!("{}n{round}", p.container_id)
+        };
+        let add = h.cni("ADD", &cid, &p.netns_path(), "eth0", &conf);
+        assert!(add.ok(), "ADD round {round}: {}", add.stdout);
+        assert!(
+            p.reaches(&peer_ip, Duration::from_secs(10)),
+            "round {round}: no traffic after a re-ADD"
+        );
+        let del = h.cni("DEL", &cid, &p.netns_path(), "eth0", &conf);
+        assert!(del.ok(), "DEL round {round}: {}", del.stdout);
+    }
+    let del = h.cni("DEL", &peer.container_id, &peer.netns_path(), "eth0", &conf);
+    assert!(del.ok(), "{}", del.stdout);
+    assert_eq!(snapshot(&m, &h), before, "something leaked");
 }

@@ -51,16 +51,35 @@ impl Sandbox {
     /// ovsdb-server and ovs-vswitchd.
     pub fn start_with_vswitchd() -> Sandbox {
         let mut sb = Sandbox::start();
+        sb.start_vswitchd();
+        sb
+    }
+
+    fn start_vswitchd(&mut self) {
         let mut cmd = Command::new("unshare");
         cmd.arg("-n")
             .arg("ovs-vswitchd")
-            .arg(format!("unix:{}", sb.path("db.sock")))
-            .arg(format!("--pidfile={}", sb.path("vswitchd.pid")))
-            .arg(format!("--unixctl={}", sb.path("vswitchd.ctl")))
-            .arg(format!("--log-file={}", sb.path("vswitchd.log")));
-        sb.vswitchd = Some(sb.spawn(cmd));
-        sb.wait_for("ovs-vswitchd", || sb.dir().join("vswitchd.ctl").exists());
-        sb
+            .arg(format!("unix:{}", self.path("db.sock")))
+            .arg(format!("--pidfile={}", self.path("vswitchd.pid")))
+            .arg(format!("--unixctl={}", self.path("vswitchd.ctl")))
+            .arg(format!("--log-file={}", self.path("vswitchd.log")));
+        self.vswitchd = Some(self.spawn(cmd));
+        self.wait_for("ovs-vswitchd", || self.dir().join("vswitchd.ctl").exists());
+    }
+
+    /// Kills ovs-vswitchd (as a crash would) and starts it again; waits until `bridge`'s
+    /// management socket is back.
+    pub fn restart_vswitchd(&mut self, bridge: &str) {
+        if let Some(mut child) = self.vswitchd.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for stale in ["vswitchd.ctl".to_string(), format!("{bridge}.mgmt")] {
+            let _ = std::fs::remove_file(self.dir().join(stale));
+        }
+        self.start_vswitchd();
+        let mgmt = self.dir().join(format!("{bridge}.mgmt"));
+        self.wait_for("the bridge after a restart", || mgmt.exists());
     }
 
     pub fn dir(&self) -> &Path {
