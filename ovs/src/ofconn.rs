@@ -10,7 +10,9 @@
 //! idempotent. Dumps go through `ovs-ofctl`, off the hot path.
 
 use crate::error::FlowError;
-use crate::flows::{CookieMask, Flow, FlowMatch, FlowProgrammer, FlowStats, MeterConfig, OfctlProgrammer};
+use crate::flows::{
+    CookieMask, Flow, FlowMatch, FlowProgrammer, FlowStats, MeterConfig, OfctlProgrammer,
+};
 use crate::ofwire::{self as w};
 use async_trait::async_trait;
 use std::collections::HashMap;
