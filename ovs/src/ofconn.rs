@@ -370,6 +370,19 @@ fn check_replace(action: &str, bridge: &str, sets: &[(u64, &[Flow])]) -> Result<
     Ok(())
 }
 
+/// A meter mod's outcome: the errors the switch answered, if any, as one refusal.
+fn meter_mod_result(action: String, bridge: &str, errors: Vec<String>) -> Result<(), FlowError> {
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(FlowError::Refused {
+        action,
+        bridge: bridge.to_string(),
+        step: "OpenFlow meter mod".into(),
+        errors: errors.join("; "),
+    })
+}
+
 #[async_trait]
 impl FlowProgrammer for OfProgrammer {
     async fn add_flows(&self, bridge: &str, flows: &[Flow]) -> Result<(), FlowError> {
@@ -435,15 +448,7 @@ impl FlowProgrammer for OfProgrammer {
         let errors = self
             .meter(&action, bridge, w::OFPMC_ADD, id, kbps, burst)
             .await?;
-        if errors.is_empty() {
-            return Ok(());
-        }
-        Err(FlowError::Refused {
-            action,
-            bridge: bridge.to_string(),
-            step: "OpenFlow meter mod".into(),
-            errors: errors.join("; "),
-        })
+        meter_mod_result(action, bridge, errors)
     }
 
     async fn del_meter(&self, bridge: &str, id: u32) -> Result<(), FlowError> {
@@ -451,15 +456,7 @@ impl FlowProgrammer for OfProgrammer {
         let errors = self
             .meter(&action, bridge, w::OFPMC_DELETE, id, 0, 0)
             .await?;
-        if errors.is_empty() {
-            return Ok(());
-        }
-        Err(FlowError::Refused {
-            action,
-            bridge: bridge.to_string(),
-            step: "OpenFlow meter mod".into(),
-            errors: errors.join("; "),
-        })
+        meter_mod_result(action, bridge, errors)
     }
 
     async fn dump_flows(
