@@ -55,6 +55,15 @@ pub fn host_ifname(endpoint_id: &str) -> String {
     )
 }
 
+/// Whether `name` has the shape of a [`host_ifname`]: `vc` and 12 lowercase hex digits.
+pub fn is_host_ifname(name: &str) -> bool {
+    name.len() == 14
+        && name.starts_with("vc")
+        && name[2..]
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
     #[error("{0}")]
@@ -820,6 +829,20 @@ mod tests {
         // Full: no number rather than a taken one.
         idx.used.extend(ENDPOINT_OFPORTS);
         assert_eq!(idx.allocate(), None);
+    }
+
+    #[test]
+    fn host_ifnames_are_recognised() {
+        assert!(is_host_ifname(&host_ifname("c1-eth0")));
+        for other in [
+            "vc0123456789AB",
+            "vc0123",
+            "vx0afa000b",
+            "eth0",
+            "vc0123456789abc",
+        ] {
+            assert!(!is_host_ifname(other), "{other}");
+        }
     }
 
     #[test]

@@ -693,16 +693,9 @@ impl Manager {
     /// veth deletion a previous agent had queued but not done, and ADDs cut short. Runs at
     /// start, before any ADD, so nothing live can be among them; one kernel batch.
     async fn delete_orphan_veths(&self) -> Result<(), ManagerError> {
-        let ours = |n: &str| {
-            n.len() == 14
-                && n.starts_with("vc")
-                && n[2..]
-                    .bytes()
-                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        };
         let mut n = 0;
         for name in self.host.link_names().await? {
-            if ours(&name) && self.dp.endpoint_port(&name).is_none() {
+            if crate::datapath::is_host_ifname(&name) && self.dp.endpoint_port(&name).is_none() {
                 self.host.set_group(&name, GRAVEYARD_GROUP).await?;
                 n += 1;
             }
