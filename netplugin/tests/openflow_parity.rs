@@ -6,14 +6,11 @@
 #[path = "../../ovs/tests/common/mod.rs"]
 mod common;
 
-use common::Sandbox;
+use common::{Sandbox, bridges, summary};
 use model::Rule;
 use model::agent::Endpoint;
 use netplugin::fabric::{Inputs, Profile, desired, desired_meters};
-use ovs::{
-    BridgeSpec, Client, FailMode, FlowProgrammer, FlowStats, OfProgrammer, OfctlProgrammer, Vswitch,
-};
-use std::time::Duration;
+use ovs::{FlowProgrammer, OfProgrammer, OfctlProgrammer};
 
 fn ep(id: &str, host: &str, ip: &str, vni: u32, group: (&str, u32)) -> Endpoint {
     Endpoint {
@@ -116,42 +113,11 @@ fn inputs() -> Inputs {
     i
 }
 
-fn summary(flows: &[FlowStats]) -> Vec<(u64, u8, u16, String, String)> {
-    let mut s: Vec<_> = flows
-        .iter()
-        .map(|f| {
-            (
-                f.cookie,
-                f.table,
-                f.priority,
-                f.matches.clone(),
-                f.actions.clone(),
-            )
-        })
-        .collect();
-    s.sort();
-    s
-}
-
 #[tokio::test]
 async fn native_openflow_installs_the_agents_pipeline_as_ovs_ofctl_does() {
     let sb = Sandbox::start_with_vswitchd();
-    let vs = Vswitch::new(Client::connect(sb.db_sock()).await.unwrap());
+    bridges(&sb, &["br0", "br1"], &["OpenFlow13", "OpenFlow14"]).await;
     let ofctl = OfctlProgrammer::new(sb.dir());
-    for br in ["br0", "br1"] {
-        vs.ensure_bridge(
-            &BridgeSpec::new(br)
-                .datapath_type("netdev")
-                .protocols(&["OpenFlow13", "OpenFlow14"])
-                .fail_mode(FailMode::Secure),
-        )
-        .await
-        .unwrap();
-        ofctl
-            .wait_for_bridge(br, Duration::from_secs(10))
-            .await
-            .unwrap();
-    }
     let native = OfProgrammer::new(sb.dir());
     let i = inputs();
     let flows: Vec<(u64, Vec<ovs::Flow>)> = desired(&i).into_iter().collect();

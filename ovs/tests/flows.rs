@@ -2,51 +2,17 @@
 
 mod common;
 
-use common::Sandbox;
-use ovs::{
-    BridgeSpec, Client, CookieMask, FailMode, Flow, FlowError, FlowMatch, FlowProgrammer,
-    FlowStats, MeterConfig, OfctlProgrammer, Vswitch,
-};
+use common::{FlowRow, Sandbox, bridges, summary};
+use ovs::{CookieMask, Flow, FlowError, FlowMatch, FlowProgrammer, MeterConfig, OfctlProgrammer};
 use std::time::Duration;
 
 async fn bridge(sb: &Sandbox, protocols: &[&str]) -> OfctlProgrammer {
-    let vs = Vswitch::new(Client::connect(sb.db_sock()).await.unwrap());
-    vs.ensure_bridge(
-        &BridgeSpec::new("br0")
-            .datapath_type("netdev")
-            .protocols(protocols)
-            .fail_mode(FailMode::Secure),
-    )
-    .await
-    .unwrap();
-    let programmer = OfctlProgrammer::new(sb.dir());
-    programmer
-        .wait_for_bridge("br0", Duration::from_secs(10))
-        .await
-        .unwrap();
-    programmer
+    bridges(sb, &["br0"], protocols).await;
+    OfctlProgrammer::new(sb.dir())
 }
 
-/// (cookie, table, priority, match, actions), sorted.
-fn summary(flows: &[FlowStats]) -> Vec<(u64, u8, u16, String, String)> {
-    let mut s: Vec<_> = flows
-        .iter()
-        .map(|f| {
-            (
-                f.cookie,
-                f.table,
-                f.priority,
-                f.matches.clone(),
-                f.actions.clone(),
-            )
-        })
-        .collect();
-    s.sort();
-    s
-}
-
-fn row(cookie: u64, table: u8, priority: u16, m: &str, a: &str) -> (u64, u8, u16, String, String) {
-    (cookie, table, priority, m.to_string(), a.to_string())
+fn row(cookie: u64, table: u8, priority: u16, m: &str, a: &str) -> FlowRow {
+    (cookie, table, priority, m.to_string(), a.to_string(), 0, 0)
 }
 
 #[tokio::test]

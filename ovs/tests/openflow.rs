@@ -4,51 +4,11 @@
 
 mod common;
 
-use common::Sandbox;
+use common::{Sandbox, bridges, summary};
 use ovs::{
-    BridgeSpec, Client, CookieMask, FailMode, Flow, FlowError, FlowMatch, FlowProgrammer,
-    FlowStats, OfProgrammer, OfctlProgrammer, Vswitch,
+    CookieMask, Flow, FlowError, FlowMatch, FlowProgrammer, FlowStats, OfProgrammer,
+    OfctlProgrammer,
 };
-use std::time::Duration;
-
-async fn bridges(sb: &Sandbox, names: &[&str], protocols: &[&str]) {
-    let vs = Vswitch::new(Client::connect(sb.db_sock()).await.unwrap());
-    let ofctl = OfctlProgrammer::new(sb.dir());
-    for name in names {
-        vs.ensure_bridge(
-            &BridgeSpec::new(*name)
-                .datapath_type("netdev")
-                .protocols(protocols)
-                .fail_mode(FailMode::Secure),
-        )
-        .await
-        .unwrap();
-        ofctl
-            .wait_for_bridge(name, Duration::from_secs(10))
-            .await
-            .unwrap();
-    }
-}
-
-/// (cookie, table, priority, match, actions), sorted.
-fn summary(flows: &[FlowStats]) -> Vec<(u64, u8, u16, String, String, u16, u16)> {
-    let mut s: Vec<_> = flows
-        .iter()
-        .map(|f| {
-            (
-                f.cookie,
-                f.table,
-                f.priority,
-                f.matches.clone(),
-                f.actions.clone(),
-                f.idle_timeout,
-                f.hard_timeout,
-            )
-        })
-        .collect();
-    s.sort();
-    s
-}
 
 /// One flow of every shape the agent's fabric and policy compiler write, and then some.
 fn corpus() -> Vec<(u64, Vec<Flow>)> {

@@ -12,6 +12,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the fixture.
 
+use ovs::{BridgeSpec, Client, FailMode, FlowStats, OfctlProgrammer, Vswitch};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Once;
@@ -263,4 +264,49 @@ fn clean_leftovers() {
             }
         }
     }
+}
+
+/// Creates netdev bridges `names` (fail mode secure, OpenFlow `protocols`) in the sandbox's
+/// ovs-vswitchd and waits until each one's management socket is up.
+pub async fn bridges(sb: &Sandbox, names: &[&str], protocols: &[&str]) {
+    let vs = Vswitch::new(Client::connect(sb.db_sock()).await.unwrap());
+    let ofctl = OfctlProgrammer::new(sb.dir());
+    for name in names {
+        vs.ensure_bridge(
+            &BridgeSpec::new(*name)
+                .datapath_type("netdev")
+                .protocols(protocols)
+                .fail_mode(FailMode::Secure),
+        )
+        .await
+        .unwrap();
+        ofctl
+            .wait_for_bridge(name, Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+}
+
+/// A flow as the tests compare it: (cookie, table, priority, match, actions, idle timeout,
+/// hard timeout).
+pub type FlowRow = (u64, u8, u16, String, String, u16, u16);
+
+/// The flows as rows, sorted.
+pub fn summary(flows: &[FlowStats]) -> Vec<FlowRow> {
+    let mut s: Vec<_> = flows
+        .iter()
+        .map(|f| {
+            (
+                f.cookie,
+                f.table,
+                f.priority,
+                f.matches.clone(),
+                f.actions.clone(),
+                f.idle_timeout,
+                f.hard_timeout,
+            )
+        })
+        .collect();
+    s.sort();
+    s
 }
