@@ -71,10 +71,10 @@ async fn handle(
         Err(e) => return answer("", Err(e)),
     };
     let version = req.cni_version().to_string();
-    let r = dispatch(&s, &req).await;
+    let (r, steps) = crate::steps::record(dispatch(&s, &req)).await;
     match &r {
         Ok(_) => {
-            tracing::info!(command = %req.command, container = %req.container_id, ifname = %req.if_name, ms = started.elapsed().as_millis() as u64, "CNI call done")
+            tracing::info!(command = %req.command, container = %req.container_id, ifname = %req.if_name, ms = started.elapsed().as_millis() as u64, steps = %steps, "CNI call done")
         }
         Err(e) => {
             tracing::warn!(command = %req.command, container = %req.container_id, code = e.code, error = %e.msg, "CNI call failed")

@@ -372,9 +372,11 @@ impl Datapath {
                 st.meters.insert(*id, *m);
             }
         }
+        crate::steps::mark("desired");
         if !sets.is_empty() {
             self.flows.replace_flow_sets(&self.bridge, &sets).await?;
         }
+        crate::steps::mark("bundle");
         let stale: Vec<u32> = st
             .meters
             .keys()
@@ -511,10 +513,12 @@ impl Datapath {
                 }
             }
         }
+        crate::steps::mark("ovsdb_port");
         self.port_index()
             .endpoints
             .insert(ifname.to_string(), (ep.endpoint_id.clone(), ofport));
         self.program_endpoint(ofport, ep).await?;
+        crate::steps::mark("flows");
         Ok(ofport)
     }
 
@@ -559,12 +563,14 @@ impl Datapath {
     /// one bundle each in turn (8 parallel DELs waited behind each other's bundles).
     async fn commit(&self, generation: u64) -> Result<(), DatapathError> {
         let mut done = self.committed.lock().await;
+        crate::steps::mark("commit_wait");
         if *done >= generation {
             // An apply that started after this change (it read a later generation under the
             // fabric lock) succeeded: the change is installed.
             return Ok(());
         }
         let mut st = self.fabric.lock().await;
+        crate::steps::mark("fabric_lock");
         let now = st.generation;
         self.apply(&mut st).await?;
         *done = now;
@@ -578,6 +584,12 @@ impl Datapath {
         ifname: &str,
         endpoint_id: &str,
     ) -> Result<(), DatapathError> {
+        self.remove_endpoint_flows(endpoint_id).await?;
+        self.remove_port(ifname).await
+    }
+
+    /// Removes an endpoint's flows (its port stays: see [`Datapath::remove_port`]).
+    pub async fn remove_endpoint_flows(&self, endpoint_id: &str) -> Result<(), DatapathError> {
         let generation = {
             let mut st = self.fabric.lock().await;
             st.inputs.local.remove(endpoint_id);
@@ -585,7 +597,19 @@ impl Datapath {
             st.generation
         };
         self.commit(generation).await?;
+        crate::steps::mark("flows");
+        Ok(())
+    }
+
+    /// Removes an endpoint port whose flows are gone. Nothing to remove is not an error.
+    ///
+    /// On the userspace datapath this is dear for the switch, not for us: ovs-vswitchd closes
+    /// the port's packet socket, which waits for an RCU grace period (8-16 ms here) in its main
+    /// loop, and every OpenFlow request waits behind it. Hence a DEL leaves it to the agent's
+    /// reaper (`Manager::reap_links`).
+    pub async fn remove_port(&self, ifname: &str) -> Result<(), DatapathError> {
         self.vs.del_port(&self.bridge, ifname).await?;
+        crate::steps::mark("ovsdb_port");
         // The number is free once the port is gone from OVS (and its flows long before).
         let mut idx = self.port_index();
         if let Some((_, of)) = idx.endpoints.remove(ifname) {

@@ -8,4 +8,5 @@ pub mod k8s;
 pub mod manager;
 pub mod netlink;
 pub mod policy;
+pub mod steps;
 pub mod underlay;

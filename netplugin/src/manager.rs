@@ -8,13 +8,16 @@
 //! serialized; different endpoints proceed in parallel.
 
 use crate::datapath::{Datapath, DatapathType, host_ifname, ids};
-use crate::netlink::{LinkError, Netlink, Netns, disable_tx_checksum, parse_mac};
+use crate::netlink::{LinkError, Netlink, Netns, disable_tx_checksum, parse_mac, prepare_pod_link};
+use crate::steps;
 use model::ClientError;
 use model::agent::{Endpoint, EndpointRequest};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 /// What kind of failure, so each front end can map it to its protocol (CNI codes, Docker).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,15 +137,38 @@ pub struct Manager {
     host: Netlink,
     cfg: ManagerConfig,
     locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
-    /// Host veths of removed endpoints, (endpoint id, name), for [`Manager::reap_links`] to
-    /// delete. Changed only under the endpoint's lock: a re-ADD takes its veth's name out.
+    /// Removed endpoints whose port and host veth are still to delete, (endpoint id, name),
+    /// for [`Manager::reap_links`]. Changed only under the endpoint's lock: a re-ADD takes its
+    /// name out. The veths are in [`GRAVEYARD_GROUP`] too, which survives an agent restart.
     graveyard: Mutex<BTreeSet<(String, String)>>,
     /// Wakes [`Manager::reap_links`].
     reap: tokio::sync::Notify,
+    /// ADDs and DELs in progress, and a signal at each start and end: the reaper waits for a
+    /// lull in them.
+    busy: AtomicUsize,
+    activity: tokio::sync::Notify,
+}
+
+/// How long the reaper waits for a lull in ADDs and DELs before deleting queued ports and
+/// veths, and for how long at most (a host that never quiets down still gets them deleted).
+const REAP_QUIET: Duration = Duration::from_millis(20);
+const REAP_MAX_DELAY: Duration = Duration::from_secs(2);
+/// Ports the reaper deletes between two lulls: each stalls ovs-vswitchd for a grace period
+/// (see [`Datapath::remove_port`]), so a call that comes meanwhile waits for a few at most.
+const REAP_CHUNK: usize = 4;
+
+/// Counts a call in progress (see `Manager::busy`).
+struct Busy<'a>(&'a Manager);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+        self.0.activity.notify_one();
+    }
 }
 
 /// The link group (`IFLA_GROUP`) of host veths whose endpoint is gone, waiting for
-/// [`Manager::reap_links`] to delete them in one batch. An arbitrary number ("cnv"), far from
+/// [`Manager::reap_links`] to delete their ports and then them, in one batch. An arbitrary number ("cnv"), far from
 /// the groups people number by hand; only this agent's veths are ever put in it.
 pub const GRAVEYARD_GROUP: u32 = 0x00636e76;
 
@@ -187,34 +213,55 @@ impl Manager {
             locks: Mutex::new(HashMap::new()),
             graveyard: Mutex::new(BTreeSet::new()),
             reap: tokio::sync::Notify::new(),
+            busy: AtomicUsize::new(0),
+            activity: tokio::sync::Notify::new(),
         }
+    }
+
+    fn busy(&self) -> Busy<'_> {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        self.activity.notify_one();
+        Busy(self)
     }
 
     fn graveyard(&self) -> std::sync::MutexGuard<'_, BTreeSet<(String, String)>> {
         self.graveyard.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Deletes the host veths of removed endpoints (their peers go with them): all that queued
-    /// up, in one kernel batch, as soon as there are any; first, those a previous agent left
-    /// in [`GRAVEYARD_GROUP`]. Runs forever.
+    /// Deletes the ports and host veths of removed endpoints (the veths' peers go with them):
+    /// at the first lull in ADDs and DELs ([`REAP_QUIET`] without one, at most
+    /// [`REAP_MAX_DELAY`] after a DEL), the ports a few at a time, then every queued veth in
+    /// one kernel batch; first, what a previous agent left queued. Runs forever.
     ///
-    /// Why not in the DEL: deleting a veth waits for an RCU grace period under the RTNL lock
-    /// (~17 ms here), and every link operation on the host, a DEL's included, waits behind it;
-    /// a batch pays that once for all its links. Why it is safe: by the time a veth is queued
-    /// its OVS port, flows and address are gone, so nothing reaches it; a re-ADD of the same
-    /// endpoint takes the name out of the queue (under the endpoint's lock, which the reaper
-    /// takes too) and deletes the old veth itself before it creates its own, so the reaper
-    /// never touches a live veth (docs/decisions.md).
+    /// Why not in the DEL: both are dear for the host, not for the pod. Closing a port's packet
+    /// socket stalls ovs-vswitchd's main loop for an RCU grace period (8-16 ms here), and every
+    /// OpenFlow request, other calls' flows included, waits behind it; deleting a veth holds
+    /// the RTNL lock through one (~17 ms), and every link operation on the host waits behind
+    /// it. A lull keeps that off the calls, and a batch pays the veths' grace period once.
+    /// Why it is safe: a DEL removes the endpoint's flows and releases its address before it
+    /// returns, so nothing reaches the port; a re-ADD of the endpoint takes it out of the queue
+    /// (under the endpoint's lock, which the reaper takes too) and deletes the old port and veth
+    /// itself, so the reaper never touches a live one (docs/decisions.md).
     pub async fn reap_links(&self) {
         loop {
             let queued: Vec<(String, String)> = self.graveyard().iter().cloned().collect();
-            for (ep_id, name) in queued {
-                let _l = self.lock(&ep_id).await;
-                if !self.graveyard().remove(&(ep_id.clone(), name.clone())) {
-                    continue; // Re-ADDed meanwhile: that veth is not ours to delete.
+            for (i, chunk) in queued.chunks(REAP_CHUNK).enumerate() {
+                if i > 0 {
+                    self.lull().await;
                 }
-                if let Err(e) = self.host.set_group(&name, GRAVEYARD_GROUP).await {
-                    tracing::warn!(port = %name, error = %e, "queue a removed endpoint's veth for deletion");
+                for key in chunk {
+                    let _l = self.lock(&key.0).await;
+                    if !self.graveyard().contains(key) {
+                        continue; // Re-ADDed meanwhile: not ours to delete.
+                    }
+                    match self.dp.remove_port(&key.1).await {
+                        Ok(()) => {
+                            self.graveyard().remove(key);
+                        }
+                        Err(e) => {
+                            tracing::warn!(port = %key.1, error = %e, "delete a removed endpoint's port; retrying at the next DEL")
+                        }
+                    }
                 }
             }
             match self.host.delete_group(GRAVEYARD_GROUP).await {
@@ -224,9 +271,23 @@ impl Manager {
                     tracing::warn!(error = %e, "delete the veths of removed endpoints; retrying at the next DEL")
                 }
             }
-            // A DEL that comes while a batch is in flight leaves a permit: the next batch
-            // starts right after, with everything queued meanwhile.
+            // A DEL that comes while the reaper works leaves a permit: the next round starts
+            // after the next lull, with everything queued meanwhile.
             self.reap.notified().await;
+            self.lull().await;
+        }
+    }
+
+    /// Returns at the first [`REAP_QUIET`] without ADDs or DELs, or after [`REAP_MAX_DELAY`].
+    async fn lull(&self) {
+        let since = tokio::time::Instant::now();
+        while since.elapsed() < REAP_MAX_DELAY {
+            let quiet = tokio::time::timeout(REAP_QUIET, self.activity.notified())
+                .await
+                .is_err();
+            if quiet && self.busy.load(Ordering::SeqCst) == 0 {
+                return;
+            }
         }
     }
 
@@ -287,7 +348,9 @@ impl Manager {
             .endpoint_id
             .clone()
             .unwrap_or_else(|| endpoint_id(&req.container_id, &req.ifname));
+        let _b = self.busy();
         let _l = self.lock(&ep_id).await;
+        steps::mark("lock");
         let mut undo = Vec::new();
         match self.add_steps(req, &ep_id, &mut undo).await {
             Ok(a) => Ok(a),
@@ -336,6 +399,7 @@ impl Manager {
             tracing::info!(endpoint = %ep_id, "ADD of an existing attachment: returning it");
             return Ok(a);
         }
+        steps::mark("existing");
 
         let ep = self
             .master
@@ -360,11 +424,16 @@ impl Manager {
                 )
             })?;
         undo.push(Undo::MasterEndpoint(ep_id.clone()));
+        steps::mark("master");
 
-        // A host veth left by a crashed earlier attempt, or by a DEL (queued for deletion),
-        // would make creation fail: it is ours (the name derives from this endpoint id), so
-        // remove it, and keep the reaper off the name.
+        // A port and host veth left by a DEL (queued for the reaper) or a crashed earlier
+        // attempt would be in the way: they are ours (the name derives from this endpoint id),
+        // so remove them, and keep the reaper off the name. A port the repeat-ADD check did not
+        // take as a live attachment is stale: a new veth must get a new port.
         self.graveyard().remove(&(ep_id.clone(), host_if.clone()));
+        if self.dp.endpoint_port(&host_if).is_some() {
+            self.dp.remove_endpoint(&host_if, &ep_id).await?;
+        }
         self.host.delete(&host_if).await?;
         let mac = parse_mac(&ep.mac_address).ok_or_else(|| {
             ManagerError::new(
@@ -387,6 +456,7 @@ impl Manager {
                 .await?;
         }
         undo.push(Undo::HostLink(host_if.clone()));
+        steps::mark("veth");
 
         if req.peer_in_host {
             // Before the runtime moves it: the setting travels with the link.
@@ -396,6 +466,7 @@ impl Manager {
         } else {
             self.configure_pod_side(req, &ns, &ep).await?;
         }
+        steps::mark("pod_side");
 
         let host_idx = self.host.index(&host_if).await?.ok_or_else(|| {
             ManagerError::new(
@@ -412,6 +483,7 @@ impl Manager {
             tracing::debug!(port = %host_if, error = %e, "disable IPv6 on the host side");
         }
         self.host.set_up(&host_if, host_idx).await?;
+        steps::mark("host_up");
         let mut extra = BTreeMap::new();
         extra.insert(ids::CONTAINER.to_string(), req.container_id.clone());
         extra.insert(ids::IFNAME.to_string(), req.ifname.clone());
@@ -423,6 +495,7 @@ impl Manager {
         });
         self.dp.add_endpoint(&host_if, &ep, &extra).await?;
         let host_mac = self.host.mac(&host_if).await?.unwrap_or_default();
+        steps::mark("host_mac");
         tracing::info!(endpoint = %ep_id, ip = %ep.ip_address, network = %format!("{}:{}", ep.tenant_name, ep.network_name), port = %host_if, "endpoint added");
         Ok(Attachment {
             mac: ep.mac_address.clone(),
@@ -464,9 +537,12 @@ impl Manager {
             pod.add_address(&req.ifname, idx, v6, ep.ipv6_prefix_len)
                 .await?;
         }
-        if self.dp.kind == DatapathType::Userspace {
-            disable_tx_checksum(ns, &req.ifname)?;
-        }
+        prepare_pod_link(
+            ns,
+            &req.ifname,
+            self.dp.kind == DatapathType::Userspace,
+            ep.ipv6_address.is_empty(),
+        )?;
         pod.set_up(&req.ifname, idx).await?;
         if let Some(lo) = pod.index("lo").await? {
             pod.set_up("lo", lo).await?;
@@ -527,19 +603,26 @@ impl Manager {
     /// endpoint (its addresses). Docker releases addresses in a later, separate call, so its
     /// DeleteEndpoint keeps them. Nothing to remove is success.
     pub async fn del_endpoint(&self, ep_id: &str, release: bool) -> Result<(), ManagerError> {
+        let _b = self.busy();
         let _l = self.lock(ep_id).await;
+        steps::mark("lock");
         let host_if = host_ifname(ep_id);
-        self.dp.remove_endpoint(&host_if, ep_id).await?;
-        // Queued for deletion rather than deleted here (see `reap_links`): no netlink call,
-        // which would wait behind any deletion in progress.
-        self.graveyard()
-            .insert((ep_id.to_string(), host_if.clone()));
-        self.reap.notify_one();
+        self.dp.remove_endpoint_flows(ep_id).await?;
+        // The port and veth are left to the reaper (see `reap_links`); the link group marks
+        // the veth as queued for a restarted agent too.
+        if self.dp.endpoint_port(&host_if).is_some() || self.host.index(&host_if).await?.is_some() {
+            self.host.set_group(&host_if, GRAVEYARD_GROUP).await?;
+            self.graveyard()
+                .insert((ep_id.to_string(), host_if.clone()));
+            self.reap.notify_one();
+        }
+        steps::mark("queue");
         if release {
             self.master
                 .delete_endpoint(ep_id)
                 .await
                 .map_err(|e| master_err(&format!("release endpoint {ep_id}"), e))?;
+            steps::mark("master");
         }
         tracing::info!(endpoint = %ep_id, released = release, "endpoint deleted");
         Ok(())
@@ -671,20 +754,30 @@ impl Manager {
 
     /// If `ifname` in the pod's namespace is the peer of a host veth waiting in the deletion
     /// queue (or already in [`GRAVEYARD_GROUP`]), deletes that veth now, by index (a re-created
-    /// veth of the same name is never touched). Returns whether it did.
+    /// veth of the same name is never touched). Returns whether creating the veth is worth
+    /// another try: it deleted that veth, or the reaper's batch did meanwhile.
     async fn delete_queued_peer(&self, ns: &Netns, ifname: &str) -> Result<bool, ManagerError> {
         let pod = Netlink::in_netns(ns)?;
+        if pod.index(ifname).await?.is_none() {
+            return Ok(true); // Gone since the failed attempt (a batch deletion finished).
+        }
         let Some(peer) = pod.peer_index(ifname).await? else {
             return Ok(false);
         };
         let Some((name, group)) = self.host.name_and_group(peer).await? else {
-            return Ok(false);
+            // The host end is gone, so the pair is going: the kernel deletes both together.
+            return Ok(pod.index(ifname).await?.is_none());
         };
-        let queued = self.graveyard().iter().any(|(_, n)| *n == name);
-        if !queued && group != GRAVEYARD_GROUP {
+        let queued = self.graveyard().iter().find(|(_, n)| *n == name).cloned();
+        if queued.is_none() && group != GRAVEYARD_GROUP {
             return Ok(false);
         }
-        tracing::info!(port = %name, "deleting a removed endpoint's veth now: its peer is in the way");
+        tracing::info!(port = %name, "deleting a removed endpoint's port and veth now: its peer is in the way");
+        // The reaper may be at it too: both deletions are idempotent.
+        self.dp.remove_port(&name).await?;
+        if let Some(key) = queued {
+            self.graveyard().remove(&key);
+        }
         self.host.delete_index(peer).await?;
         Ok(true)
     }
@@ -694,7 +787,7 @@ impl Manager {
     /// start, before any ADD, so nothing live can be among them; one kernel batch.
     async fn delete_orphan_veths(&self) -> Result<(), ManagerError> {
         let mut n = 0;
-        for name in self.host.link_names().await? {
+        for (name, _) in self.host.link_names().await? {
             if crate::datapath::is_host_ifname(&name) && self.dp.endpoint_port(&name).is_none() {
                 self.host.set_group(&name, GRAVEYARD_GROUP).await?;
                 n += 1;
@@ -719,6 +812,15 @@ impl Manager {
             .map_err(|e| master_err("list this node's endpoints", e))?;
         let by_id: HashMap<&str, &Endpoint> =
             eps.iter().map(|e| (e.endpoint_id.as_str(), e)).collect();
+        // Ports of DELs the previous agent had not finished: their veth is in the graveyard.
+        let queued: BTreeSet<String> = self
+            .host
+            .link_names()
+            .await?
+            .into_iter()
+            .filter(|(_, g)| *g == GRAVEYARD_GROUP)
+            .map(|(n, _)| n)
+            .collect();
         let mut with_port = BTreeSet::new();
         let mut locals = Vec::new();
         for p in &ports {
@@ -727,6 +829,11 @@ impl Manager {
                 .get(ids::ENDPOINT)
                 .cloned()
                 .unwrap_or_default();
+            if queued.contains(&p.name) {
+                tracing::info!(endpoint = %id, port = %p.name, "deleting the port of a removed endpoint");
+                self.dp.remove_port(&p.name).await?;
+                continue;
+            }
             with_port.insert(id.clone());
             // A port whose number ovs-vswitchd has not written yet (it was just restarted) has
             // the one the agent asked for.

@@ -180,15 +180,21 @@ impl Netlink {
         }
     }
 
-    /// The names of every link in the namespace.
-    pub async fn link_names(&self) -> Result<Vec<String>, LinkError> {
+    /// The names of every link in the namespace, with their link group.
+    pub async fn link_names(&self) -> Result<Vec<(String, u32)>, LinkError> {
         let mut s = self.handle.link().get().execute();
         let mut names = Vec::new();
         while let Some(m) = s.try_next().await.map_err(nl("list links"))? {
-            names.extend(m.attributes.iter().find_map(|a| match a {
-                LinkAttribute::IfName(n) => Some(n.clone()),
-                _ => None,
-            }));
+            let mut name = None;
+            let mut group = 0;
+            for a in &m.attributes {
+                match a {
+                    LinkAttribute::IfName(n) => name = Some(n.clone()),
+                    LinkAttribute::Group(g) => group = *g,
+                    _ => {}
+                }
+            }
+            names.extend(name.map(|n| (n, group)));
         }
         Ok(names)
     }
@@ -474,6 +480,37 @@ pub fn disable_tx_checksum(ns: &Netns, ifname: &str) -> Result<(), LinkError> {
     ns.run(move || {
         ethtool_set_tx_csum(&name, false)
             .map_err(|e| format!("turn tx checksum offload off on {name}: {e}"))
+    })
+}
+
+/// Readies a pod's new interface before it comes up, in one visit to the pod's namespace:
+/// TX checksum offload off (`tx_csum_off`: the userspace datapath needs it, see
+/// [`disable_tx_checksum`]) and, with `ipv6_off`, IPv6 off on it (a network without IPv6: no
+/// link-local address, no DAD, router solicitations or MLD reports, which the switch would
+/// flood to every port of the network; Docker does the same for such networks).
+pub fn prepare_pod_link(
+    ns: &Netns,
+    ifname: &str,
+    tx_csum_off: bool,
+    ipv6_off: bool,
+) -> Result<(), LinkError> {
+    let name = ifname.to_string();
+    ns.run(move || {
+        if tx_csum_off {
+            ethtool_set_tx_csum(&name, false)
+                .map_err(|e| format!("turn tx checksum offload off on {name}: {e}"))?;
+        }
+        if ipv6_off {
+            // /proc/sys/net is the namespace of the thread that opens it: the pod's, here.
+            let path = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+            match std::fs::write(&path, "1") {
+                // No IPv6 in this kernel at all: nothing to turn off.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("turn IPv6 off on {name} ({path}): {e}")),
+                Ok(()) => {}
+            }
+        }
+        Ok(())
     })
 }
 

@@ -712,17 +712,17 @@ impl Host {
             .args(args))
     }
 
-    /// Interface names in the host's namespace.
-    /// The host's links, once the agent has deleted the veths of removed endpoints: a DEL
-    /// queues its veth and returns, the agent deletes the queue in batches (through a link
-    /// group). Done means: no link in that group, and every agent veth (`vc...`) has its port.
+    /// The host's links, once the agent has deleted the ports and veths of removed endpoints:
+    /// a DEL removes flows and address, queues port and veth and returns, and the agent
+    /// deletes the queue at a lull (the veths through a link group). Done means: no link in
+    /// that group, and every agent veth (`vc...`) has its port.
     pub fn links(&self) -> Vec<String> {
         let group = GRAVEYARD_GROUP.to_string();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let all = self.link_names();
             let queued = self.exec(&["ip", "-o", "link", "show", "group", &group]);
-            let ports = self.ovs_ports();
+            let ports = self.port_names();
             let portless: Vec<&String> = all
                 .iter()
                 .filter(|n| n.len() == 14 && n.starts_with("vc") && !ports.contains(n))
@@ -748,8 +748,15 @@ impl Host {
             .collect()
     }
 
-    /// Ports on the integration bridge (the bridge's own port left out).
+    /// Ports on the integration bridge (the bridge's own port left out), once the agent has
+    /// deleted those of removed endpoints (see [`Host::links`]).
     pub fn ovs_ports(&self) -> Vec<String> {
+        self.links();
+        self.port_names()
+    }
+
+    /// Ports on the integration bridge now, removed endpoints' included.
+    fn port_names(&self) -> Vec<String> {
         let mut c = Command::new("ovs-vsctl");
         c.arg(format!("--db=unix:{}", self.db_sock().display()))
             .args(["list-ports", &self.bridge]);
