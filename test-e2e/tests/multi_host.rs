@@ -7,10 +7,16 @@ use test_e2e::{Cluster, Host, Pod, tunnels, wait_for};
 
 const REACH: Duration = Duration::from_secs(10);
 
-/// Turns off IPv6 on a pod's interface, so that its own router solicitations and MLD reports
-/// do not disturb packet counts.
+/// A pod of an IPv4-only network sends no IPv6 of its own (the agent turns IPv6 off on its
+/// interface): no router solicitations or MLD reports disturb packet counts.
 fn quiet(p: &Pod) {
-    p.exec(&["sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=1"]);
+    let out = p.exec(&["cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1",
+        "IPv6 is on in {}",
+        p.netns
+    );
 }
 
 /// The pods' received-packet counters once they stop moving (after turning IPv6 off, the kernel

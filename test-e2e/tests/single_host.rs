@@ -156,6 +156,16 @@ fn pods_talk_within_a_network_and_nowhere_else() {
     );
     assert!(a1.reaches(&a2.ip, Duration::from_secs(5)), "a1 -> a2");
     assert!(a2.reaches(&a1.ip, Duration::from_secs(5)), "a2 -> a1");
+    // An IPv4-only network: IPv6 is off on the pod's interface (no link-local address, no
+    // DAD, router solicitations or MLD reports for the switch to flood), as Docker does.
+    let v6 = a1.exec(&["cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6"]);
+    assert_eq!(String::from_utf8_lossy(&v6.stdout).trim(), "1");
+    let addrs = a1.exec(&["ip", "-6", "-o", "addr", "show", "dev", "eth0"]);
+    assert!(
+        addrs.stdout.is_empty(),
+        "IPv6 addresses on eth0: {}",
+        String::from_utf8_lossy(&addrs.stdout)
+    );
     let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     assert_eq!(a1.tcp_exchange(&a2, 5001, &data), data, "TCP a1 -> a2");
     // Another network of the same tenant: even with a direct route (so the pod ARPs for it on
@@ -339,6 +349,68 @@ fn agent_restart_keeps_pods_talking_and_del_works_after() {
     );
     assert_eq!(m.endpoints().len(), 0);
     assert_eq!(h.ovs_ports().len(), 0);
+}
+
+/// A DEL removes flows and address at once and leaves the port and veth to the agent's
+/// reaper, marking the veth with the graveyard link group. An agent that dies before its
+/// reaper runs leaves exactly that state (made here by hand, since the window is a few ms): the
+/// next agent must finish the job, whatever netmaster still holds, and leave the others alone.
+#[test]
+fn a_del_cut_short_by_an_agent_crash_is_finished_at_restart() {
+    let (m, mut h) = setup();
+    let before = snapshot(&m, &h);
+    let conf = h.conf("1.1.0", json!({}));
+    let a = h.pod(&conf);
+    let b = h.pod(&conf);
+    let c = h.pod(&conf);
+    assert!(a.reaches(&b.ip, Duration::from_secs(5)));
+    h.kill_agent();
+    let host_if = |p: &Pod| {
+        netplugin::datapath::host_ifname(&netplugin::manager::endpoint_id(&p.container_id, "eth0"))
+    };
+    let group = test_e2e::GRAVEYARD_GROUP.to_string();
+    for p in [&a, &c] {
+        let out = h.exec(&["ip", "link", "set", &host_if(p), "group", &group]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // a's DEL got as far as releasing its address; c's did not.
+    let a_ep = netplugin::manager::endpoint_id(&a.container_id, "eth0");
+    let (status, body) = m.api("DELETE", &format!("/api/v1/endpoints/{a_ep}/"), None);
+    assert_eq!(status, 200, "release a's endpoint: {body}");
+    h.start_agent();
+    let ports = h.ovs_ports();
+    assert_eq!(ports, vec![host_if(&b)], "ports after the restart");
+    let eps: Vec<String> = m
+        .endpoints()
+        .iter()
+        .map(|e| e["containerID"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        eps,
+        vec![b.container_id.clone()],
+        "endpoints after the restart"
+    );
+    assert!(
+        !a.exec(&["ip", "link", "show", "eth0"]).status.success(),
+        "a's veth survived"
+    );
+    // The survivor still works, and goes the normal way.
+    let d = h.pod(&conf);
+    assert!(
+        d.reaches(&b.ip, Duration::from_secs(5)),
+        "d -> b after the restart"
+    );
+    for p in [&b, &d] {
+        assert!(
+            h.cni("DEL", &p.container_id, &p.netns_path(), "eth0", &conf)
+                .ok()
+        );
+    }
+    assert_eq!(snapshot(&m, &h), before, "something leaked");
 }
 
 /// A non-blocking spawn of a command whose output we want later.

@@ -2,7 +2,7 @@
 //! and a session that runs the real `netctl` binary against it and keeps a transcript.
 #![allow(dead_code)]
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -71,48 +71,53 @@ pub struct Master {
 impl Master {
     pub fn start() -> Master {
         let bin = netmaster_bin();
-        // A port found free may be taken by another test before netmaster binds it: retry.
-        for _ in 0..5 {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let log = std::fs::File::create(dir.path().join("netmaster.log")).expect("log file");
-            let port = free_port();
-            let child = Command::new(bin)
-                .arg("--listen-url")
-                .arg(format!("127.0.0.1:{port}"))
-                .arg("--data-dir")
-                .arg(dir.path())
-                .arg("--log-level")
-                .arg("warn")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("spawn netmaster");
-            let mut m = Master {
-                child,
-                port,
-                url: format!("http://127.0.0.1:{port}"),
-                dir,
-            };
-            if m.wait_ready() {
-                return m;
-            }
-            eprintln!("netmaster did not start on {port}:\n{}", m.log());
-        }
-        panic!("netmaster did not start");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = std::fs::File::create(dir.path().join("netmaster.log")).expect("log file");
+        // Port 0 and the port netmaster reports: a port found free beforehand could be taken
+        // by another test's netmaster first, and the readiness probe would then reach that one.
+        let child = Command::new(bin)
+            .args(["--listen-url", "127.0.0.1:0", "--log-level", "info"])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn netmaster");
+        let mut m = Master {
+            child,
+            port: 0,
+            url: String::new(),
+            dir,
+        };
+        m.port = m
+            .wait_ready()
+            .unwrap_or_else(|| panic!("netmaster did not start:\n{}", m.log()));
+        m.url = format!("http://127.0.0.1:{}", m.port);
+        m
     }
 
-    fn wait_ready(&mut self) -> bool {
+    /// The port from netmaster's `netmaster serving listen=127.0.0.1:<port>` log line.
+    fn wait_ready(&mut self) -> Option<u16> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return false;
+                return None;
             }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return true;
+            let port = self
+                .log()
+                .lines()
+                .find(|l| l.contains("netmaster serving"))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .find_map(|t| t.strip_prefix("listen=127.0.0.1:"))
+                        .and_then(|p| p.parse().ok())
+                });
+            if port.is_some() {
+                return port;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        false
+        None
     }
 
     pub fn log(&self) -> String {
