@@ -270,8 +270,11 @@ pub async fn reconcile(
     let mut last: Option<ClusterInputs> = None;
     loop {
         changed.notified().await;
-        // Let a burst of events (a resync, a batch of pods) land before acting once.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // No delay to gather events: a membership change must reach the policy flows of the
+        // other hosts before the pod that caused it sends its first packet (a released address
+        // may be handed out again at once). Events already received land first; whatever
+        // arrives while flows are applied is coalesced into the next round.
+        tokio::task::yield_now().await;
         let inputs = view
             .lock()
             .unwrap_or_else(|p| p.into_inner())

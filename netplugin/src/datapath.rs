@@ -457,10 +457,11 @@ impl Datapath {
     }
 
     /// Adds (or fixes) an endpoint's port with an OpenFlow port number of the agent's choosing,
-    /// and installs its flows. Idempotent. It does not wait for ovs-vswitchd to set the port up:
-    /// the number is guaranteed free in the same OVSDB transaction, so the flows can name it at
-    /// once; [`Datapath::watch_ofports`] catches a switch that gives another number anyway.
-    pub async fn add_endpoint(
+    /// and returns that number, for [`Datapath::program_endpoint`]. Idempotent. It does not
+    /// wait for ovs-vswitchd to set the port up: the number is guaranteed free in the same
+    /// OVSDB transaction, so the flows can name it at once; [`Datapath::watch_ofports`] catches
+    /// a switch that gives another number anyway. The veth may still be down.
+    pub async fn add_endpoint_port(
         &self,
         ifname: &str,
         ep: &Endpoint,
@@ -517,8 +518,6 @@ impl Datapath {
         self.port_index()
             .endpoints
             .insert(ifname.to_string(), (ep.endpoint_id.clone(), ofport));
-        self.program_endpoint(ofport, ep).await?;
-        crate::steps::mark("flows");
         Ok(ofport)
     }
 

@@ -458,6 +458,27 @@ impl Manager {
         undo.push(Undo::HostLink(host_if.clone()));
         steps::mark("veth");
 
+        // The host side is only a switch port: without IPv6 it sends the pod no router
+        // solicitations or MLD reports of its own (and skips address setup work).
+        if let Err(e) = std::fs::write(
+            format!("/proc/sys/net/ipv6/conf/{host_if}/disable_ipv6"),
+            "1",
+        ) {
+            tracing::debug!(port = %host_if, error = %e, "disable IPv6 on the host side");
+        }
+        // The port first: ovs-vswitchd sets it up (opens the veth, reconfigures the bridge)
+        // while the pod's side is configured, instead of while the flows wait for it.
+        let mut extra = BTreeMap::new();
+        extra.insert(ids::CONTAINER.to_string(), req.container_id.clone());
+        extra.insert(ids::IFNAME.to_string(), req.ifname.clone());
+        extra.insert(ids::NETNS.to_string(), req.netns.display().to_string());
+        extra.insert(ids::CNI_NETWORK.to_string(), req.attachment_network.clone());
+        undo.push(Undo::Port {
+            ifname: host_if.clone(),
+            endpoint: ep_id.clone(),
+        });
+        let ofport = self.dp.add_endpoint_port(&host_if, &ep, &extra).await?;
+
         if req.peer_in_host {
             // Before the runtime moves it: the setting travels with the link.
             if self.dp.kind == DatapathType::Userspace {
@@ -474,26 +495,10 @@ impl Manager {
                 format!("host interface {host_if} vanished"),
             )
         })?;
-        // The host side is only a switch port: without IPv6 it sends the pod no router
-        // solicitations or MLD reports of its own (and skips address setup work).
-        if let Err(e) = std::fs::write(
-            format!("/proc/sys/net/ipv6/conf/{host_if}/disable_ipv6"),
-            "1",
-        ) {
-            tracing::debug!(port = %host_if, error = %e, "disable IPv6 on the host side");
-        }
         self.host.set_up(&host_if, host_idx).await?;
         steps::mark("host_up");
-        let mut extra = BTreeMap::new();
-        extra.insert(ids::CONTAINER.to_string(), req.container_id.clone());
-        extra.insert(ids::IFNAME.to_string(), req.ifname.clone());
-        extra.insert(ids::NETNS.to_string(), req.netns.display().to_string());
-        extra.insert(ids::CNI_NETWORK.to_string(), req.attachment_network.clone());
-        undo.push(Undo::Port {
-            ifname: host_if.clone(),
-            endpoint: ep_id.clone(),
-        });
-        self.dp.add_endpoint(&host_if, &ep, &extra).await?;
+        self.dp.program_endpoint(ofport, &ep).await?;
+        steps::mark("flows");
         let host_mac = self.host.mac(&host_if).await?.unwrap_or_default();
         steps::mark("host_mac");
         tracing::info!(endpoint = %ep_id, ip = %ep.ip_address, network = %format!("{}:{}", ep.tenant_name, ep.network_name), port = %host_if, "endpoint added");
