@@ -168,8 +168,9 @@ impl Drop for Busy<'_> {
 }
 
 /// The link group (`IFLA_GROUP`) of host veths whose endpoint is gone, waiting for
-/// [`Manager::reap_links`] to delete their ports and then them, in one batch. An arbitrary number ("cnv"), far from
-/// the groups people number by hand; only this agent's veths are ever put in it.
+/// [`Manager::reap_links`] to delete their ports and then them, in one batch. An arbitrary
+/// number ("cnv"), far from the groups people number by hand; only this agent's veths are ever
+/// put in it.
 pub const GRAVEYARD_GROUP: u32 = 0x00636e76;
 
 /// The cluster-wide endpoint id of a container's interface.
@@ -817,15 +818,7 @@ impl Manager {
             .map_err(|e| master_err("list this node's endpoints", e))?;
         let by_id: HashMap<&str, &Endpoint> =
             eps.iter().map(|e| (e.endpoint_id.as_str(), e)).collect();
-        // Ports of DELs the previous agent had not finished: their veth is in the graveyard.
-        let queued: BTreeSet<String> = self
-            .host
-            .link_names()
-            .await?
-            .into_iter()
-            .filter(|(_, g)| *g == GRAVEYARD_GROUP)
-            .map(|(n, _)| n)
-            .collect();
+        let links: HashMap<String, u32> = self.host.link_names().await?.into_iter().collect();
         let mut with_port = BTreeSet::new();
         let mut locals = Vec::new();
         for p in &ports {
@@ -834,7 +827,12 @@ impl Manager {
                 .get(ids::ENDPOINT)
                 .cloned()
                 .unwrap_or_default();
-            if queued.contains(&p.name) {
+            // A DEL the previous agent had not finished: its veth is in the graveyard, or gone
+            // with the pod's namespace and its address released.
+            let group = links.get(&p.name);
+            if group == Some(&GRAVEYARD_GROUP)
+                || (group.is_none() && !by_id.contains_key(id.as_str()))
+            {
                 tracing::info!(endpoint = %id, port = %p.name, "deleting the port of a removed endpoint");
                 self.dp.remove_port(&p.name).await?;
                 continue;

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::time::Duration;
-use test_e2e::{Host, Netmaster, Pod, cni_call};
+use test_e2e::{Host, Netmaster, Pod, cni_call, wait_for};
 
 fn setup() -> (Netmaster, Host) {
     let m = Netmaster::start();
@@ -363,6 +363,7 @@ fn a_del_cut_short_by_an_agent_crash_is_finished_at_restart() {
     let a = h.pod(&conf);
     let b = h.pod(&conf);
     let c = h.pod(&conf);
+    let e = h.pod(&conf);
     assert!(a.reaches(&b.ip, Duration::from_secs(5)));
     h.kill_agent();
     let host_if = |p: &Pod| {
@@ -377,10 +378,20 @@ fn a_del_cut_short_by_an_agent_crash_is_finished_at_restart() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    // a's DEL got as far as releasing its address; c's did not.
-    let a_ep = netplugin::manager::endpoint_id(&a.container_id, "eth0");
-    let (status, body) = m.api("DELETE", &format!("/api/v1/endpoints/{a_ep}/"), None);
-    assert_eq!(status, 200, "release a's endpoint: {body}");
+    // a's DEL got as far as releasing its address; c's did not. e's namespace is gone (and
+    // its veth with it) and its DEL released its address before the agent died.
+    for p in [&a, &e] {
+        let ep = netplugin::manager::endpoint_id(&p.container_id, "eth0");
+        let (status, body) = m.api("DELETE", &format!("/api/v1/endpoints/{ep}/"), None);
+        assert_eq!(status, 200, "release {ep}: {body}");
+    }
+    let e_if = host_if(&e);
+    drop(e);
+    wait_for(
+        "e's veth to go with its namespace",
+        Duration::from_secs(10),
+        || !h.exec(&["ip", "link", "show", &e_if]).status.success(),
+    );
     h.start_agent();
     let ports = h.ovs_ports();
     assert_eq!(ports, vec![host_if(&b)], "ports after the restart");
