@@ -467,8 +467,20 @@ impl Manager {
         ) {
             tracing::debug!(port = %host_if, error = %e, "disable IPv6 on the host side");
         }
-        // The port first: ovs-vswitchd sets it up (opens the veth, reconfigures the bridge)
-        // while the pod's side is configured, instead of while the flows wait for it.
+        // Up before the port is added: ovs-vswitchd, setting up a new port, writes the link's
+        // flags back as it read them plus promiscuous mode, so a link brought up meanwhile
+        // could go down again (seen with Docker, whose ADD has no pod side to configure).
+        let host_idx = self.host.index(&host_if).await?.ok_or_else(|| {
+            ManagerError::new(
+                ErrorKind::Internal,
+                format!("host interface {host_if} vanished"),
+            )
+        })?;
+        self.host.set_up(&host_if, host_idx).await?;
+        steps::mark("host_up");
+        // The port before the pod's side: ovs-vswitchd sets it up (opens the veth,
+        // reconfigures the bridge) while the pod's side is configured, instead of while the
+        // flows wait for it.
         let mut extra = BTreeMap::new();
         extra.insert(ids::CONTAINER.to_string(), req.container_id.clone());
         extra.insert(ids::IFNAME.to_string(), req.ifname.clone());
@@ -489,15 +501,6 @@ impl Manager {
             self.configure_pod_side(req, &ns, &ep).await?;
         }
         steps::mark("pod_side");
-
-        let host_idx = self.host.index(&host_if).await?.ok_or_else(|| {
-            ManagerError::new(
-                ErrorKind::Internal,
-                format!("host interface {host_if} vanished"),
-            )
-        })?;
-        self.host.set_up(&host_if, host_idx).await?;
-        steps::mark("host_up");
         self.dp.program_endpoint(ofport, &ep).await?;
         steps::mark("flows");
         let host_mac = self.host.mac(&host_if).await?.unwrap_or_default();
