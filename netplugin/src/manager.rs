@@ -257,6 +257,12 @@ impl Manager {
                     }
                     match self.dp.remove_port(&key.1).await {
                         Ok(()) => {
+                            // Into the group before out of the queue: an ADD that finds the
+                            // peer in its way (`delete_queued_peer`) sees it in one or the
+                            // other at every instant.
+                            if let Err(e) = self.host.set_group(&key.1, GRAVEYARD_GROUP).await {
+                                tracing::warn!(port = %key.1, error = %e, "queue a removed endpoint's veth for deletion");
+                            }
                             self.graveyard().remove(key);
                         }
                         Err(e) => {
@@ -617,10 +623,11 @@ impl Manager {
         steps::mark("lock");
         let host_if = host_ifname(ep_id);
         self.dp.remove_endpoint_flows(ep_id).await?;
-        // The port and veth are left to the reaper (see `reap_links`); the link group marks
-        // the veth as queued for a restarted agent too.
+        // The port and veth are left to the reaper (see `reap_links`). No netlink or OVSDB
+        // change here: on the userspace datapath either makes ovs-vswitchd reconfigure every
+        // port of the bridge, and the next call's flows would wait for it. A restarted agent
+        // finds such ports by their released endpoint (`reconcile`).
         if self.dp.endpoint_port(&host_if).is_some() || self.host.index(&host_if).await?.is_some() {
-            self.host.set_group(&host_if, GRAVEYARD_GROUP).await?;
             self.graveyard()
                 .insert((ep_id.to_string(), host_if.clone()));
             self.reap.notify_one();
@@ -830,25 +837,23 @@ impl Manager {
                 .get(ids::ENDPOINT)
                 .cloned()
                 .unwrap_or_default();
-            // A DEL the previous agent had not finished: its veth is in the graveyard, or gone
-            // with the pod's namespace and its address released.
-            let group = links.get(&p.name);
-            if group == Some(&GRAVEYARD_GROUP)
-                || (group.is_none() && !by_id.contains_key(id.as_str()))
-            {
+            // A DEL the previous agent had not finished: its address is released (the DEL
+            // releases it after the flows are gone), or its veth is in the graveyard. Such a
+            // port gets no flows anyway: only netmaster knows the endpoint's address.
+            let live = by_id
+                .get(id.as_str())
+                .filter(|_| links.get(&p.name) != Some(&GRAVEYARD_GROUP));
+            let Some(ep) = live else {
                 tracing::info!(endpoint = %id, port = %p.name, "deleting the port of a removed endpoint");
                 self.dp.remove_port(&p.name).await?;
                 continue;
-            }
+            };
             with_port.insert(id.clone());
             // A port whose number ovs-vswitchd has not written yet (it was just restarted) has
             // the one the agent asked for.
-            match (by_id.get(id.as_str()), p.ofport.or(p.ofport_request)) {
-                (Some(ep), Some(of)) => locals.push((of, (*ep).clone())),
-                (None, _) => {
-                    tracing::warn!(endpoint = %id, port = %p.name, "port has no endpoint in netmaster; leaving it alone")
-                }
-                (Some(_), None) => {
+            match p.ofport.or(p.ofport_request) {
+                Some(of) => locals.push((of, (*ep).clone())),
+                None => {
                     tracing::warn!(endpoint = %id, port = %p.name, "port has no OpenFlow port yet")
                 }
             }

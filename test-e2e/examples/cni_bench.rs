@@ -540,7 +540,7 @@ fn run(a: &Args) -> Result<(), String> {
                 &bridge_leases
             };
             let settle: &dyn Fn() -> Result<(), String> = if plugin.name == "contiv" {
-                &|| agent_veths_gone(&h.ns)
+                &|| agent_veths_gone(&h)
             } else {
                 &|| Ok(())
             };
@@ -559,21 +559,31 @@ fn run(a: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Returns once the agent has deleted all its host veths. A DEL removes the endpoint's flows,
-/// port and address and queues its veth; the agent deletes queued veths in batches at a lull.
+/// Returns once the agent has deleted all its host veths and their ports. A DEL removes the
+/// endpoint's flows and address and queues port and veth; the agent deletes them at a lull.
 /// That deletion belongs to the DEL phase (the bridge plugin deletes its veth in its DEL).
-fn agent_veths_gone(ns: &str) -> Result<(), String> {
+fn agent_veths_gone(h: &Host) -> Result<(), String> {
+    let ns = &h.ns;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let out = std::process::Command::new("ip")
             .args(["-n", ns, "-o", "link", "show"])
             .output()
             .map_err(|e| format!("ip -n {ns} link show: {e}"))?;
-        let left = String::from_utf8_lossy(&out.stdout)
+        let veths = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| l.split(": ").nth(1))
             .filter(|n| netplugin::datapath::is_host_ifname(n.split('@').next().unwrap_or(n)))
             .count();
+        // Ports only once the veths are gone: the reaper deletes ports first.
+        let left = if veths > 0 {
+            veths
+        } else {
+            h.ovs_ports_now()
+                .iter()
+                .filter(|p| netplugin::datapath::is_host_ifname(p))
+                .count()
+        };
         if left == 0 {
             return Ok(());
         }

@@ -714,25 +714,41 @@ impl Host {
 
     /// The host's links, once the agent has deleted the ports and veths of removed endpoints:
     /// a DEL removes flows and address, queues port and veth and returns, and the agent
-    /// deletes the queue at a lull (the veths through a link group). Done means: no link in
-    /// that group, and every agent veth (`vc...`) has its port.
+    /// deletes the queue at a lull (the veths through a link group). Done means: no port of an
+    /// endpoint netmaster no longer has, no link in that group, and every agent veth (`vc...`)
+    /// has its port and every agent port its veth.
     pub fn links(&self) -> Vec<String> {
         let group = GRAVEYARD_GROUP.to_string();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
+            // In the order the reaper's work becomes visible (released endpoint's port,
+            // portless veth, veth in the group), so that one pass never misses a step.
+            let released = self.ports_of_released_endpoints();
             let all = self.link_names();
             let queued = self.exec(&["ip", "-o", "link", "show", "group", &group]);
-            let ports = self.port_names();
+            let ports = self.ovs_ports_now();
+            let ours = |n: &&String| n.len() == 14 && n.starts_with("vc");
             let portless: Vec<&String> = all
                 .iter()
-                .filter(|n| n.len() == 14 && n.starts_with("vc") && !ports.contains(n))
+                .filter(ours)
+                .filter(|n| !ports.contains(n))
                 .collect();
-            if queued.stdout.is_empty() && portless.is_empty() {
+            // A port whose veth went with its pod's namespace: its DEL is yet to finish.
+            let vethless: Vec<&String> = ports
+                .iter()
+                .filter(ours)
+                .filter(|n| !all.contains(n))
+                .collect();
+            if queued.stdout.is_empty()
+                && portless.is_empty()
+                && vethless.is_empty()
+                && released.is_empty()
+            {
                 return all;
             }
             assert!(
                 Instant::now() < deadline,
-                "the agent did not delete removed endpoints' veths: {portless:?} {}",
+                "the agent did not delete removed endpoints' veths and ports: {portless:?} {vethless:?} {released:?} {}",
                 String::from_utf8_lossy(&queued.stdout)
             );
             std::thread::yield_now();
@@ -748,15 +764,67 @@ impl Host {
             .collect()
     }
 
+    /// Endpoint ports whose endpoint netmaster no longer holds (empty when netmaster cannot be
+    /// asked: multi-master URLs, or none running).
+    fn ports_of_released_endpoints(&self) -> Vec<String> {
+        let Some(sock) = self
+            .master_url
+            .strip_prefix("unix://")
+            .filter(|s| !s.contains(','))
+        else {
+            return Vec::new();
+        };
+        let out = run(Command::new("curl").args([
+            "-sf",
+            "--unix-socket",
+            sock,
+            "http://localhost/api/v1/endpoints/",
+        ]));
+        let Ok(Value::Array(eps)) = serde_json::from_slice::<Value>(&out.stdout) else {
+            return Vec::new();
+        };
+        let known: Vec<&str> = eps
+            .iter()
+            .filter_map(|e| e["endpointID"].as_str())
+            .collect();
+        let mut c = Command::new("ovs-vsctl");
+        c.arg(format!("--db=unix:{}", self.db_sock().display()))
+            .args([
+                "--format=json",
+                "--columns=name,external_ids",
+                "list",
+                "Port",
+            ]);
+        let out = run(&mut c);
+        let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) else {
+            return Vec::new();
+        };
+        // Rows: [name, ["map", [[key, value], ...]]].
+        v["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|row| {
+                let name = row[0].as_str()?;
+                let id = row[1][1]
+                    .as_array()?
+                    .iter()
+                    .find(|kv| kv[0] == "contiv-endpoint-id")?[1]
+                    .as_str()?;
+                (!known.contains(&id)).then(|| name.to_string())
+            })
+            .collect()
+    }
+
     /// Ports on the integration bridge (the bridge's own port left out), once the agent has
     /// deleted those of removed endpoints (see [`Host::links`]).
     pub fn ovs_ports(&self) -> Vec<String> {
         self.links();
-        self.port_names()
+        self.ovs_ports_now()
     }
 
     /// Ports on the integration bridge now, removed endpoints' included.
-    fn port_names(&self) -> Vec<String> {
+    pub fn ovs_ports_now(&self) -> Vec<String> {
         let mut c = Command::new("ovs-vsctl");
         c.arg(format!("--db=unix:{}", self.db_sock().display()))
             .args(["list-ports", &self.bridge]);
