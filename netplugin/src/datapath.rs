@@ -542,8 +542,7 @@ impl Datapath {
         eps: Vec<(u32, Endpoint)>,
         replace_all: bool,
     ) -> Result<(), DatapathError> {
-        let generation = {
-            let mut st = self.fabric.lock().await;
+        self.change_locals(|st| {
             if replace_all {
                 st.inputs.local.clear();
                 st.locals_loaded = true;
@@ -551,6 +550,19 @@ impl Datapath {
             for (port, ep) in eps {
                 st.inputs.local.insert(ep.endpoint_id.clone(), (port, ep));
             }
+        })
+        .await
+    }
+
+    /// Changes the local endpoints under the fabric lock and returns once that change is
+    /// installed (see [`Datapath::commit`]).
+    async fn change_locals(
+        &self,
+        change: impl FnOnce(&mut FabricState),
+    ) -> Result<(), DatapathError> {
+        let generation = {
+            let mut st = self.fabric.lock().await;
+            change(&mut st);
             st.generation += 1;
             st.generation
         };
@@ -589,13 +601,10 @@ impl Datapath {
 
     /// Removes an endpoint's flows (its port stays: see [`Datapath::remove_port`]).
     pub async fn remove_endpoint_flows(&self, endpoint_id: &str) -> Result<(), DatapathError> {
-        let generation = {
-            let mut st = self.fabric.lock().await;
+        self.change_locals(|st| {
             st.inputs.local.remove(endpoint_id);
-            st.generation += 1;
-            st.generation
-        };
-        self.commit(generation).await?;
+        })
+        .await?;
         crate::steps::mark("flows");
         Ok(())
     }

@@ -8,7 +8,7 @@
 //! serialized; different endpoints proceed in parallel.
 
 use crate::datapath::{Datapath, DatapathType, host_ifname, ids};
-use crate::netlink::{LinkError, Netlink, Netns, disable_tx_checksum, parse_mac, prepare_pod_link};
+use crate::netlink::{LinkError, Netlink, Netns, parse_mac, prepare_pod_link};
 use crate::steps;
 use model::ClientError;
 use model::agent::{Endpoint, EndpointRequest};
@@ -499,10 +499,14 @@ impl Manager {
         let ofport = self.dp.add_endpoint_port(&host_if, &ep, &extra).await?;
 
         if req.peer_in_host {
-            // Before the runtime moves it: the setting travels with the link.
-            if self.dp.kind == DatapathType::Userspace {
-                disable_tx_checksum(&ns, &req.ifname)?;
-            }
+            // Before the runtime moves it: the setting travels with the link (IPv6 is the
+            // runtime's business: Docker sets it by the network's IPv6 setting).
+            prepare_pod_link(
+                &ns,
+                &req.ifname,
+                self.dp.kind == DatapathType::Userspace,
+                false,
+            )?;
         } else {
             self.configure_pod_side(req, &ns, &ep).await?;
         }
@@ -769,8 +773,8 @@ impl Manager {
     }
 
     /// If `ifname` in the pod's namespace is the peer of a host veth waiting in the deletion
-    /// queue (or already in [`GRAVEYARD_GROUP`]), deletes that veth now, by index (a re-created
-    /// veth of the same name is never touched). Returns whether creating the veth is worth
+    /// queue (or already in [`GRAVEYARD_GROUP`]), deletes its port and that veth now, the veth
+    /// by index (a re-created veth of the same name is never touched). Returns whether creating the veth is worth
     /// another try: it deleted that veth, or the reaper's batch did meanwhile.
     async fn delete_queued_peer(&self, ns: &Netns, ifname: &str) -> Result<bool, ManagerError> {
         let pod = Netlink::in_netns(ns)?;
@@ -800,12 +804,13 @@ impl Manager {
 
     /// Deletes host veths of ours (named by [`host_ifname`]) that have no OVS port: DELs whose
     /// veth deletion a previous agent had queued but not done, and ADDs cut short. Runs at
-    /// start, before any ADD, so nothing live can be among them; one kernel batch.
-    async fn delete_orphan_veths(&self) -> Result<(), ManagerError> {
+    /// start, before any ADD, so nothing live can be among them; one kernel batch. `links`:
+    /// the host's link names (deleting ports since the listing does not change them).
+    async fn delete_orphan_veths(&self, links: &HashMap<String, u32>) -> Result<(), ManagerError> {
         let mut n = 0;
-        for (name, _) in self.host.link_names().await? {
-            if crate::datapath::is_host_ifname(&name) && self.dp.endpoint_port(&name).is_none() {
-                self.host.set_group(&name, GRAVEYARD_GROUP).await?;
+        for name in links.keys() {
+            if crate::datapath::is_host_ifname(name) && self.dp.endpoint_port(name).is_none() {
+                self.host.set_group(name, GRAVEYARD_GROUP).await?;
                 n += 1;
             }
         }
@@ -858,7 +863,7 @@ impl Manager {
                 }
             }
         }
-        self.delete_orphan_veths().await?;
+        self.delete_orphan_veths(&links).await?;
         // One atomic replace of every endpoint's flows: running pods see no gap.
         self.dp.set_local_endpoints(locals, true).await?;
         for ep in &eps {

@@ -156,27 +156,22 @@ impl Netlink {
             Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => None,
             Err(e) => return Err(nl(format!("look up link {index}"))(e)),
         };
-        Ok(m.map(|m| {
-            let name = m.attributes.iter().find_map(|a| match a {
-                LinkAttribute::IfName(n) => Some(n.clone()),
-                _ => None,
-            });
-            let group = m.attributes.iter().find_map(|a| match a {
-                LinkAttribute::Group(g) => Some(*g),
-                _ => None,
-            });
-            (name.unwrap_or_default(), group.unwrap_or(0))
-        }))
+        Ok(m.map(|m| name_and_group_of(&m)))
     }
 
     /// Deletes the link with this index (not a later link of the same name); absent is fine.
     pub async fn delete_index(&self, index: u32) -> Result<bool, LinkError> {
+        self.delete_link(index, &index.to_string()).await
+    }
+
+    /// Deletes link `index` (`what` names it in errors); absent is fine.
+    async fn delete_link(&self, index: u32, what: &str) -> Result<bool, LinkError> {
         match self.handle.link().del(index).execute().await {
             Ok(()) => Ok(true),
             Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => {
                 Ok(false)
             }
-            Err(e) => Err(nl(format!("delete link {index}"))(e)),
+            Err(e) => Err(nl(format!("delete link {what}"))(e)),
         }
     }
 
@@ -185,16 +180,10 @@ impl Netlink {
         let mut s = self.handle.link().get().execute();
         let mut names = Vec::new();
         while let Some(m) = s.try_next().await.map_err(nl("list links"))? {
-            let mut name = None;
-            let mut group = 0;
-            for a in &m.attributes {
-                match a {
-                    LinkAttribute::IfName(n) => name = Some(n.clone()),
-                    LinkAttribute::Group(g) => group = *g,
-                    _ => {}
-                }
+            let (name, group) = name_and_group_of(&m);
+            if !name.is_empty() {
+                names.push((name, group));
             }
-            names.extend(name.map(|n| (n, group)));
         }
         Ok(names)
     }
@@ -453,13 +442,7 @@ impl Netlink {
         let Some(index) = self.index(name).await? else {
             return Ok(false);
         };
-        match self.handle.link().del(index).execute().await {
-            Ok(()) => Ok(true),
-            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => {
-                Ok(false)
-            }
-            Err(e) => Err(nl(format!("delete link {name}"))(e)),
-        }
+        self.delete_link(index, name).await
     }
 
     /// Address family helper for callers that build their own messages.
@@ -472,22 +455,25 @@ impl Netlink {
     }
 }
 
-/// Turns TX checksum offload off on `ifname` in `ns`. The userspace datapath hands packets to
-/// the wire without ever computing the checksum a veth left to "hardware": TCP silently fails
-/// without this (ICMP works, which hides it).
-pub fn disable_tx_checksum(ns: &Netns, ifname: &str) -> Result<(), LinkError> {
-    let name = ifname.to_string();
-    ns.run(move || {
-        ethtool_set_tx_csum(&name, false)
-            .map_err(|e| format!("turn tx checksum offload off on {name}: {e}"))
-    })
+/// A link message's name (empty if it has none) and link group (0 if unset).
+fn name_and_group_of(m: &LinkMessage) -> (String, u32) {
+    let mut out = (String::new(), 0);
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => out.0 = n.clone(),
+            LinkAttribute::Group(g) => out.1 = *g,
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Readies a pod's new interface before it comes up, in one visit to the pod's namespace:
-/// TX checksum offload off (`tx_csum_off`: the userspace datapath needs it, see
-/// [`disable_tx_checksum`]) and, with `ipv6_off`, IPv6 off on it (a network without IPv6: no
-/// link-local address, no DAD, router solicitations or MLD reports, which the switch would
-/// flood to every port of the network; Docker does the same for such networks).
+/// with `tx_csum_off`, TX checksum offload off (the userspace datapath hands packets to the
+/// wire without ever computing the checksum a veth left to "hardware": TCP silently fails
+/// without this, while ICMP works, which hides it); with `ipv6_off`, IPv6 off on it (a network
+/// without IPv6: no link-local address, no DAD, router solicitations or MLD reports, which the
+/// switch would flood to every port of the network; Docker does the same for such networks).
 pub fn prepare_pod_link(
     ns: &Netns,
     ifname: &str,
