@@ -32,6 +32,9 @@ pub mod ids {
     /// On tunnel ports: the peer host and its VTEP address.
     pub const PEER: &str = "contiv-peer";
     pub const VTEP: &str = "contiv-vtep";
+    /// On the ports of the agent's port pool (`crate::pool`): which pod a port serves is not
+    /// in OVS (writing it would make ovs-vswitchd reconfigure the bridge at every ADD).
+    pub const POOL: &str = "contiv-pool";
 }
 
 pub use crate::fabric::cookie;
@@ -125,6 +128,8 @@ pub const ENDPOINT_OFPORTS: std::ops::RangeInclusive<u32> = 32768..=0xfeff;
 struct PortIndex {
     /// Host interface name -> (endpoint id, OpenFlow port number).
     endpoints: HashMap<String, (String, u32)>,
+    /// Port-pool port name -> OpenFlow port number.
+    pool: HashMap<String, u32>,
     /// Numbers held or requested by any port of the bridge, or reserved by an ADD in flight.
     used: BTreeSet<u32>,
     /// Where the next search for a free number starts: numbers go round the range, so a number
@@ -266,6 +271,7 @@ impl Datapath {
         let ports = self.vs.list_ports(&self.bridge).await?;
         let mut idx = self.port_index();
         idx.endpoints.clear();
+        idx.pool.clear();
         idx.used.clear();
         for p in &ports {
             idx.used.extend(p.ofport);
@@ -276,6 +282,12 @@ impl Datapath {
                 p.ofport.or(p.ofport_request),
             ) {
                 idx.endpoints.insert(p.name.clone(), (id.clone(), of));
+            }
+            if let (true, Some(of)) = (
+                p.external_ids.contains_key(ids::POOL),
+                p.ofport.or(p.ofport_request),
+            ) {
+                idx.pool.insert(p.name.clone(), of);
             }
         }
         // Go on after the highest number in use: numbers just freed by an earlier agent's DELs
@@ -484,9 +496,25 @@ impl Datapath {
             spec = spec.external_id(k, v);
         }
         let known = self.endpoint_port(ifname).map(|(_, of)| of);
+        let ofport = self.add_numbered_port(spec, known).await?;
+        crate::steps::mark("ovsdb_port");
+        self.port_index()
+            .endpoints
+            .insert(ifname.to_string(), (ep.endpoint_id.clone(), ofport));
+        Ok(ofport)
+    }
+
+    /// Adds (or fixes) a port with an OpenFlow port number of the agent's choosing (`known`:
+    /// the number it already has), and returns the number.
+    async fn add_numbered_port(
+        &self,
+        spec: PortSpec,
+        known: Option<u32>,
+    ) -> Result<u32, DatapathError> {
+        let ifname = spec.name.clone();
         let mut ofport = match known {
             Some(of) => of,
-            None => self.allocate_ofport(ifname)?,
+            None => self.allocate_ofport(&ifname)?,
         };
         // A number can be taken behind the index's back only by another OVSDB writer; a few
         // attempts with fresh numbers ride that out.
@@ -497,14 +525,14 @@ impl Datapath {
                 .add_port(&self.bridge, &spec.clone().ofport_request(ofport))
                 .await
             {
-                Ok(_) => break,
+                Ok(_) => return Ok(ofport),
                 Err(e)
                     if matches!(e.root(), ovs::OvsdbError::OfportTaken { .. }) && attempts < 3 =>
                 {
                     attempts += 1;
                     tracing::warn!(port = %ifname, ofport, "OpenFlow port number taken outside the agent: picking another");
                     // It stays marked used: someone holds it.
-                    ofport = self.allocate_ofport(ifname)?;
+                    ofport = self.allocate_ofport(&ifname)?;
                 }
                 Err(e) => {
                     if known.is_none() {
@@ -514,11 +542,31 @@ impl Datapath {
                 }
             }
         }
-        crate::steps::mark("ovsdb_port");
-        self.port_index()
-            .endpoints
-            .insert(ifname.to_string(), (ep.endpoint_id.clone(), ofport));
-        Ok(ofport)
+    }
+
+    /// Adds ports for the port pool, all at once (ovs-vswitchd reconfigures the bridge once for
+    /// the lot, rather than once per port): their OpenFlow numbers, in order.
+    pub async fn add_pool_ports(&self, names: &[String]) -> Result<Vec<u32>, DatapathError> {
+        let ofports = futures::future::try_join_all(names.iter().map(|n| {
+            self.add_numbered_port(PortSpec::new(n).external_id(ids::POOL, "1"), None)
+        }))
+        .await?;
+        let mut idx = self.port_index();
+        for (n, of) in names.iter().zip(&ofports) {
+            idx.pool.insert(n.clone(), *of);
+        }
+        Ok(ofports)
+    }
+
+    /// The port pool's ports on the bridge.
+    pub async fn pool_ports(&self) -> Result<Vec<PortInfo>, DatapathError> {
+        Ok(self
+            .vs
+            .list_ports(&self.bridge)
+            .await?
+            .into_iter()
+            .filter(|p| p.external_ids.contains_key(ids::POOL))
+            .collect())
     }
 
     fn allocate_ofport(&self, ifname: &str) -> Result<u32, DatapathError> {
@@ -621,6 +669,9 @@ impl Datapath {
         // The number is free once the port is gone from OVS (and its flows long before).
         let mut idx = self.port_index();
         if let Some((_, of)) = idx.endpoints.remove(ifname) {
+            idx.used.remove(&of);
+        }
+        if let Some(of) = idx.pool.remove(ifname) {
             idx.used.remove(&of);
         }
         Ok(())

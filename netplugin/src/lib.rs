@@ -8,5 +8,6 @@ pub mod k8s;
 pub mod manager;
 pub mod netlink;
 pub mod policy;
+pub mod pool;
 pub mod steps;
 pub mod underlay;

@@ -119,6 +119,16 @@ struct Opts {
     /// --vtep-intf minus 50 (the VXLAN encapsulation), or 1450 without --vtep-intf.
     #[arg(long, env = "CONTIV_NETPLUGIN_MTU")]
     mtu: Option<u32>,
+    /// Switch ports kept ready for CNI pods (0: none, each ADD makes its own veth and port).
+    /// A pod then gets a macvlan of a pooled port instead of a veth, and ADD changes nothing
+    /// on the host but flows (docs/decisions.md "Pooled ports").
+    #[arg(long = "port-pool", env = "CONTIV_NETPLUGIN_PORT_POOL", default_value_t = 0)]
+    port_pool: usize,
+    /// Where the pooled ports' pod ends wait: a network namespace, made if missing (its mount
+    /// must outlive the agent: the host's mount namespace). Default:
+    /// /run/netns/contiv-pool-<bridge>.
+    #[arg(long = "pool-netns", env = "CONTIV_NETPLUGIN_POOL_NETNS")]
+    pool_netns: Option<PathBuf>,
     /// Kubernetes API server (http://host:port): when set, pods are placed by their
     /// io.contiv.tenant / io.contiv.network / io.contiv.net-group labels.
     #[arg(long = "k8s-api", env = "CONTIV_NETPLUGIN_K8S_API")]
@@ -258,7 +268,7 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
             Some(netplugin::k8s::KubeClient::new(api, token).map_err(anyhow::Error::msg)?)
         }
     };
-    let m = Arc::new(Manager::new(
+    let mut m = Manager::new(
         client.clone(),
         dp,
         host,
@@ -266,7 +276,18 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
             node: node.clone(),
             mtu,
         },
-    ));
+    );
+    if opts.port_pool > 0 {
+        let path = opts
+            .pool_netns
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("/run/netns/contiv-pool-{}", opts.bridge)));
+        let pool = netplugin::pool::Pool::open(&path, opts.port_pool, mtu)
+            .with_context(|| format!("open the port pool's namespace {}", path.display()))?;
+        tracing::info!(ports = opts.port_pool, netns = %path.display(), "port pool");
+        m = m.with_pool(pool);
+    }
+    let m = Arc::new(m);
     m.reconcile()
         .await
         .context("reconcile endpoints after start")?;
@@ -291,6 +312,10 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     {
         let m = m.clone();
         tokio::spawn(async move { m.reap_links().await });
+    }
+    {
+        let m = m.clone();
+        tokio::spawn(async move { m.refill_pool().await });
     }
     {
         let m = m.clone();

@@ -9,6 +9,7 @@
 
 use crate::datapath::{Datapath, DatapathType, host_ifname, ids};
 use crate::netlink::{LinkError, Netlink, Netns, parse_mac, prepare_pod_link};
+use crate::pool::{self, Bound, Pair, Pool};
 use crate::steps;
 use model::ClientError;
 use model::agent::{Endpoint, EndpointRequest};
@@ -147,6 +148,8 @@ pub struct Manager {
     /// lull in them.
     busy: AtomicUsize,
     activity: tokio::sync::Notify,
+    /// Ports made ahead of time for CNI pods (`--port-pool`), if any.
+    pool: Option<Arc<Pool>>,
 }
 
 /// How long the reaper waits for a lull in ADDs and DELs before deleting queued ports and
@@ -198,8 +201,44 @@ pub fn endpoint_id(container_id: &str, ifname: &str) -> String {
     }
 }
 
+/// What a pooled ADD returns.
+fn attachment(req: &AddRequest, ep: Endpoint, pair: &Pair, mtu: u32) -> Attachment {
+    Attachment {
+        mac: ep.mac_address.clone(),
+        endpoint: ep,
+        host_ifname: pair.name.clone(),
+        host_mac: pair.host_mac.clone(),
+        ifname: req.ifname.clone(),
+        netns: req.netns.clone(),
+        mtu,
+    }
+}
+
+/// Deletes interface `ifname` of the namespace at `netns`, if both are there (with `lower`:
+/// only if it is a macvlan of link `lower` of the pool namespace). Whether it deleted one.
+async fn delete_pod_link(
+    netns: &std::path::Path,
+    ifname: &str,
+    lower: Option<u32>,
+) -> Result<bool, LinkError> {
+    let Ok(ns) = Netns::open(netns) else {
+        return Ok(false); // The namespace is gone, and its interfaces with it.
+    };
+    let pod = Netlink::in_netns(&ns)?;
+    if let Some(l) = lower
+        && pod.peer_index(ifname).await? != Some(l)
+    {
+        return Ok(false);
+    }
+    pod.delete(ifname).await
+}
+
 enum Undo {
     MasterEndpoint(String),
+    /// A pooled port given to the ADD: back to the pool, free.
+    Pair(Pair),
+    /// The pod's interface on a pooled port: (namespace, name).
+    PodLink(PathBuf, String),
     HostLink(String),
     Port { ifname: String, endpoint: String },
 }
@@ -216,6 +255,20 @@ impl Manager {
             reap: tokio::sync::Notify::new(),
             busy: AtomicUsize::new(0),
             activity: tokio::sync::Notify::new(),
+            pool: None,
+        }
+    }
+
+    /// Serves CNI pods from a port pool (see `crate::pool`).
+    pub fn with_pool(mut self, pool: Pool) -> Self {
+        self.pool = Some(Arc::new(pool));
+        self
+    }
+
+    /// Keeps the port pool filled. Runs forever (returns at once without a pool).
+    pub async fn refill_pool(&self) {
+        if let Some(p) = &self.pool {
+            p.refill(&self.host, &self.dp).await;
         }
     }
 
@@ -343,6 +396,19 @@ impl Manager {
                     .remove_endpoint(ifname, endpoint)
                     .await
                     .map_err(|e| e.to_string()),
+                Undo::Pair(pair) => match &self.pool {
+                    Some(p) => {
+                        p.put_back(pair.clone());
+                        p.nl.set_alias_mac(pair.index, "", None)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    None => Ok(()),
+                },
+                Undo::PodLink(netns, ifname) => delete_pod_link(netns, ifname, None)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
             };
             if let Err(e) = r {
                 tracing::error!(error = %e, "undo a failed ADD step: something may be left behind");
@@ -398,6 +464,13 @@ impl Manager {
         let host_if = host_ifname(&ep_id);
         let mtu = req.mtu.unwrap_or(self.cfg.mtu);
 
+        if !req.peer_in_host
+            && let Some(pool) = &self.pool
+            && mtu <= pool.mtu
+            && self.dp.endpoint_port(&host_if).is_none()
+        {
+            return self.add_pooled(pool, req, &ep_id, &ns, mtu, undo).await;
+        }
         if req.peer_in_host {
             // A repeated CreateEndpoint, or one after a crash: start from a clean slate (the
             // runtime has not moved the peer yet, or it would not ask again).
@@ -408,28 +481,7 @@ impl Manager {
         }
         steps::mark("existing");
 
-        let ep = self
-            .master
-            .create_endpoint(&EndpointRequest {
-                endpoint_id: ep_id.clone(),
-                tenant_name: req.tenant.clone(),
-                network_name: req.network.clone(),
-                group_name: req.group.clone(),
-                host: self.cfg.node.clone(),
-                container_id: req.container_id.clone(),
-                container_name: req.container_name.clone(),
-                intf_name: req.ifname.clone(),
-                labels: req.labels.clone(),
-                ip_address: req.ip.clone().unwrap_or_default(),
-                ipv6_address: String::new(),
-            })
-            .await
-            .map_err(|e| {
-                master_err(
-                    &format!("get an address on network {}:{}", req.tenant, req.network),
-                    e,
-                )
-            })?;
+        let ep = self.create_master_endpoint(req, &ep_id).await?;
         undo.push(Undo::MasterEndpoint(ep_id.clone()));
         steps::mark("master");
 
@@ -508,7 +560,8 @@ impl Manager {
                 false,
             )?;
         } else {
-            self.configure_pod_side(req, &ns, &ep).await?;
+            self.configure_pod_side(req, &ns, &ep, self.dp.kind == DatapathType::Userspace)
+                .await?;
         }
         steps::mark("pod_side");
         self.dp.program_endpoint(ofport, &ep).await?;
@@ -527,12 +580,181 @@ impl Manager {
         })
     }
 
+    /// An ADD served from the port pool: the pod gets a passthru macvlan of a pooled port's
+    /// waiting end (see `crate::pool`); nothing on the host or in OVS changes but flows.
+    async fn add_pooled(
+        &self,
+        pool: &Pool,
+        req: &AddRequest,
+        ep_id: &str,
+        ns: &Netns,
+        mtu: u32,
+        undo: &mut Vec<Undo>,
+    ) -> Result<Attachment, ManagerError> {
+        if let Some(b) = pool.bound(ep_id) {
+            if b.netns == req.netns
+                && b.ifname == req.ifname
+                && let Ok(ep) = self.master.get_endpoint(ep_id).await
+                && Netlink::in_netns(ns)?.index(&req.ifname).await?.is_some()
+            {
+                tracing::info!(endpoint = %ep_id, "ADD of an existing attachment: returning it");
+                return Ok(attachment(req, ep, &b.pair, mtu));
+            }
+            // The pod's interface is gone (a new namespace, say): start again.
+            self.release_pooled(pool, ep_id).await?;
+        }
+        steps::mark("existing");
+        let ep = self.create_master_endpoint(req, ep_id).await?;
+        undo.push(Undo::MasterEndpoint(ep_id.to_string()));
+        steps::mark("master");
+        let mac = parse_mac(&ep.mac_address).ok_or_else(|| {
+            ManagerError::new(
+                ErrorKind::Internal,
+                format!("netmaster gave a bad MAC {}", ep.mac_address),
+            )
+        })?;
+        let tag = pool::alias(ep_id, &req.attachment_network);
+        let pair = self
+            .hand_over(pool, &tag, mac, &req.ifname, mtu, ns)
+            .await?;
+        undo.push(Undo::Pair(pair.clone()));
+        undo.push(Undo::PodLink(req.netns.clone(), req.ifname.clone()));
+        steps::mark("macvlan");
+        self.configure_pod_side(req, ns, &ep, false).await?;
+        steps::mark("pod_side");
+        self.dp.program_endpoint(pair.ofport, &ep).await?;
+        steps::mark("flows");
+        pool.bind(
+            ep_id,
+            Bound {
+                pair: pair.clone(),
+                cni_network: pool::alias_network(&req.attachment_network),
+                netns: req.netns.clone(),
+                ifname: req.ifname.clone(),
+            },
+        );
+        tracing::info!(endpoint = %ep_id, ip = %ep.ip_address, network = %format!("{}:{}", ep.tenant_name, ep.network_name), port = %pair.name, "endpoint added");
+        Ok(attachment(req, ep, &pair, mtu))
+    }
+
+    /// Takes a pooled port (or makes one when the pool is empty), marks it for endpoint `tag`
+    /// with the pod's MAC, and makes the pod's interface on it. A port an earlier pod's
+    /// interface still holds (its namespace outlived its DEL) is freed by deleting that
+    /// interface if its namespace is known, else skipped; after three such misses it is
+    /// deleted (which frees it for good) in the background.
+    async fn hand_over(
+        &self,
+        pool: &Pool,
+        tag: &str,
+        mac: [u8; 6],
+        ifname: &str,
+        mtu: u32,
+        ns: &Netns,
+    ) -> Result<Pair, ManagerError> {
+        for _ in 0..8 {
+            let mut pair = match pool.take() {
+                Some(p) => p,
+                None => {
+                    let made = pool.make(&self.host, &self.dp, 1).await?;
+                    made.into_iter().next().ok_or_else(|| {
+                        ManagerError::new(ErrorKind::Internal, "make a pooled port: none made")
+                    })?
+                }
+            };
+            let r = async {
+                pool.nl.set_alias_mac(pair.index, tag, Some(mac)).await?;
+                if pool.nl.create_passthru_macvlan(pair.index, ifname, mtu, ns).await? {
+                    return Ok(true);
+                }
+                if let Some((netns, old)) = pair.last.take()
+                    && delete_pod_link(&netns, &old, Some(pair.index)).await?
+                {
+                    return pool.nl.create_passthru_macvlan(pair.index, ifname, mtu, ns).await;
+                }
+                Ok::<bool, LinkError>(false)
+            }
+            .await;
+            match r {
+                Ok(true) => return Ok(pair),
+                Ok(false) => {
+                    pair.strikes += 1;
+                    let _ = pool.nl.set_alias_mac(pair.index, "", None).await;
+                    if pair.strikes < 3 {
+                        tracing::debug!(port = %pair.name, "pooled port still held by an earlier pod's interface: trying another");
+                        pool.put_back(pair);
+                    } else {
+                        tracing::warn!(port = %pair.name, "pooled port still held by an earlier pod's interface: deleting it");
+                        self.graveyard().insert((String::new(), pair.name.clone()));
+                        self.reap.notify_one();
+                    }
+                }
+                Err(e) => {
+                    let _ = pool.nl.set_alias_mac(pair.index, "", None).await;
+                    pool.put_back(pair);
+                    return Err(e.into());
+                }
+            }
+        }
+        Err(ManagerError::new(
+            ErrorKind::TryAgain,
+            "no free pooled port: each is still held by an earlier pod's interface",
+        ))
+    }
+
+    /// Takes endpoint `ep_id` off its pooled port: flows, binding, mark; the port goes back to
+    /// the pool (the pod's interface goes with its namespace, or at the port's next use).
+    async fn release_pooled(&self, pool: &Pool, ep_id: &str) -> Result<bool, ManagerError> {
+        let Some(b) = pool.bound(ep_id) else {
+            return Ok(false);
+        };
+        self.dp.remove_endpoint_flows(ep_id).await?;
+        pool.unbind(ep_id);
+        if let Err(e) = pool.nl.set_alias_mac(b.pair.index, "", None).await {
+            tracing::warn!(port = %b.pair.name, error = %e, "clear a pooled port's mark");
+        }
+        let mut pair = b.pair;
+        pair.last = Some((b.netns, b.ifname));
+        pool.put_back(pair);
+        steps::mark("release");
+        Ok(true)
+    }
+
+    async fn create_master_endpoint(
+        &self,
+        req: &AddRequest,
+        ep_id: &str,
+    ) -> Result<Endpoint, ManagerError> {
+        self.master
+            .create_endpoint(&EndpointRequest {
+                endpoint_id: ep_id.to_string(),
+                tenant_name: req.tenant.clone(),
+                network_name: req.network.clone(),
+                group_name: req.group.clone(),
+                host: self.cfg.node.clone(),
+                container_id: req.container_id.clone(),
+                container_name: req.container_name.clone(),
+                intf_name: req.ifname.clone(),
+                labels: req.labels.clone(),
+                ip_address: req.ip.clone().unwrap_or_default(),
+                ipv6_address: String::new(),
+            })
+            .await
+            .map_err(|e| {
+                master_err(
+                    &format!("get an address on network {}:{}", req.tenant, req.network),
+                    e,
+                )
+            })
+    }
+
     /// CNI mode: the container side is in the pod's namespace; give it its addresses and routes.
+    /// `tx_csum_off`: turn the interface's TX checksum offload off (see `prepare_pod_link`).
     async fn configure_pod_side(
         &self,
         req: &AddRequest,
         ns: &Netns,
         ep: &Endpoint,
+        tx_csum_off: bool,
     ) -> Result<(), ManagerError> {
         let pod = Netlink::in_netns(ns)?;
         let idx = pod.index(&req.ifname).await?.ok_or_else(|| {
@@ -556,12 +778,7 @@ impl Manager {
             pod.add_address(&req.ifname, idx, v6, ep.ipv6_prefix_len)
                 .await?;
         }
-        prepare_pod_link(
-            ns,
-            &req.ifname,
-            self.dp.kind == DatapathType::Userspace,
-            ep.ipv6_address.is_empty(),
-        )?;
+        prepare_pod_link(ns, &req.ifname, tx_csum_off, ep.ipv6_address.is_empty())?;
         pod.set_up(&req.ifname, idx).await?;
         if let Some(lo) = pod.index("lo").await? {
             pod.set_up("lo", lo).await?;
@@ -626,17 +843,13 @@ impl Manager {
         let _l = self.lock(ep_id).await;
         steps::mark("lock");
         let host_if = host_ifname(ep_id);
-        self.dp.remove_endpoint_flows(ep_id).await?;
-        // The port and veth are left to the reaper (see `reap_links`). No netlink or OVSDB
-        // change here: on the userspace datapath either makes ovs-vswitchd reconfigure every
-        // port of the bridge, and the next call's flows would wait for it. A restarted agent
-        // finds such ports by their released endpoint (`reconcile`).
-        if self.dp.endpoint_port(&host_if).is_some() || self.host.index(&host_if).await?.is_some() {
-            self.graveyard()
-                .insert((ep_id.to_string(), host_if.clone()));
-            self.reap.notify_one();
+        let pooled = match &self.pool {
+            Some(pool) => self.release_pooled(pool, ep_id).await?,
+            None => false,
+        };
+        if !pooled {
+            self.del_veth_attachment(ep_id, &host_if).await?;
         }
-        steps::mark("queue");
         if release {
             self.master
                 .delete_endpoint(ep_id)
@@ -645,6 +858,22 @@ impl Manager {
             steps::mark("master");
         }
         tracing::info!(endpoint = %ep_id, released = release, "endpoint deleted");
+        Ok(())
+    }
+
+    /// A veth attachment's DEL: flows now, port and veth by the reaper.
+    async fn del_veth_attachment(&self, ep_id: &str, host_if: &str) -> Result<(), ManagerError> {
+        self.dp.remove_endpoint_flows(ep_id).await?;
+        // The port and veth are left to the reaper (see `reap_links`). No netlink or OVSDB
+        // change here: on the userspace datapath either makes ovs-vswitchd reconfigure every
+        // port of the bridge, and the next call's flows would wait for it. A restarted agent
+        // finds such ports by their released endpoint (`reconcile`).
+        if self.dp.endpoint_port(host_if).is_some() || self.host.index(host_if).await?.is_some() {
+            self.graveyard()
+                .insert((ep_id.to_string(), host_if.to_string()));
+            self.reap.notify_one();
+        }
+        steps::mark("queue");
         Ok(())
     }
 
@@ -664,7 +893,12 @@ impl Manager {
             .get_endpoint(&ep_id)
             .await
             .map_err(|e| master_err(&format!("read endpoint {ep_id}"), e))?;
-        let ports = self.dp.endpoint_ports().await?;
+        // A pooled port carries no endpoint identity (nor VLAN tag) in OVS.
+        let bound = self.pool.as_ref().and_then(|p| p.bound(&ep_id));
+        let host_if = bound.as_ref().map_or(host_if, |b| b.pair.name.clone());
+        let ports = self.dp.vs.list_ports(&self.dp.bridge).await.map_err(|e| {
+            ManagerError::new(ErrorKind::Internal, format!("list OVS ports: {e}"))
+        })?;
         let port = ports.iter().find(|p| p.name == host_if).ok_or_else(|| {
             bad(format!(
                 "OVS port {host_if} of endpoint {ep_id} is missing from bridge {}",
@@ -677,7 +911,7 @@ impl Manager {
                 port.error.clone().unwrap_or_default()
             )));
         }
-        if port.tag != Some(ep.pkt_tag as u16) {
+        if bound.is_none() && port.tag != Some(ep.pkt_tag as u16) {
             return Err(bad(format!(
                 "OVS port {host_if} has tag {:?}, expected {}",
                 port.tag, ep.pkt_tag
@@ -738,8 +972,18 @@ impl Manager {
         attachment_network: &str,
         valid: &BTreeSet<(String, String)>,
     ) -> Result<usize, ManagerError> {
-        let ports = self.dp.endpoint_ports().await?;
         let mut removed = 0;
+        if let Some(pool) = &self.pool {
+            let net = pool::alias_network(attachment_network);
+            let keep: BTreeSet<String> = valid.iter().map(|(c, i)| endpoint_id(c, i)).collect();
+            for (ep_id, b) in pool.all_bound() {
+                if b.cni_network == net && !keep.contains(&ep_id) {
+                    self.del_endpoint(&ep_id, true).await?;
+                    removed += 1;
+                }
+            }
+        }
+        let ports = self.dp.endpoint_ports().await?;
         for p in ports {
             let get = |k: &str| p.external_ids.get(k).cloned().unwrap_or_default();
             if get(ids::CNI_NETWORK) != attachment_network {
@@ -821,6 +1065,86 @@ impl Manager {
         Ok(())
     }
 
+    /// After a restart, the port pool: a pooled port whose mark names a live endpoint serves it
+    /// (its flows go in `locals`); one whose endpoint is released (a DEL cut short) is free
+    /// again; half-made pairs (a refill cut short) are deleted.
+    async fn reconcile_pool(
+        &self,
+        pool: &Pool,
+        by_id: &HashMap<&str, &Endpoint>,
+        links: &HashMap<String, u32>,
+        with_port: &mut BTreeSet<String>,
+        locals: &mut Vec<(u32, Endpoint)>,
+    ) -> Result<(), ManagerError> {
+        let ports = self.dp.pool_ports().await?;
+        let waiting: HashMap<String, crate::netlink::PoolLink> = pool
+            .nl
+            .links_with_alias()
+            .await?
+            .into_iter()
+            .map(|l| (l.name.clone(), l))
+            .collect();
+        let (mut free, mut bound, mut kept) = (Vec::new(), Vec::new(), BTreeSet::new());
+        for p in &ports {
+            let (Some(w), true, Some(of)) = (
+                waiting.get(&p.name),
+                links.contains_key(&p.name),
+                p.ofport.or(p.ofport_request),
+            ) else {
+                tracing::info!(port = %p.name, "deleting half a pooled port");
+                self.dp.remove_port(&p.name).await?;
+                continue;
+            };
+            kept.insert(p.name.clone());
+            let pair = Pair {
+                name: p.name.clone(),
+                index: w.index,
+                ofport: of,
+                host_mac: self.host.mac(&p.name).await?.unwrap_or_default(),
+                strikes: 0,
+                last: None,
+            };
+            let Some((ep_id, net)) = pool::parse_alias(&w.alias) else {
+                free.push(pair);
+                continue;
+            };
+            match by_id.get(ep_id.as_str()) {
+                Some(ep) => {
+                    with_port.insert(ep_id.clone());
+                    locals.push((of, (*ep).clone()));
+                    let ifname = ep.intf_name.clone();
+                    bound.push((
+                        ep_id,
+                        Bound {
+                            pair,
+                            cni_network: net,
+                            netns: PathBuf::new(),
+                            ifname,
+                        },
+                    ));
+                }
+                None => {
+                    tracing::info!(endpoint = %ep_id, port = %p.name, "freeing the pooled port of a removed endpoint");
+                    pool.nl.set_alias_mac(w.index, "", None).await?;
+                    free.push(pair);
+                }
+            }
+        }
+        for (name, w) in &waiting {
+            if pool::is_pool_ifname(name) && !kept.contains(name) {
+                pool.nl.delete_index(w.index).await?;
+            }
+        }
+        for name in links.keys() {
+            if pool::is_pool_ifname(name) && !kept.contains(name) {
+                self.host.delete(name).await?;
+            }
+        }
+        tracing::info!(free = free.len(), bound = bound.len(), "port pool restored");
+        pool.restore(free, bound);
+        Ok(())
+    }
+
     /// After a restart: re-assert every endpoint port's flows (an atomic replace, so running pods
     /// see no gap), and release netmaster endpoints of this node that have no port (an ADD that
     /// crashed half-way).
@@ -862,6 +1186,10 @@ impl Manager {
                     tracing::warn!(endpoint = %id, port = %p.name, "port has no OpenFlow port yet")
                 }
             }
+        }
+        if let Some(pool) = &self.pool {
+            self.reconcile_pool(pool, &by_id, &links, &mut with_port, &mut locals)
+                .await?;
         }
         self.delete_orphan_veths(&links).await?;
         // One atomic replace of every endpoint's flows: running pods see no gap.

@@ -8,9 +8,11 @@ use futures::TryStreamExt;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkMessage,
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkMessage, MacVlanMode,
 };
-use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -62,6 +64,60 @@ impl Netns {
         })
     }
 
+    /// Opens the namespace at `path`, first creating it there if there is none (a new
+    /// namespace bind-mounted on the path, as `ip netns add` does). The mount keeps it alive
+    /// when the agent exits, so it must be made in the host's mount namespace.
+    pub fn open_or_create(path: &Path) -> Result<Self, LinkError> {
+        if let Ok(ns) = Self::open(path)
+            && is_netns(&ns)
+        {
+            return Ok(ns);
+        }
+        let err = |reason: String| LinkError::Netns {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| err(format!("create {}: {e}", dir.display())))?;
+        }
+        let target = path.to_path_buf();
+        std::thread::spawn(move || -> Result<(), String> {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("make a network namespace: {e}"))?;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&target)
+                .map_err(|e| format!("create the mount point: {e}"))?;
+            let src = std::ffi::CString::new("/proc/thread-self/ns/net").unwrap_or_default();
+            let dst = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
+                .map_err(|e| e.to_string())?;
+            // SAFETY: both are valid NUL-terminated paths alive for the call; no fs type or
+            // data for a bind mount.
+            let r = unsafe {
+                libc::mount(
+                    src.as_ptr(),
+                    dst.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                )
+            };
+            if r != 0 {
+                return Err(format!(
+                    "bind-mount the namespace: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            Ok(())
+        })
+        .join()
+        .map_err(|_| err("worker thread panicked".into()))?
+        .map_err(err)?;
+        Self::open(path)
+    }
+
     pub fn raw_fd(&self) -> i32 {
         self.fd.as_raw_fd()
     }
@@ -88,6 +144,19 @@ impl Netns {
         })?
         .map_err(|reason| LinkError::Netns { path, reason })
     }
+}
+
+/// Whether `ns` is a network namespace (not the empty file a failed `ip netns add` leaves).
+fn is_netns(ns: &Netns) -> bool {
+    nix::sys::statfs::fstatfs(&ns.fd).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
+}
+
+/// A link as the port pool sees it (see `crate::pool`).
+#[derive(Debug, Clone)]
+pub struct PoolLink {
+    pub name: String,
+    pub index: u32,
+    pub alias: String,
 }
 
 /// An rtnetlink connection bound to one namespace.
@@ -186,6 +255,87 @@ impl Netlink {
             }
         }
         Ok(names)
+    }
+
+    /// Every link of the namespace with its alias (`IFLA_IFALIAS`).
+    pub async fn links_with_alias(&self) -> Result<Vec<PoolLink>, LinkError> {
+        let mut s = self.handle.link().get().execute();
+        let mut out = Vec::new();
+        while let Some(m) = s.try_next().await.map_err(nl("list links"))? {
+            let mut l = PoolLink {
+                name: String::new(),
+                index: m.header.index,
+                alias: String::new(),
+            };
+            for a in &m.attributes {
+                match a {
+                    LinkAttribute::IfName(n) => l.name = n.clone(),
+                    LinkAttribute::IfAlias(a) => l.alias = a.clone(),
+                    _ => {}
+                }
+            }
+            out.push(l);
+        }
+        Ok(out)
+    }
+
+    /// Sets link `index`'s alias (empty clears it) and, if given, its MAC address, in one
+    /// request.
+    pub async fn set_alias_mac(
+        &self,
+        index: u32,
+        alias: &str,
+        mac: Option<[u8; 6]>,
+    ) -> Result<(), LinkError> {
+        let mut b = LinkMessageBuilder::<LinkUnspec>::new().index(index);
+        if let Some(mac) = mac {
+            b = b.address(mac.to_vec());
+        }
+        let mut msg = b.build();
+        msg.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(nl(format!("set alias of link {index} to '{alias}'")))
+    }
+
+    /// Creates `name`, a passthru macvlan of link `lower` (in this namespace), directly inside
+    /// `ns`, down, with the lower link's MAC address. Passthru: the kernel allows one such
+    /// macvlan per lower link, so a lower link still held by an old one fails with
+    /// `Invalid argument`, returned as `Ok(false)`.
+    pub async fn create_passthru_macvlan(
+        &self,
+        lower: u32,
+        name: &str,
+        mtu: u32,
+        ns: &Netns,
+    ) -> Result<bool, LinkError> {
+        let msg = LinkMacVlan::new(name, lower, MacVlanMode::Passthrough)
+            .mtu(mtu)
+            .setns_by_fd(ns.raw_fd())
+            .build();
+        match self.handle.link().add(msg).execute().await {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::EINVAL => {
+                Ok(false)
+            }
+            Err(e) => {
+                let mut err = nl(format!(
+                    "create interface {name} in netns {}",
+                    ns.path.display()
+                ))(e);
+                if let LinkError::Netlink { reason, .. } = &mut err
+                    && reason == "File exists"
+                {
+                    *reason = format!(
+                        "File exists (the pod's namespace already has an interface {name})"
+                    );
+                }
+                Err(err)
+            }
+        }
     }
 
     /// The index of a link, or None when it does not exist.
@@ -435,6 +585,13 @@ impl Netlink {
             }
             Err(e) => Err(nl(format!("delete the links of link group {group}"))(e)),
         }
+    }
+
+    /// Deletes the links with these indexes in one request each, without waiting for one
+    /// another. Absent links are fine.
+    pub async fn delete_indexes(&self, indexes: &[u32]) -> Result<(), LinkError> {
+        futures::future::try_join_all(indexes.iter().map(|i| self.delete_index(*i))).await?;
+        Ok(())
     }
 
     /// Deletes a link; a link that does not exist is not an error.

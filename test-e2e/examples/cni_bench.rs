@@ -50,12 +50,15 @@ extern "C" fn on_signal(_: libc::c_int) {
 struct Args {
     pods: usize,
     parallel: usize,
+    /// The agent's `--port-pool` (0: a veth and port per pod).
+    port_pool: usize,
 }
 
 fn args() -> Result<Args, String> {
     let mut a = Args {
         pods: 200,
         parallel: 8,
+        port_pool: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -67,8 +70,9 @@ fn args() -> Result<Args, String> {
         match k.as_str() {
             "--pods" => a.pods = num("--pods")?.max(1),
             "--parallel" => a.parallel = num("--parallel")?.max(1),
+            "--port-pool" => a.port_pool = num("--port-pool")?,
             "-h" | "--help" => {
-                println!("cni_bench [--pods N (200)] [--parallel P (8)]");
+                println!("cni_bench [--pods N (200)] [--parallel P (8)] [--port-pool N (0)]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other} (try --help)")),
@@ -321,6 +325,10 @@ fn phase(
                         ));
                         return;
                     }
+                    if command == "DEL" {
+                        // As a runtime does once the pod's network is torn down.
+                        pods[i].remove_netns();
+                    }
                     out.lock().unwrap()[i] = Some((r.elapsed, r.json));
                 }
             });
@@ -386,14 +394,17 @@ fn run_plugin(
     procs: &Procs,
     hostns: &File,
     plugin: &Plugin,
-    pods: &[Pod],
+    npods: usize,
     workers: usize,
     tag: &str,
     check_added: &dyn Fn(usize) -> Result<(), String>,
     settle: &dyn Fn() -> Result<(), String>,
 ) -> Result<RunResult, String> {
     let done = || Ok(());
-    let warm = &pods[..WARMUP.min(pods.len())];
+    // Fresh namespaces for every run (not timed): each DEL removes its pod's namespace.
+    let warm: Vec<Pod> = (0..WARMUP.min(npods)).map(|_| Pod::new()).collect();
+    let pods: Vec<Pod> = (0..npods).map(|_| Pod::new()).collect();
+    let (warm, pods) = (&warm[..], &pods[..]);
     let warm_ids: Vec<String> = warm
         .iter()
         .map(|p| format!("{}w{tag}", p.container_id))
@@ -483,7 +494,14 @@ fn run(a: &Args) -> Result<(), String> {
     eprintln!("building the binaries and starting netmaster and one host (OVS + netplugin)...");
     let m = Netmaster::start();
     m.network("default", "default-net", "10.128.0.0/16", "10.128.0.1");
-    let h = Host::start(&m, "bench1");
+    let mut h = Host::netns_only(&m, "bench1");
+    let pool_arg = format!("--port-pool={}", a.port_pool);
+    let agent_args: Vec<&str> = if a.port_pool > 0 {
+        vec![pool_arg.as_str()]
+    } else {
+        Vec::new()
+    };
+    h.boot(&agent_args);
     let hostns = host_netns(&h)?;
     let data_dir = TempDir(PathBuf::from(format!("/tmp/{}", unique("ipam"))));
     std::fs::create_dir_all(&data_dir.0).map_err(|e| e.to_string())?;
@@ -491,7 +509,13 @@ fn run(a: &Args) -> Result<(), String> {
     let bridge = bridge_plugin(&data_dir.0);
 
     let contiv_ports = |want: usize| -> Result<(), String> {
-        let (ports, eps) = (h.ovs_ports().len(), m.endpoints().len());
+        // Pooled ports stay on the bridge: count those marked for an endpoint.
+        let ports = if a.port_pool > 0 {
+            bound_pool_ports(&h)
+        } else {
+            h.ovs_ports().len()
+        };
+        let eps = m.endpoints().len();
         if ports == want && eps == want {
             Ok(())
         } else {
@@ -522,8 +546,6 @@ fn run(a: &Args) -> Result<(), String> {
     let floor_contiv = exec_floor(&hostns, &contiv)?;
     let floor_bridge = exec_floor(&hostns, &bridge)?;
 
-    eprintln!("creating {} pod namespaces (not timed)...", a.pods);
-    let pods: Vec<Pod> = (0..a.pods).map(|_| Pod::new()).collect();
 
     let mut results = Vec::new();
     for (tag, workers) in [("s", 1), ("p", a.parallel)] {
@@ -546,7 +568,7 @@ fn run(a: &Args) -> Result<(), String> {
             };
             let tag = format!("{tag}{}", &plugin.name[..1]);
             results.push(run_plugin(
-                &procs, &hostns, plugin, &pods, workers, &tag, check, settle,
+                &procs, &hostns, plugin, a.pods, workers, &tag, check, settle,
             )?);
         }
     }
@@ -554,7 +576,6 @@ fn run(a: &Args) -> Result<(), String> {
     print_report(a, &results, floor_contiv, floor_bridge);
     print_cpu(&results);
     print_agent_split(&h, &results);
-    drop(pods);
 
     Ok(())
 }
@@ -594,6 +615,16 @@ fn agent_veths_gone(h: &Host) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// Pooled ports marked for an endpoint (their waiting end's alias).
+fn bound_pool_ports(h: &Host) -> usize {
+    let out = std::process::Command::new("ip")
+        .args(["-n", &h.pool_ns(), "-o", "link", "show"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    out.lines().filter(|l| l.contains(" alias ")).count()
 }
 
 fn mode_name(workers: usize) -> String {

@@ -569,8 +569,21 @@ impl Host {
     /// Starts OVS and the agent (with `agent_args`) on a host made by [`Host::netns_only`].
     pub fn boot(&mut self, agent_args: &[&str]) {
         self.agent_args = agent_args.iter().map(|a| a.to_string()).collect();
+        if self.agent_args.iter().any(|a| a.starts_with("--port-pool")) {
+            // Made here, in this process's mount namespace: one the agent made under
+            // `ip netns exec` would go (and every pooled pod's interface with it) when the
+            // agent exits.
+            must(Command::new("ip").args(["netns", "add", &self.pool_ns()]));
+            self.agent_args
+                .push(format!("--pool-netns=/run/netns/{}", self.pool_ns()));
+        }
         self.start_ovs();
         self.start_agent();
+    }
+
+    /// The namespace where the agent's pooled ports wait (with `--port-pool`).
+    pub fn pool_ns(&self) -> String {
+        format!("{}pool", self.ns)
     }
 
     /// Runs `f` on a thread inside the host's namespace (sockets made there stay there).
@@ -917,6 +930,10 @@ impl Drop for Host {
         kill_pidfile(&self.dir.join("vswitchd.pid"));
         kill_pidfile(&self.dir.join("ovsdb.pid"));
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.pool_ns()])
+            .stderr(Stdio::null())
+            .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -1192,10 +1209,23 @@ pub fn in_netns<T: Send + 'static>(path: &str, f: impl FnOnce() -> T + Send + 's
     .expect("netns thread")
 }
 
+impl Pod {
+    /// Removes the namespace's name now, as `ip netns del` does (the namespace itself goes
+    /// once nothing holds it), without a process: for benchmarks.
+    pub fn remove_netns(&self) {
+        let path = std::ffi::CString::new(self.netns_path()).unwrap_or_default();
+        // SAFETY: a valid NUL-terminated path alive for the call.
+        unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+        let _ = std::fs::remove_file(self.netns_path());
+    }
+}
+
 impl Drop for Pod {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.netns])
-            .status();
+        if Path::new(&self.netns_path()).exists() {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.netns])
+                .status();
+        }
     }
 }
