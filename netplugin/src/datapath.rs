@@ -547,10 +547,11 @@ impl Datapath {
     /// Adds ports for the port pool, all at once (ovs-vswitchd reconfigures the bridge once for
     /// the lot, rather than once per port): their OpenFlow numbers, in order.
     pub async fn add_pool_ports(&self, names: &[String]) -> Result<Vec<u32>, DatapathError> {
-        let ofports = futures::future::try_join_all(names.iter().map(|n| {
-            self.add_numbered_port(PortSpec::new(n).external_id(ids::POOL, "1"), None)
-        }))
-        .await?;
+        let ofports =
+            futures::future::try_join_all(names.iter().map(|n| {
+                self.add_numbered_port(PortSpec::new(n).external_id(ids::POOL, "1"), None)
+            }))
+            .await?;
         let mut idx = self.port_index();
         for (n, of) in names.iter().zip(&ofports) {
             idx.pool.insert(n.clone(), *of);

@@ -122,7 +122,11 @@ struct Opts {
     /// Switch ports kept ready for CNI pods (0: none, each ADD makes its own veth and port).
     /// A pod then gets a macvlan of a pooled port instead of a veth, and ADD changes nothing
     /// on the host but flows (docs/decisions.md "Pooled ports").
-    #[arg(long = "port-pool", env = "CONTIV_NETPLUGIN_PORT_POOL", default_value_t = 0)]
+    #[arg(
+        long = "port-pool",
+        env = "CONTIV_NETPLUGIN_PORT_POOL",
+        default_value_t = 0
+    )]
     port_pool: usize,
     /// Where the pooled ports' pod ends wait: a network namespace, made if missing (its mount
     /// must outlive the agent: the host's mount namespace). Default:

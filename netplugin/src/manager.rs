@@ -239,8 +239,13 @@ enum Undo {
     Pair(Pair),
     /// The pod's interface on a pooled port: (namespace, name).
     PodLink(PathBuf, String),
+    /// An endpoint's flows.
+    Flows(String),
     HostLink(String),
-    Port { ifname: String, endpoint: String },
+    Port {
+        ifname: String,
+        endpoint: String,
+    },
 }
 
 impl Manager {
@@ -405,6 +410,11 @@ impl Manager {
                     }
                     None => Ok(()),
                 },
+                Undo::Flows(id) => self
+                    .dp
+                    .remove_endpoint_flows(id)
+                    .await
+                    .map_err(|e| e.to_string()),
                 Undo::PodLink(netns, ifname) => delete_pod_link(netns, ifname, None)
                     .await
                     .map(|_| ())
@@ -560,7 +570,8 @@ impl Manager {
                 false,
             )?;
         } else {
-            self.configure_pod_side(req, &ns, &ep, self.dp.kind == DatapathType::Userspace)
+            let pod = Netlink::in_netns(&ns)?;
+            self.configure_pod_side(req, &ns, pod, &ep, self.dp.kind == DatapathType::Userspace)
                 .await?;
         }
         steps::mark("pod_side");
@@ -604,8 +615,21 @@ impl Manager {
             self.release_pooled(pool, ep_id).await?;
         }
         steps::mark("existing");
-        let ep = self.create_master_endpoint(req, ep_id).await?;
-        undo.push(Undo::MasterEndpoint(ep_id.to_string()));
+        // The address from netmaster and the pod's interface on a pooled port at the same
+        // time: neither needs the other until the interface gets its MAC and addresses.
+        let (ep, got) = tokio::join!(self.create_master_endpoint(req, ep_id), async {
+            let pair = self.hand_over(pool, &req.ifname, mtu, ns).await?;
+            steps::mark("macvlan");
+            let pod = Netlink::in_netns(ns).map_err(ManagerError::from);
+            Ok::<_, ManagerError>((pair, pod))
+        });
+        if ep.is_ok() {
+            undo.push(Undo::MasterEndpoint(ep_id.to_string()));
+        }
+        let (pair, pod) = got?;
+        undo.push(Undo::Pair(pair.clone()));
+        undo.push(Undo::PodLink(req.netns.clone(), req.ifname.clone()));
+        let (ep, pod) = (ep?, pod?);
         steps::mark("master");
         let mac = parse_mac(&ep.mac_address).ok_or_else(|| {
             ManagerError::new(
@@ -613,15 +637,17 @@ impl Manager {
                 format!("netmaster gave a bad MAC {}", ep.mac_address),
             )
         })?;
-        let tag = pool::alias(ep_id, &req.attachment_network);
-        let pair = self
-            .hand_over(pool, &tag, mac, &req.ifname, mtu, ns)
+        // The macvlan takes its lower link's MAC (passthru), now as later.
+        pool.nl
+            .set_alias_mac(
+                pair.index,
+                &pool::alias(ep_id, &req.attachment_network),
+                Some(mac),
+            )
             .await?;
-        undo.push(Undo::Pair(pair.clone()));
-        undo.push(Undo::PodLink(req.netns.clone(), req.ifname.clone()));
-        steps::mark("macvlan");
-        self.configure_pod_side(req, ns, &ep, false).await?;
+        self.configure_pod_side(req, ns, pod, &ep, false).await?;
         steps::mark("pod_side");
+        undo.push(Undo::Flows(ep_id.to_string()));
         self.dp.program_endpoint(pair.ofport, &ep).await?;
         steps::mark("flows");
         pool.bind(
@@ -637,16 +663,14 @@ impl Manager {
         Ok(attachment(req, ep, &pair, mtu))
     }
 
-    /// Takes a pooled port (or makes one when the pool is empty), marks it for endpoint `tag`
-    /// with the pod's MAC, and makes the pod's interface on it. A port an earlier pod's
+    /// Takes a pooled port (or makes one when the pool is empty) and makes the pod's interface
+    /// on it. A port an earlier pod's
     /// interface still holds (its namespace outlived its DEL) is freed by deleting that
     /// interface if its namespace is known, else skipped; after three such misses it is
     /// deleted (which frees it for good) in the background.
     async fn hand_over(
         &self,
         pool: &Pool,
-        tag: &str,
-        mac: [u8; 6],
         ifname: &str,
         mtu: u32,
         ns: &Netns,
@@ -662,14 +686,20 @@ impl Manager {
                 }
             };
             let r = async {
-                pool.nl.set_alias_mac(pair.index, tag, Some(mac)).await?;
-                if pool.nl.create_passthru_macvlan(pair.index, ifname, mtu, ns).await? {
+                if pool
+                    .nl
+                    .create_passthru_macvlan(pair.index, ifname, mtu, ns)
+                    .await?
+                {
                     return Ok(true);
                 }
                 if let Some((netns, old)) = pair.last.take()
                     && delete_pod_link(&netns, &old, Some(pair.index)).await?
                 {
-                    return pool.nl.create_passthru_macvlan(pair.index, ifname, mtu, ns).await;
+                    return pool
+                        .nl
+                        .create_passthru_macvlan(pair.index, ifname, mtu, ns)
+                        .await;
                 }
                 Ok::<bool, LinkError>(false)
             }
@@ -678,7 +708,6 @@ impl Manager {
                 Ok(true) => return Ok(pair),
                 Ok(false) => {
                     pair.strikes += 1;
-                    let _ = pool.nl.set_alias_mac(pair.index, "", None).await;
                     if pair.strikes < 3 {
                         tracing::debug!(port = %pair.name, "pooled port still held by an earlier pod's interface: trying another");
                         pool.put_back(pair);
@@ -689,7 +718,6 @@ impl Manager {
                     }
                 }
                 Err(e) => {
-                    let _ = pool.nl.set_alias_mac(pair.index, "", None).await;
                     pool.put_back(pair);
                     return Err(e.into());
                 }
@@ -753,10 +781,10 @@ impl Manager {
         &self,
         req: &AddRequest,
         ns: &Netns,
+        pod: Netlink,
         ep: &Endpoint,
         tx_csum_off: bool,
     ) -> Result<(), ManagerError> {
-        let pod = Netlink::in_netns(ns)?;
         let idx = pod.index(&req.ifname).await?.ok_or_else(|| {
             ManagerError::new(
                 ErrorKind::Internal,
@@ -896,9 +924,10 @@ impl Manager {
         // A pooled port carries no endpoint identity (nor VLAN tag) in OVS.
         let bound = self.pool.as_ref().and_then(|p| p.bound(&ep_id));
         let host_if = bound.as_ref().map_or(host_if, |b| b.pair.name.clone());
-        let ports = self.dp.vs.list_ports(&self.dp.bridge).await.map_err(|e| {
-            ManagerError::new(ErrorKind::Internal, format!("list OVS ports: {e}"))
-        })?;
+        let ports =
+            self.dp.vs.list_ports(&self.dp.bridge).await.map_err(|e| {
+                ManagerError::new(ErrorKind::Internal, format!("list OVS ports: {e}"))
+            })?;
         let port = ports.iter().find(|p| p.name == host_if).ok_or_else(|| {
             bad(format!(
                 "OVS port {host_if} of endpoint {ep_id} is missing from bridge {}",

@@ -78,7 +78,8 @@ impl Netns {
             reason,
         };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| err(format!("create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| err(format!("create {}: {e}", dir.display())))?;
         }
         let target = path.to_path_buf();
         std::thread::spawn(move || -> Result<(), String> {
@@ -148,7 +149,8 @@ impl Netns {
 
 /// Whether `ns` is a network namespace (not the empty file a failed `ip netns add` leaves).
 fn is_netns(ns: &Netns) -> bool {
-    nix::sys::statfs::fstatfs(&ns.fd).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
+    nix::sys::statfs::fstatfs(&ns.fd)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
 }
 
 /// A link as the port pool sees it (see `crate::pool`).
@@ -292,7 +294,8 @@ impl Netlink {
             b = b.address(mac.to_vec());
         }
         let mut msg = b.build();
-        msg.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+        msg.attributes
+            .push(LinkAttribute::IfAlias(alias.to_string()));
         self.handle
             .link()
             .set(msg)

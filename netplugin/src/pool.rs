@@ -211,18 +211,24 @@ impl Pool {
             let mut mac = *uuid::Uuid::new_v4().as_bytes();
             mac[0] = (mac[0] & 0xfe) | 0x02;
             let mac: [u8; 6] = mac[..6].try_into().unwrap_or([2, 0, 0, 0, 0, 1]);
-            host.create_veth(name, name, mac, self.mtu, &self.ns).await?;
-            if let Err(e) = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1")
+            host.create_veth(name, name, mac, self.mtu, &self.ns)
+                .await?;
+            if let Err(e) =
+                std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1")
             {
                 tracing::debug!(port = %name, error = %e, "disable IPv6 on the host side");
             }
             // Up before the port is added: ovs-vswitchd writes back the flags it read.
             let idx = host.index(name).await?.unwrap_or_default();
             host.set_up(name, idx).await?;
-            let pidx = self.nl.index(name).await?.ok_or_else(|| LinkError::Netlink {
-                action: format!("find {name} in the pool namespace"),
-                reason: "vanished".into(),
-            })?;
+            let pidx = self
+                .nl
+                .index(name)
+                .await?
+                .ok_or_else(|| LinkError::Netlink {
+                    action: format!("find {name} in the pool namespace"),
+                    reason: "vanished".into(),
+                })?;
             self.nl.set_up(name, pidx).await?;
             indexes.push((pidx, host.mac(name).await?.unwrap_or_default()));
         }
@@ -240,10 +246,13 @@ impl Pool {
             action: "set up pooled ports".into(),
             reason: e.to_string(),
         })??;
-        let ofports = dp.add_pool_ports(names).await.map_err(|e| LinkError::Netlink {
-            action: "add pooled ports to the bridge".into(),
-            reason: e.to_string(),
-        })?;
+        let ofports = dp
+            .add_pool_ports(names)
+            .await
+            .map_err(|e| LinkError::Netlink {
+                action: "add pooled ports to the bridge".into(),
+                reason: e.to_string(),
+            })?;
         Ok(names
             .iter()
             .zip(indexes)

@@ -546,7 +546,6 @@ fn run(a: &Args) -> Result<(), String> {
     let floor_contiv = exec_floor(&hostns, &contiv)?;
     let floor_bridge = exec_floor(&hostns, &bridge)?;
 
-
     let mut results = Vec::new();
     for (tag, workers) in [("s", 1), ("p", a.parallel)] {
         for plugin in [&contiv, &bridge] {
