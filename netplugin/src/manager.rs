@@ -570,9 +570,15 @@ impl Manager {
                 false,
             )?;
         } else {
-            let pod = Netlink::in_netns(&ns)?;
-            self.configure_pod_side(req, &ns, pod, &ep, self.dp.kind == DatapathType::Userspace)
+            let pod = self
+                .prepare_pod_side(
+                    &ns,
+                    &req.ifname,
+                    self.dp.kind == DatapathType::Userspace,
+                    ep.ipv6_address.is_empty(),
+                )
                 .await?;
+            self.finish_pod_side(&req.ifname, pod, &ep).await?;
         }
         steps::mark("pod_side");
         self.dp.program_endpoint(ofport, &ep).await?;
@@ -620,7 +626,8 @@ impl Manager {
         let (ep, got) = tokio::join!(self.create_master_endpoint(req, ep_id), async {
             let pair = self.hand_over(pool, &req.ifname, mtu, ns).await?;
             steps::mark("macvlan");
-            let pod = Netlink::in_netns(ns).map_err(ManagerError::from);
+            // IPv6 off until the endpoint shows its network has it (most have not).
+            let pod = self.prepare_pod_side(ns, &req.ifname, false, true).await;
             Ok::<_, ManagerError>((pair, pod))
         });
         if ep.is_ok() {
@@ -645,7 +652,10 @@ impl Manager {
                 Some(mac),
             )
             .await?;
-        self.configure_pod_side(req, ns, pod, &ep, false).await?;
+        if !ep.ipv6_address.is_empty() {
+            crate::netlink::set_pod_ipv6(ns, &req.ifname, true)?;
+        }
+        self.finish_pod_side(&req.ifname, pod, &ep).await?;
         steps::mark("pod_side");
         undo.push(Undo::Flows(ep_id.to_string()));
         self.dp.program_endpoint(pair.ofport, &ep).await?;
@@ -775,42 +785,48 @@ impl Manager {
             })
     }
 
-    /// CNI mode: the container side is in the pod's namespace; give it its addresses and routes.
-    /// `tx_csum_off`: turn the interface's TX checksum offload off (see `prepare_pod_link`).
-    async fn configure_pod_side(
+    /// CNI mode, the pod's side of a new interface before its addresses: a netlink socket in
+    /// the pod's namespace, the interface's index, TX checksum offload and IPv6 set (see
+    /// `prepare_pod_link`), `lo` up.
+    async fn prepare_pod_side(
         &self,
-        req: &AddRequest,
         ns: &Netns,
-        pod: Netlink,
-        ep: &Endpoint,
+        ifname: &str,
         tx_csum_off: bool,
-    ) -> Result<(), ManagerError> {
-        let idx = pod.index(&req.ifname).await?.ok_or_else(|| {
+        ipv6_off: bool,
+    ) -> Result<(Netlink, u32), ManagerError> {
+        let pod = Netlink::in_netns(ns)?;
+        let idx = pod.index(ifname).await?.ok_or_else(|| {
             ManagerError::new(
                 ErrorKind::Internal,
-                format!(
-                    "interface {} vanished from {}",
-                    req.ifname,
-                    req.netns.display()
-                ),
+                format!("interface {ifname} vanished from {}", ns.path.display()),
             )
         })?;
+        prepare_pod_link(ns, ifname, tx_csum_off, ipv6_off)?;
+        if let Some(lo) = pod.index("lo").await? {
+            pod.set_up("lo", lo).await?;
+        }
+        Ok((pod, idx))
+    }
+
+    /// Then the endpoint's addresses, the interface up, default routes via the gateways.
+    async fn finish_pod_side(
+        &self,
+        ifname: &str,
+        (pod, idx): (Netlink, u32),
+        ep: &Endpoint,
+    ) -> Result<(), ManagerError> {
         let v4: IpAddr = ep
             .ip_address
             .parse()
             .map_err(|_| ManagerError::new(ErrorKind::Internal, "netmaster gave a bad address"))?;
-        pod.add_address(&req.ifname, idx, v4, ep.prefix_len).await?;
+        pod.add_address(ifname, idx, v4, ep.prefix_len).await?;
         if !ep.ipv6_address.is_empty()
             && let Ok(v6) = ep.ipv6_address.parse::<IpAddr>()
         {
-            pod.add_address(&req.ifname, idx, v6, ep.ipv6_prefix_len)
-                .await?;
+            pod.add_address(ifname, idx, v6, ep.ipv6_prefix_len).await?;
         }
-        prepare_pod_link(ns, &req.ifname, tx_csum_off, ep.ipv6_address.is_empty())?;
-        pod.set_up(&req.ifname, idx).await?;
-        if let Some(lo) = pod.index("lo").await? {
-            pod.set_up("lo", lo).await?;
-        }
+        pod.set_up(ifname, idx).await?;
         // No gateway, no default route: the pod reaches only its own network (Contiv's rule).
         if let Ok(gw) = ep.gateway.parse::<IpAddr>() {
             pod.add_default_route(gw, idx).await?;

@@ -647,17 +647,30 @@ pub fn prepare_pod_link(
                 .map_err(|e| format!("turn tx checksum offload off on {name}: {e}"))?;
         }
         if ipv6_off {
-            // /proc/sys/net is the namespace of the thread that opens it: the pod's, here.
-            let path = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
-            match std::fs::write(&path, "1") {
-                // No IPv6 in this kernel at all: nothing to turn off.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(format!("turn IPv6 off on {name} ({path}): {e}")),
-                Ok(()) => {}
-            }
+            write_disable_ipv6(&name, true)?;
         }
         Ok(())
     })
+}
+
+/// Turns IPv6 on or off on a pod's interface (before it comes up).
+pub fn set_pod_ipv6(ns: &Netns, ifname: &str, on: bool) -> Result<(), LinkError> {
+    let name = ifname.to_string();
+    ns.run(move || write_disable_ipv6(&name, !on))
+}
+
+/// Writes `disable_ipv6` of interface `name` in the calling thread's namespace (/proc/sys/net
+/// is the namespace of the thread that opens it). No IPv6 in the kernel: nothing to do.
+fn write_disable_ipv6(name: &str, disable: bool) -> Result<(), String> {
+    let path = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+    match std::fs::write(&path, if disable { "1" } else { "0" }) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!(
+            "turn IPv6 {} on {name} ({path}): {e}",
+            if disable { "off" } else { "on" }
+        )),
+        Ok(()) => Ok(()),
+    }
 }
 
 /// Reads whether TX checksum offload is on (for CHECK and tests).

@@ -85,6 +85,40 @@ fn pooled_pods_talk_are_isolated_and_ports_are_reused() {
     b1.exec(&["ip", "route", "add", "10.1.2.0/24", "dev", "eth0"]);
     assert!(!a1.reaches(&b1.ip, Duration::from_secs(2)), "a1 reached b1");
 
+    // A network with IPv6: the pod keeps IPv6 and gets its address; pods talk over it.
+    let (code, v) = m.api(
+        "POST",
+        "/api/v1/networks/default:dual/",
+        Some(
+            json!({"tenantName": "default", "networkName": "dual", "encap": "vxlan",
+            "subnet": "10.1.4.0/24", "gateway": "10.1.4.1", "ipv6Subnet": "fd00:4::/64"}),
+        ),
+    );
+    assert_eq!(code, 200, "{v}");
+    let dual = h.conf("1.1.0", json!({"network": "dual"}));
+    let (d1, d2) = (h.pod(&dual), h.pod(&dual));
+    let v6_of = |p: &Pod| -> String {
+        p.result["ips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| i["address"].as_str())
+            .find(|a| a.contains(':'))
+            .unwrap_or_else(|| panic!("no IPv6 address: {}", p.result))
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let on = d1.exec(&["cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6"]);
+    assert_eq!(String::from_utf8_lossy(&on.stdout).trim(), "0");
+    let to = v6_of(&d2);
+    wait_for("IPv6 ping d1 -> d2", Duration::from_secs(10), || {
+        d1.exec(&["ping", "-6", "-c", "1", "-W", "1", &to])
+            .status
+            .success()
+    });
+
     // CHECK passes, and notices damage.
     let mut c = conf.clone();
     c["prevResult"] = a1.result.clone();
@@ -95,8 +129,8 @@ fn pooled_pods_talk_are_isolated_and_ports_are_reused() {
     // runtime does) and the next pod gets the address and, in time, the port.
     let del = h.cni("DEL", &a2.container_id, &a2.netns_path(), "eth0", &conf);
     assert!(del.ok(), "{}", del.stdout);
-    assert_eq!(marks(&h).len(), 2);
-    assert_eq!(m.endpoints().len(), 2);
+    assert_eq!(marks(&h).len(), 4);
+    assert_eq!(m.endpoints().len(), 4);
     drop(a2);
     let a3 = h.pod(&conf);
     assert_eq!(a3.ip, "10.1.2.3");
