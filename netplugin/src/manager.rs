@@ -609,12 +609,20 @@ impl Manager {
         undo: &mut Vec<Undo>,
     ) -> Result<Attachment, ManagerError> {
         if let Some(b) = pool.bound(ep_id) {
-            if b.netns == req.netns
-                && b.ifname == req.ifname
+            // The pod's interface is the one on its port (a restarted agent knows the port, not
+            // the namespace's path).
+            if b.ifname == req.ifname
+                && Netlink::in_netns(ns)?.passthru_lower(&req.ifname).await? == Some(b.pair.index)
                 && let Ok(ep) = self.master.get_endpoint(ep_id).await
-                && Netlink::in_netns(ns)?.index(&req.ifname).await?.is_some()
             {
                 tracing::info!(endpoint = %ep_id, "ADD of an existing attachment: returning it");
+                pool.bind(
+                    ep_id,
+                    Bound {
+                        netns: req.netns.clone(),
+                        ..b.clone()
+                    },
+                );
                 return Ok(attachment(req, ep, &b.pair, mtu));
             }
             // The pod's interface is gone (a new namespace, say): start again.
@@ -729,7 +737,12 @@ impl Manager {
                 }
                 Err(e) => {
                     pool.put_back(pair);
-                    return Err(e.into());
+                    // A re-ADD into the namespace of an endpoint just DELed: its interface is
+                    // still there, on a free port. Delete it and try again.
+                    let taken = matches!(&e, LinkError::Netlink { reason, .. } if reason.starts_with("File exists"));
+                    if !(taken && self.delete_freed_pod_link(pool, ns, ifname).await?) {
+                        return Err(e.into());
+                    }
                 }
             }
         }
@@ -737,6 +750,24 @@ impl Manager {
             ErrorKind::TryAgain,
             "no free pooled port: each is still held by an earlier pod's interface",
         ))
+    }
+
+    /// Deletes interface `ifname` of the pod's namespace if it is the interface of a DELed
+    /// endpoint: a passthru macvlan of a port that is free in the pool. Whether it did.
+    async fn delete_freed_pod_link(
+        &self,
+        pool: &Pool,
+        ns: &Netns,
+        ifname: &str,
+    ) -> Result<bool, ManagerError> {
+        let pod = Netlink::in_netns(ns)?;
+        match pod.passthru_lower(ifname).await? {
+            Some(lower) if pool.is_free(lower) => {
+                tracing::info!(ifname, netns = %ns.path.display(), "deleting a removed endpoint's interface: it is in the way");
+                Ok(pod.delete(ifname).await?)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Takes endpoint `ep_id` off its pooled port: flows, binding, mark; the port goes back to

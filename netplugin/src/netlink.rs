@@ -304,6 +304,29 @@ impl Netlink {
             .map_err(nl(format!("set alias of link {index} to '{alias}'")))
     }
 
+    /// The lower link's index of `name` if it is a passthru macvlan (the kind the port pool
+    /// gives pods), else None.
+    pub async fn passthru_lower(&self, name: &str) -> Result<Option<u32>, LinkError> {
+        use netlink_packet_route::link::{InfoMacVlan, LinkInfo};
+        let Some(m) = self.link(name).await? else {
+            return Ok(None);
+        };
+        let (mut passthru, mut lower) = (false, None);
+        for a in &m.attributes {
+            match a {
+                LinkAttribute::Link(i) => lower = Some(*i),
+                LinkAttribute::LinkInfo(infos) => {
+                    passthru = infos.iter().any(|i| {
+                        matches!(i, LinkInfo::Data(InfoData::MacVlan(d))
+                            if d.contains(&InfoMacVlan::Mode(MacVlanMode::Passthrough)))
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(lower.filter(|_| passthru))
+    }
+
     /// Creates `name`, a passthru macvlan of link `lower` (in this namespace), directly inside
     /// `ns`, down, with the lower link's MAC address. Passthru: the kernel allows one such
     /// macvlan per lower link, so a lower link still held by an old one fails with

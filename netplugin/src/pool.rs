@@ -145,6 +145,11 @@ impl Pool {
         self.st().free.push_back(pair);
     }
 
+    /// Whether the free port whose waiting end has this index is in the pool.
+    pub fn is_free(&self, index: u32) -> bool {
+        self.st().free.iter().any(|p| p.index == index)
+    }
+
     pub fn bind(&self, ep_id: &str, b: Bound) {
         self.st().bound.insert(ep_id.to_string(), b);
     }

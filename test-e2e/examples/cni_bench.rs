@@ -3,15 +3,19 @@
 //! run and the same way, for the reference `bridge` plugin with `host-local` IPAM (Debian
 //! `containernetworking-plugins`).
 //!
-//! `cargo run --release -p test-e2e --example cni_bench [-- --pods 200 --parallel 8]`
+//! `cargo run --release -p test-e2e --example cni_bench [-- --pods 200 --parallel 8 --port-pool 32]`
+//!
+//! `--port-pool N` runs the agent with N pooled ports (pods get a macvlan of a ready port; see
+//! docs/decisions.md "Pooled ports"); without it, each pod gets a veth and port of its own.
 //!
 //! Needs root, Open vSwitch, iproute2 and /usr/lib/cni/{bridge,host-local} (scripts/setup.sh).
 //!
 //! What is measured: one simulated host (a network namespace with its own ovsdb-server,
 //! ovs-vswitchd and netplugin, as the e2e tests use). Both plugins are exec'd like a runtime does
 //! (`cni_call_with`: env, config on stdin, result on stdout) from threads that have entered the
-//! host's namespace, so the `bridge` plugin builds its Linux bridge there. Pod namespaces are made
-//! before the runs and removed after them (not timed). For each mode (serial, then N in
+//! host's namespace, so the `bridge` plugin builds its Linux bridge there. Every run gets fresh pod
+//! namespaces, made before it (not timed); each DEL is followed by the removal of its pod's
+//! namespace's name (in the phase, for both plugins), as a runtime does. For each mode (serial, then N in
 //! parallel) and plugin: a few untimed warm-up pods, then the ADD of every pod (phase 1) and then
 //! the DEL of every pod (phase 2, with `prevResult` as libcni passes it). Latency is one plugin
 //! call as the runtime sees it (spawn to exit). ADD/s and DEL/s are pods over the phase's wall

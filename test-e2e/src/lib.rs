@@ -569,6 +569,12 @@ impl Host {
     /// Starts OVS and the agent (with `agent_args`) on a host made by [`Host::netns_only`].
     pub fn boot(&mut self, agent_args: &[&str]) {
         self.agent_args = agent_args.iter().map(|a| a.to_string()).collect();
+        // CONTIV_E2E_PORT_POOL=N runs every agent with a port pool (to try a suite with it).
+        if let Ok(n) = std::env::var("CONTIV_E2E_PORT_POOL")
+            && !self.agent_args.iter().any(|a| a.starts_with("--port-pool"))
+        {
+            self.agent_args.push(format!("--port-pool={n}"));
+        }
         if self.agent_args.iter().any(|a| a.starts_with("--port-pool")) {
             // Made here, in this process's mount namespace: one the agent made under
             // `ip netns exec` would go (and every pooled pod's interface with it) when the

@@ -136,9 +136,24 @@ fn pooled_pods_talk_are_isolated_and_ports_are_reused() {
     assert_eq!(a3.ip, "10.1.2.3");
     assert!(a3.reaches(&a1.ip, Duration::from_secs(5)), "a3 -> a1");
 
-    // A DEL whose namespace stays: its interface is deleted when its port comes round again.
+    // A DEL whose namespace stays, then an ADD into that namespace under another container id
+    // (a restarted sandbox): the old interface is in the way, and goes.
     let kept = h.pod(&conf);
     let del = h.cni("DEL", &kept.container_id, &kept.netns_path(), "eth0", &conf);
+    assert!(del.ok(), "{}", del.stdout);
+    let again = h.cni("ADD", "again", &kept.netns_path(), "eth0", &conf);
+    assert!(
+        again.ok(),
+        "re-ADD into a DELed pod's namespace: {}",
+        again.stdout
+    );
+    let ip = again.json["ips"][0]["address"].as_str().unwrap();
+    assert!(
+        String::from_utf8_lossy(&kept.exec(&["ip", "-o", "addr", "show", "eth0"]).stdout)
+            .contains(ip)
+    );
+    // A DEL whose namespace stays: its interface is deleted when its port comes round again.
+    let del = h.cni("DEL", "again", &kept.netns_path(), "eth0", &conf);
     assert!(del.ok(), "{}", del.stdout);
     let mut more = Vec::new();
     for _ in 0..(pool_ports(&h).len() + 1) {
