@@ -290,7 +290,8 @@ impl Manager {
     /// Deletes the ports and host veths of removed endpoints (the veths' peers go with them):
     /// at the first lull in ADDs and DELs ([`REAP_QUIET`] without one, at most
     /// [`REAP_MAX_DELAY`] after a DEL), the ports a few at a time, then every queued veth in
-    /// one kernel batch; first, what a previous agent left queued. Runs forever.
+    /// one kernel batch; first, what a previous agent left queued. Pooled ports beyond twice
+    /// what the pool keeps are deleted the same way. Runs forever.
     ///
     /// Why not in the DEL: both are dear for the host, not for the pod. Closing a port's packet
     /// socket stalls ovs-vswitchd's main loop for an RCU grace period (8-16 ms here), and every
@@ -303,6 +304,16 @@ impl Manager {
     /// itself, so the reaper never touches a live one (docs/decisions.md).
     pub async fn reap_links(&self) {
         loop {
+            // Pooled ports beyond what the pool keeps (a burst of pods has ended) go too.
+            if let Some(pool) = &self.pool {
+                let surplus = pool.take_surplus();
+                if !surplus.is_empty() {
+                    tracing::info!(ports = surplus.len(), "deleting surplus pooled ports");
+                }
+                for p in surplus {
+                    self.graveyard().insert((String::new(), p.name));
+                }
+            }
             let queued: Vec<(String, String)> = self.graveyard().iter().cloned().collect();
             for (i, chunk) in queued.chunks(REAP_CHUNK).enumerate() {
                 if i > 0 {
@@ -784,6 +795,9 @@ impl Manager {
         let mut pair = b.pair;
         pair.last = Some((b.netns, b.ifname));
         pool.put_back(pair);
+        if pool.has_surplus() {
+            self.reap.notify_one();
+        }
         steps::mark("release");
         Ok(true)
     }

@@ -175,6 +175,21 @@ impl Pool {
         self.st().free.len()
     }
 
+    /// Whether more ports are free than the pool keeps (after a burst of pods): more than
+    /// twice [`Pool::target`].
+    pub fn has_surplus(&self) -> bool {
+        self.st().free.len() > 2 * self.target
+    }
+
+    /// Takes the free ports beyond twice [`Pool::target`] out of the pool, for deletion: the
+    /// last released first (an earlier pod's interface may still hold them).
+    pub fn take_surplus(&self) -> Vec<Pair> {
+        let mut st = self.st();
+        let keep = 2 * self.target;
+        let n = st.free.len().saturating_sub(keep);
+        (0..n).filter_map(|_| st.free.pop_back()).collect()
+    }
+
     /// Makes `n` ports: veth pairs with the waiting end born in the pool namespace, both ends
     /// up, the waiting end without TX checksum offload, the host ends added to the bridge in
     /// one go. A pair that fails half-way is deleted.

@@ -264,3 +264,40 @@ fn pooled_pods_survive_an_agent_restart() {
     assert!(c.reaches(&a.ip, Duration::from_secs(5)), "c -> a");
     assert_eq!(m.endpoints().len(), 2);
 }
+
+#[test]
+fn ports_beyond_twice_the_pool_are_deleted_after_a_burst() {
+    let (m, h) = setup();
+    let conf = h.conf("1.1.0", json!({}));
+    let burst = 3 * POOL;
+    let pods: Vec<Pod> = (0..burst).map(|_| h.pod(&conf)).collect();
+    assert!(pool_ports(&h).len() >= burst);
+    for p in &pods {
+        let del = h.cni("DEL", &p.container_id, &p.netns_path(), "eth0", &conf);
+        assert!(del.ok(), "{}", del.stdout);
+    }
+    drop(pods);
+    // Host ends, waiting ends and OVS ports go together.
+    let count_vp = |out: Vec<u8>| {
+        String::from_utf8_lossy(&out)
+            .lines()
+            .filter(|l| l.contains(": vp"))
+            .count()
+    };
+    wait_for("the surplus ports to go", Duration::from_secs(20), || {
+        let ports = pool_ports(&h).len();
+        let host_ends = count_vp(h.exec(&["ip", "-o", "link", "show"]).stdout);
+        let waiting = count_vp(
+            std::process::Command::new("ip")
+                .args(["-n", &h.pool_ns(), "-o", "link", "show"])
+                .output()
+                .unwrap()
+                .stdout,
+        );
+        ports <= 2 * POOL && host_ends == ports && waiting == ports
+    });
+    assert!(m.endpoints().is_empty());
+    // What is left still serves pods.
+    let (a, b) = (h.pod(&conf), h.pod(&conf));
+    assert!(a.reaches(&b.ip, Duration::from_secs(5)));
+}
