@@ -547,11 +547,28 @@ impl Datapath {
     /// Adds ports for the port pool, all at once (ovs-vswitchd reconfigures the bridge once for
     /// the lot, rather than once per port): their OpenFlow numbers, in order.
     pub async fn add_pool_ports(&self, names: &[String]) -> Result<Vec<u32>, DatapathError> {
-        let ofports =
-            futures::future::try_join_all(names.iter().map(|n| {
-                self.add_numbered_port(PortSpec::new(n).external_id(ids::POOL, "1"), None)
-            }))
+        let spec = |n: &String| PortSpec::new(n).external_id(ids::POOL, "1");
+        let mut ofports = Vec::new();
+        for n in names {
+            ofports.push(self.allocate_ofport(n)?);
+        }
+        let specs: Vec<PortSpec> = names
+            .iter()
+            .zip(&ofports)
+            .map(|(n, of)| spec(n).ofport_request(*of))
+            .collect();
+        if let Err(e) = self.vs.add_new_ports(&self.bridge, &specs).await {
+            // A number taken behind the index's back (or a leftover port of the same name):
+            // one by one, with the per-port recovery.
+            tracing::debug!(error = %e, "add pooled ports in one transaction; one by one instead");
+            for of in &ofports {
+                self.port_index().used.remove(of);
+            }
+            ofports = futures::future::try_join_all(
+                names.iter().map(|n| self.add_numbered_port(spec(n), None)),
+            )
             .await?;
+        }
         let mut idx = self.port_index();
         for (n, of) in names.iter().zip(&ofports) {
             idx.pool.insert(n.clone(), *of);

@@ -403,17 +403,36 @@ impl Netlink {
         mtu: u32,
         peer_ns: &Netns,
     ) -> Result<(), LinkError> {
+        self.create_veth_up(host, peer, peer_mac, mtu, peer_ns, false)
+            .await
+    }
+
+    /// [`Netlink::create_veth`], with this end born up when `up` (one link event fewer than
+    /// setting it up afterwards).
+    pub async fn create_veth_up(
+        &self,
+        host: &str,
+        peer: &str,
+        peer_mac: [u8; 6],
+        mtu: u32,
+        peer_ns: &Netns,
+        up: bool,
+    ) -> Result<(), LinkError> {
+        // The peer cannot be born up: the kernel opens it before the pair is linked.
         let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
             .name(peer.to_string())
             .mtu(mtu)
             .address(peer_mac.to_vec())
             .setns_by_fd(peer_ns.raw_fd())
             .build();
-        let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+        let mut b = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
             .name(host.to_string())
             .mtu(mtu)
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
-            .build();
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)));
+        if up {
+            b = b.up();
+        }
+        let msg = b.build();
         self.handle
             .link()
             .add(msg)

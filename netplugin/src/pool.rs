@@ -231,16 +231,16 @@ impl Pool {
             let mut mac = *uuid::Uuid::new_v4().as_bytes();
             mac[0] = (mac[0] & 0xfe) | 0x02;
             let mac: [u8; 6] = mac[..6].try_into().unwrap_or([2, 0, 0, 0, 0, 1]);
-            host.create_veth(name, name, mac, self.mtu, &self.ns)
+            // The host end born up (it must be up before the port is added: ovs-vswitchd
+            // writes back the flags it read): each link event in the agent's namespace costs
+            // ovs-vswitchd a reconfiguration of the bridge.
+            host.create_veth_up(name, name, mac, self.mtu, &self.ns, true)
                 .await?;
             if let Err(e) =
                 std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1")
             {
                 tracing::debug!(port = %name, error = %e, "disable IPv6 on the host side");
             }
-            // Up before the port is added: ovs-vswitchd writes back the flags it read.
-            let idx = host.index(name).await?.unwrap_or_default();
-            host.set_up(name, idx).await?;
             let pidx = self
                 .nl
                 .index(name)

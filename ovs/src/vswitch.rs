@@ -361,6 +361,21 @@ impl Vswitch {
         Err(concurrent("port", &spec.name))
     }
 
+    /// Adds new ports in one transaction (ovs-vswitchd reconfigures the bridge once for all of
+    /// them). All or nothing: fails if any of them exists or any requested OpenFlow port
+    /// number is taken.
+    pub async fn add_new_ports(&self, bridge: &str, specs: &[PortSpec]) -> Result<(), OvsdbError> {
+        let ops: Vec<Operation> = specs
+            .iter()
+            .enumerate()
+            .flat_map(|(n, spec)| create_port_ops_n(bridge, spec, n))
+            .collect();
+        self.transact(&ops)
+            .await
+            .map(|_| ())
+            .context(|| format!("add {} new ports to bridge {bridge}", specs.len()))
+    }
+
     /// Removes the port from the bridge (its Port and Interface rows go with it). Returns false
     /// if there was no such port; fails if the port is on another bridge.
     pub async fn del_port(&self, bridge: &str, name: &str) -> Result<bool, OvsdbError> {
@@ -675,9 +690,18 @@ fn delete_bridge_ops(name: &str, uuid: Uuid) -> Vec<Operation> {
 /// Guards: 0 = the bridge exists, 1 = the port does not; with an ofport request, 2 = no
 /// interface requests that number, 3 = none holds it.
 fn create_port_ops(bridge: &str, spec: &PortSpec) -> Vec<Operation> {
+    create_port_ops_n(bridge, spec, 0)
+}
+
+/// [`create_port_ops`] with the rows' names numbered `n`, so that several go in one
+/// transaction.
+fn create_port_ops_n(bridge: &str, spec: &PortSpec, n: usize) -> Vec<Operation> {
+    // The first keeps the plain names a lone port's transaction always had.
+    let suffix = if n == 0 { String::new() } else { n.to_string() };
+    let (iface_name, port_name) = (format!("iface{suffix}"), format!("port{suffix}"));
     let mut port = Row::new()
         .with("name", spec.name.as_str())
-        .with("interfaces", Datum::named_uuid("iface"))
+        .with("interfaces", Datum::named_uuid(iface_name.as_str()))
         .with("external_ids", &spec.external_ids);
     if let Some(tag) = spec.tag {
         port.insert("tag", i64::from(tag));
@@ -702,12 +726,15 @@ fn create_port_ops(bridge: &str, spec: &PortSpec) -> Vec<Operation> {
         ));
     }
     ops.extend([
-        Operation::insert_named("Interface", "iface", iface),
-        Operation::insert_named("Port", "port", port),
+        Operation::insert_named("Interface", iface_name.as_str(), iface),
+        Operation::insert_named("Port", port_name.as_str(), port),
         Operation::mutate(
             "Bridge",
             vec![Condition::eq("name", bridge)],
-            vec![Mutation::insert("ports", Datum::named_uuid("port"))],
+            vec![Mutation::insert(
+                "ports",
+                Datum::named_uuid(port_name.as_str()),
+            )],
         ),
         Operation::comment(format!("ovs-rs: add port {} to bridge {bridge}", spec.name)),
     ]);

@@ -124,6 +124,37 @@ async fn add_port_is_idempotent_and_converges() {
 }
 
 #[tokio::test]
+async fn new_ports_are_added_together_or_not_at_all() {
+    let sb = Sandbox::start();
+    let vs = vswitch(&sb).await;
+    vs.ensure_bridge(&br0()).await.unwrap();
+    let specs: Vec<PortSpec> = (1..=3)
+        .map(|i| {
+            PortSpec::new(format!("p{i}"))
+                .external_id("k", "v")
+                .ofport_request(40000 + i)
+        })
+        .collect();
+    vs.add_new_ports("br0", &specs).await.unwrap();
+    assert_eq!(sb.vsctl(&["list-ports", "br0"]), "p1\np2\np3");
+    assert_eq!(get(&sb, "Interface", "p3", "ofport_request"), "40003");
+    // One of them exists: nothing of the batch is added.
+    let again = [
+        PortSpec::new("p4").ofport_request(40004),
+        PortSpec::new("p1").ofport_request(40005),
+    ];
+    let err = vs.add_new_ports("br0", &again).await.unwrap_err();
+    assert!(
+        err.to_string().contains("add 2 new ports to bridge br0"),
+        "{err}"
+    );
+    // A number already requested: refused too.
+    let taken = [PortSpec::new("p5").ofport_request(40002)];
+    assert!(vs.add_new_ports("br0", &taken).await.is_err());
+    assert_eq!(sb.vsctl(&["list-ports", "br0"]), "p1\np2\np3");
+}
+
+#[tokio::test]
 async fn concurrent_adds_of_one_port_agree() {
     let sb = Sandbox::start();
     let vs = vswitch(&sb).await;

@@ -13,9 +13,15 @@ fn setup() -> (Netmaster, Host) {
     m.network("default", "default-net", "10.1.2.0/24", "10.1.2.1");
     let mut h = Host::netns_only(&m, "host1");
     h.boot(&[&format!("--port-pool={POOL}")]);
-    wait_for("the port pool to fill", Duration::from_secs(20), || {
-        pool_ports(&h).len() >= POOL
-    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while pool_ports(&h).len() < POOL {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the port pool did not fill; agent log:\n{}",
+            h.agent_log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     (m, h)
 }
 
