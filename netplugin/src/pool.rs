@@ -19,6 +19,7 @@ use crate::netlink::{LinkError, Netlink, Netns, prepare_pod_link};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// One pooled port: the veth's two ends have the same name, `vp` and 12 hex digits (host end
 /// in the agent's namespace, an OVS port; waiting end in the pool namespace).
@@ -53,6 +54,28 @@ struct State {
     bound: HashMap<String, Bound>,
     /// Pairs being made by the refill.
     making: usize,
+    /// When ports were taken in the last [`BURST_WINDOW`].
+    recent: VecDeque<Instant>,
+}
+
+/// How far back the pool looks to size itself for a burst of pods.
+const BURST_WINDOW: Duration = Duration::from_secs(1);
+
+impl State {
+    /// How many free ports to aim for: the pool's size, or as many as pods came in the last
+    /// [`BURST_WINDOW`] during a burst (up to four times the size), so that a burst is served by
+    /// a few large refills (each one reconfiguration of the bridge) rather than many small ones.
+    fn want(&mut self, target: usize) -> usize {
+        let now = Instant::now();
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > BURST_WINDOW)
+        {
+            self.recent.pop_front();
+        }
+        self.recent.len().clamp(target, 4 * target)
+    }
 }
 
 pub struct Pool {
@@ -133,7 +156,9 @@ impl Pool {
     pub fn take(&self) -> Option<Pair> {
         let mut st = self.st();
         let p = st.free.pop_front();
-        if st.free.len() + st.making < self.target.div_ceil(2) {
+        st.recent.push_back(Instant::now());
+        let want = st.want(self.target);
+        if st.free.len() + st.making < want.div_ceil(2) {
             self.refill.notify_one();
         }
         p
@@ -288,13 +313,15 @@ impl Pool {
             .collect())
     }
 
-    /// Keeps [`Pool::target`] free ports ready: makes what is missing whenever the pool runs
-    /// low (at start, and when [`Pool::take`] finds it half empty). Runs forever.
+    /// Keeps [`Pool::target`] free ports ready (more during a burst: `State::want`): makes
+    /// what is missing whenever the pool runs low (at start, and when [`Pool::take`] finds it
+    /// half empty). Runs forever.
     pub async fn refill(&self, host: &Netlink, dp: &Datapath) {
         loop {
             let need = {
                 let mut st = self.st();
-                let n = self.target.saturating_sub(st.free.len() + st.making);
+                let want = st.want(self.target);
+                let n = want.saturating_sub(st.free.len() + st.making);
                 st.making += n;
                 n
             };
