@@ -250,19 +250,17 @@ impl Pool {
         dp: &Datapath,
         names: &[String],
     ) -> Result<Vec<Pair>, LinkError> {
-        // All the pairs at once: the kernel makes them back to back, so ovs-vswitchd, which
-        // reconfigures the bridge for each batch of link events it reads, sees few batches.
-        // The host ends are born up (they must be up before the ports are added:
-        // ovs-vswitchd writes back the flags it read), one link event each.
-        futures::future::try_join_all(names.iter().map(|name| {
+        let mut indexes = Vec::new();
+        for name in names {
             // Locally administered, unicast; replaced by the pod's MAC at each ADD.
             let mut mac = *uuid::Uuid::new_v4().as_bytes();
             mac[0] = (mac[0] & 0xfe) | 0x02;
             let mac: [u8; 6] = mac[..6].try_into().unwrap_or([2, 0, 0, 0, 0, 1]);
+            // The host end born up (it must be up before the port is added: ovs-vswitchd
+            // writes back the flags it read): each link event in the agent's namespace costs
+            // ovs-vswitchd a reconfiguration of the bridge.
             host.create_veth_up(name, name, mac, self.mtu, &self.ns, true)
-        }))
-        .await?;
-        let indexes = futures::future::try_join_all(names.iter().map(|name| async move {
+                .await?;
             if let Err(e) =
                 std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1")
             {
@@ -277,9 +275,8 @@ impl Pool {
                     reason: "vanished".into(),
                 })?;
             self.nl.set_up(name, pidx).await?;
-            Ok::<_, LinkError>((pidx, host.mac(name).await?.unwrap_or_default()))
-        }))
-        .await?;
+            indexes.push((pidx, host.mac(name).await?.unwrap_or_default()));
+        }
         let ns_names = names.to_vec();
         let ns = Netns::open(&self.ns.path)?;
         // One visit to the pool namespace for every pair's checksum setting.
