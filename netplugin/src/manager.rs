@@ -693,10 +693,9 @@ impl Manager {
     }
 
     /// Takes a pooled port (or makes one when the pool is empty) and makes the pod's interface
-    /// on it. A port an earlier pod's
-    /// interface still holds (its namespace outlived its DEL) is freed by deleting that
-    /// interface if its namespace is known, else skipped; after three such misses it is
-    /// deleted (which frees it for good) in the background.
+    /// on it. A port an earlier pod's interface still holds (its namespace outlived its DEL) is
+    /// freed by deleting that interface if its namespace is known, else skipped; after three
+    /// such misses it is deleted (which frees it for good) in the background.
     async fn hand_over(
         &self,
         pool: &Pool,
