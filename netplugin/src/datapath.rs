@@ -576,17 +576,6 @@ impl Datapath {
         Ok(ofports)
     }
 
-    /// The port pool's ports on the bridge.
-    pub async fn pool_ports(&self) -> Result<Vec<PortInfo>, DatapathError> {
-        Ok(self
-            .vs
-            .list_ports(&self.bridge)
-            .await?
-            .into_iter()
-            .filter(|p| p.external_ids.contains_key(ids::POOL))
-            .collect())
-    }
-
     fn allocate_ofport(&self, ifname: &str) -> Result<u32, DatapathError> {
         self.port_index()
             .allocate()
@@ -882,13 +871,24 @@ impl Datapath {
 
     /// The endpoint ports on the bridge (those carrying an endpoint id).
     pub async fn endpoint_ports(&self) -> Result<Vec<PortInfo>, DatapathError> {
-        Ok(self
+        Ok(self.endpoint_and_pool_ports().await?.0)
+    }
+
+    /// The endpoint ports and the port pool's ports on the bridge, from one listing.
+    pub async fn endpoint_and_pool_ports(
+        &self,
+    ) -> Result<(Vec<PortInfo>, Vec<PortInfo>), DatapathError> {
+        let (pool, other): (Vec<_>, Vec<_>) = self
             .vs
             .list_ports(&self.bridge)
             .await?
             .into_iter()
+            .partition(|p| p.external_ids.contains_key(ids::POOL));
+        let endpoints = other
+            .into_iter()
             .filter(|p| p.external_ids.contains_key(ids::ENDPOINT))
-            .collect())
+            .collect();
+        Ok((endpoints, pool))
     }
 }
 

@@ -214,23 +214,22 @@ fn attachment(req: &AddRequest, ep: Endpoint, pair: &Pair, mtu: u32) -> Attachme
     }
 }
 
-/// Deletes interface `ifname` of the namespace at `netns`, if both are there (with `lower`:
-/// only if it is a macvlan of link `lower` of the pool namespace). Whether it deleted one.
+/// Deletes interface `ifname` of the namespace at `netns` if both are there and it is a pod's
+/// interface on a pooled port (a passthru macvlan) whose lower link (its index in the pool
+/// namespace) `ours` accepts. Whether it deleted one.
 async fn delete_pod_link(
     netns: &std::path::Path,
     ifname: &str,
-    lower: Option<u32>,
+    ours: impl FnOnce(u32) -> bool,
 ) -> Result<bool, LinkError> {
     let Ok(ns) = Netns::open(netns) else {
         return Ok(false); // The namespace is gone, and its interfaces with it.
     };
     let pod = Netlink::in_netns(&ns)?;
-    if let Some(l) = lower
-        && pod.peer_index(ifname).await? != Some(l)
-    {
-        return Ok(false);
+    match pod.passthru_lower(ifname).await? {
+        Some(lower) if ours(lower) => pod.delete(ifname).await,
+        _ => Ok(false),
     }
-    pod.delete(ifname).await
 }
 
 enum Undo {
@@ -413,12 +412,7 @@ impl Manager {
                     .await
                     .map_err(|e| e.to_string()),
                 Undo::Pair(pair) => match &self.pool {
-                    Some(p) => {
-                        p.put_back(pair.clone());
-                        p.nl.set_alias_mac(pair.index, "", None)
-                            .await
-                            .map_err(|e| e.to_string())
-                    }
+                    Some(p) => p.free(pair.clone()).await.map_err(|e| e.to_string()),
                     None => Ok(()),
                 },
                 Undo::Flows(id) => self
@@ -426,7 +420,7 @@ impl Manager {
                     .remove_endpoint_flows(id)
                     .await
                     .map_err(|e| e.to_string()),
-                Undo::PodLink(netns, ifname) => delete_pod_link(netns, ifname, None)
+                Undo::PodLink(netns, ifname) => delete_pod_link(netns, ifname, |_| true)
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string()),
@@ -722,7 +716,7 @@ impl Manager {
                     return Ok(true);
                 }
                 if let Some((netns, old)) = pair.last.take()
-                    && delete_pod_link(&netns, &old, Some(pair.index)).await?
+                    && delete_pod_link(&netns, &old, |l| l == pair.index).await?
                 {
                     return pool
                         .nl
@@ -750,7 +744,7 @@ impl Manager {
                     // A re-ADD into the namespace of an endpoint just DELed: its interface is
                     // still there, on a free port. Delete it and try again.
                     let taken = matches!(&e, LinkError::Netlink { reason, .. } if reason.starts_with("File exists"));
-                    if !(taken && self.delete_freed_pod_link(pool, ns, ifname).await?) {
+                    if !(taken && self.delete_freed_pod_link(pool, &ns.path, ifname).await?) {
                         return Err(e.into());
                     }
                 }
@@ -767,17 +761,14 @@ impl Manager {
     async fn delete_freed_pod_link(
         &self,
         pool: &Pool,
-        ns: &Netns,
+        netns: &std::path::Path,
         ifname: &str,
     ) -> Result<bool, ManagerError> {
-        let pod = Netlink::in_netns(ns)?;
-        match pod.passthru_lower(ifname).await? {
-            Some(lower) if pool.is_free(lower) => {
-                tracing::info!(ifname, netns = %ns.path.display(), "deleting a removed endpoint's interface: it is in the way");
-                Ok(pod.delete(ifname).await?)
-            }
-            _ => Ok(false),
+        let deleted = delete_pod_link(netns, ifname, |l| pool.is_free(l)).await?;
+        if deleted {
+            tracing::info!(ifname, netns = %netns.display(), "deleted a removed endpoint's interface: it was in the way");
         }
+        Ok(deleted)
     }
 
     /// Takes endpoint `ep_id` off its pooled port: flows, binding, mark; the port goes back to
@@ -788,12 +779,12 @@ impl Manager {
         };
         self.dp.remove_endpoint_flows(ep_id).await?;
         pool.unbind(ep_id);
-        if let Err(e) = pool.nl.set_alias_mac(b.pair.index, "", None).await {
-            tracing::warn!(port = %b.pair.name, error = %e, "clear a pooled port's mark");
-        }
         let mut pair = b.pair;
         pair.last = Some((b.netns, b.ifname));
-        pool.put_back(pair);
+        let name = pair.name.clone();
+        if let Err(e) = pool.free(pair).await {
+            tracing::warn!(port = %name, error = %e, "clear a pooled port's mark");
+        }
         if pool.has_surplus() {
             self.reap.notify_one();
         }
@@ -1162,10 +1153,10 @@ impl Manager {
         pool: &Pool,
         by_id: &HashMap<&str, &Endpoint>,
         links: &HashMap<String, u32>,
+        ports: &[ovs::PortInfo],
         with_port: &mut BTreeSet<String>,
         locals: &mut Vec<(u32, Endpoint)>,
     ) -> Result<(), ManagerError> {
-        let ports = self.dp.pool_ports().await?;
         let waiting: HashMap<String, crate::netlink::PoolLink> = pool
             .nl
             .links_with_alias()
@@ -1174,7 +1165,7 @@ impl Manager {
             .map(|l| (l.name.clone(), l))
             .collect();
         let (mut free, mut bound, mut kept) = (Vec::new(), Vec::new(), BTreeSet::new());
-        for p in &ports {
+        for p in ports {
             let (Some(w), true, Some(of)) = (
                 waiting.get(&p.name),
                 links.contains_key(&p.name),
@@ -1238,7 +1229,7 @@ impl Manager {
     /// see no gap), and release netmaster endpoints of this node that have no port (an ADD that
     /// crashed half-way).
     pub async fn reconcile(&self) -> Result<(), ManagerError> {
-        let ports = self.dp.endpoint_ports().await?;
+        let (ports, pool_ports) = self.dp.endpoint_and_pool_ports().await?;
         let eps = self
             .master
             .list_endpoints(Some(&self.cfg.node))
@@ -1277,8 +1268,15 @@ impl Manager {
             }
         }
         if let Some(pool) = &self.pool {
-            self.reconcile_pool(pool, &by_id, &links, &mut with_port, &mut locals)
-                .await?;
+            self.reconcile_pool(
+                pool,
+                &by_id,
+                &links,
+                &pool_ports,
+                &mut with_port,
+                &mut locals,
+            )
+            .await?;
         }
         self.delete_orphan_veths(&links).await?;
         // One atomic replace of every endpoint's flows: running pods see no gap.

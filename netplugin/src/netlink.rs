@@ -296,12 +296,18 @@ impl Netlink {
         let mut msg = b.build();
         msg.attributes
             .push(LinkAttribute::IfAlias(alias.to_string()));
+        self.set_link(msg, format!("set alias of link {index} to '{alias}'"))
+            .await
+    }
+
+    /// Applies a link change (`RTM_NEWLINK` on an existing link); `action` names it in errors.
+    async fn set_link(&self, msg: LinkMessage, action: String) -> Result<(), LinkError> {
         self.handle
             .link()
             .set(msg)
             .execute()
             .await
-            .map_err(nl(format!("set alias of link {index} to '{alias}'")))
+            .map_err(nl(action))
     }
 
     /// The lower link's index of `name` if it is a passthru macvlan (the kind the port pool
@@ -459,12 +465,7 @@ impl Netlink {
             .index(index)
             .up()
             .build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .map_err(nl(format!("set link {name} up")))
+        self.set_link(msg, format!("set link {name} up")).await
     }
 
     /// Whether a link is administratively up.
@@ -632,13 +633,6 @@ impl Netlink {
         }
     }
 
-    /// Deletes the links with these indexes in one request each, without waiting for one
-    /// another. Absent links are fine.
-    pub async fn delete_indexes(&self, indexes: &[u32]) -> Result<(), LinkError> {
-        futures::future::try_join_all(indexes.iter().map(|i| self.delete_index(*i))).await?;
-        Ok(())
-    }
-
     /// Deletes a link; a link that does not exist is not an error.
     pub async fn delete(&self, name: &str) -> Result<bool, LinkError> {
         let Some(index) = self.index(name).await? else {
@@ -685,14 +679,25 @@ pub fn prepare_pod_link(
     let name = ifname.to_string();
     ns.run(move || {
         if tx_csum_off {
-            ethtool_set_tx_csum(&name, false)
-                .map_err(|e| format!("turn tx checksum offload off on {name}: {e}"))?;
+            tx_checksum_off(&name)?;
         }
         if ipv6_off {
             write_disable_ipv6(&name, true)?;
         }
         Ok(())
     })
+}
+
+/// Turns TX checksum offload off on several links of `ns`, in one visit to it.
+pub fn disable_tx_checksums(ns: &Netns, names: &[String]) -> Result<(), LinkError> {
+    let names = names.to_vec();
+    ns.run(move || names.iter().try_for_each(|n| tx_checksum_off(n)))
+}
+
+/// TX checksum offload off on link `name` of the calling thread's namespace.
+fn tx_checksum_off(name: &str) -> Result<(), String> {
+    ethtool_set_tx_csum(name, false)
+        .map_err(|e| format!("turn tx checksum offload off on {name}: {e}"))
 }
 
 /// Turns IPv6 on or off on a pod's interface (before it comes up).

@@ -15,7 +15,7 @@
 //! nothing the switch sees. docs/decisions.md "Pooled ports".
 
 use crate::datapath::{Datapath, fnv1a};
-use crate::netlink::{LinkError, Netlink, Netns, prepare_pod_link};
+use crate::netlink::{LinkError, Netlink, Netns, disable_tx_checksums};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -175,6 +175,15 @@ impl Pool {
         self.st().free.iter().any(|p| p.index == index)
     }
 
+    /// Puts a port that served (or was about to serve) an endpoint back, its mark cleared
+    /// first (once back, another ADD may take and mark it at once). The port goes back even if
+    /// clearing fails (the next binding overwrites the mark).
+    pub async fn free(&self, pair: Pair) -> Result<(), LinkError> {
+        let cleared = self.nl.set_alias_mac(pair.index, "", None).await;
+        self.put_back(pair);
+        cleared
+    }
+
     pub fn bind(&self, ep_id: &str, b: Bound) {
         self.st().bound.insert(ep_id.to_string(), b);
     }
@@ -194,10 +203,6 @@ impl Pool {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
-    }
-
-    pub fn free_count(&self) -> usize {
-        self.st().free.len()
     }
 
     /// Whether more ports are free than the pool keeps (after a burst of pods): more than
@@ -280,17 +285,12 @@ impl Pool {
         let ns_names = names.to_vec();
         let ns = Netns::open(&self.ns.path)?;
         // One visit to the pool namespace for every pair's checksum setting.
-        tokio::task::spawn_blocking(move || -> Result<(), LinkError> {
-            for n in &ns_names {
-                prepare_pod_link(&ns, n, true, false)?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| LinkError::Netlink {
-            action: "set up pooled ports".into(),
-            reason: e.to_string(),
-        })??;
+        tokio::task::spawn_blocking(move || disable_tx_checksums(&ns, &ns_names))
+            .await
+            .map_err(|e| LinkError::Netlink {
+                action: "set up pooled ports".into(),
+                reason: e.to_string(),
+            })??;
         let ofports = dp
             .add_pool_ports(names)
             .await

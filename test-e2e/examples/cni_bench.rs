@@ -516,7 +516,7 @@ fn run(a: &Args) -> Result<(), String> {
     let contiv_ports = |want: usize| -> Result<(), String> {
         // Pooled ports stay on the bridge: count those marked for an endpoint.
         let ports = if a.port_pool > 0 {
-            bound_pool_ports(&h)
+            h.pool_marks().len()
         } else {
             h.ovs_ports().len()
         };
@@ -651,11 +651,7 @@ fn agent_veths_gone(h: &Host) -> Result<(), String> {
 fn pool_trimmed(h: &Host, pool: usize) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let n = h
-            .ovs_ports_now()
-            .iter()
-            .filter(|p| p.starts_with("vp"))
-            .count();
+        let n = h.pool_ports().len();
         if n <= 2 * pool {
             return Ok(());
         }
@@ -666,16 +662,6 @@ fn pool_trimmed(h: &Host, pool: usize) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Pooled ports marked for an endpoint (their waiting end's alias).
-fn bound_pool_ports(h: &Host) -> usize {
-    let out = std::process::Command::new("ip")
-        .args(["-n", &h.pool_ns(), "-o", "link", "show"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-        .unwrap_or_default();
-    out.lines().filter(|l| l.contains(" alias ")).count()
 }
 
 fn mode_name(workers: usize) -> String {

@@ -592,6 +592,25 @@ impl Host {
         format!("{}pool", self.ns)
     }
 
+    /// The agent's pooled ports on the bridge (`vp...`, with `--port-pool`).
+    pub fn pool_ports(&self) -> Vec<String> {
+        self.ovs_ports_now()
+            .into_iter()
+            .filter(|p| p.starts_with("vp"))
+            .collect()
+    }
+
+    /// The marks of pooled ports serving an endpoint ("<endpoint id> <CNI network>": the
+    /// aliases of their waiting ends in the pool namespace).
+    pub fn pool_marks(&self) -> Vec<String> {
+        let out = run(Command::new("ip").args(["-n", &self.pool_ns(), "-o", "link", "show"]));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(" alias ").nth(1))
+            .map(|a| a.trim().to_string())
+            .collect()
+    }
+
     /// Runs `f` on a thread inside the host's namespace (sockets made there stay there).
     pub fn in_ns<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         in_netns(&format!("/var/run/netns/{}", self.ns), f)

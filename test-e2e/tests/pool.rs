@@ -14,7 +14,7 @@ fn setup() -> (Netmaster, Host) {
     let mut h = Host::netns_only(&m, "host1");
     h.boot(&[&format!("--port-pool={POOL}")]);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while pool_ports(&h).len() < POOL {
+    while h.pool_ports().len() < POOL {
         assert!(
             std::time::Instant::now() < deadline,
             "the port pool did not fill; agent log:\n{}",
@@ -25,27 +25,6 @@ fn setup() -> (Netmaster, Host) {
     (m, h)
 }
 
-/// The bridge's pooled ports.
-fn pool_ports(h: &Host) -> Vec<String> {
-    h.ovs_ports_now()
-        .into_iter()
-        .filter(|p| p.starts_with("vp"))
-        .collect()
-}
-
-/// The marks of pooled ports serving an endpoint: "<endpoint id> <CNI network>".
-fn marks(h: &Host) -> Vec<String> {
-    let out = std::process::Command::new("ip")
-        .args(["-n", &h.pool_ns(), "-o", "link", "show"])
-        .output()
-        .expect("ip link show");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split(" alias ").nth(1))
-        .map(|a| a.trim().to_string())
-        .collect()
-}
-
 fn link_details(p: &Pod) -> String {
     String::from_utf8_lossy(&p.exec(&["ip", "-d", "link", "show", "eth0"]).stdout).to_string()
 }
@@ -54,7 +33,7 @@ fn link_details(p: &Pod) -> String {
 fn pooled_pods_talk_are_isolated_and_ports_are_reused() {
     let (m, h) = setup();
     m.network("default", "other", "10.1.3.0/24", "10.1.3.1");
-    let ports_before = pool_ports(&h);
+    let ports_before = h.pool_ports();
     let conf = h.conf("1.1.0", json!({}));
     let a1 = h.pod(&conf);
     let a2 = h.pod(&conf);
@@ -77,7 +56,7 @@ fn pooled_pods_talk_are_isolated_and_ports_are_reused() {
         "{host_if} not pooled"
     );
     assert!(h.ovs_ports_now().iter().all(|p| !p.starts_with("vc")));
-    assert_eq!(marks(&h).len(), 3, "{:?}", marks(&h));
+    assert_eq!(h.pool_marks().len(), 3, "{:?}", h.pool_marks());
     // IPv6 off on an IPv4-only network, as for veth pods.
     let v6 = a1.exec(&["cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6"]);
     assert_eq!(String::from_utf8_lossy(&v6.stdout).trim(), "1");
@@ -135,7 +114,7 @@ fn pooled_pods_talk_are_isolated_and_ports_are_reused() {
     // runtime does) and the next pod gets the address and, in time, the port.
     let del = h.cni("DEL", &a2.container_id, &a2.netns_path(), "eth0", &conf);
     assert!(del.ok(), "{}", del.stdout);
-    assert_eq!(marks(&h).len(), 4);
+    assert_eq!(h.pool_marks().len(), 4);
     assert_eq!(m.endpoints().len(), 4);
     drop(a2);
     let a3 = h.pod(&conf);
@@ -162,7 +141,7 @@ fn pooled_pods_talk_are_isolated_and_ports_are_reused() {
     let del = h.cni("DEL", "again", &kept.netns_path(), "eth0", &conf);
     assert!(del.ok(), "{}", del.stdout);
     let mut more = Vec::new();
-    for _ in 0..(pool_ports(&h).len() + 1) {
+    for _ in 0..(h.pool_ports().len() + 1) {
         more.push(h.pod(&conf));
         if !kept.exec(&["ip", "link", "show", "eth0"]).status.success() {
             break;
@@ -185,7 +164,7 @@ fn pooled_pods_talk_are_isolated_and_ports_are_reused() {
     assert!(out.ok(), "{}", out.stdout);
     // b1 is on another Contiv network but under the same CNI config name: GC's scope.
     assert_eq!(
-        marks(&h),
+        h.pool_marks(),
         vec![format!(
             "{}-eth0 {}",
             a1.container_id,
@@ -219,13 +198,13 @@ fn a_failed_pooled_add_leaks_nothing() {
     // A namespace that does not exist.
     let out = h.cni("ADD", "gone", "/var/run/netns/cte-none", "eth0", &conf);
     assert!(!out.ok() && out.error_code() == 4, "{}", out.stdout);
-    assert!(marks(&h).is_empty(), "{:?}", marks(&h));
+    assert!(h.pool_marks().is_empty(), "{:?}", h.pool_marks());
     assert!(m.endpoints().is_empty(), "{:?}", m.endpoints());
     // Every port is still usable: as many pods as ports work.
-    let n = pool_ports(&h).len();
+    let n = h.pool_ports().len();
     let pods: Vec<Pod> = (0..n).map(|_| h.pod(&conf)).collect();
     assert!(pods[0].reaches(&pods[n - 1].ip, Duration::from_secs(5)));
-    assert!(pool_ports(&h).len() >= n);
+    assert!(h.pool_ports().len() >= n);
     assert!(h.ovs_ports_now().iter().all(|p| !p.starts_with("vc")));
 }
 
@@ -236,7 +215,7 @@ fn pooled_pods_survive_an_agent_restart() {
     let a = h.pod(&conf);
     let b = h.pod(&conf);
     let gone = h.pod(&conf);
-    let ports = pool_ports(&h);
+    let ports = h.pool_ports();
     h.kill_agent();
     // A DEL the agent missed: the pod went and netmaster released its address meanwhile.
     let ep = format!("{}-eth0", gone.container_id);
@@ -253,8 +232,8 @@ fn pooled_pods_survive_an_agent_restart() {
         a.reaches(&b.ip, Duration::from_secs(5)),
         "a -> b after restart"
     );
-    assert_eq!(marks(&h).len(), 2, "{:?}", marks(&h));
-    let mut now = pool_ports(&h);
+    assert_eq!(h.pool_marks().len(), 2, "{:?}", h.pool_marks());
+    let mut now = h.pool_ports();
     now.sort();
     let mut was = ports.clone();
     was.sort();
@@ -265,7 +244,7 @@ fn pooled_pods_survive_an_agent_restart() {
     // DEL works after the restart, and a new pod works.
     let del = h.cni("DEL", &b.container_id, &b.netns_path(), "eth0", &conf);
     assert!(del.ok(), "{}", del.stdout);
-    assert_eq!(marks(&h).len(), 1);
+    assert_eq!(h.pool_marks().len(), 1);
     let c = h.pod(&conf);
     assert!(c.reaches(&a.ip, Duration::from_secs(5)), "c -> a");
     assert_eq!(m.endpoints().len(), 2);
@@ -277,7 +256,7 @@ fn ports_beyond_twice_the_pool_are_deleted_after_a_burst() {
     let conf = h.conf("1.1.0", json!({}));
     let burst = 3 * POOL;
     let pods: Vec<Pod> = (0..burst).map(|_| h.pod(&conf)).collect();
-    assert!(pool_ports(&h).len() >= burst);
+    assert!(h.pool_ports().len() >= burst);
     for p in &pods {
         let del = h.cni("DEL", &p.container_id, &p.netns_path(), "eth0", &conf);
         assert!(del.ok(), "{}", del.stdout);
@@ -291,7 +270,7 @@ fn ports_beyond_twice_the_pool_are_deleted_after_a_burst() {
             .count()
     };
     wait_for("the surplus ports to go", Duration::from_secs(20), || {
-        let ports = pool_ports(&h).len();
+        let ports = h.pool_ports().len();
         let host_ends = count_vp(h.exec(&["ip", "-o", "link", "show"]).stdout);
         let waiting = count_vp(
             std::process::Command::new("ip")
