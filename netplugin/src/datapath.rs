@@ -35,6 +35,8 @@ pub mod ids {
     /// On the ports of the agent's port pool (`crate::pool`): which pod a port serves is not
     /// in OVS (writing it would make ovs-vswitchd reconfigure the bridge at every ADD).
     pub const POOL: &str = "contiv-pool";
+    /// On network trunks (`crate::trunk`): the network ("tenant/network") the trunk serves.
+    pub const TRUNK: &str = "contiv-trunk";
 }
 
 pub use crate::fabric::cookie;
@@ -130,6 +132,8 @@ struct PortIndex {
     endpoints: HashMap<String, (String, u32)>,
     /// Port-pool port name -> OpenFlow port number.
     pool: HashMap<String, u32>,
+    /// Network trunk name -> OpenFlow port number.
+    trunks: HashMap<String, u32>,
     /// Numbers held or requested by any port of the bridge, or reserved by an ADD in flight.
     used: BTreeSet<u32>,
     /// Where the next search for a free number starts: numbers go round the range, so a number
@@ -272,6 +276,7 @@ impl Datapath {
         let mut idx = self.port_index();
         idx.endpoints.clear();
         idx.pool.clear();
+        idx.trunks.clear();
         idx.used.clear();
         for p in &ports {
             idx.used.extend(p.ofport);
@@ -288,6 +293,12 @@ impl Datapath {
                 p.ofport.or(p.ofport_request),
             ) {
                 idx.pool.insert(p.name.clone(), of);
+            }
+            if let (true, Some(of)) = (
+                p.external_ids.contains_key(ids::TRUNK),
+                p.ofport.or(p.ofport_request),
+            ) {
+                idx.trunks.insert(p.name.clone(), of);
             }
         }
         // Go on after the highest number in use: numbers just freed by an earlier agent's DELs
@@ -576,6 +587,23 @@ impl Datapath {
         Ok(ofports)
     }
 
+    /// Adds a network trunk's port (`crate::trunk`), or finds it there, and returns its
+    /// OpenFlow number. The flows learn it is a trunk (see [`Datapath::set_trunks`]).
+    pub async fn add_trunk_port(&self, name: &str, network: &str) -> Result<u32, DatapathError> {
+        let known = self.port_index().trunks.get(name).copied();
+        let of = self
+            .add_numbered_port(PortSpec::new(name).external_id(ids::TRUNK, network), known)
+            .await?;
+        self.port_index().trunks.insert(name.to_string(), of);
+        Ok(of)
+    }
+
+    /// Records which OpenFlow ports are network trunks; the next apply uses it.
+    pub async fn set_trunks(&self, ofports: impl IntoIterator<Item = u32>) {
+        let mut st = self.fabric.lock().await;
+        st.inputs.trunks.extend(ofports);
+    }
+
     fn allocate_ofport(&self, ifname: &str) -> Result<u32, DatapathError> {
         self.port_index()
             .allocate()
@@ -679,6 +707,9 @@ impl Datapath {
             idx.used.remove(&of);
         }
         if let Some(of) = idx.pool.remove(ifname) {
+            idx.used.remove(&of);
+        }
+        if let Some(of) = idx.trunks.remove(ifname) {
             idx.used.remove(&of);
         }
         Ok(())
@@ -871,25 +902,35 @@ impl Datapath {
 
     /// The endpoint ports on the bridge (those carrying an endpoint id).
     pub async fn endpoint_ports(&self) -> Result<Vec<PortInfo>, DatapathError> {
-        Ok(self.endpoint_and_pool_ports().await?.0)
+        Ok(self.endpoint_and_pool_ports().await?.endpoints)
     }
 
-    /// The endpoint ports and the port pool's ports on the bridge, from one listing.
-    pub async fn endpoint_and_pool_ports(
-        &self,
-    ) -> Result<(Vec<PortInfo>, Vec<PortInfo>), DatapathError> {
-        let (pool, other): (Vec<_>, Vec<_>) = self
-            .vs
-            .list_ports(&self.bridge)
-            .await?
-            .into_iter()
-            .partition(|p| p.external_ids.contains_key(ids::POOL));
-        let endpoints = other
-            .into_iter()
-            .filter(|p| p.external_ids.contains_key(ids::ENDPOINT))
-            .collect();
-        Ok((endpoints, pool))
+    /// The endpoint ports, the port pool's ports and the network trunks on the bridge, from
+    /// one listing.
+    pub async fn endpoint_and_pool_ports(&self) -> Result<AgentPorts, DatapathError> {
+        let mut out = AgentPorts::default();
+        for p in self.vs.list_ports(&self.bridge).await? {
+            if p.external_ids.contains_key(ids::POOL) {
+                out.pool.push(p);
+            } else if p.external_ids.contains_key(ids::TRUNK) {
+                out.trunks.push(p);
+            } else if p.external_ids.contains_key(ids::ENDPOINT) {
+                out.endpoints.push(p);
+            }
+        }
+        Ok(out)
     }
+}
+
+/// The ports of the bridge the agent made for endpoints, by kind.
+#[derive(Debug, Default)]
+pub struct AgentPorts {
+    /// A veth per endpoint, with its identity in `external_ids`.
+    pub endpoints: Vec<PortInfo>,
+    /// The port pool's (`crate::pool`).
+    pub pool: Vec<PortInfo>,
+    /// Network trunks (`crate::trunk`).
+    pub trunks: Vec<PortInfo>,
 }
 
 /// An endpoint's own flows (see [`crate::fabric::local_flows`]), with ARP proxying on.

@@ -116,6 +116,9 @@ pub struct Inputs {
     pub policy: crate::policy::PolicyInputs,
     /// Network profiles by the group that uses them (`tenant:group`).
     pub profiles: BTreeMap<String, Profile>,
+    /// OpenFlow ports that are network trunks (`crate::trunk`): several local endpoints share
+    /// each, told apart by MAC, so delivery to one may leave by the port it came in on.
+    pub trunks: BTreeSet<u32>,
 }
 
 /// A group's network profile, as the datapath applies it to each of its endpoints.
@@ -192,6 +195,11 @@ pub fn desired(i: &Inputs) -> BTreeMap<u64, Vec<Flow>> {
                 .or_insert((is_vxlan(ep), BTreeSet::new(), BTreeSet::new(), zone(ep)));
         e.1.insert(*port);
         let mut f = local_flows(cookie::endpoint(id), *port, ep, i.arp_proxy);
+        if i.trunks.contains(port) {
+            // The trunk's other endpoints share the port: what no endpoint's flow admits
+            // falls to the classifier's table-miss drop instead.
+            f.retain(|x| !(x.table == table::CLASSIFY && x.actions == "drop"));
+        }
         if let Some(p) = profile_of(i, ep) {
             apply_profile(&mut f, id, p);
         }
@@ -230,7 +238,18 @@ pub fn desired(i: &Inputs) -> BTreeMap<u64, Vec<Flow>> {
     }
     for (nid, (vxlan, ports, hosts, zone)) in nets {
         let c = cookie::network(nid);
-        let local_out: String = ports.iter().map(|p| format!(",output:{p}")).collect();
+        // A trunk last, after forgetting the input port: the switch never sends a packet back
+        // out of the port it came in on unless told so, and a trunk's members (but the
+        // sender, whom its macvlan skips) must get what another member floods.
+        let (trunks, veths): (Vec<u32>, Vec<u32>) =
+            ports.iter().partition(|p| i.trunks.contains(*p));
+        let mut local_out: String = veths.iter().map(|p| format!(",output:{p}")).collect();
+        if !trunks.is_empty() {
+            local_out.push_str(",load:0->NXM_OF_IN_PORT[]");
+            for t in &trunks {
+                local_out.push_str(&format!(",output:{t}"));
+            }
+        }
         let mut to_peers = String::new();
         if vxlan && !hosts.is_empty() {
             to_peers = format!(",set_field:{nid}->tun_id");
@@ -255,6 +274,15 @@ pub fn desired(i: &Inputs) -> BTreeMap<u64, Vec<Flow>> {
                 local_out[1..].to_string(),
             ),
         ];
+        // Delivery to a trunk's member may be a hairpin (sender and receiver share it).
+        for t in &trunks {
+            f.push(Flow::new(
+                table::OUTPUT,
+                10,
+                format!("reg2={t}"),
+                format!("load:0->NXM_OF_IN_PORT[],output:{t}"),
+            ));
+        }
         if vxlan {
             f.push(Flow::new(
                 table::TUNNEL,

@@ -10,4 +10,5 @@ pub mod netlink;
 pub mod policy;
 pub mod pool;
 pub mod steps;
+pub mod trunk;
 pub mod underlay;

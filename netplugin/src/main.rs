@@ -128,11 +128,20 @@ struct Opts {
         default_value_t = 0
     )]
     port_pool: usize,
-    /// Where the pooled ports' pod ends wait: a network namespace, made if missing (its mount
-    /// must outlive the agent: the host's mount namespace). Default:
+    /// CNI pods of one network share one switch port on this host, a trunk: each pod gets a
+    /// VEPA macvlan of the trunk's other end, and ADD changes nothing on the host but flows,
+    /// however many pods are there (docs/decisions.md "Network trunks"). Excludes --port-pool.
+    #[arg(long = "trunks", env = "CONTIV_NETPLUGIN_TRUNKS")]
+    trunks: bool,
+    /// Where the pooled ports' and the trunks' pod ends wait: a network namespace, made if
+    /// missing (its mount must outlive the agent: the host's mount namespace). Default:
     /// /run/netns/contiv-pool-<bridge>.
     #[arg(long = "pool-netns", env = "CONTIV_NETPLUGIN_POOL_NETNS")]
     pool_netns: Option<PathBuf>,
+    /// Where the agent keeps which pod is on which trunk (a file per endpoint; must outlive an
+    /// agent restart, not a reboot). Default: /run/contiv/netplugin-<bridge>.
+    #[arg(long = "state-dir", env = "CONTIV_NETPLUGIN_STATE_DIR")]
+    state_dir: Option<PathBuf>,
     /// Kubernetes API server (http://host:port): when set, pods are placed by their
     /// io.contiv.tenant / io.contiv.network / io.contiv.net-group labels.
     #[arg(long = "k8s-api", env = "CONTIV_NETPLUGIN_K8S_API")]
@@ -281,11 +290,32 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
             mtu,
         },
     );
-    if opts.port_pool > 0 {
-        let path = opts
-            .pool_netns
+    let side_netns = opts
+        .pool_netns
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("/run/netns/contiv-pool-{}", opts.bridge)));
+    if opts.trunks && opts.port_pool > 0 {
+        anyhow::bail!(
+            "--trunks and --port-pool both given: choose one way to attach CNI pods (--trunks is the cheaper for the switch)"
+        );
+    }
+    if opts.trunks {
+        let dir = opts
+            .state_dir
             .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("/run/netns/contiv-pool-{}", opts.bridge)));
+            .unwrap_or_else(|| PathBuf::from(format!("/run/contiv/netplugin-{}", opts.bridge)));
+        let trunks = netplugin::trunk::Trunks::open(&side_netns, &dir, mtu).with_context(|| {
+            format!(
+                "open the trunks' namespace {} and state directory {}",
+                side_netns.display(),
+                dir.display()
+            )
+        })?;
+        tracing::info!(netns = %side_netns.display(), state = %dir.display(), "network trunks");
+        m = m.with_trunks(trunks);
+    }
+    if opts.port_pool > 0 {
+        let path = side_netns;
         let pool = netplugin::pool::Pool::open(&path, opts.port_pool, mtu)
             .with_context(|| format!("open the port pool's namespace {}", path.display()))?;
         tracing::info!(ports = opts.port_pool, netns = %path.display(), "port pool");

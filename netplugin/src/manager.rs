@@ -11,6 +11,7 @@ use crate::datapath::{Datapath, DatapathType, host_ifname, ids};
 use crate::netlink::{LinkError, Netlink, Netns, parse_mac, prepare_pod_link};
 use crate::pool::{self, Bound, Pair, Pool};
 use crate::steps;
+use crate::trunk::{Binding, Trunk, Trunks};
 use model::ClientError;
 use model::agent::{Endpoint, EndpointRequest};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -150,6 +151,8 @@ pub struct Manager {
     activity: tokio::sync::Notify,
     /// Ports made ahead of time for CNI pods (`--port-pool`), if any.
     pool: Option<Arc<Pool>>,
+    /// Network trunks for CNI pods (`--trunks`), if on.
+    trunks: Option<Arc<Trunks>>,
 }
 
 /// How long the reaper waits for a lull in ADDs and DELs before deleting queued ports and
@@ -215,7 +218,7 @@ fn attachment(req: &AddRequest, ep: Endpoint, pair: &Pair, mtu: u32) -> Attachme
 }
 
 /// Deletes interface `ifname` of the namespace at `netns` if both are there and it is a pod's
-/// interface on a pooled port (a passthru macvlan) whose lower link (its index in the pool
+/// interface on a pooled port or a trunk (a macvlan) whose lower link (its index in the side
 /// namespace) `ours` accepts. Whether it deleted one.
 async fn delete_pod_link(
     netns: &std::path::Path,
@@ -226,9 +229,22 @@ async fn delete_pod_link(
         return Ok(false); // The namespace is gone, and its interfaces with it.
     };
     let pod = Netlink::in_netns(&ns)?;
-    match pod.passthru_lower(ifname).await? {
-        Some(lower) if ours(lower) => pod.delete(ifname).await,
+    match pod.macvlan_lower(ifname).await? {
+        Some((lower, _)) if ours(lower) => pod.delete(ifname).await,
         _ => Ok(false),
+    }
+}
+
+/// What a trunked ADD returns.
+fn trunk_attachment(req: &AddRequest, ep: Endpoint, t: &Trunk, mtu: u32) -> Attachment {
+    Attachment {
+        mac: ep.mac_address.clone(),
+        endpoint: ep,
+        host_ifname: t.name.clone(),
+        host_mac: t.host_mac.clone(),
+        ifname: req.ifname.clone(),
+        netns: req.netns.clone(),
+        mtu,
     }
 }
 
@@ -240,6 +256,8 @@ enum Undo {
     PodLink(PathBuf, String),
     /// An endpoint's flows.
     Flows(String),
+    /// An endpoint's trunk record.
+    Binding(String),
     HostLink(String),
     Port {
         ifname: String,
@@ -260,7 +278,14 @@ impl Manager {
             busy: AtomicUsize::new(0),
             activity: tokio::sync::Notify::new(),
             pool: None,
+            trunks: None,
         }
+    }
+
+    /// Serves CNI pods on network trunks (see `crate::trunk`).
+    pub fn with_trunks(mut self, trunks: Trunks) -> Self {
+        self.trunks = Some(Arc::new(trunks));
+        self
     }
 
     /// Serves CNI pods from a port pool (see `crate::pool`).
@@ -415,6 +440,12 @@ impl Manager {
                     Some(p) => p.free(pair.clone()).await.map_err(|e| e.to_string()),
                     None => Ok(()),
                 },
+                Undo::Binding(id) => {
+                    if let Some(t) = &self.trunks {
+                        t.unbind(id);
+                    }
+                    Ok(())
+                }
                 Undo::Flows(id) => self
                     .dp
                     .remove_endpoint_flows(id)
@@ -479,6 +510,13 @@ impl Manager {
         let host_if = host_ifname(&ep_id);
         let mtu = req.mtu.unwrap_or(self.cfg.mtu);
 
+        if !req.peer_in_host
+            && let Some(trunks) = &self.trunks
+            && mtu <= trunks.mtu
+            && self.dp.endpoint_port(&host_if).is_none()
+        {
+            return self.add_trunked(trunks, req, &ep_id, &ns, mtu, undo).await;
+        }
         if !req.peer_in_host
             && let Some(pool) = &self.pool
             && mtu <= pool.mtu
@@ -684,6 +722,171 @@ impl Manager {
         );
         tracing::info!(endpoint = %ep_id, ip = %ep.ip_address, network = %format!("{}:{}", ep.tenant_name, ep.network_name), port = %pair.name, "endpoint added");
         Ok(attachment(req, ep, &pair, mtu))
+    }
+
+    /// An ADD on the network's trunk: the pod gets a VEPA macvlan of the trunk's waiting end
+    /// (see `crate::trunk`); nothing on the host or in OVS changes but flows (and, for the
+    /// network's first pod here, the trunk is made).
+    async fn add_trunked(
+        &self,
+        trunks: &Trunks,
+        req: &AddRequest,
+        ep_id: &str,
+        ns: &Netns,
+        mtu: u32,
+        undo: &mut Vec<Undo>,
+    ) -> Result<Attachment, ManagerError> {
+        let network = format!("{}/{}", req.tenant, req.network);
+        if let Some(b) = trunks.bound(ep_id) {
+            let trunk = trunks.ensure(&network, &self.host, &self.dp).await?;
+            if b.ifname == req.ifname
+                && b.trunk == trunk.name
+                && Netlink::in_netns(ns)?
+                    .macvlan_lower(&req.ifname)
+                    .await?
+                    .map(|l| l.0)
+                    == Some(trunk.lower)
+                && let Ok(ep) = self.master.get_endpoint(ep_id).await
+            {
+                tracing::info!(endpoint = %ep_id, "ADD of an existing attachment: returning it");
+                if b.netns != req.netns {
+                    trunks.bind(
+                        ep_id,
+                        Binding {
+                            netns: req.netns.clone(),
+                            ..b
+                        },
+                    )?;
+                }
+                return Ok(trunk_attachment(req, ep, &trunk, mtu));
+            }
+            // The pod's interface is gone (a new namespace, say): start again.
+            self.release_trunked(trunks, ep_id).await?;
+        }
+        steps::mark("existing");
+        // The address from netmaster and the pod's interface at the same time: neither needs
+        // the other until the interface gets its MAC and addresses.
+        let (ep, got) = tokio::join!(self.create_master_endpoint(req, ep_id), async {
+            let trunk = trunks.ensure(&network, &self.host, &self.dp).await?;
+            self.trunk_pod_link(trunks, &trunk, &req.ifname, mtu, ns)
+                .await?;
+            steps::mark("macvlan");
+            // IPv6 off until the endpoint shows its network has it (most have not).
+            let pod = self.prepare_pod_side(ns, &req.ifname, false, true).await;
+            Ok::<_, ManagerError>((trunk, pod))
+        });
+        if ep.is_ok() {
+            undo.push(Undo::MasterEndpoint(ep_id.to_string()));
+        }
+        let (trunk, pod) = got?;
+        undo.push(Undo::PodLink(req.netns.clone(), req.ifname.clone()));
+        let (ep, pod) = (ep?, pod?);
+        steps::mark("master");
+        let mac = parse_mac(&ep.mac_address).ok_or_else(|| {
+            ManagerError::new(
+                ErrorKind::Internal,
+                format!("netmaster gave a bad MAC {}", ep.mac_address),
+            )
+        })?;
+        let alias = pool::alias(ep_id, &req.attachment_network);
+        if let Err(e) = pod.0.set_alias_mac(pod.1, &alias, Some(mac)).await {
+            // Another macvlan of the trunk has this MAC: a released endpoint's whose namespace
+            // outlived its DEL (its address, and so its MAC, went to this endpoint).
+            let in_use = matches!(&e, LinkError::Netlink { reason, .. } if reason.starts_with("Address already in use"));
+            let old = trunks.take_released(&ep.mac_address);
+            let deleted = match (in_use, old) {
+                (true, Some((netns, ifname))) => {
+                    delete_pod_link(&netns, &ifname, |l| l == trunk.lower).await?
+                }
+                _ => false,
+            };
+            if !deleted {
+                return Err(ManagerError::from(e).details(format!(
+                    "another interface on trunk {} has MAC {}: a removed pod's, whose network namespace is still there; delete that namespace",
+                    trunk.name, ep.mac_address
+                )));
+            }
+            tracing::info!(endpoint = %ep_id, mac = %ep.mac_address, "deleted a removed endpoint's interface: it held the MAC");
+            pod.0.set_alias_mac(pod.1, &alias, Some(mac)).await?;
+        }
+        if !ep.ipv6_address.is_empty() {
+            crate::netlink::set_pod_ipv6(ns, &req.ifname, true)?;
+        }
+        self.finish_pod_side(&req.ifname, pod, &ep).await?;
+        steps::mark("pod_side");
+        trunks.bind(
+            ep_id,
+            Binding {
+                trunk: trunk.name.clone(),
+                cni_network: pool::alias_network(&req.attachment_network),
+                netns: req.netns.clone(),
+                ifname: req.ifname.clone(),
+                mac: ep.mac_address.clone(),
+            },
+        )?;
+        undo.push(Undo::Binding(ep_id.to_string()));
+        undo.push(Undo::Flows(ep_id.to_string()));
+        self.dp.program_endpoint(trunk.ofport, &ep).await?;
+        steps::mark("flows");
+        tracing::info!(endpoint = %ep_id, ip = %ep.ip_address, network = %format!("{}:{}", ep.tenant_name, ep.network_name), port = %trunk.name, "endpoint added");
+        Ok(trunk_attachment(req, ep, &trunk, mtu))
+    }
+
+    /// Makes the pod's interface on `trunk`. An interface of the same name in the pod's
+    /// namespace that is a released endpoint's macvlan on a trunk (the namespace was ADDed
+    /// again under another container id) is in the way: it is deleted.
+    async fn trunk_pod_link(
+        &self,
+        trunks: &Trunks,
+        trunk: &Trunk,
+        ifname: &str,
+        mtu: u32,
+        ns: &Netns,
+    ) -> Result<(), ManagerError> {
+        use crate::netlink::MacVlanMode;
+        let create = || {
+            trunks
+                .nl
+                .create_macvlan(trunk.lower, ifname, mtu, ns, MacVlanMode::Vepa)
+        };
+        let refused = || {
+            ManagerError::new(
+                ErrorKind::Internal,
+                format!(
+                    "create interface {ifname} on trunk {}: the kernel refused the trunk's link",
+                    trunk.name
+                ),
+            )
+        };
+        match create().await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(refused()),
+            Err(LinkError::Netlink { reason, .. })
+                if reason.starts_with("File exists")
+                    && !trunks.is_bound_at(&ns.path, ifname)
+                    && delete_pod_link(&ns.path, ifname, |_| true).await? =>
+            {
+                tracing::info!(ifname, netns = %ns.path.display(), "deleted a removed endpoint's interface: it was in the way");
+                if create().await? {
+                    Ok(())
+                } else {
+                    Err(refused())
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Takes endpoint `ep_id` off its trunk: flows, record. Its interface goes with the pod's
+    /// namespace (or when its MAC is wanted again).
+    async fn release_trunked(&self, trunks: &Trunks, ep_id: &str) -> Result<bool, ManagerError> {
+        if trunks.bound(ep_id).is_none() {
+            return Ok(false);
+        }
+        self.dp.remove_endpoint_flows(ep_id).await?;
+        trunks.unbind(ep_id);
+        steps::mark("release");
+        Ok(true)
     }
 
     /// Takes a pooled port (or makes one when the pool is empty) and makes the pod's interface
@@ -926,7 +1129,11 @@ impl Manager {
             Some(pool) => self.release_pooled(pool, ep_id).await?,
             None => false,
         };
-        if !pooled {
+        let trunked = match &self.trunks {
+            Some(t) => self.release_trunked(t, ep_id).await?,
+            None => false,
+        };
+        if !pooled && !trunked {
             self.del_veth_attachment(ep_id, &host_if).await?;
         }
         if release {
@@ -972,9 +1179,19 @@ impl Manager {
             .get_endpoint(&ep_id)
             .await
             .map_err(|e| master_err(&format!("read endpoint {ep_id}"), e))?;
-        // A pooled port carries no endpoint identity (nor VLAN tag) in OVS.
-        let bound = self.pool.as_ref().and_then(|p| p.bound(&ep_id));
-        let host_if = bound.as_ref().map_or(host_if, |b| b.pair.name.clone());
+        // A pooled port or a trunk carries no endpoint identity (nor VLAN tag) in OVS.
+        let bound = self
+            .pool
+            .as_ref()
+            .and_then(|p| p.bound(&ep_id))
+            .map(|b| b.pair.name)
+            .or_else(|| {
+                self.trunks
+                    .as_ref()
+                    .and_then(|t| t.bound(&ep_id))
+                    .map(|b| b.trunk)
+            });
+        let host_if = bound.clone().unwrap_or(host_if);
         let ports =
             self.dp.vs.list_ports(&self.dp.bridge).await.map_err(|e| {
                 ManagerError::new(ErrorKind::Internal, format!("list OVS ports: {e}"))
@@ -1053,14 +1270,23 @@ impl Manager {
         valid: &BTreeSet<(String, String)>,
     ) -> Result<usize, ManagerError> {
         let mut removed = 0;
+        let net = pool::alias_network(attachment_network);
+        let keep: BTreeSet<String> = valid.iter().map(|(c, i)| endpoint_id(c, i)).collect();
+        let mut bound: Vec<(String, String)> = Vec::new();
         if let Some(pool) = &self.pool {
-            let net = pool::alias_network(attachment_network);
-            let keep: BTreeSet<String> = valid.iter().map(|(c, i)| endpoint_id(c, i)).collect();
-            for (ep_id, b) in pool.all_bound() {
-                if b.cni_network == net && !keep.contains(&ep_id) {
-                    self.del_endpoint(&ep_id, true).await?;
-                    removed += 1;
-                }
+            bound.extend(
+                pool.all_bound()
+                    .into_iter()
+                    .map(|(id, b)| (id, b.cni_network)),
+            );
+        }
+        if let Some(t) = &self.trunks {
+            bound.extend(t.all_bound().into_iter().map(|(id, b)| (id, b.cni_network)));
+        }
+        for (ep_id, cni_network) in bound {
+            if cni_network == net && !keep.contains(&ep_id) {
+                self.del_endpoint(&ep_id, true).await?;
+                removed += 1;
             }
         }
         let ports = self.dp.endpoint_ports().await?;
@@ -1225,11 +1451,89 @@ impl Manager {
         Ok(())
     }
 
+    /// After a restart, the network trunks: a trunk port whose two ends are there serves its
+    /// network again; an endpoint whose record names a live endpoint and a trunk is on it (its
+    /// flows go in `locals`); records of released endpoints are deleted; half-made trunks too.
+    async fn reconcile_trunks(
+        &self,
+        trunks: &Trunks,
+        by_id: &HashMap<&str, &Endpoint>,
+        links: &HashMap<String, u32>,
+        ports: &[ovs::PortInfo],
+        with_port: &mut BTreeSet<String>,
+        locals: &mut Vec<(u32, Endpoint)>,
+    ) -> Result<(), ManagerError> {
+        let mut found: Vec<(String, Trunk)> = Vec::new();
+        for p in ports {
+            let network = p.external_ids.get(ids::TRUNK).cloned().unwrap_or_default();
+            let lower = trunks.nl.index(&p.name).await?;
+            let (Some(lower), true, Some(of)) = (
+                lower,
+                links.contains_key(&p.name),
+                p.ofport.or(p.ofport_request),
+            ) else {
+                tracing::info!(trunk = %p.name, "deleting half a network trunk");
+                self.dp.remove_port(&p.name).await?;
+                continue;
+            };
+            found.push((
+                network,
+                Trunk {
+                    name: p.name.clone(),
+                    lower,
+                    ofport: of,
+                    host_mac: self.host.mac(&p.name).await?.unwrap_or_default(),
+                },
+            ));
+        }
+        let kept: BTreeSet<&str> = found.iter().map(|(_, t)| t.name.as_str()).collect();
+        for name in links.keys() {
+            if crate::trunk::is_trunk_ifname(name) && !kept.contains(name.as_str()) {
+                self.host.delete(name).await?;
+            }
+        }
+        for (name, index) in trunks.nl.link_names().await? {
+            if crate::trunk::is_trunk_ifname(&name) && !kept.contains(name.as_str()) {
+                trunks.nl.delete_index(index).await?;
+            }
+        }
+        let of_trunk: HashMap<&str, u32> = found
+            .iter()
+            .map(|(_, t)| (t.name.as_str(), t.ofport))
+            .collect();
+        let mut bound = Vec::new();
+        for (ep_id, b) in trunks.records() {
+            match (by_id.get(ep_id.as_str()), of_trunk.get(b.trunk.as_str())) {
+                (Some(ep), Some(of)) => {
+                    with_port.insert(ep_id.clone());
+                    locals.push((*of, (*ep).clone()));
+                    bound.push((ep_id, b));
+                }
+                _ => {
+                    tracing::info!(endpoint = %ep_id, trunk = %b.trunk, "forgetting a removed endpoint's trunk record");
+                    trunks.forget_record(&ep_id);
+                }
+            }
+        }
+        self.dp.set_trunks(of_trunk.values().copied()).await;
+        tracing::info!(
+            trunks = found.len(),
+            endpoints = bound.len(),
+            "network trunks restored"
+        );
+        trunks.restore(found, bound).await;
+        Ok(())
+    }
+
     /// After a restart: re-assert every endpoint port's flows (an atomic replace, so running pods
     /// see no gap), and release netmaster endpoints of this node that have no port (an ADD that
     /// crashed half-way).
     pub async fn reconcile(&self) -> Result<(), ManagerError> {
-        let (ports, pool_ports) = self.dp.endpoint_and_pool_ports().await?;
+        let crate::datapath::AgentPorts {
+            endpoints: ports,
+            pool: pool_ports,
+            trunks: trunk_ports,
+        } = self.dp.endpoint_and_pool_ports().await?;
         let eps = self
             .master
             .list_endpoints(Some(&self.cfg.node))
@@ -1273,6 +1577,17 @@ impl Manager {
                 &by_id,
                 &links,
                 &pool_ports,
+                &mut with_port,
+                &mut locals,
+            )
+            .await?;
+        }
+        if let Some(trunks) = &self.trunks {
+            self.reconcile_trunks(
+                trunks,
+                &by_id,
+                &links,
+                &trunk_ports,
                 &mut with_port,
                 &mut locals,
             )

@@ -7,8 +7,9 @@
 use futures::TryStreamExt;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::AddressAttribute;
+pub use netlink_packet_route::link::MacVlanMode;
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkMessage, MacVlanMode,
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkMessage,
 };
 use rtnetlink::{
     Handle, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
@@ -35,6 +36,7 @@ fn nl(action: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
                 libc::ENOENT => "No such file or directory".to_string(),
                 libc::EPERM => "Operation not permitted (the agent must run as root)".to_string(),
                 libc::ENETUNREACH => "Network is unreachable".to_string(),
+                libc::EADDRINUSE => "Address already in use".to_string(),
                 c => format!("{} (errno {c})", std::io::Error::from_raw_os_error(c)),
             },
             other => other.to_string(),
@@ -313,24 +315,36 @@ impl Netlink {
     /// The lower link's index of `name` if it is a passthru macvlan (the kind the port pool
     /// gives pods), else None.
     pub async fn passthru_lower(&self, name: &str) -> Result<Option<u32>, LinkError> {
+        Ok(self
+            .macvlan_lower(name)
+            .await?
+            .and_then(|(lower, mode)| (mode == MacVlanMode::Passthrough).then_some(lower)))
+    }
+
+    /// The lower link's index and the mode of `name` if it is a macvlan, else None.
+    pub async fn macvlan_lower(&self, name: &str) -> Result<Option<(u32, MacVlanMode)>, LinkError> {
         use netlink_packet_route::link::{InfoMacVlan, LinkInfo};
         let Some(m) = self.link(name).await? else {
             return Ok(None);
         };
-        let (mut passthru, mut lower) = (false, None);
+        let (mut mode, mut lower) = (None, None);
         for a in &m.attributes {
             match a {
                 LinkAttribute::Link(i) => lower = Some(*i),
                 LinkAttribute::LinkInfo(infos) => {
-                    passthru = infos.iter().any(|i| {
-                        matches!(i, LinkInfo::Data(InfoData::MacVlan(d))
-                            if d.contains(&InfoMacVlan::Mode(MacVlanMode::Passthrough)))
-                    });
+                    for i in infos {
+                        if let LinkInfo::Data(InfoData::MacVlan(d)) = i {
+                            mode = d.iter().find_map(|x| match x {
+                                InfoMacVlan::Mode(m) => Some(*m),
+                                _ => None,
+                            });
+                        }
+                    }
                 }
                 _ => {}
             }
         }
-        Ok(lower.filter(|_| passthru))
+        Ok(lower.zip(mode))
     }
 
     /// Creates `name`, a passthru macvlan of link `lower` (in this namespace), directly inside
@@ -344,7 +358,22 @@ impl Netlink {
         mtu: u32,
         ns: &Netns,
     ) -> Result<bool, LinkError> {
-        let msg = LinkMacVlan::new(name, lower, MacVlanMode::Passthrough)
+        self.create_macvlan(lower, name, mtu, ns, MacVlanMode::Passthrough)
+            .await
+    }
+
+    /// Creates `name`, a macvlan of link `lower` (in this namespace) in `mode`, directly inside
+    /// `ns`, down. `Ok(false)`: the kernel refused the lower link (`Invalid argument`: a
+    /// passthru macvlan holds it).
+    pub async fn create_macvlan(
+        &self,
+        lower: u32,
+        name: &str,
+        mtu: u32,
+        ns: &Netns,
+        mode: MacVlanMode,
+    ) -> Result<bool, LinkError> {
+        let msg = LinkMacVlan::new(name, lower, mode)
             .mtu(mtu)
             .setns_by_fd(ns.raw_fd())
             .build();

@@ -90,6 +90,61 @@ pub struct Pool {
     refill: tokio::sync::Notify,
 }
 
+/// Opens (or makes) the namespace where the other ends of the agent's ports wait (the pool's
+/// ports, the network trunks), and a netlink socket in it. New links there are born without
+/// IPv6: a waiting end needs no addresses, and would otherwise send DAD and router
+/// solicitations into the switch.
+pub fn open_side_netns(path: &std::path::Path) -> Result<(Netns, Netlink), LinkError> {
+    let ns = Netns::open_or_create(path)?;
+    ns.run(|| {
+        for f in ["default", "all"] {
+            let p = format!("/proc/sys/net/ipv6/conf/{f}/disable_ipv6");
+            match std::fs::write(&p, "1") {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("turn IPv6 off ({p}): {e}")),
+                Ok(()) => {}
+            }
+        }
+        Ok(())
+    })?;
+    let nl = Netlink::in_netns(&ns)?;
+    Ok((ns, nl))
+}
+
+/// Makes a veth pair whose ends are both called `name`: the host end in the agent's namespace
+/// (a switch port to be), the waiting end in `side` (the namespace of [`open_side_netns`]),
+/// both up, no IPv6 on the host end. Returns the waiting end's index and the host end's MAC.
+/// Checksum offload and the OVS port are the caller's.
+pub async fn make_waiting_pair(
+    host: &Netlink,
+    side_nl: &Netlink,
+    side: &Netns,
+    name: &str,
+    mtu: u32,
+) -> Result<(u32, String), LinkError> {
+    // Locally administered, unicast; a pooled port's is replaced by the pod's MAC at each ADD.
+    let mut mac = *uuid::Uuid::new_v4().as_bytes();
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    let mac: [u8; 6] = mac[..6].try_into().unwrap_or([2, 0, 0, 0, 0, 1]);
+    // The host end born up (it must be up before the port is added: ovs-vswitchd writes back
+    // the flags it read): each link event in the agent's namespace costs ovs-vswitchd a
+    // reconfiguration of the bridge.
+    host.create_veth_up(name, name, mac, mtu, side, true)
+        .await?;
+    if let Err(e) = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1") {
+        tracing::debug!(port = %name, error = %e, "disable IPv6 on the host side");
+    }
+    let idx = side_nl
+        .index(name)
+        .await?
+        .ok_or_else(|| LinkError::Netlink {
+            action: format!("find {name} in namespace {}", side.path.display()),
+            reason: "vanished".into(),
+        })?;
+    side_nl.set_up(name, idx).await?;
+    Ok((idx, host.mac(name).await?.unwrap_or_default()))
+}
+
 /// Whether `name` is a pooled port's name.
 pub fn is_pool_ifname(name: &str) -> bool {
     name.len() == 14
@@ -121,23 +176,9 @@ pub fn parse_alias(a: &str) -> Option<(String, String)> {
 }
 
 impl Pool {
-    /// Opens (or makes) the pool namespace at `path`. New links there are born without IPv6:
-    /// a waiting end needs no addresses, and would otherwise send DAD and router solicitations
-    /// into the switch.
+    /// Opens (or makes) the pool namespace at `path` (see [`open_side_netns`]).
     pub fn open(path: &std::path::Path, target: usize, mtu: u32) -> Result<Self, LinkError> {
-        let ns = Netns::open_or_create(path)?;
-        ns.run(|| {
-            for f in ["default", "all"] {
-                let p = format!("/proc/sys/net/ipv6/conf/{f}/disable_ipv6");
-                match std::fs::write(&p, "1") {
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(format!("turn IPv6 off ({p}): {e}")),
-                    Ok(()) => {}
-                }
-            }
-            Ok(())
-        })?;
-        let nl = Netlink::in_netns(&ns)?;
+        let (ns, nl) = open_side_netns(path)?;
         Ok(Pool {
             ns,
             nl,
@@ -257,30 +298,7 @@ impl Pool {
     ) -> Result<Vec<Pair>, LinkError> {
         let mut indexes = Vec::new();
         for name in names {
-            // Locally administered, unicast; replaced by the pod's MAC at each ADD.
-            let mut mac = *uuid::Uuid::new_v4().as_bytes();
-            mac[0] = (mac[0] & 0xfe) | 0x02;
-            let mac: [u8; 6] = mac[..6].try_into().unwrap_or([2, 0, 0, 0, 0, 1]);
-            // The host end born up (it must be up before the port is added: ovs-vswitchd
-            // writes back the flags it read): each link event in the agent's namespace costs
-            // ovs-vswitchd a reconfiguration of the bridge.
-            host.create_veth_up(name, name, mac, self.mtu, &self.ns, true)
-                .await?;
-            if let Err(e) =
-                std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1")
-            {
-                tracing::debug!(port = %name, error = %e, "disable IPv6 on the host side");
-            }
-            let pidx = self
-                .nl
-                .index(name)
-                .await?
-                .ok_or_else(|| LinkError::Netlink {
-                    action: format!("find {name} in the pool namespace"),
-                    reason: "vanished".into(),
-                })?;
-            self.nl.set_up(name, pidx).await?;
-            indexes.push((pidx, host.mac(name).await?.unwrap_or_default()));
+            indexes.push(make_waiting_pair(host, &self.nl, &self.ns, name, self.mtu).await?);
         }
         let ns_names = names.to_vec();
         let ns = Netns::open(&self.ns.path)?;

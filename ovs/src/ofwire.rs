@@ -202,6 +202,7 @@ static FIELDS: &[Field] = &[
 
 /// The NXM names of fields, as `move`, `load` and `output` write them.
 static NXM_FIELDS: &[Field] = &[
+    f(&["NXM_OF_IN_PORT"], NXM0, 0, 2, Kind::Int, false),
     f(&["NXM_OF_ETH_DST"], NXM0, 1, 6, Kind::Mac, true),
     f(&["NXM_OF_ETH_SRC"], NXM0, 2, 6, Kind::Mac, true),
     f(&["NXM_OF_ETH_TYPE"], NXM0, 3, 2, Kind::Int, false),

@@ -6,7 +6,9 @@
 //! `cargo run --release -p test-e2e --example cni_bench [-- --pods 200 --parallel 8 --port-pool 32]`
 //!
 //! `--port-pool N` runs the agent with N pooled ports (pods get a macvlan of a ready port; see
-//! docs/decisions.md "Pooled ports"); without it, each pod gets a veth and port of its own.
+//! docs/decisions.md "Pooled ports"); `--trunks` runs it with network trunks (pods get a macvlan
+//! of their network's one port; docs/decisions.md "Network trunks"); without either, each pod
+//! gets a veth and port of its own.
 //!
 //! Needs root, Open vSwitch, iproute2 and /usr/lib/cni/{bridge,host-local} (scripts/setup.sh).
 //!
@@ -57,6 +59,8 @@ struct Args {
     parallel: usize,
     /// The agent's `--port-pool` (0: a veth and port per pod).
     port_pool: usize,
+    /// The agent's `--trunks`.
+    trunks: bool,
 }
 
 fn args() -> Result<Args, String> {
@@ -64,6 +68,7 @@ fn args() -> Result<Args, String> {
         pods: 200,
         parallel: 8,
         port_pool: 0,
+        trunks: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -76,8 +81,11 @@ fn args() -> Result<Args, String> {
             "--pods" => a.pods = num("--pods")?.max(1),
             "--parallel" => a.parallel = num("--parallel")?.max(1),
             "--port-pool" => a.port_pool = num("--port-pool")?,
+            "--trunks" => a.trunks = true,
             "-h" | "--help" => {
-                println!("cni_bench [--pods N (200)] [--parallel P (8)] [--port-pool N (0)]");
+                println!(
+                    "cni_bench [--pods N (200)] [--parallel P (8)] [--port-pool N (0) | --trunks]"
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other} (try --help)")),
@@ -501,7 +509,9 @@ fn run(a: &Args) -> Result<(), String> {
     m.network("default", "default-net", "10.128.0.0/16", "10.128.0.1");
     let mut h = Host::netns_only(&m, "bench1");
     let pool_arg = format!("--port-pool={}", a.port_pool);
-    let agent_args: Vec<&str> = if a.port_pool > 0 {
+    let agent_args: Vec<&str> = if a.trunks {
+        vec!["--trunks"]
+    } else if a.port_pool > 0 {
         vec![pool_arg.as_str()]
     } else {
         Vec::new()
@@ -514,8 +524,10 @@ fn run(a: &Args) -> Result<(), String> {
     let bridge = bridge_plugin(&data_dir.0);
 
     let contiv_ports = |want: usize| -> Result<(), String> {
-        // Pooled ports stay on the bridge: count those marked for an endpoint.
-        let ports = if a.port_pool > 0 {
+        // Pooled ports and trunks stay on the bridge: count the endpoints they serve.
+        let ports = if a.trunks {
+            h.trunk_records().len()
+        } else if a.port_pool > 0 {
             h.pool_marks().len()
         } else {
             h.ovs_ports().len()

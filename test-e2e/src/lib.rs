@@ -575,7 +575,22 @@ impl Host {
         {
             self.agent_args.push(format!("--port-pool={n}"));
         }
-        if self.agent_args.iter().any(|a| a.starts_with("--port-pool")) {
+        // CONTIV_E2E_TRUNKS=1 runs every agent with network trunks (to try a suite with them).
+        if std::env::var("CONTIV_E2E_TRUNKS").is_ok_and(|v| v == "1")
+            && !self.agent_args.iter().any(|a| a.starts_with("--port-pool"))
+            && !self.agent_args.iter().any(|a| a == "--trunks")
+        {
+            self.agent_args.push("--trunks".into());
+        }
+        if self.agent_args.iter().any(|a| a == "--trunks") {
+            self.agent_args
+                .push(format!("--state-dir={}", self.dir.join("state").display()));
+        }
+        if self
+            .agent_args
+            .iter()
+            .any(|a| a.starts_with("--port-pool") || a == "--trunks")
+        {
             // Made here, in this process's mount namespace: one the agent made under
             // `ip netns exec` would go (and every pooled pod's interface with it) when the
             // agent exits.
@@ -590,6 +605,28 @@ impl Host {
     /// The namespace where the agent's pooled ports wait (with `--port-pool`).
     pub fn pool_ns(&self) -> String {
         format!("{}pool", self.ns)
+    }
+
+    /// The agent's network trunks on the bridge (`vt...`, with `--trunks`).
+    pub fn trunk_ports(&self) -> Vec<String> {
+        self.ovs_ports_now()
+            .into_iter()
+            .filter(|p| p.starts_with("vt"))
+            .collect()
+    }
+
+    /// The endpoints the agent has recorded on network trunks (with `--trunks`): the files
+    /// in its state directory, sorted.
+    pub fn trunk_records(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.dir.join("state"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
     }
 
     /// The agent's pooled ports on the bridge (`vp...`, with `--port-pool`).

@@ -1,0 +1,237 @@
+//! Network trunks (`--trunks`): the CNI pods of a network on a host share one switch port,
+//! each with a VEPA macvlan of the trunk's waiting end. One host, the real netmaster, agent,
+//! OVS (userspace datapath) and plugin, pods in namespaces, real packets.
+
+use serde_json::json;
+use std::time::Duration;
+use test_e2e::{Host, Netmaster, Pod, wait_for};
+
+fn setup() -> (Netmaster, Host) {
+    let m = Netmaster::start();
+    m.network("default", "default-net", "10.1.2.0/24", "10.1.2.1");
+    let mut h = Host::netns_only(&m, "host1");
+    h.boot(&["--trunks"]);
+    (m, h)
+}
+
+fn link_details(p: &Pod) -> String {
+    String::from_utf8_lossy(&p.exec(&["ip", "-d", "link", "show", "eth0"]).stdout).to_string()
+}
+
+fn has_eth0(p: &Pod) -> bool {
+    p.exec(&["ip", "link", "show", "eth0"]).status.success()
+}
+
+#[test]
+fn trunked_pods_talk_are_isolated_and_share_one_port_per_network() {
+    let (m, h) = setup();
+    m.network("default", "other", "10.1.3.0/24", "10.1.3.1");
+    let conf = h.conf("1.1.0", json!({}));
+    let a1 = h.pod(&conf);
+    let a2 = h.pod(&conf);
+    let b1 = h.pod(&h.conf("1.1.0", json!({"network": "other"})));
+    assert_eq!(
+        (a1.ip.as_str(), a2.ip.as_str(), b1.ip.as_str()),
+        ("10.1.2.2", "10.1.2.3", "10.1.3.2")
+    );
+    // A VEPA macvlan with the endpoint's MAC; one port per network, no veth per pod.
+    let d = link_details(&a1);
+    assert!(d.contains("macvlan mode vepa"), "{d}");
+    assert!(
+        d.contains(a1.result["interfaces"][1]["mac"].as_str().unwrap()),
+        "{d}"
+    );
+    let trunks = h.trunk_ports();
+    assert_eq!(trunks.len(), 2, "{trunks:?}");
+    let host_if = |p: &Pod| {
+        p.result["interfaces"][0]["name"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(host_if(&a1), host_if(&a2));
+    assert_ne!(host_if(&a1), host_if(&b1));
+    assert!(trunks.contains(&host_if(&a1)));
+    assert!(h.ovs_ports_now().iter().all(|p| !p.starts_with("vc")));
+    assert_eq!(h.trunk_records().len(), 3, "{:?}", h.trunk_records());
+    let v6 = a1.exec(&["cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6"]);
+    assert_eq!(String::from_utf8_lossy(&v6.stdout).trim(), "1");
+
+    // Trunk-mates reach each other through the switch (out of the port they came in on).
+    assert!(a1.reaches(&a2.ip, Duration::from_secs(5)), "a1 -> a2");
+    assert!(a2.reaches(&a1.ip, Duration::from_secs(5)), "a2 -> a1");
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(a1.tcp_exchange(&a2, 5001, &data), data, "TCP a1 -> a2");
+    // A broadcast reaches the trunk-mate.
+    a2.exec(&["sysctl", "-qw", "net.ipv4.icmp_echo_ignore_broadcasts=0"]);
+    b1.exec(&["sysctl", "-qw", "net.ipv4.icmp_echo_ignore_broadcasts=0"]);
+    let bc = a1.exec(&["ping", "-b", "-c", "2", "-W", "1", "10.1.2.255"]);
+    let bc_out = String::from_utf8_lossy(&bc.stdout);
+    assert!(bc_out.contains(&format!("from {}", a2.ip)), "{bc_out}");
+    assert!(!bc_out.contains(&format!("from {}", b1.ip)), "{bc_out}");
+    // Networks stay apart.
+    a1.exec(&["ip", "route", "add", "10.1.3.0/24", "dev", "eth0"]);
+    b1.exec(&["ip", "route", "add", "10.1.2.0/24", "dev", "eth0"]);
+    assert!(!a1.reaches(&b1.ip, Duration::from_secs(2)), "a1 reached b1");
+
+    // IPv6 (neighbour discovery is multicast) on a dual-stack network's trunk.
+    let (code, v) = m.api(
+        "POST",
+        "/api/v1/networks/default:dual/",
+        Some(
+            json!({"tenantName": "default", "networkName": "dual", "encap": "vxlan",
+            "subnet": "10.1.4.0/24", "gateway": "10.1.4.1", "ipv6Subnet": "fd00:4::/64"}),
+        ),
+    );
+    assert_eq!(code, 200, "{v}");
+    let dual = h.conf("1.1.0", json!({"network": "dual"}));
+    let (d1, d2) = (h.pod(&dual), h.pod(&dual));
+    let to = d2.result["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["address"].as_str())
+        .find(|a| a.contains(':'))
+        .unwrap_or_else(|| panic!("no IPv6 address: {}", d2.result))
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    wait_for("IPv6 ping d1 -> d2", Duration::from_secs(10), || {
+        d1.exec(&["ping", "-6", "-c", "1", "-W", "1", &to])
+            .status
+            .success()
+    });
+
+    // CHECK passes.
+    let mut c = conf.clone();
+    c["prevResult"] = a1.result.clone();
+    let chk = h.cni("CHECK", &a1.container_id, &a1.netns_path(), "eth0", &c);
+    assert!(chk.ok(), "CHECK: {}", chk.stdout);
+
+    // DEL releases the address and the record; the next pod gets both.
+    let del = h.cni("DEL", &a2.container_id, &a2.netns_path(), "eth0", &conf);
+    assert!(del.ok(), "{}", del.stdout);
+    assert_eq!(h.trunk_records().len(), 4);
+    drop(a2);
+    let a3 = h.pod(&conf);
+    assert_eq!(a3.ip, "10.1.2.3");
+    assert!(a3.reaches(&a1.ip, Duration::from_secs(5)), "a3 -> a1");
+
+    // A DEL whose namespace stays, then an ADD into it under another container id (a restarted
+    // sandbox): the old interface is in the way, and goes.
+    let kept = h.pod(&conf);
+    let del = h.cni("DEL", &kept.container_id, &kept.netns_path(), "eth0", &conf);
+    assert!(del.ok(), "{}", del.stdout);
+    let again = h.cni("ADD", "again", &kept.netns_path(), "eth0", &conf);
+    assert!(
+        again.ok(),
+        "re-ADD into a DELed pod's namespace: {}",
+        again.stdout
+    );
+    let ip = again.json["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        String::from_utf8_lossy(&kept.exec(&["ip", "-o", "addr", "show", "eth0"]).stdout)
+            .contains(&ip)
+    );
+    // A DEL whose namespace stays: the next pod gets its address, so its MAC, which the kernel
+    // gives one macvlan of a trunk only: the old interface goes.
+    let del = h.cni("DEL", "again", &kept.netns_path(), "eth0", &conf);
+    assert!(del.ok(), "{}", del.stdout);
+    let next = h.pod(&conf);
+    assert_eq!(format!("{}/24", next.ip), ip);
+    assert!(!has_eth0(&kept), "the DELed pod's interface is still there");
+    assert!(next.reaches(&a1.ip, Duration::from_secs(5)), "next -> a1");
+
+    // GC removes what the runtime no longer lists (b1 and the dual pods too: same CNI config
+    // name, other Contiv networks).
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": a1.container_id, "ifname": "eth0"}]);
+    let out = h.cni("GC", "", "", "", &gc);
+    assert!(out.ok(), "{}", out.stdout);
+    assert_eq!(
+        h.trunk_records(),
+        vec![format!("{}-eth0.json", a1.container_id)]
+    );
+    assert!(has_eth0(&a1));
+    assert!(
+        !a1.reaches(&next.ip, Duration::from_secs(2)),
+        "GC left a removed pod connected"
+    );
+}
+
+#[test]
+fn a_failed_trunked_add_leaks_nothing() {
+    let (m, h) = setup();
+    let conf = h.conf("1.1.0", json!({}));
+    // The pod already has an eth0 (not one of ours).
+    let p = Pod::new();
+    let made = p.exec(&[
+        "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "x0",
+    ]);
+    assert!(made.status.success(), "{made:?}");
+    let out = h.cni("ADD", &p.container_id, &p.netns_path(), "eth0", &conf);
+    assert!(!out.ok(), "{}", out.stdout);
+    assert!(
+        out.msg().contains("already has an interface eth0"),
+        "{}",
+        out.stdout
+    );
+    assert!(has_eth0(&p), "the pod's own eth0 was deleted");
+    // A namespace that does not exist.
+    let out = h.cni("ADD", "gone", "/var/run/netns/cte-none", "eth0", &conf);
+    assert!(!out.ok() && out.error_code() == 4, "{}", out.stdout);
+    // A network that does not exist: named, nothing made.
+    let out = h.cni(
+        "ADD",
+        "nonet",
+        &p.netns_path(),
+        "eth1",
+        &h.conf("1.1.0", json!({"network": "nope"})),
+    );
+    assert!(!out.ok() && out.msg().contains("nope"), "{}", out.stdout);
+    assert!(!p.exec(&["ip", "link", "show", "eth1"]).status.success());
+    assert!(h.trunk_records().is_empty(), "{:?}", h.trunk_records());
+    assert!(m.endpoints().is_empty(), "{:?}", m.endpoints());
+    // The trunk still serves.
+    let (a, b) = (h.pod(&conf), h.pod(&conf));
+    assert!(a.reaches(&b.ip, Duration::from_secs(5)));
+    assert!(h.ovs_ports_now().iter().all(|p| !p.starts_with("vc")));
+}
+
+#[test]
+fn trunked_pods_survive_an_agent_restart() {
+    let (m, mut h) = setup();
+    let conf = h.conf("1.1.0", json!({}));
+    let a = h.pod(&conf);
+    let b = h.pod(&conf);
+    let gone = h.pod(&conf);
+    let trunks = h.trunk_ports();
+    h.kill_agent();
+    // A DEL the agent missed: the pod went and netmaster released its address meanwhile.
+    let ep = format!("{}-eth0", gone.container_id);
+    let (code, _) = m.api("DELETE", &format!("/api/v1/endpoints/{ep}/"), None);
+    assert!(code < 300, "release {ep}: {code}");
+    drop(gone);
+    assert!(
+        a.reaches(&b.ip, Duration::from_secs(5)),
+        "a -> b, agent down"
+    );
+    h.start_agent();
+    assert!(
+        a.reaches(&b.ip, Duration::from_secs(5)),
+        "a -> b after restart"
+    );
+    assert_eq!(h.trunk_ports(), trunks);
+    assert_eq!(h.trunk_records().len(), 2, "{:?}", h.trunk_records());
+    // DEL works after the restart, and a new pod works (with the released address).
+    let del = h.cni("DEL", &b.container_id, &b.netns_path(), "eth0", &conf);
+    assert!(del.ok(), "{}", del.stdout);
+    assert_eq!(h.trunk_records().len(), 1);
+    let c = h.pod(&conf);
+    assert!(c.reaches(&a.ip, Duration::from_secs(5)), "c -> a");
+    assert_eq!(m.endpoints().len(), 2);
+}
