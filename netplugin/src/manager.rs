@@ -789,26 +789,8 @@ impl Manager {
             )
         })?;
         let alias = pool::alias(ep_id, &req.attachment_network);
-        if let Err(e) = pod.0.set_alias_mac(pod.1, &alias, Some(mac)).await {
-            // Another macvlan of the trunk has this MAC: a released endpoint's whose namespace
-            // outlived its DEL (its address, and so its MAC, went to this endpoint).
-            let in_use = matches!(&e, LinkError::Netlink { reason, .. } if reason.starts_with("Address already in use"));
-            let old = trunks.take_released(&ep.mac_address);
-            let deleted = match (in_use, old) {
-                (true, Some((netns, ifname))) => {
-                    delete_pod_link(&netns, &ifname, |l| l == trunk.lower).await?
-                }
-                _ => false,
-            };
-            if !deleted {
-                return Err(ManagerError::from(e).details(format!(
-                    "another interface on trunk {} has MAC {}: a removed pod's, whose network namespace is still there; delete that namespace",
-                    trunk.name, ep.mac_address
-                )));
-            }
-            tracing::info!(endpoint = %ep_id, mac = %ep.mac_address, "deleted a removed endpoint's interface: it held the MAC");
-            pod.0.set_alias_mac(pod.1, &alias, Some(mac)).await?;
-        }
+        self.set_trunk_pod_mac(trunks, &trunk, &pod, &alias, mac, &ep.mac_address)
+            .await?;
         if !ep.ipv6_address.is_empty() {
             crate::netlink::set_pod_ipv6(ns, &req.ifname, true)?;
         }
@@ -830,6 +812,48 @@ impl Manager {
         steps::mark("flows");
         tracing::info!(endpoint = %ep_id, ip = %ep.ip_address, network = %format!("{}:{}", ep.tenant_name, ep.network_name), port = %trunk.name, "endpoint added");
         Ok(trunk_attachment(req, ep, &trunk, mtu))
+    }
+
+    /// Gives the pod's interface on `trunk` the endpoint's MAC (and its alias). The kernel
+    /// refuses a MAC another macvlan of the trunk has: a released endpoint's, whose address
+    /// (and so MAC) went to this one. If its namespace is still there, that interface is
+    /// deleted; if the namespace is on its way out (a runtime removes it after DEL, and the
+    /// kernel destroys it a little later), the MAC is free in a moment.
+    async fn set_trunk_pod_mac(
+        &self,
+        trunks: &Trunks,
+        trunk: &Trunk,
+        (pod, idx): &(Netlink, u32),
+        alias: &str,
+        mac: [u8; 6],
+        mac_text: &str,
+    ) -> Result<(), ManagerError> {
+        const WAIT: Duration = Duration::from_secs(2);
+        let start = std::time::Instant::now();
+        let mut old = trunks.take_released(mac_text);
+        loop {
+            let e = match pod.set_alias_mac(*idx, alias, Some(mac)).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            let in_use = matches!(&e, LinkError::Netlink { reason, .. } if reason.starts_with("Address already in use"));
+            if !in_use {
+                return Err(e.into());
+            }
+            if let Some((netns, ifname)) = old.take()
+                && delete_pod_link(&netns, &ifname, |l| l == trunk.lower).await?
+            {
+                tracing::info!(mac = %mac_text, netns = %netns.display(), "deleted a removed endpoint's interface: it held the MAC");
+                continue;
+            }
+            if start.elapsed() > WAIT {
+                return Err(ManagerError::from(e).details(format!(
+                    "another interface on trunk {} has MAC {mac_text}: a removed pod's, whose network namespace is still there; delete that namespace",
+                    trunk.name
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Makes the pod's interface on `trunk`. An interface of the same name in the pod's
