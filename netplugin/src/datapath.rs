@@ -604,6 +604,14 @@ impl Datapath {
         st.inputs.trunks.extend(ofports);
     }
 
+    /// Forgets trunks that were deleted (their numbers may serve other ports later).
+    pub async fn unset_trunks(&self, ofports: &[u32]) {
+        let mut st = self.fabric.lock().await;
+        for of in ofports {
+            st.inputs.trunks.remove(of);
+        }
+    }
+
     fn allocate_ofport(&self, ifname: &str) -> Result<u32, DatapathError> {
         self.port_index()
             .allocate()

@@ -587,6 +587,46 @@ mod tests {
     }
 
     #[test]
+    fn trunk_mates_share_a_port_and_get_each_others_traffic() {
+        let mut i = inputs();
+        // a and a2 share trunk 5; b keeps veth port 6.
+        i.local
+            .insert("a2".into(), (5, ep("a2", "h1", "10.1.2.5", 7)));
+        i.trunks.insert(5);
+        let d = desired(&i);
+        let net = &d[&cookie::network(7)];
+        let flood = |m: &str| net.iter().find(|f| f.matches == m).unwrap().actions.clone();
+        // Veth ports first, then the trunk with the input port forgotten (so that the sender's
+        // trunk-mates get it; the sender's macvlan skips the sender), then the peers.
+        assert_eq!(
+            flood("reg0=1,metadata=0x7"),
+            "output:6,load:0->NXM_OF_IN_PORT[],output:5,set_field:7->tun_id,output:9"
+        );
+        assert_eq!(
+            flood("reg0=2,metadata=0x7"),
+            "output:6,load:0->NXM_OF_IN_PORT[],output:5"
+        );
+        // Delivery to a trunk's member may go back out of the port it came in on.
+        assert!(net.iter().any(|f| f.table == table::OUTPUT
+            && f.matches == "reg2=5"
+            && f.actions == "load:0->NXM_OF_IN_PORT[],output:5"));
+        // No endpoint owns a catch-all drop for the shared port (the table-miss drops).
+        for id in ["a", "a2"] {
+            let own = &d[&cookie::endpoint(id)];
+            assert!(own.iter().all(|f| f.actions != "drop"), "{own:?}");
+            assert!(
+                own.iter()
+                    .any(|f| f.matches.starts_with("in_port=5,dl_src="))
+            );
+        }
+        assert!(
+            d[&cookie::endpoint("b")]
+                .iter()
+                .any(|f| f.matches == "in_port=6" && f.actions == "drop")
+        );
+    }
+
+    #[test]
     fn a_remote_endpoint_waits_for_its_tunnel_and_arp_mode_is_honoured() {
         let mut i = inputs();
         i.tunnels.clear();

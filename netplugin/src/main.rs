@@ -133,6 +133,14 @@ struct Opts {
     /// however many pods are there (docs/decisions.md "Network trunks"). Excludes --port-pool.
     #[arg(long = "trunks", env = "CONTIV_NETPLUGIN_TRUNKS")]
     trunks: bool,
+    /// Seconds a network trunk may serve no pod before it is deleted (a network whose pods are
+    /// gone, or the network itself). Making it again costs the switch one reconfiguration.
+    #[arg(
+        long = "trunk-idle",
+        env = "CONTIV_NETPLUGIN_TRUNK_IDLE",
+        default_value_t = 300
+    )]
+    trunk_idle: u64,
     /// Where the pooled ports' and the trunks' pod ends wait: a network namespace, made if
     /// missing (its mount must outlive the agent: the host's mount namespace). Default:
     /// /run/netns/contiv-pool-<bridge>.
@@ -350,6 +358,11 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     {
         let m = m.clone();
         tokio::spawn(async move { m.refill_pool().await });
+    }
+    {
+        let m = m.clone();
+        let idle = std::time::Duration::from_secs(opts.trunk_idle);
+        tokio::spawn(async move { m.reap_trunks(idle).await });
     }
     {
         let m = m.clone();

@@ -235,6 +235,30 @@ async fn delete_pod_link(
     }
 }
 
+/// Deletes interface `ifname` of the namespace at `netns` if both are there and its alias is
+/// still `alias` (the released endpoint's: a new pod's interface of the same name has another,
+/// or none yet). Whether it deleted one.
+async fn delete_trunk_leftover(
+    netns: &std::path::Path,
+    ifname: &str,
+    alias: &str,
+) -> Result<bool, LinkError> {
+    let Ok(ns) = Netns::open(netns) else {
+        return Ok(false); // The namespace is gone, and its interfaces with it.
+    };
+    let pod = Netlink::in_netns(&ns)?;
+    let old = pod
+        .links_with_alias()
+        .await?
+        .into_iter()
+        .find(|l| l.name == ifname && l.alias == alias);
+    match old {
+        // By index: a link made since under the same name is another.
+        Some(l) => pod.delete_index(l.index).await,
+        None => Ok(false),
+    }
+}
+
 /// What a trunked ADD returns.
 fn trunk_attachment(req: &AddRequest, ep: Endpoint, t: &Trunk, mtu: u32) -> Attachment {
     Attachment {
@@ -328,6 +352,14 @@ impl Manager {
     /// itself, so the reaper never touches a live one (docs/decisions.md).
     pub async fn reap_links(&self) {
         loop {
+            // Released endpoints' interfaces on trunks whose namespace outlived the DEL.
+            if let Some(t) = &self.trunks {
+                for (netns, ifname, alias) in t.take_leftovers() {
+                    if let Err(e) = delete_trunk_leftover(&netns, &ifname, &alias).await {
+                        tracing::warn!(ifname, netns = %netns.display(), error = %e, "delete a removed endpoint's interface");
+                    }
+                }
+            }
             // Pooled ports beyond what the pool keeps (a burst of pods has ended) go too.
             if let Some(pool) = &self.pool {
                 let surplus = pool.take_surplus();
@@ -375,6 +407,23 @@ impl Manager {
             // after the next lull, with everything queued meanwhile.
             self.reap.notified().await;
             self.lull().await;
+        }
+    }
+
+    /// Deletes network trunks that have served no endpoint for `idle`, checking a few times
+    /// per `idle`. Runs forever (returns at once without trunks).
+    pub async fn reap_trunks(&self, idle: Duration) {
+        let Some(trunks) = &self.trunks else {
+            return;
+        };
+        let tick = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+        loop {
+            tokio::time::sleep(tick).await;
+            self.lull().await;
+            let gone = trunks.delete_idle(idle, &self.host, &self.dp).await;
+            if !gone.is_empty() {
+                self.dp.unset_trunks(&gone).await;
+            }
         }
     }
 
@@ -909,6 +958,8 @@ impl Manager {
         }
         self.dp.remove_endpoint_flows(ep_id).await?;
         trunks.unbind(ep_id);
+        // Its interface, if the namespace outlives the DEL, goes at the next lull.
+        self.reap.notify_one();
         steps::mark("release");
         Ok(true)
     }

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// A network's trunk on this host.
 #[derive(Debug, Clone)]
@@ -65,12 +66,16 @@ pub struct Trunks {
     pub mtu: u32,
     /// One file per endpoint on a trunk.
     dir: PathBuf,
-    /// Trunks by network ("tenant/network"); the lock serializes making them.
-    nets: tokio::sync::Mutex<HashMap<String, Trunk>>,
+    /// Trunks by network ("tenant/network"), with when each was last asked for or left by
+    /// an endpoint; the lock serializes making and deleting them.
+    nets: tokio::sync::Mutex<HashMap<String, (Trunk, Instant)>>,
     bound: Mutex<HashMap<String, Binding>>,
     /// Interfaces of released endpoints whose namespace may outlive the release, by MAC: an
     /// endpoint given the same MAC later finds its macvlan refused until that one is deleted.
     released: Mutex<HashMap<String, (PathBuf, String)>>,
+    /// Interfaces of released endpoints for the reaper to delete if their namespace is still
+    /// there: (namespace, interface, its alias).
+    leftovers: Mutex<Vec<(PathBuf, String, String)>>,
 }
 
 /// The trunk name of a network ("tenant/network").
@@ -104,6 +109,7 @@ impl Trunks {
             nets: tokio::sync::Mutex::new(HashMap::new()),
             bound: Mutex::new(HashMap::new()),
             released: Mutex::new(HashMap::new()),
+            leftovers: Mutex::new(Vec::new()),
         })
     }
 
@@ -121,7 +127,8 @@ impl Trunks {
         dp: &Datapath,
     ) -> Result<Trunk, LinkError> {
         let mut nets = self.nets.lock().await;
-        if let Some(t) = nets.get(network) {
+        if let Some((t, used)) = nets.get_mut(network) {
+            *used = Instant::now();
             return Ok(t.clone());
         }
         let name = trunk_ifname(network);
@@ -158,7 +165,7 @@ impl Trunks {
             Ok(t) => {
                 dp.set_trunks([t.ofport]).await;
                 tracing::info!(trunk = %name, network, ofport = t.ofport, "network trunk made");
-                nets.insert(network.to_string(), t.clone());
+                nets.insert(network.to_string(), (t.clone(), Instant::now()));
                 Ok(t)
             }
             Err(e) => {
@@ -171,8 +178,49 @@ impl Trunks {
 
     /// Records what a restart found: trunks by network and endpoints on them.
     pub async fn restore(&self, trunks: Vec<(String, Trunk)>, bound: Vec<(String, Binding)>) {
-        *self.nets.lock().await = trunks.into_iter().collect();
+        let now = Instant::now();
+        *self.nets.lock().await = trunks.into_iter().map(|(n, t)| (n, (t, now))).collect();
         *Self::lock(&self.bound) = bound.into_iter().collect();
+    }
+
+    /// Deletes the trunks that have served no endpoint for `idle` (a network whose pods are
+    /// gone, or the network itself): port and veth pair. Under the trunks' lock, so that an
+    /// ADD never gets a trunk on its way out (it makes a new one after). Returns the OpenFlow
+    /// numbers of the trunks deleted.
+    pub async fn delete_idle(&self, idle: Duration, host: &Netlink, dp: &Datapath) -> Vec<u32> {
+        let mut nets = self.nets.lock().await;
+        let busy: std::collections::HashSet<String> = Self::lock(&self.bound)
+            .values()
+            .map(|b| b.trunk.clone())
+            .collect();
+        let idle_ones: Vec<String> = nets
+            .iter()
+            .filter(|(_, (t, used))| used.elapsed() >= idle && !busy.contains(&t.name))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut gone = Vec::new();
+        for network in idle_ones {
+            let Some((t, _)) = nets.get(&network).cloned() else {
+                continue;
+            };
+            let r = async {
+                dp.remove_port(&t.name).await.map_err(|e| e.to_string())?;
+                // The waiting end goes with the host end.
+                host.delete(&t.name).await.map_err(|e| e.to_string())
+            }
+            .await;
+            match r {
+                Ok(_) => {
+                    tracing::info!(trunk = %t.name, network, "deleted an idle network trunk");
+                    nets.remove(&network);
+                    gone.push(t.ofport);
+                }
+                Err(e) => {
+                    tracing::warn!(trunk = %t.name, error = %e, "delete an idle network trunk; retrying later")
+                }
+            }
+        }
+        gone
     }
 
     fn record(&self, ep_id: &str) -> PathBuf {
@@ -203,12 +251,30 @@ impl Trunks {
             tracing::warn!(endpoint = %ep_id, error = %e, "remove the endpoint's trunk record");
         }
         let b = Self::lock(&self.bound).remove(ep_id)?;
+        if let Ok(mut nets) = self.nets.try_lock() {
+            // Idle from now (if the lock is busy, from its last ADD: close enough).
+            for (t, used) in nets.values_mut() {
+                if t.name == b.trunk {
+                    *used = Instant::now();
+                }
+            }
+        }
         let mut released = Self::lock(&self.released);
         if released.len() >= RELEASED_KEPT {
             released.clear();
         }
         released.insert(b.mac.clone(), (b.netns.clone(), b.ifname.clone()));
+        Self::lock(&self.leftovers).push((
+            b.netns.clone(),
+            b.ifname.clone(),
+            format!("{ep_id} {}", b.cni_network),
+        ));
         Some(b)
+    }
+
+    /// The released endpoints' interfaces to delete (see [`Trunks::unbind`]).
+    pub fn take_leftovers(&self) -> Vec<(PathBuf, String, String)> {
+        std::mem::take(&mut *Self::lock(&self.leftovers))
     }
 
     pub fn bound(&self, ep_id: &str) -> Option<Binding> {
@@ -294,6 +360,7 @@ mod tests {
             nets: tokio::sync::Mutex::new(HashMap::new()),
             bound: Mutex::new(HashMap::new()),
             released: Mutex::new(HashMap::new()),
+            leftovers: Mutex::new(Vec::new()),
         };
         let b = Binding {
             trunk: "vt0123456789ab".into(),

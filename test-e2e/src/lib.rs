@@ -581,6 +581,8 @@ impl Host {
             && !self.agent_args.iter().any(|a| a == "--trunks")
         {
             self.agent_args.push("--trunks".into());
+            // Idle trunks go at once: suites check that nothing is left after their pods.
+            self.agent_args.push("--trunk-idle=1".into());
         }
         if self.agent_args.iter().any(|a| a == "--trunks") {
             self.agent_args

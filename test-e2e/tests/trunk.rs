@@ -161,6 +161,12 @@ fn trunked_pods_talk_are_isolated_and_share_one_port_per_network() {
         !a1.reaches(&next.ip, Duration::from_secs(2)),
         "GC left a removed pod connected"
     );
+    // The removed pods' interfaces go too (their namespaces are still there).
+    wait_for(
+        "the removed pods' interfaces to go",
+        Duration::from_secs(5),
+        || !has_eth0(&b1) && !has_eth0(&d1) && !has_eth0(&next),
+    );
 }
 
 #[test]
@@ -234,4 +240,44 @@ fn trunked_pods_survive_an_agent_restart() {
     let c = h.pod(&conf);
     assert!(c.reaches(&a.ip, Duration::from_secs(5)), "c -> a");
     assert_eq!(m.endpoints().len(), 2);
+}
+
+#[test]
+fn an_idle_trunk_is_deleted_and_made_again() {
+    let m = Netmaster::start();
+    m.network("default", "default-net", "10.1.2.0/24", "10.1.2.1");
+    let mut h = Host::netns_only(&m, "host1");
+    h.boot(&["--trunks", "--trunk-idle=1"]);
+    let links_before = h.links();
+    let conf = h.conf("1.1.0", json!({}));
+    let a = h.pod(&conf);
+    assert_eq!(h.trunk_ports().len(), 1);
+    let del = h.cni("DEL", &a.container_id, &a.netns_path(), "eth0", &conf);
+    assert!(del.ok(), "{}", del.stdout);
+    drop(a);
+    let waiting_ends = || {
+        String::from_utf8_lossy(
+            &std::process::Command::new("ip")
+                .args(["-n", &h.pool_ns(), "-o", "link", "show"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .lines()
+        .filter(|l| l.contains(": vt"))
+        .count()
+    };
+    // Port, host end and waiting end all go.
+    wait_for("the idle trunk to go", Duration::from_secs(10), || {
+        h.trunk_ports().is_empty() && h.links() == links_before && waiting_ends() == 0
+    });
+    assert!(
+        h.flows().lines().all(|l| !l.contains("NXM_OF_IN_PORT")),
+        "{}",
+        h.flows()
+    );
+    // The network's next pod gets a new trunk.
+    let (b, c) = (h.pod(&conf), h.pod(&conf));
+    assert_eq!(h.trunk_ports().len(), 1);
+    assert!(b.reaches(&c.ip, Duration::from_secs(5)), "b -> c");
 }
