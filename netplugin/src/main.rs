@@ -131,7 +131,14 @@ struct Opts {
     /// CNI pods of one network share one switch port on this host, a trunk: each pod gets a
     /// VEPA macvlan of the trunk's other end, and ADD changes nothing on the host but flows,
     /// however many pods are there (docs/decisions.md "Network trunks"). Excludes --port-pool.
-    #[arg(long = "trunks", env = "CONTIV_NETPLUGIN_TRUNKS")]
+    #[arg(
+        long = "trunks",
+        env = "CONTIV_NETPLUGIN_TRUNKS",
+        default_value_t = false,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
     trunks: bool,
     /// Seconds a network trunk may serve no pod before it is deleted (a network whose pods are
     /// gone, or the network itself). Making it again costs the switch one reconfiguration.
