@@ -204,17 +204,32 @@ pub fn endpoint_id(container_id: &str, ifname: &str) -> String {
     }
 }
 
-/// What a pooled ADD returns.
-fn attachment(req: &AddRequest, ep: Endpoint, pair: &Pair, mtu: u32) -> Attachment {
+/// What an ADD on a shared-lower attachment (pooled port, trunk) returns: `host` is the
+/// switch port's (name, MAC).
+fn attachment(req: &AddRequest, ep: Endpoint, host: (&str, &str), mtu: u32) -> Attachment {
     Attachment {
         mac: ep.mac_address.clone(),
         endpoint: ep,
-        host_ifname: pair.name.clone(),
-        host_mac: pair.host_mac.clone(),
+        host_ifname: host.0.to_string(),
+        host_mac: host.1.to_string(),
         ifname: req.ifname.clone(),
         netns: req.netns.clone(),
         mtu,
     }
+}
+
+fn log_added(ep_id: &str, ep: &Endpoint, port: &str) {
+    tracing::info!(endpoint = %ep_id, ip = %ep.ip_address, network = %format!("{}:{}", ep.tenant_name, ep.network_name), port, "endpoint added");
+}
+
+/// The endpoint's MAC address as bytes.
+fn endpoint_mac(ep: &Endpoint) -> Result<[u8; 6], ManagerError> {
+    parse_mac(&ep.mac_address).ok_or_else(|| {
+        ManagerError::new(
+            ErrorKind::Internal,
+            format!("netmaster gave a bad MAC {}", ep.mac_address),
+        )
+    })
 }
 
 /// Deletes interface `ifname` of the namespace at `netns` if both are there and it is a pod's
@@ -256,19 +271,6 @@ async fn delete_trunk_leftover(
         // By index: a link made since under the same name is another.
         Some(l) => pod.delete_index(l.index).await,
         None => Ok(false),
-    }
-}
-
-/// What a trunked ADD returns.
-fn trunk_attachment(req: &AddRequest, ep: Endpoint, t: &Trunk, mtu: u32) -> Attachment {
-    Attachment {
-        mac: ep.mac_address.clone(),
-        endpoint: ep,
-        host_ifname: t.name.clone(),
-        host_mac: t.host_mac.clone(),
-        ifname: req.ifname.clone(),
-        netns: req.netns.clone(),
-        mtu,
     }
 }
 
@@ -596,12 +598,7 @@ impl Manager {
             self.dp.remove_endpoint(&host_if, &ep_id).await?;
         }
         self.host.delete(&host_if).await?;
-        let mac = parse_mac(&ep.mac_address).ok_or_else(|| {
-            ManagerError::new(
-                ErrorKind::Internal,
-                format!("netmaster gave a bad MAC {}", ep.mac_address),
-            )
-        })?;
+        let mac = endpoint_mac(&ep)?;
         if let Err(e) = self
             .host
             .create_veth(&host_if, &req.ifname, mac, mtu, &ns)
@@ -677,7 +674,7 @@ impl Manager {
         steps::mark("flows");
         let host_mac = self.host.mac(&host_if).await?.unwrap_or_default();
         steps::mark("host_mac");
-        tracing::info!(endpoint = %ep_id, ip = %ep.ip_address, network = %format!("{}:{}", ep.tenant_name, ep.network_name), port = %host_if, "endpoint added");
+        log_added(&ep_id, &ep, &host_if);
         Ok(Attachment {
             mac: ep.mac_address.clone(),
             endpoint: ep,
@@ -715,7 +712,7 @@ impl Manager {
                         ..b.clone()
                     },
                 );
-                return Ok(attachment(req, ep, &b.pair, mtu));
+                return Ok(attachment(req, ep, (&b.pair.name, &b.pair.host_mac), mtu));
             }
             // The pod's interface is gone (a new namespace, say): start again.
             self.release_pooled(pool, ep_id).await?;
@@ -738,12 +735,7 @@ impl Manager {
         undo.push(Undo::PodLink(req.netns.clone(), req.ifname.clone()));
         let (ep, pod) = (ep?, pod?);
         steps::mark("master");
-        let mac = parse_mac(&ep.mac_address).ok_or_else(|| {
-            ManagerError::new(
-                ErrorKind::Internal,
-                format!("netmaster gave a bad MAC {}", ep.mac_address),
-            )
-        })?;
+        let mac = endpoint_mac(&ep)?;
         // The macvlan takes its lower link's MAC (passthru), now as later.
         pool.nl
             .set_alias_mac(
@@ -752,10 +744,8 @@ impl Manager {
                 Some(mac),
             )
             .await?;
-        if !ep.ipv6_address.is_empty() {
-            crate::netlink::set_pod_ipv6(ns, &req.ifname, true)?;
-        }
-        self.finish_pod_side(&req.ifname, pod, &ep).await?;
+        self.finish_macvlan_pod_side(ns, &req.ifname, pod, &ep)
+            .await?;
         steps::mark("pod_side");
         undo.push(Undo::Flows(ep_id.to_string()));
         self.dp.program_endpoint(pair.ofport, &ep).await?;
@@ -769,8 +759,8 @@ impl Manager {
                 ifname: req.ifname.clone(),
             },
         );
-        tracing::info!(endpoint = %ep_id, ip = %ep.ip_address, network = %format!("{}:{}", ep.tenant_name, ep.network_name), port = %pair.name, "endpoint added");
-        Ok(attachment(req, ep, &pair, mtu))
+        log_added(ep_id, &ep, &pair.name);
+        Ok(attachment(req, ep, (&pair.name, &pair.host_mac), mtu))
     }
 
     /// An ADD on the network's trunk: the pod gets a VEPA macvlan of the trunk's waiting end
@@ -807,7 +797,7 @@ impl Manager {
                         },
                     )?;
                 }
-                return Ok(trunk_attachment(req, ep, &trunk, mtu));
+                return Ok(attachment(req, ep, (&trunk.name, &trunk.host_mac), mtu));
             }
             // The pod's interface is gone (a new namespace, say): start again.
             self.release_trunked(trunks, ep_id).await?;
@@ -831,19 +821,12 @@ impl Manager {
         undo.push(Undo::PodLink(req.netns.clone(), req.ifname.clone()));
         let (ep, pod) = (ep?, pod?);
         steps::mark("master");
-        let mac = parse_mac(&ep.mac_address).ok_or_else(|| {
-            ManagerError::new(
-                ErrorKind::Internal,
-                format!("netmaster gave a bad MAC {}", ep.mac_address),
-            )
-        })?;
+        let mac = endpoint_mac(&ep)?;
         let alias = pool::alias(ep_id, &req.attachment_network);
         self.set_trunk_pod_mac(trunks, &trunk, &pod, &alias, mac, &ep.mac_address)
             .await?;
-        if !ep.ipv6_address.is_empty() {
-            crate::netlink::set_pod_ipv6(ns, &req.ifname, true)?;
-        }
-        self.finish_pod_side(&req.ifname, pod, &ep).await?;
+        self.finish_macvlan_pod_side(ns, &req.ifname, pod, &ep)
+            .await?;
         steps::mark("pod_side");
         trunks.bind(
             ep_id,
@@ -859,8 +842,8 @@ impl Manager {
         undo.push(Undo::Flows(ep_id.to_string()));
         self.dp.program_endpoint(trunk.ofport, &ep).await?;
         steps::mark("flows");
-        tracing::info!(endpoint = %ep_id, ip = %ep.ip_address, network = %format!("{}:{}", ep.tenant_name, ep.network_name), port = %trunk.name, "endpoint added");
-        Ok(trunk_attachment(req, ep, &trunk, mtu))
+        log_added(ep_id, &ep, &trunk.name);
+        Ok(attachment(req, ep, (&trunk.name, &trunk.host_mac), mtu))
     }
 
     /// Gives the pod's interface on `trunk` the endpoint's MAC (and its alias). The kernel
@@ -1120,6 +1103,21 @@ impl Manager {
             pod.set_up("lo", lo).await?;
         }
         Ok((pod, idx))
+    }
+
+    /// [`Manager::finish_pod_side`] for a pod's macvlan, whose IPv6 waited (off) for the
+    /// endpoint to show whether its network has IPv6.
+    async fn finish_macvlan_pod_side(
+        &self,
+        ns: &Netns,
+        ifname: &str,
+        pod: (Netlink, u32),
+        ep: &Endpoint,
+    ) -> Result<(), ManagerError> {
+        if !ep.ipv6_address.is_empty() {
+            crate::netlink::set_pod_ipv6(ns, ifname, true)?;
+        }
+        self.finish_pod_side(ifname, pod, ep).await
     }
 
     /// Then the endpoint's addresses, the interface up, default routes via the gateways.

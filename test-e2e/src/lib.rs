@@ -324,6 +324,19 @@ impl Netmaster {
         assert_eq!(s, 200, "create network {tenant}:{name}: {v}");
     }
 
+    /// Creates network `tenant:name` (VXLAN) with an IPv6 subnet beside the IPv4 one.
+    pub fn dual_stack_network(&self, name: &str, subnet: &str, gateway: &str, v6_subnet: &str) {
+        let (s, v) = self.api(
+            "POST",
+            &format!("/api/v1/networks/default:{name}/"),
+            Some(
+                json!({"tenantName": "default", "networkName": name, "encap": "vxlan",
+                "subnet": subnet, "gateway": gateway, "ipv6Subnet": v6_subnet}),
+            ),
+        );
+        assert_eq!(s, 200, "create network default:{name}: {v}");
+    }
+
     /// Endpoints netmaster holds (all hosts).
     pub fn endpoints(&self) -> Vec<Value> {
         let (_, v) = self.api("GET", "/api/v1/endpoints/", None);
@@ -1108,6 +1121,21 @@ impl Default for Pod {
 }
 
 impl Pod {
+    /// The pod's IPv6 address from its CNI result (panics without one).
+    pub fn ipv6(&self) -> String {
+        self.result["ips"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["address"].as_str())
+            .find(|a| a.contains(':'))
+            .unwrap_or_else(|| panic!("no IPv6 address: {}", self.result))
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// A bare namespace, not plumbed.
     pub fn new() -> Self {
         let netns = unique("p");

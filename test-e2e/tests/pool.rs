@@ -71,33 +71,12 @@ fn pooled_pods_talk_are_isolated_and_ports_are_reused() {
     assert!(!a1.reaches(&b1.ip, Duration::from_secs(2)), "a1 reached b1");
 
     // A network with IPv6: the pod keeps IPv6 and gets its address; pods talk over it.
-    let (code, v) = m.api(
-        "POST",
-        "/api/v1/networks/default:dual/",
-        Some(
-            json!({"tenantName": "default", "networkName": "dual", "encap": "vxlan",
-            "subnet": "10.1.4.0/24", "gateway": "10.1.4.1", "ipv6Subnet": "fd00:4::/64"}),
-        ),
-    );
-    assert_eq!(code, 200, "{v}");
+    m.dual_stack_network("dual", "10.1.4.0/24", "10.1.4.1", "fd00:4::/64");
     let dual = h.conf("1.1.0", json!({"network": "dual"}));
     let (d1, d2) = (h.pod(&dual), h.pod(&dual));
-    let v6_of = |p: &Pod| -> String {
-        p.result["ips"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|i| i["address"].as_str())
-            .find(|a| a.contains(':'))
-            .unwrap_or_else(|| panic!("no IPv6 address: {}", p.result))
-            .split('/')
-            .next()
-            .unwrap()
-            .to_string()
-    };
     let on = d1.exec(&["cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6"]);
     assert_eq!(String::from_utf8_lossy(&on.stdout).trim(), "0");
-    let to = v6_of(&d2);
+    let to = d2.ipv6();
     wait_for("IPv6 ping d1 -> d2", Duration::from_secs(10), || {
         d1.exec(&["ping", "-6", "-c", "1", "-W", "1", &to])
             .status

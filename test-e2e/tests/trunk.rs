@@ -75,28 +75,10 @@ fn trunked_pods_talk_are_isolated_and_share_one_port_per_network() {
     assert!(!a1.reaches(&b1.ip, Duration::from_secs(2)), "a1 reached b1");
 
     // IPv6 (neighbour discovery is multicast) on a dual-stack network's trunk.
-    let (code, v) = m.api(
-        "POST",
-        "/api/v1/networks/default:dual/",
-        Some(
-            json!({"tenantName": "default", "networkName": "dual", "encap": "vxlan",
-            "subnet": "10.1.4.0/24", "gateway": "10.1.4.1", "ipv6Subnet": "fd00:4::/64"}),
-        ),
-    );
-    assert_eq!(code, 200, "{v}");
+    m.dual_stack_network("dual", "10.1.4.0/24", "10.1.4.1", "fd00:4::/64");
     let dual = h.conf("1.1.0", json!({"network": "dual"}));
     let (d1, d2) = (h.pod(&dual), h.pod(&dual));
-    let to = d2.result["ips"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|i| i["address"].as_str())
-        .find(|a| a.contains(':'))
-        .unwrap_or_else(|| panic!("no IPv6 address: {}", d2.result))
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let to = d2.ipv6();
     wait_for("IPv6 ping d1 -> d2", Duration::from_secs(10), || {
         d1.exec(&["ping", "-6", "-c", "1", "-W", "1", &to])
             .status
