@@ -418,6 +418,9 @@ impl Manager {
         let Some(trunks) = &self.trunks else {
             return;
         };
+        // At least a second: an ADD between getting its trunk and recording its endpoint must
+        // never see the trunk deleted under it.
+        let idle = idle.max(Duration::from_secs(1));
         let tick = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
         loop {
             tokio::time::sleep(tick).await;
@@ -917,10 +920,23 @@ impl Manager {
         match create().await {
             Ok(true) => Ok(()),
             Ok(false) => Err(refused()),
+            // The trunk's other end is gone (someone deleted the trunk's link): forget the
+            // trunk, so that the runtime's retry makes a new one.
+            Err(LinkError::Netlink { reason, .. }) if reason.starts_with("No such device") => {
+                trunks.forget(&trunk.name).await;
+                Err(ManagerError::new(
+                    ErrorKind::TryAgain,
+                    format!(
+                        "create interface {ifname} on trunk {}: the trunk's link is gone; it is made again at the next try",
+                        trunk.name
+                    ),
+                ))
+            }
+            // Only a macvlan of this trunk is ours to delete.
             Err(LinkError::Netlink { reason, .. })
                 if reason.starts_with("File exists")
                     && !trunks.is_bound_at(&ns.path, ifname)
-                    && delete_pod_link(&ns.path, ifname, |_| true).await? =>
+                    && delete_pod_link(&ns.path, ifname, |l| l == trunk.lower).await? =>
             {
                 tracing::info!(ifname, netns = %ns.path.display(), "deleted a removed endpoint's interface: it was in the way");
                 if create().await? {

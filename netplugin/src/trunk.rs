@@ -176,6 +176,12 @@ impl Trunks {
         }
     }
 
+    /// Forgets trunk `name` (its link is gone), so that the next ADD makes the network's trunk
+    /// again; its port goes then too (see [`Trunks::ensure`]).
+    pub async fn forget(&self, name: &str) {
+        self.nets.lock().await.retain(|_, (t, _)| t.name != name);
+    }
+
     /// Records what a restart found: trunks by network and endpoints on them.
     pub async fn restore(&self, trunks: Vec<(String, Trunk)>, bound: Vec<(String, Binding)>) {
         let now = Instant::now();

@@ -435,10 +435,22 @@ pub struct Cluster {
 impl Cluster {
     /// `n` hosts (`host1`..) with a full tunnel mesh.
     pub fn start(n: usize, master_args: &[&str]) -> Self {
+        Self::start_with_agents(n, master_args, &[])
+    }
+
+    /// Like [`Cluster::start`], every agent given `agent_args` too.
+    pub fn start_with_agents(n: usize, master_args: &[&str], agent_args: &[&str]) -> Self {
         let master = Netmaster::start_with(master_args);
         let underlay = Underlay::new();
         let hosts = (1..=n)
-            .map(|i| Host::start_on(&master, &underlay, &format!("host{i}")))
+            .map(|i| {
+                Host::start_on_masters_with(
+                    &master.url(),
+                    &underlay,
+                    &format!("host{i}"),
+                    agent_args,
+                )
+            })
             .collect();
         let c = Cluster {
             hosts,
@@ -546,10 +558,22 @@ impl Host {
 
     /// Like [`Host::start_on`], with the agent given `urls` (comma-separated) as its netmasters.
     pub fn start_on_masters(urls: &str, underlay: &Underlay, name: &str) -> Self {
+        Self::start_on_masters_with(urls, underlay, name, &[])
+    }
+
+    /// Like [`Host::start_on_masters`], the agent given `extra` flags too.
+    pub fn start_on_masters_with(
+        urls: &str,
+        underlay: &Underlay,
+        name: &str,
+        extra: &[&str],
+    ) -> Self {
         let mut h = Self::netns_with(urls, name);
         let vtep = underlay.attach(&h.ns);
         h.vtep = vtep.clone();
-        h.boot(&["--vtep-ip", &vtep, "--vtep-intf", Underlay::NIC]);
+        let mut args = vec!["--vtep-ip", &vtep, "--vtep-intf", Underlay::NIC];
+        args.extend_from_slice(extra);
+        h.boot(&args);
         h
     }
 

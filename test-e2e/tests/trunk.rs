@@ -4,7 +4,7 @@
 
 use serde_json::json;
 use std::time::Duration;
-use test_e2e::{Host, Netmaster, Pod, wait_for};
+use test_e2e::{Cluster, Host, Netmaster, Pod, wait_for};
 
 fn setup() -> (Netmaster, Host) {
     let m = Netmaster::start();
@@ -262,4 +262,48 @@ fn an_idle_trunk_is_deleted_and_made_again() {
     let (b, c) = (h.pod(&conf), h.pod(&conf));
     assert_eq!(h.trunk_ports().len(), 1);
     assert!(b.reaches(&c.ip, Duration::from_secs(5)), "b -> c");
+}
+
+#[test]
+fn trunked_pods_span_hosts() {
+    let c = Cluster::start_with_agents(2, &[], &["--trunks"]);
+    c.master
+        .network("default", "contiv-net", "10.1.2.0/24", "10.1.2.1");
+    let pods: Vec<Pod> = [0, 0, 1, 1]
+        .iter()
+        .map(|&h| c.pod(h, "contiv-net", "default"))
+        .collect();
+    for h in &c.hosts {
+        assert_eq!(h.trunk_ports().len(), 1, "{}: {:?}", h.name, h.ovs_ports());
+    }
+    for a in &pods {
+        for b in &pods {
+            if a.ip != b.ip {
+                assert!(
+                    a.reaches(&b.ip, Duration::from_secs(5)),
+                    "{} cannot reach {}; flows on host1:\n{}",
+                    a.ip,
+                    b.ip,
+                    c.hosts[0].flows()
+                );
+            }
+        }
+    }
+    // TCP across hosts, more than one MTU of data, both trunk-to-trunk directions.
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(pods[0].tcp_exchange(&pods[2], 7001, &data), data);
+    assert_eq!(pods[3].tcp_exchange(&pods[1], 7002, &data), data);
+    // A broadcast from host1 reaches the trunk-mate and both pods on host2.
+    for p in &pods[1..] {
+        p.exec(&["sysctl", "-qw", "net.ipv4.icmp_echo_ignore_broadcasts=0"]);
+    }
+    let bc = pods[0].exec(&["ping", "-b", "-c", "3", "-W", "1", "10.1.2.255"]);
+    let bc_out = String::from_utf8_lossy(&bc.stdout);
+    for p in &pods[1..] {
+        assert!(
+            bc_out.contains(&format!("from {}", p.ip)),
+            "{}: {bc_out}",
+            p.ip
+        );
+    }
 }
