@@ -1,8 +1,9 @@
 //! A real container runtime: podman 4.3 with its CNI backend runs two containers on a Contiv
 //! network through the shipped network config (`conf/cni/10-contiv.conflist`) and the real
 //! `contiv` plugin, talking to a real agent (in its own host namespace with its own OVS) and a
-//! real netmaster. The containers ping each other and exchange TCP data; `podman rm` releases
-//! everything (netmaster endpoints, OVS ports, host veths, podman's network namespaces).
+//! real netmaster. The agent attaches pods as the shipped systemd unit has it (network trunks).
+//! The containers ping each other and exchange TCP data; `podman rm` releases everything
+//! (netmaster endpoints, the agent's records, then the idle trunk, podman's network namespaces).
 //!
 //! Podman 4.3's libcni cannot read results of cniVersion 1.1.0, the shipped config's version:
 //! the test shows that failure leaks nothing, then runs the containers with the config at 1.0.0
@@ -334,7 +335,10 @@ fn podman_runs_two_containers_on_a_contiv_network() {
     // A tenant and network of their own, named in the installed config: the config's
     // `tenant` and `network` fields are what places the containers.
     m.network("blue", "pods", "10.77.0.0/24", "10.77.0.1");
-    let h = Host::start(&m, "host1");
+    // The agent as the shipped systemd unit runs it: pods on network trunks (a trunk that
+    // serves no pod goes after a second here, so that "nothing left" can be checked).
+    let mut h = Host::netns_only(&m, "host1");
+    h.boot(&["--trunks", "--trunk-idle=1"]);
     let links_before: BTreeSet<String> = h.links().into_iter().collect();
 
     // The shipped conflist, installed with this host's agent socket and a unique name.
@@ -416,14 +420,13 @@ fn podman_runs_two_containers_on_a_contiv_network() {
         }
     }
     wait_for(
-        "nothing left of the probe container's attachment",
+        "nothing left of the probe container's attachment (endpoint, trunk port and link)",
         Duration::from_secs(10),
-        || m.endpoints().is_empty() && h.ovs_ports().is_empty(),
-    );
-    assert_eq!(
-        h.links().into_iter().collect::<BTreeSet<_>>(),
-        links_before,
-        "the probe container left host veths"
+        || {
+            m.endpoints().is_empty()
+                && h.ovs_ports().is_empty()
+                && h.links().into_iter().collect::<BTreeSet<_>>() == links_before
+        },
     );
     if !out.status.success() {
         pm.ok(&["rm", "--force", "--time", "0", &probe]);
@@ -497,7 +500,10 @@ fn podman_runs_two_containers_on_a_contiv_network() {
             "{e}"
         );
     }
-    assert_eq!(h.ovs_ports().len(), 2, "OVS ports: {:?}", h.ovs_ports());
+    // Both on the network's one trunk, each recorded by the agent.
+    assert_eq!(h.ovs_ports(), h.trunk_ports(), "OVS ports");
+    assert_eq!(h.trunk_ports().len(), 1, "OVS ports: {:?}", h.ovs_ports());
+    assert_eq!(h.trunk_records().len(), 2, "{:?}", h.trunk_records());
 
     // They reach each other: ping both ways, then TCP (HTTP) both ways with a checked payload.
     for (from, to) in [(0, 1), (1, 0)] {
@@ -550,8 +556,8 @@ fn podman_runs_two_containers_on_a_contiv_network() {
     }
     let traffic_done = started.elapsed();
 
-    // `podman rm` releases everything: netmaster's endpoints, the OVS ports, the host veths
-    // and podman's network namespaces.
+    // `podman rm` releases everything: netmaster's endpoints, the agent's records, the trunk
+    // (once idle) and podman's network namespaces.
     let mut rm = vec!["rm", "--force", "--time", "0"];
     rm.extend(names.iter().map(String::as_str));
     pm.ok(&rm);
@@ -560,11 +566,15 @@ fn podman_runs_two_containers_on_a_contiv_network() {
         Duration::from_secs(10),
         || m.endpoints().is_empty(),
     );
-    wait_for("the OVS ports to go", Duration::from_secs(10), || {
-        h.ovs_ports().is_empty()
-    });
-    let links_after: BTreeSet<String> = h.links().into_iter().collect();
-    assert_eq!(links_after, links_before, "host veths left behind");
+    wait_for(
+        "the trunk's port and links to go (it serves no pod)",
+        Duration::from_secs(10),
+        || {
+            h.ovs_ports().is_empty()
+                && h.links().into_iter().collect::<BTreeSet<_>>() == links_before
+        },
+    );
+    assert!(h.trunk_records().is_empty(), "{:?}", h.trunk_records());
     for s in &sandboxes {
         assert!(!Path::new(s).exists(), "podman left its netns {s}");
     }
