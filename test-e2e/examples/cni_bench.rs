@@ -3,12 +3,12 @@
 //! run and the same way, for the reference `bridge` plugin with `host-local` IPAM (Debian
 //! `containernetworking-plugins`).
 //!
-//! `cargo run --release -p test-e2e --example cni_bench [-- --pods 200 --parallel 8 --port-pool 32]`
+//! `cargo run --release -p test-e2e --example cni_bench [-- --pods 200 --parallel 8 --veth]`
 //!
-//! `--port-pool N` runs the agent with N pooled ports (pods get a macvlan of a ready port; see
-//! docs/decisions.md "Pooled ports"); `--trunks` runs it with network trunks (pods get a macvlan
-//! of their network's one port; docs/decisions.md "Network trunks"); without either, each pod
-//! gets a veth and port of its own.
+//! The agent attaches pods as the shipped systemd unit does, on network trunks (each pod a
+//! macvlan of its network's one port; docs/decisions.md "Network trunks"; `--trunks`, the
+//! default). `--veth` gives each pod a veth and port of its own; `--port-pool N` a macvlan of
+//! one of N pooled ports (docs/decisions.md "Pooled ports").
 //!
 //! Needs root, Open vSwitch, iproute2 and /usr/lib/cni/{bridge,host-local} (scripts/setup.sh).
 //!
@@ -68,7 +68,7 @@ fn args() -> Result<Args, String> {
         pods: 200,
         parallel: 8,
         port_pool: 0,
-        trunks: false,
+        trunks: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -80,11 +80,15 @@ fn args() -> Result<Args, String> {
         match k.as_str() {
             "--pods" => a.pods = num("--pods")?.max(1),
             "--parallel" => a.parallel = num("--parallel")?.max(1),
-            "--port-pool" => a.port_pool = num("--port-pool")?,
+            "--port-pool" => {
+                a.port_pool = num("--port-pool")?;
+                a.trunks = a.port_pool == 0 && a.trunks;
+            }
             "--trunks" => a.trunks = true,
+            "--veth" => a.trunks = false,
             "-h" | "--help" => {
                 println!(
-                    "cni_bench [--pods N (200)] [--parallel P (8)] [--port-pool N (0) | --trunks]"
+                    "cni_bench [--pods N (200)] [--parallel P (8)] [--trunks (default) | --veth | --port-pool N]"
                 );
                 std::process::exit(0);
             }
@@ -695,8 +699,15 @@ fn print_report(a: &Args, results: &[RunResult], floor_contiv: f64, floor_bridge
          its own OVS (userspace datapath) and netplugin",
         a.pods
     );
+    let attach = if a.trunks {
+        "pods on network trunks (--trunks)".to_string()
+    } else if a.port_pool > 0 {
+        format!("pods on pooled ports (--port-pool {})", a.port_pool)
+    } else {
+        "a veth and port per pod".to_string()
+    };
     println!(
-        "contiv: agent + netmaster, network default:default-net 10.128.0.0/16, gateway 10.128.0.1"
+        "contiv: agent + netmaster, {attach}, network default:default-net 10.128.0.0/16, gateway 10.128.0.1"
     );
     println!(
         "bridge: {BRIDGE_PLUGIN} + host-local, Linux bridge in a host namespace of its own (no OVS there), \
