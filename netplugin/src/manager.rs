@@ -1600,7 +1600,8 @@ impl Manager {
                 }
                 _ => {
                     tracing::info!(endpoint = %ep_id, trunk = %b.trunk, "forgetting a removed endpoint's trunk record");
-                    trunks.forget_record(&ep_id);
+                    trunks.forget_record(&ep_id, &b);
+                    self.reap.notify_one();
                 }
             }
         }

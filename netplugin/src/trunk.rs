@@ -334,9 +334,15 @@ impl Trunks {
         out
     }
 
-    /// Deletes endpoint `ep_id`'s record (a restart found its endpoint released).
-    pub fn forget_record(&self, ep_id: &str) {
+    /// Deletes endpoint `ep_id`'s record (a restart found its endpoint released: a DEL the
+    /// agent missed); its interface, if its namespace is still there, is queued for the reaper.
+    pub fn forget_record(&self, ep_id: &str, b: &Binding) {
         let _ = std::fs::remove_file(self.record(ep_id));
+        Self::lock(&self.leftovers).push((
+            b.netns.clone(),
+            b.ifname.clone(),
+            format!("{ep_id} {}", b.cni_network),
+        ));
     }
 }
 

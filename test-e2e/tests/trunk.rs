@@ -197,12 +197,16 @@ fn trunked_pods_survive_an_agent_restart() {
     let a = h.pod(&conf);
     let b = h.pod(&conf);
     let gone = h.pod(&conf);
+    let kept = h.pod(&conf);
     let trunks = h.trunk_ports();
     h.kill_agent();
-    // A DEL the agent missed: the pod went and netmaster released its address meanwhile.
-    let ep = format!("{}-eth0", gone.container_id);
-    let (code, _) = m.api("DELETE", &format!("/api/v1/endpoints/{ep}/"), None);
-    assert!(code < 300, "release {ep}: {code}");
+    // DELs the agent missed: netmaster released their addresses meanwhile; one pod's
+    // namespace went, the other's stays (its interface must go).
+    for p in [&gone, &kept] {
+        let ep = format!("{}-eth0", p.container_id);
+        let (code, _) = m.api("DELETE", &format!("/api/v1/endpoints/{ep}/"), None);
+        assert!(code < 300, "release {ep}: {code}");
+    }
     drop(gone);
     assert!(
         a.reaches(&b.ip, Duration::from_secs(5)),
@@ -215,6 +219,11 @@ fn trunked_pods_survive_an_agent_restart() {
     );
     assert_eq!(h.trunk_ports(), trunks);
     assert_eq!(h.trunk_records().len(), 2, "{:?}", h.trunk_records());
+    wait_for(
+        "the missed DEL's interface to go",
+        Duration::from_secs(5),
+        || !has_eth0(&kept),
+    );
     // DEL works after the restart, and a new pod works (with the released address).
     let del = h.cni("DEL", &b.container_id, &b.netns_path(), "eth0", &conf);
     assert!(del.ok(), "{}", del.stdout);
