@@ -316,3 +316,47 @@ fn trunked_pods_span_hosts() {
         );
     }
 }
+
+#[test]
+fn policy_applies_between_trunk_mates() {
+    let (m, h) = setup();
+    let post = |path: &str, body: serde_json::Value| {
+        let (s, v) = m.api("POST", path, Some(body));
+        assert_eq!(s, 200, "POST {path}: {v}");
+    };
+    post(
+        "/api/v1/policys/default:p/",
+        json!({"tenantName": "default", "policyName": "p"}),
+    );
+    for (id, prio, port, action) in [("1", 1, 0, "deny"), ("2", 100, 8000, "allow")] {
+        let mut r = json!({"tenantName": "default", "policyName": "p", "ruleId": id,
+            "direction": "in", "priority": prio, "protocol": "tcp", "action": action});
+        if port != 0 {
+            r["port"] = json!(port);
+        }
+        post(&format!("/api/v1/rules/default:p:{id}/"), r);
+    }
+    post(
+        "/api/v1/endpointGroups/default:web/",
+        json!({"tenantName": "default", "groupName": "web", "networkName": "default-net", "policies": ["p"]}),
+    );
+    let server = h.pod(&h.conf("1.1.0", json!({"group": "web"})));
+    let client = h.pod(&h.conf("1.1.0", json!({})));
+    // Same host, same network: the same trunk, and the switch still judges what passes.
+    assert_eq!(
+        server.result["interfaces"][0]["name"],
+        client.result["interfaces"][0]["name"]
+    );
+    assert!(
+        client.reaches(&server.ip, Duration::from_secs(5)),
+        "ICMP is allowed"
+    );
+    assert!(client.connects_to(&server, 8000), "8000 refused");
+    assert!(!client.connects_to(&server, 8001), "8001 let through");
+    // The rule goes: 8001 opens.
+    let (s, v) = m.api("DELETE", "/api/v1/rules/default:p:1/", None);
+    assert_eq!(s, 200, "{v}");
+    wait_for("8001 to open", Duration::from_secs(10), || {
+        client.connects_to(&server, 8001)
+    });
+}
