@@ -360,3 +360,42 @@ fn policy_applies_between_trunk_mates() {
         client.connects_to(&server, 8001)
     });
 }
+
+#[test]
+fn trunked_and_veth_pods_share_a_network() {
+    let (_m, h) = setup();
+    let t1 = h.pod(&h.conf("1.1.0", json!({})));
+    let t2 = h.pod(&h.conf("1.1.0", json!({})));
+    // An MTU above the trunks' gets a veth and port of its own, on the same network.
+    let v = h.pod(&h.conf("1.1.0", json!({"mtu": 1460})));
+    assert!(link_details(&v).contains("veth"), "{}", link_details(&v));
+    assert_eq!(h.trunk_ports().len(), 1);
+    assert!(h.ovs_ports_now().iter().any(|p| p.starts_with("vc")));
+    for (a, b) in [(&t1, &v), (&v, &t1), (&t1, &t2)] {
+        assert!(
+            a.reaches(&b.ip, Duration::from_secs(5)),
+            "{} -> {}",
+            a.ip,
+            b.ip
+        );
+    }
+    // A broadcast from either kind reaches both others, once each (the first request's replies
+    // are counted): the flood lists the veth port and then the trunk.
+    for p in [&t1, &t2, &v] {
+        p.exec(&["sysctl", "-qw", "net.ipv4.icmp_echo_ignore_broadcasts=0"]);
+    }
+    for (from, others) in [(&t1, [&t2, &v]), (&v, [&t1, &t2])] {
+        let bc = from.exec(&["ping", "-b", "-c", "2", "-W", "1", "10.1.2.255"]);
+        let out = String::from_utf8_lossy(&bc.stdout);
+        for o in others {
+            let first = format!("from {}: icmp_seq=1 ", o.ip);
+            assert_eq!(
+                out.matches(&first).count(),
+                1,
+                "{} -> {}: {out}",
+                from.ip,
+                o.ip
+            );
+        }
+    }
+}
