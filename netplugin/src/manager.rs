@@ -1552,12 +1552,19 @@ impl Manager {
         with_port: &mut BTreeSet<String>,
         locals: &mut Vec<(u32, Endpoint)>,
     ) -> Result<(), ManagerError> {
+        // The side namespace's links, listed once: trunks' other ends, and half-made ones.
+        let waiting: HashMap<String, u32> = trunks
+            .nl
+            .links_with_alias()
+            .await?
+            .into_iter()
+            .map(|l| (l.name, l.index))
+            .collect();
         let mut found: Vec<(String, Trunk)> = Vec::new();
         for p in ports {
             let network = p.external_ids.get(ids::TRUNK).cloned().unwrap_or_default();
-            let lower = trunks.nl.index(&p.name).await?;
-            let (Some(lower), true, Some(of)) = (
-                lower,
+            let (Some(&lower), true, Some(of)) = (
+                waiting.get(&p.name),
                 links.contains_key(&p.name),
                 p.ofport.or(p.ofport_request),
             ) else {
@@ -1581,9 +1588,9 @@ impl Manager {
                 self.host.delete(name).await?;
             }
         }
-        for (name, index) in trunks.nl.link_names().await? {
-            if crate::trunk::is_trunk_ifname(&name) && !kept.contains(name.as_str()) {
-                trunks.nl.delete_index(index).await?;
+        for (name, index) in &waiting {
+            if crate::trunk::is_trunk_ifname(name) && !kept.contains(name.as_str()) {
+                trunks.nl.delete_index(*index).await?;
             }
         }
         let of_trunk: HashMap<&str, u32> = found

@@ -212,10 +212,31 @@ fn trunked_pods_survive_an_agent_restart() {
         a.reaches(&b.ip, Duration::from_secs(5)),
         "a -> b, agent down"
     );
+    // Half a trunk a crash left behind: its other end only, in the side namespace.
+    let stray = "vt0000000000ab";
+    let side_ns = h.pool_ns();
+    let side = |args: &[&str]| {
+        std::process::Command::new("ip")
+            .args(["-n", &side_ns])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(
+        side(&[
+            "link", "add", stray, "type", "veth", "peer", "name", "strayp"
+        ])
+        .status
+        .success()
+    );
     h.start_agent();
     assert!(
         a.reaches(&b.ip, Duration::from_secs(5)),
         "a -> b after restart"
+    );
+    assert!(
+        !side(&["link", "show", stray]).status.success(),
+        "half a trunk left in the side namespace"
     );
     assert_eq!(h.trunk_ports(), trunks);
     assert_eq!(h.trunk_records().len(), 2, "{:?}", h.trunk_records());
