@@ -910,12 +910,12 @@ impl Datapath {
 
     /// The endpoint ports on the bridge (those carrying an endpoint id).
     pub async fn endpoint_ports(&self) -> Result<Vec<PortInfo>, DatapathError> {
-        Ok(self.endpoint_and_pool_ports().await?.endpoints)
+        Ok(self.agent_ports().await?.endpoints)
     }
 
     /// The endpoint ports, the port pool's ports and the network trunks on the bridge, from
     /// one listing.
-    pub async fn endpoint_and_pool_ports(&self) -> Result<AgentPorts, DatapathError> {
+    pub async fn agent_ports(&self) -> Result<AgentPorts, DatapathError> {
         let mut out = AgentPorts::default();
         for p in self.vs.list_ports(&self.bridge).await? {
             if p.external_ids.contains_key(ids::POOL) {

@@ -250,15 +250,11 @@ async fn delete_pod_link(
     }
 }
 
-/// Deletes interface `ifname` of the namespace at `netns` if both are there and its alias is
-/// still `alias` (the released endpoint's: a new pod's interface of the same name has another,
-/// or none yet). Whether it deleted one.
-async fn delete_trunk_leftover(
-    netns: &std::path::Path,
-    ifname: &str,
-    alias: &str,
-) -> Result<bool, LinkError> {
-    let Ok(ns) = Netns::open(netns) else {
+/// Deletes a released endpoint's interface if its namespace is still there and the interface
+/// still carries the endpoint's alias (a new pod's interface of the same name has another, or
+/// none yet). Whether it deleted one.
+async fn delete_trunk_leftover(left: &crate::trunk::Leftover) -> Result<bool, LinkError> {
+    let Ok(ns) = Netns::open(&left.netns) else {
         return Ok(false); // The namespace is gone, and its interfaces with it.
     };
     let pod = Netlink::in_netns(&ns)?;
@@ -266,7 +262,7 @@ async fn delete_trunk_leftover(
         .links_with_alias()
         .await?
         .into_iter()
-        .find(|l| l.name == ifname && l.alias == alias);
+        .find(|l| l.name == left.ifname && l.alias == left.alias);
     match old {
         // By index: a link made since under the same name is another.
         Some(l) => pod.delete_index(l.index).await,
@@ -356,9 +352,9 @@ impl Manager {
         loop {
             // Released endpoints' interfaces on trunks whose namespace outlived the DEL.
             if let Some(t) = &self.trunks {
-                for (netns, ifname, alias) in t.take_leftovers() {
-                    if let Err(e) = delete_trunk_leftover(&netns, &ifname, &alias).await {
-                        tracing::warn!(ifname, netns = %netns.display(), error = %e, "delete a removed endpoint's interface");
+                for l in t.take_leftovers() {
+                    if let Err(e) = delete_trunk_leftover(&l).await {
+                        tracing::warn!(ifname = %l.ifname, netns = %l.netns.display(), error = %e, "delete a removed endpoint's interface");
                     }
                 }
             }
@@ -865,7 +861,7 @@ impl Manager {
     ) -> Result<(), ManagerError> {
         const WAIT: Duration = Duration::from_secs(2);
         let start = std::time::Instant::now();
-        let mut old = trunks.take_released(mac_text);
+        let mut old = trunks.take_leftover_with_mac(mac_text);
         loop {
             let e = match pod.set_alias_mac(*idx, alias, Some(mac)).await {
                 Ok(()) => return Ok(()),
@@ -875,10 +871,10 @@ impl Manager {
             if !in_use {
                 return Err(e.into());
             }
-            if let Some((netns, ifname)) = old.take()
-                && delete_pod_link(&netns, &ifname, |l| l == trunk.lower).await?
+            if let Some(l) = old.take()
+                && delete_trunk_leftover(&l).await?
             {
-                tracing::info!(mac = %mac_text, netns = %netns.display(), "deleted a removed endpoint's interface: it held the MAC");
+                tracing::info!(mac = %mac_text, netns = %l.netns.display(), "deleted a removed endpoint's interface: it held the MAC");
                 continue;
             }
             if start.elapsed() > WAIT {
@@ -1630,7 +1626,7 @@ impl Manager {
             endpoints: ports,
             pool: pool_ports,
             trunks: trunk_ports,
-        } = self.dp.endpoint_and_pool_ports().await?;
+        } = self.dp.agent_ports().await?;
         let eps = self
             .master
             .list_endpoints(Some(&self.cfg.node))

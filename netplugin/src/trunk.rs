@@ -54,8 +54,17 @@ pub struct Binding {
     pub mac: String,
 }
 
-/// How many interfaces of released endpoints are remembered (see [`Trunks::unbind`]).
-const RELEASED_KEPT: usize = 4096;
+/// A released endpoint's interface, which may outlive the release (its namespace kept, or on
+/// its way out): the reaper deletes it, or an ADD that wants its MAC does first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    pub netns: PathBuf,
+    pub ifname: String,
+    /// The alias it carries ("<endpoint id> <CNI network>"): a new interface of the same name
+    /// has another, so only this one is deleted.
+    pub alias: String,
+    pub mac: String,
+}
 
 pub struct Trunks {
     /// Where the trunks' waiting ends are.
@@ -70,12 +79,8 @@ pub struct Trunks {
     /// an endpoint; the lock serializes making and deleting them.
     nets: tokio::sync::Mutex<HashMap<String, (Trunk, Instant)>>,
     bound: Mutex<HashMap<String, Binding>>,
-    /// Interfaces of released endpoints whose namespace may outlive the release, by MAC: an
-    /// endpoint given the same MAC later finds its macvlan refused until that one is deleted.
-    released: Mutex<HashMap<String, (PathBuf, String)>>,
-    /// Interfaces of released endpoints for the reaper to delete if their namespace is still
-    /// there: (namespace, interface, its alias).
-    leftovers: Mutex<Vec<(PathBuf, String, String)>>,
+    /// Interfaces of released endpoints, until the reaper's next round.
+    leftovers: Mutex<Vec<Leftover>>,
 }
 
 /// The trunk name of a network ("tenant/network").
@@ -108,7 +113,6 @@ impl Trunks {
             dir: dir.to_path_buf(),
             nets: tokio::sync::Mutex::new(HashMap::new()),
             bound: Mutex::new(HashMap::new()),
-            released: Mutex::new(HashMap::new()),
             leftovers: Mutex::new(Vec::new()),
         })
     }
@@ -248,8 +252,8 @@ impl Trunks {
         Ok(())
     }
 
-    /// Forgets endpoint `ep_id` (and its file); its interface is remembered by MAC until it
-    /// is known gone (see [`Trunks::take_released`]).
+    /// Forgets endpoint `ep_id` (and its file); its interface is left to the reaper (see
+    /// [`Leftover`]).
     pub fn unbind(&self, ep_id: &str) -> Option<Binding> {
         if let Err(e) = std::fs::remove_file(self.record(ep_id))
             && e.kind() != std::io::ErrorKind::NotFound
@@ -265,22 +269,29 @@ impl Trunks {
                 }
             }
         }
-        let mut released = Self::lock(&self.released);
-        if released.len() >= RELEASED_KEPT {
-            released.clear();
-        }
-        released.insert(b.mac.clone(), (b.netns.clone(), b.ifname.clone()));
-        Self::lock(&self.leftovers).push((
-            b.netns.clone(),
-            b.ifname.clone(),
-            format!("{ep_id} {}", b.cni_network),
-        ));
+        self.leave(ep_id, &b);
         Some(b)
     }
 
-    /// The released endpoints' interfaces to delete (see [`Trunks::unbind`]).
-    pub fn take_leftovers(&self) -> Vec<(PathBuf, String, String)> {
+    fn leave(&self, ep_id: &str, b: &Binding) {
+        Self::lock(&self.leftovers).push(Leftover {
+            netns: b.netns.clone(),
+            ifname: b.ifname.clone(),
+            alias: format!("{ep_id} {}", b.cni_network),
+            mac: b.mac.clone(),
+        });
+    }
+
+    /// The released endpoints' interfaces to delete (see [`Leftover`]).
+    pub fn take_leftovers(&self) -> Vec<Leftover> {
         std::mem::take(&mut *Self::lock(&self.leftovers))
+    }
+
+    /// The released endpoint's interface with MAC `mac`, if the reaper has not taken it yet.
+    pub fn take_leftover_with_mac(&self, mac: &str) -> Option<Leftover> {
+        let mut l = Self::lock(&self.leftovers);
+        let i = l.iter().position(|x| x.mac == mac)?;
+        Some(l.swap_remove(i))
     }
 
     pub fn bound(&self, ep_id: &str) -> Option<Binding> {
@@ -299,11 +310,6 @@ impl Trunks {
         Self::lock(&self.bound)
             .values()
             .any(|b| b.netns == netns && b.ifname == ifname)
-    }
-
-    /// The interface a released endpoint with MAC `mac` had, if it may still exist.
-    pub fn take_released(&self, mac: &str) -> Option<(PathBuf, String)> {
-        Self::lock(&self.released).remove(mac)
     }
 
     /// The records in the state directory: (endpoint id, binding). Unreadable ones are
@@ -338,11 +344,7 @@ impl Trunks {
     /// agent missed); its interface, if its namespace is still there, is queued for the reaper.
     pub fn forget_record(&self, ep_id: &str, b: &Binding) {
         let _ = std::fs::remove_file(self.record(ep_id));
-        Self::lock(&self.leftovers).push((
-            b.netns.clone(),
-            b.ifname.clone(),
-            format!("{ep_id} {}", b.cni_network),
-        ));
+        self.leave(ep_id, b);
     }
 }
 
@@ -371,7 +373,6 @@ mod tests {
             dir: dir.path().to_path_buf(),
             nets: tokio::sync::Mutex::new(HashMap::new()),
             bound: Mutex::new(HashMap::new()),
-            released: Mutex::new(HashMap::new()),
             leftovers: Mutex::new(Vec::new()),
         };
         let b = Binding {
@@ -388,10 +389,15 @@ mod tests {
         assert!(t.is_bound_at(Path::new("/run/netns/p1"), "eth0"));
         assert_eq!(t.unbind("c1-eth0"), Some(b.clone()));
         assert!(t.records().is_empty());
+        let left = t.take_leftover_with_mac(&b.mac).unwrap();
         assert_eq!(
-            t.take_released(&b.mac),
-            Some((b.netns.clone(), b.ifname.clone()))
+            (left.netns, left.ifname, left.alias),
+            (
+                b.netns.clone(),
+                b.ifname.clone(),
+                "c1-eth0 contiv".to_string()
+            )
         );
-        assert_eq!(t.take_released(&b.mac), None);
+        assert_eq!(t.take_leftover_with_mac(&b.mac), None);
     }
 }
