@@ -1,0 +1,178 @@
+//! The node registry: registrations and their heartbeats on store leases, expiry, and the
+//! per-rule counters nodes report.
+
+use super::Master;
+use crate::error::{ApiError, ApiResult};
+use crate::keys;
+use model::agent::{Node, NodeLease, NodeRegistration, RuleStatsReport};
+use model::names;
+use std::sync::Arc;
+use std::time::Duration;
+use store::{Op, Txn};
+
+impl Master {
+    /// Keeps a node's latest rule counters (an empty report forgets the node's).
+    pub fn report_rule_stats(&self, host: &str, r: RuleStatsReport) -> ApiResult<()> {
+        if r.hostname != host {
+            return Err(ApiError::bad_request(format!(
+                "rule stats of node '{}' sent to the path of node '{host}'",
+                r.hostname
+            )));
+        }
+        let mut stats = self.rule_stats.lock().unwrap_or_else(|p| p.into_inner());
+        if r.rules.is_empty() {
+            stats.remove(host);
+        } else {
+            stats.insert(host.to_string(), r.rules);
+        }
+        Ok(())
+    }
+
+    /// Registers a node, or renews its registration (the heartbeat).
+    pub async fn register_node(&self, name: &str, reg: &NodeRegistration) -> ApiResult<NodeLease> {
+        if reg.hostname != name {
+            return Err(ApiError::bad_request(format!(
+                "the hostname in the URL, '{name}', does not match the body's hostname '{}'",
+                reg.hostname
+            )));
+        }
+        if !names::is_valid_name(name, 253) {
+            return Err(ApiError::bad_request(format!(
+                "hostname '{name}': must be at most 253 characters of {}",
+                names::NAME_RULE
+            )));
+        }
+        if reg.vtep_ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(ApiError::bad_request(format!(
+                "vtepIP '{}': not an IP address",
+                reg.vtep_ip
+            )));
+        }
+        let node = Node {
+            hostname: reg.hostname.clone(),
+            vtep_ip: reg.vtep_ip.clone(),
+            version: reg.version.clone(),
+        };
+        let ttl = self.opts.node_ttl;
+        let answer = NodeLease {
+            hostname: name.to_string(),
+            ttl_seconds: ttl.as_secs().max(1),
+            heartbeat_seconds: (ttl.as_secs() / 3).max(1),
+        };
+        let unchanged = self.state().nodes.get(name) == Some(&node);
+        let lease = self
+            .node_leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .copied();
+        if unchanged && let Some((l, _)) = lease {
+            match self.store.keep_alive(l).await {
+                Ok(()) => return Ok(answer),
+                Err(store::StoreError::LeaseNotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let new_lease = self.store.grant_lease(ttl).await?;
+        let value = serde_json::to_vec(&node).expect("serializable");
+        // A node back in time keeps its endpoints: its down marker goes with the registration.
+        let r = self
+            .fenced_txn(
+                Txn::new()
+                    .then(Op::Put {
+                        key: keys::node(name),
+                        value: value.clone(),
+                        lease: Some(new_lease),
+                    })
+                    .then(Op::delete(keys::down(name))),
+            )
+            .await?;
+        if !r.succeeded {
+            let _ = self.store.revoke_lease(new_lease).await;
+            return Err(ApiError::conflict(format!(
+                "registration of node {name} conflicts with a concurrent write; retry"
+            )));
+        }
+        self.state().apply_put(&keys::node(name), &value).ok();
+        self.node_leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), (new_lease, r.revision));
+        if let Some((old, _)) = lease {
+            // The key moved to the new lease; the old one holds nothing now.
+            let _ = self.store.revoke_lease(old).await;
+        }
+        tracing::info!(node = %name, vtep = %reg.vtep_ip, "node registered");
+        Ok(answer)
+    }
+
+    pub async fn unregister_node(&self, name: &str) -> ApiResult<()> {
+        let lease = self
+            .node_leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        match lease {
+            Some((l, _)) => {
+                let _ = self.store.revoke_lease(l).await;
+            }
+            None => {
+                self.store.delete(&keys::node(name)).await?;
+            }
+        }
+        self.state().apply_delete(&keys::node(name));
+        Ok(())
+    }
+
+    pub fn nodes(&self) -> Vec<Node> {
+        self.state().nodes.values().cloned().collect()
+    }
+
+    /// Follows node deletions done by the store itself (lease expiry).
+    pub async fn follow_node_expiry(self: Arc<Self>) {
+        loop {
+            let from = match self.store.revision().await {
+                Ok(r) => r + 1,
+                Err(e) => {
+                    tracing::warn!(error = %e, "read store revision");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let mut w = match self.store.watch(keys::NODES, from).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(error = %e, "watch node registrations");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            use futures::StreamExt;
+            while let Some(ev) = w.next().await {
+                let Ok(ev) = ev else { break };
+                if ev.kind != store::EventKind::Delete {
+                    continue;
+                }
+                let keys::Parsed::Node(name) = keys::parse(&ev.kv.key) else {
+                    continue;
+                };
+                {
+                    let mut leases = self.node_leases.lock().unwrap_or_else(|p| p.into_inner());
+                    // A registration newer than this delete wins.
+                    if leases
+                        .get(name)
+                        .is_some_and(|(_, rev)| *rev > ev.kv.mod_revision)
+                    {
+                        continue;
+                    }
+                    leases.remove(name);
+                }
+                self.state().apply_delete(&ev.kv.key);
+                tracing::warn!(node = %name, "node registration expired");
+                if self.leadership.is_leader() && self.opts.node_grace.is_some() {
+                    self.mark_down(name).await;
+                }
+            }
+        }
+    }
+}
