@@ -43,10 +43,12 @@ fn delete(s: &mut State, kind: Kind, key: &str) -> Plan {
     p
 }
 
-fn refusal<T>(r: ApiResult<T>) -> (StatusCode, String) {
+/// Asserts that a planner refuses, with this status and message.
+#[track_caller]
+fn refused<T>(r: ApiResult<T>, status: StatusCode, message: &str) {
     match r {
-        Ok(_) => panic!("the planner accepted what it must refuse"),
-        Err(e) => (e.status, e.message),
+        Ok(_) => panic!("the planner accepted what it must refuse with {status}: {message}"),
+        Err(e) => assert_eq!((e.status, e.message.as_str()), (status, message)),
     }
 }
 
@@ -91,6 +93,11 @@ fn stored(p: &Plan, kind: Kind, key: &str) -> StoredObject {
 
 fn state_of<T: serde::de::DeserializeOwned>(so: &StoredObject) -> T {
     serde_json::from_value(so.state.clone().expect("the object has a state")).expect("its state")
+}
+
+/// Plans a VXLAN network that must be accepted, and applies it.
+fn add_network(s: &mut State, tenant: &str, name: &str, subnet: &str, gateway: &str) -> Plan {
+    commit(s, plan_network, &network(tenant, name, subnet, gateway))
 }
 
 /// A state with the default tenant and global config, as a fresh cluster has.
@@ -207,18 +214,13 @@ fn tenant_unchanged_is_a_noop_and_new_one_is_written() {
 #[test]
 fn network_overlapping_subnet_in_the_same_tenant_is_refused() {
     let mut s = fresh();
-    commit(
-        &mut s,
-        plan_network,
-        &network("default", "a", "10.1.0.0/16", ""),
-    );
+    add_network(&mut s, "default", "a", "10.1.0.0/16", "");
     // Inside the other's subnet, and around it.
     for (subnet, shown) in [("10.1.2.0/24", "10.1.2.0/24"), ("10.0.0.0/8", "10.0.0.0/8")] {
-        let (status, msg) = refusal(plan_network(&s, &network("default", "b", subnet, "")));
-        assert_eq!(status, StatusCode::CONFLICT);
-        assert_eq!(
-            msg,
-            format!("subnet {shown} overlaps network default:a (10.1.0.0/16)")
+        refused(
+            plan_network(&s, &network("default", "b", subnet, "")),
+            StatusCode::CONFLICT,
+            &format!("subnet {shown} overlaps network default:a (10.1.0.0/16)"),
         );
     }
     // A neighbouring subnet is fine.
@@ -233,20 +235,12 @@ fn network_overlapping_subnet_in_the_same_tenant_is_refused() {
 fn network_same_subnet_in_another_tenant_is_fine_and_gets_the_next_tags() {
     let mut s = fresh();
     commit(&mut s, plan_tenant, &tenant("blue"));
-    let first = commit(
-        &mut s,
-        plan_network,
-        &network("default", "a", "10.1.0.0/24", ""),
-    );
+    let first = add_network(&mut s, "default", "a", "10.1.0.0/24", "");
     assert_eq!(
         claims(&first),
         [keys::tag("vxlan", 1), keys::tag("lvlan", 1)]
     );
-    let p = commit(
-        &mut s,
-        plan_network,
-        &network("blue", "a", "10.1.0.0/24", ""),
-    );
+    let p = add_network(&mut s, "blue", "a", "10.1.0.0/24", "");
     assert_eq!(claims(&p), [keys::tag("vxlan", 2), keys::tag("lvlan", 2)]);
     let st: NetworkState = state_of(&stored(&p, Kind::Network, "blue:a"));
     assert_eq!(
@@ -270,17 +264,12 @@ fn network_unchanged_is_a_noop() {
 #[test]
 fn network_changed_is_409_naming_the_fields() {
     let mut s = fresh();
-    commit(
-        &mut s,
-        plan_network,
-        &network("default", "a", "10.1.0.0/24", "10.1.0.1"),
-    );
+    add_network(&mut s, "default", "a", "10.1.0.0/24", "10.1.0.1");
     let changed = network("default", "a", "10.9.0.0/24", "10.9.0.1");
-    let (status, msg) = refusal(plan_network(&s, &changed));
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(
-        msg,
-        "network default:a cannot be changed (gateway, subnet differ); delete it and create it again"
+    refused(
+        plan_network(&s, &changed),
+        StatusCode::CONFLICT,
+        "network default:a cannot be changed (gateway, subnet differ); delete it and create it again",
     );
 }
 
@@ -315,26 +304,17 @@ fn network_gateway_outside_its_subnet_is_400() {
 #[test]
 fn network_needs_its_tenant_and_a_name_no_group_has() {
     let mut s = fresh();
-    let (status, msg) = refusal(plan_network(&s, &network("nope", "a", "10.1.0.0/24", "")));
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(
-        msg,
-        "tenantName 'nope': tenant does not exist; create it first (netctl tenant create nope)"
+    refused(
+        plan_network(&s, &network("nope", "a", "10.1.0.0/24", "")),
+        StatusCode::BAD_REQUEST,
+        "tenantName 'nope': tenant does not exist; create it first (netctl tenant create nope)",
     );
-    commit(
-        &mut s,
-        plan_network,
-        &network("default", "a", "10.1.0.0/24", ""),
-    );
+    add_network(&mut s, "default", "a", "10.1.0.0/24", "");
     commit(&mut s, plan_group, &group("web", "a"));
-    let (status, msg) = refusal(plan_network(
-        &s,
-        &network("default", "web", "10.2.0.0/24", ""),
-    ));
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(
-        msg,
-        "networkName 'web': tenant default has an endpoint group of that name; pick another name"
+    refused(
+        plan_network(&s, &network("default", "web", "10.2.0.0/24", "")),
+        StatusCode::CONFLICT,
+        "networkName 'web': tenant default has an endpoint group of that name; pick another name",
     );
 }
 
@@ -343,17 +323,15 @@ fn network_vlan_tag_requested_must_be_in_range_and_free() {
     let mut s = fresh();
     let p = commit(&mut s, plan_network, &vlan_network("a", "10.1.0.0/24", 100));
     assert_eq!(claims(&p), [keys::tag("vlan", 100)]);
-    let (status, msg) = refusal(plan_network(&s, &vlan_network("b", "10.2.0.0/24", 100)));
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(
-        msg,
-        "pktTag 100: VLAN 100 is already used by network default:a"
+    refused(
+        plan_network(&s, &vlan_network("b", "10.2.0.0/24", 100)),
+        StatusCode::CONFLICT,
+        "pktTag 100: VLAN 100 is already used by network default:a",
     );
-    let (status, msg) = refusal(plan_network(&s, &vlan_network("b", "10.2.0.0/24", 5000)));
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(
-        msg,
-        "pktTag 5000: outside the global VLAN range 1-4094 (change it with netctl global set -v/--vlan-range)"
+    refused(
+        plan_network(&s, &vlan_network("b", "10.2.0.0/24", 5000)),
+        StatusCode::BAD_REQUEST,
+        "pktTag 5000: outside the global VLAN range 1-4094 (change it with netctl global set -v/--vlan-range)",
     );
     // Without a tag: the lowest free one.
     let p = plan_network(&s, &vlan_network("b", "10.2.0.0/24", 0))
@@ -367,11 +345,7 @@ fn network_vlan_tag_requested_must_be_in_range_and_free() {
 #[test]
 fn group_gets_the_lowest_free_id() {
     let mut s = fresh();
-    commit(
-        &mut s,
-        plan_network,
-        &network("default", "a", "10.1.0.0/24", ""),
-    );
+    add_network(&mut s, "default", "a", "10.1.0.0/24", "");
     for (name, want) in [("g1", 1), ("g2", 2), ("g3", 3)] {
         let p = commit(&mut s, plan_group, &group(name, "a"));
         assert_eq!(claims(&p), [keys::tag("gid", want)]);
@@ -395,16 +369,8 @@ fn group_gets_the_lowest_free_id() {
 #[test]
 fn group_cfgd_tag_change_keeps_its_id_and_network_change_is_409() {
     let mut s = fresh();
-    commit(
-        &mut s,
-        plan_network,
-        &network("default", "a", "10.1.0.0/24", ""),
-    );
-    commit(
-        &mut s,
-        plan_network,
-        &network("default", "b", "10.2.0.0/24", ""),
-    );
+    add_network(&mut s, "default", "a", "10.1.0.0/24", "");
+    add_network(&mut s, "default", "b", "10.2.0.0/24", "");
     commit(&mut s, plan_group, &group("g0", "a"));
     let g = group("web", "a");
     commit(&mut s, plan_group, &g);
@@ -418,49 +384,43 @@ fn group_cfgd_tag_change_keeps_its_id_and_network_change_is_409() {
     assert_eq!(so.config["cfgdTag"], "frontend");
     assert_eq!(state_of::<GroupState>(&so).group_id, 2);
 
-    let (status, msg) = refusal(plan_group(&s, &group("web", "b")));
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(
-        msg,
-        "endpoint group default:web: networkName and ipPool cannot be changed; delete the group and create it again"
+    refused(
+        plan_group(&s, &group("web", "b")),
+        StatusCode::CONFLICT,
+        "endpoint group default:web: networkName and ipPool cannot be changed; delete the group and create it again",
     );
 }
 
 #[test]
 fn group_refuses_missing_references_and_taken_pools() {
     let mut s = fresh();
-    commit(
-        &mut s,
-        plan_network,
-        &network("default", "a", "10.1.0.0/24", "10.1.0.1"),
-    );
-    let (status, msg) = refusal(plan_group(&s, &group("web", "nope")));
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(
-        msg,
-        "networkName 'nope': network default:nope does not exist"
+    add_network(&mut s, "default", "a", "10.1.0.0/24", "10.1.0.1");
+    refused(
+        plan_group(&s, &group("web", "nope")),
+        StatusCode::BAD_REQUEST,
+        "networkName 'nope': network default:nope does not exist",
     );
 
     let mut g = group("web", "a");
     g.policies = vec!["p".into()];
-    let (status, msg) = refusal(plan_group(&s, &g));
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(msg, "policies 'p': policy default:p does not exist");
+    refused(
+        plan_group(&s, &g),
+        StatusCode::BAD_REQUEST,
+        "policies 'p': policy default:p does not exist",
+    );
 
     let mut g = group("web", "a");
     g.ip_pool = "10.1.0.1-10.1.0.9".into();
-    let (status, msg) = refusal(plan_group(&s, &g));
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(
-        msg,
-        "ipPool '10.1.0.1-10.1.0.9': address 10.1.0.1 is already allocated in network default:a"
+    refused(
+        plan_group(&s, &g),
+        StatusCode::CONFLICT,
+        "ipPool '10.1.0.1-10.1.0.9': address 10.1.0.1 is already allocated in network default:a",
     );
     g.ip_pool = "10.1.1.1-10.1.1.9".into();
-    let (status, msg) = refusal(plan_group(&s, &g));
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(
-        msg,
-        "ipPool '10.1.1.1-10.1.1.9': outside the allocatable addresses 10.1.0.1-10.1.0.254 of network default:a"
+    refused(
+        plan_group(&s, &g),
+        StatusCode::BAD_REQUEST,
+        "ipPool '10.1.1.1-10.1.1.9': outside the allocatable addresses 10.1.0.1-10.1.0.254 of network default:a",
     );
 }
 
@@ -473,28 +433,28 @@ fn rule_unchanged_is_a_noop_and_changed_is_409() {
     let r = rule("p", "1", "allow", 80);
     commit(&mut s, plan_rule, &r);
     assert!(plan_rule(&s, &r).unwrap().is_none());
-    let (status, msg) = refusal(plan_rule(&s, &rule("p", "1", "deny", 443)));
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(
-        msg,
-        "rule default:p:1 cannot be changed (action, port differ); remove it and add it again (netctl policy rule-rm, rule-add)"
+    refused(
+        plan_rule(&s, &rule("p", "1", "deny", 443)),
+        StatusCode::CONFLICT,
+        "rule default:p:1 cannot be changed (action, port differ); remove it and add it again (netctl policy rule-rm, rule-add)",
     );
 }
 
 #[test]
 fn rule_needs_its_policy_and_the_groups_it_names() {
     let mut s = fresh();
-    let (status, msg) = refusal(plan_rule(&s, &rule("p", "1", "allow", 80)));
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(msg, "policyName 'p': policy default:p does not exist");
+    refused(
+        plan_rule(&s, &rule("p", "1", "allow", 80)),
+        StatusCode::BAD_REQUEST,
+        "policyName 'p': policy default:p does not exist",
+    );
     commit(&mut s, plan_policy, &policy("p"));
     let mut r = rule("p", "1", "allow", 80);
     r.from_endpoint_group = "db".into();
-    let (status, msg) = refusal(plan_rule(&s, &r));
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(
-        msg,
-        "fromEndpointGroup 'db': endpoint group default:db does not exist"
+    refused(
+        plan_rule(&s, &r),
+        StatusCode::BAD_REQUEST,
+        "fromEndpointGroup 'db': endpoint group default:db does not exist",
     );
 }
 
@@ -509,22 +469,16 @@ fn global_fwd_mode_and_pvt_subnet_are_refused_while_networks_exist() {
     assert!(plan_global(&s, &pvt).unwrap().is_some());
     assert!(plan_global(&s, &Global::defaults()).unwrap().is_none());
 
-    commit(
-        &mut s,
-        plan_network,
-        &network("default", "a", "10.1.0.0/24", ""),
+    add_network(&mut s, "default", "a", "10.1.0.0/24", "");
+    refused(
+        plan_global(&s, &routing),
+        StatusCode::CONFLICT,
+        "fwdMode cannot change from bridge to routing while 1 networks exist; delete them first",
     );
-    let (status, msg) = refusal(plan_global(&s, &routing));
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(
-        msg,
-        "fwdMode cannot change from bridge to routing while 1 networks exist; delete them first"
-    );
-    let (status, msg) = refusal(plan_global(&s, &pvt));
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(
-        msg,
-        "pvtSubnet cannot change while 1 networks exist; delete them first"
+    refused(
+        plan_global(&s, &pvt),
+        StatusCode::CONFLICT,
+        "pvtSubnet cannot change while 1 networks exist; delete them first",
     );
     // Other fields may change with networks around.
     let arp = global(|g| g.arp_mode = "flood".into());
@@ -535,11 +489,10 @@ fn global_fwd_mode_and_pvt_subnet_are_refused_while_networks_exist() {
 fn global_tag_ranges_must_keep_the_tags_in_use() {
     let mut s = fresh();
     commit(&mut s, plan_network, &vlan_network("a", "10.1.0.0/24", 100));
-    let (status, msg) = refusal(plan_global(&s, &global(|g| g.vlans = "200-300".into())));
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(
-        msg,
-        "vlans '200-300': VLAN 100 is in use by network default:a"
+    refused(
+        plan_global(&s, &global(|g| g.vlans = "200-300".into())),
+        StatusCode::CONFLICT,
+        "vlans '200-300': VLAN 100 is in use by network default:a",
     );
     assert!(
         plan_global(&s, &global(|g| g.vlans = "50-300".into()))
@@ -557,11 +510,10 @@ fn global_cannot_leave_routing_while_bgp_configs_exist() {
         &global(|g| g.fwd_mode = "routing".into()),
     );
     commit(&mut s, plan_bgp, &bgp("h1", "50.1.1.2"));
-    let (status, msg) = refusal(plan_global(&s, &Global::defaults()));
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(
-        msg,
-        "fwdMode cannot leave routing while BGP configs exist (h1); delete them first"
+    refused(
+        plan_global(&s, &Global::defaults()),
+        StatusCode::CONFLICT,
+        "fwdMode cannot leave routing while BGP configs exist (h1); delete them first",
     );
 }
 
@@ -581,22 +533,17 @@ fn bgp_is_refused_in_aci_mode_and_unchanged_is_a_noop() {
         plan_global,
         &global(|g| g.network_infra_type = "aci".into()),
     );
-    let (status, msg) = refusal(plan_bgp(&s, &b));
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(
-        msg,
-        "BGP cannot be configured when the fabric mode is aci (netctl global set --fabric-mode default)"
+    refused(
+        plan_bgp(&s, &b),
+        StatusCode::CONFLICT,
+        "BGP cannot be configured when the fabric mode is aci (netctl global set --fabric-mode default)",
     );
 }
 
 #[test]
 fn service_gets_the_lowest_free_address_and_keeps_it_on_update() {
     let mut s = fresh();
-    commit(
-        &mut s,
-        plan_network,
-        &network("default", "a", "10.1.0.0/24", "10.1.0.1"),
-    );
+    add_network(&mut s, "default", "a", "10.1.0.0/24", "10.1.0.1");
     let svc = service("web", "a", "");
     let p = commit(&mut s, plan_service, &svc);
     assert_eq!(claims(&p), [keys::ip("default:a", "10.1.0.2")]);
@@ -619,42 +566,30 @@ fn service_gets_the_lowest_free_address_and_keeps_it_on_update() {
 #[test]
 fn service_refuses_taken_or_outside_addresses_and_network_changes() {
     let mut s = fresh();
-    commit(
-        &mut s,
-        plan_network,
-        &network("default", "a", "10.1.0.0/24", "10.1.0.1"),
+    add_network(&mut s, "default", "a", "10.1.0.0/24", "10.1.0.1");
+    add_network(&mut s, "default", "b", "10.2.0.0/24", "");
+    refused(
+        plan_service(&s, &service("web", "a", "10.1.0.1")),
+        StatusCode::CONFLICT,
+        "ipAddress '10.1.0.1': already allocated in network default:a",
     );
-    commit(
-        &mut s,
-        plan_network,
-        &network("default", "b", "10.2.0.0/24", ""),
+    refused(
+        plan_service(&s, &service("web", "a", "10.3.0.5")),
+        StatusCode::BAD_REQUEST,
+        "ipAddress '10.3.0.5': outside the allocatable addresses 10.1.0.1-10.1.0.254 of network default:a",
     );
-    let (status, msg) = refusal(plan_service(&s, &service("web", "a", "10.1.0.1")));
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(
-        msg,
-        "ipAddress '10.1.0.1': already allocated in network default:a"
-    );
-    let (status, msg) = refusal(plan_service(&s, &service("web", "a", "10.3.0.5")));
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(
-        msg,
-        "ipAddress '10.3.0.5': outside the allocatable addresses 10.1.0.1-10.1.0.254 of network default:a"
-    );
-    let (status, msg) = refusal(plan_service(&s, &service("web", "nope", "")));
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(
-        msg,
-        "networkName 'nope': network default:nope does not exist"
+    refused(
+        plan_service(&s, &service("web", "nope", "")),
+        StatusCode::BAD_REQUEST,
+        "networkName 'nope': network default:nope does not exist",
     );
 
     let p = commit(&mut s, plan_service, &service("web", "a", "10.1.0.9"));
     assert_eq!(claims(&p), [keys::ip("default:a", "10.1.0.9")]);
-    let (status, msg) = refusal(plan_service(&s, &service("web", "b", "")));
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(
-        msg,
-        "service default:web: networkName cannot be changed; delete the service and create it again"
+    refused(
+        plan_service(&s, &service("web", "b", "")),
+        StatusCode::CONFLICT,
+        "service default:web: networkName cannot be changed; delete the service and create it again",
     );
     // Moving the address claims the new one and releases the old.
     let p = plan_service(&s, &service("web", "a", "10.1.0.10"))
@@ -675,19 +610,14 @@ fn tenant_delete_is_refused_naming_what_it_still_has() {
         .enumerate()
     {
         let subnet = format!("10.{}.0.0/24", i + 1);
-        commit(&mut s, plan_network, &network("blue", name, &subnet, ""));
+        add_network(&mut s, "blue", name, &subnet, "");
     }
     // The default tenant's network is not blue's.
-    commit(
-        &mut s,
-        plan_network,
-        &network("default", "n1", "10.1.0.0/24", ""),
-    );
-    let (status, msg) = refusal(plan_delete(&s, Kind::Tenant, "blue"));
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(
-        msg,
-        "tenant blue is in use by networks blue:n1, blue:n2, blue:n3, blue:n4, blue:n5 and 2 more; delete or detach them first"
+    add_network(&mut s, "default", "n1", "10.1.0.0/24", "");
+    refused(
+        plan_delete(&s, Kind::Tenant, "blue"),
+        StatusCode::CONFLICT,
+        "tenant blue is in use by networks blue:n1, blue:n2, blue:n3, blue:n4, blue:n5 and 2 more; delete or detach them first",
     );
 
     commit(&mut s, plan_tenant, &tenant("red"));
@@ -700,11 +630,10 @@ fn tenant_delete_is_refused_naming_what_it_still_has() {
             ..Default::default()
         }),
     );
-    let (status, msg) = refusal(plan_delete(&s, Kind::Tenant, "red"));
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(
-        msg,
-        "tenant red is in use by policies red:p; delete or detach them first"
+    refused(
+        plan_delete(&s, Kind::Tenant, "red"),
+        StatusCode::CONFLICT,
+        "tenant red is in use by policies red:p; delete or detach them first",
     );
 
     commit(&mut s, plan_tenant, &tenant("empty"));
@@ -715,35 +644,35 @@ fn tenant_delete_is_refused_naming_what_it_still_has() {
 #[test]
 fn delete_of_a_missing_object_is_404() {
     let s = fresh();
-    let (status, msg) = refusal(plan_delete(&s, Kind::Network, "default:x"));
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(msg, "network default:x not found");
-    let (status, _) = refusal(plan_delete(&s, Kind::Global, "other"));
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    refused(
+        plan_delete(&s, Kind::Network, "default:x"),
+        StatusCode::NOT_FOUND,
+        "network default:x not found",
+    );
+    refused(
+        plan_delete(&s, Kind::Global, "other"),
+        StatusCode::NOT_FOUND,
+        "global other not found",
+    );
 }
 
 #[test]
 fn network_delete_releases_its_tags_once_nothing_uses_it() {
     let mut s = fresh();
-    commit(
-        &mut s,
-        plan_network,
-        &network("default", "a", "10.1.0.0/24", ""),
-    );
+    add_network(&mut s, "default", "a", "10.1.0.0/24", "");
     commit(&mut s, plan_network, &vlan_network("v", "10.2.0.0/24", 7));
     commit(&mut s, plan_group, &group("web", "a"));
     commit(&mut s, plan_service, &service("lb", "a", ""));
-    let (status, msg) = refusal(plan_delete(&s, Kind::Network, "default:a"));
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(
-        msg,
-        "network default:a is in use by endpoint groups default:web; delete or detach them first"
+    refused(
+        plan_delete(&s, Kind::Network, "default:a"),
+        StatusCode::CONFLICT,
+        "network default:a is in use by endpoint groups default:web; delete or detach them first",
     );
     delete(&mut s, Kind::EndpointGroup, "default:web");
-    let (_, msg) = refusal(plan_delete(&s, Kind::Network, "default:a"));
-    assert_eq!(
-        msg,
-        "network default:a is in use by services default:lb; delete or detach them first"
+    refused(
+        plan_delete(&s, Kind::Network, "default:a"),
+        StatusCode::CONFLICT,
+        "network default:a is in use by services default:lb; delete or detach them first",
     );
     let p = plan_delete(&s, Kind::ServiceLb, "default:lb").unwrap();
     assert_eq!(
@@ -789,19 +718,14 @@ fn policy_delete_takes_its_rules_and_is_refused_while_a_group_uses_it() {
         ]
     );
 
-    commit(
-        &mut s,
-        plan_network,
-        &network("default", "a", "10.1.0.0/24", ""),
-    );
+    add_network(&mut s, "default", "a", "10.1.0.0/24", "");
     let mut g = group("web", "a");
     g.policies = vec!["p".into()];
     commit(&mut s, plan_group, &g);
-    let (status, msg) = refusal(plan_delete(&s, Kind::Policy, "default:p"));
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(
-        msg,
-        "policy default:p is in use by endpoint groups default:web; delete or detach them first"
+    refused(
+        plan_delete(&s, Kind::Policy, "default:p"),
+        StatusCode::CONFLICT,
+        "policy default:p is in use by endpoint groups default:web; delete or detach them first",
     );
 }
 
@@ -813,16 +737,11 @@ fn global_delete_puts_the_defaults_back_once_no_network_exists() {
         plan_global,
         &global(|g| g.arp_mode = "flood".into()),
     );
-    commit(
-        &mut s,
-        plan_network,
-        &network("default", "a", "10.1.0.0/24", ""),
-    );
-    let (status, msg) = refusal(plan_delete(&s, Kind::Global, "global"));
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(
-        msg,
-        "global global is in use by networks default:a; delete or detach them first"
+    add_network(&mut s, "default", "a", "10.1.0.0/24", "");
+    refused(
+        plan_delete(&s, Kind::Global, "global"),
+        StatusCode::CONFLICT,
+        "global global is in use by networks default:a; delete or detach them first",
     );
     delete(&mut s, Kind::Network, "default:a");
     let p = plan_delete(&s, Kind::Global, "global").unwrap();
