@@ -91,8 +91,15 @@ struct Opts {
     )]
     leader_ttl: u64,
 
+    /// Once the API listens (on TCP and on --listen-unix), write the TCP address it is bound to
+    /// (`host:port`, the real port when --listen-url asks for port 0) to this file, atomically;
+    /// removed when netmaster stops cleanly. For scripts and tests that start netmaster on port 0.
+    #[arg(long = "ready-file", env = "CONTIV_NETMASTER_READY_FILE")]
+    ready_file: Option<PathBuf>,
+
     /// URL the other netmasters forward writes to when this one leads (default:
-    /// http://<listen address>, with this host's name for an unspecified address).
+    /// http://<listen address>, with this host's name for an unspecified address; the port is
+    /// the one bound, also when --listen-url asks for port 0).
     #[arg(long = "advertise-url", env = "CONTIV_NETMASTER_ADVERTISE_URL")]
     advertise_url: Option<String>,
 
@@ -280,16 +287,30 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         });
         tracing::info!(socket = %path.display(), "netmaster serving on unix socket");
     }
+    if let Some(path) = &opts.ready_file {
+        write_ready_file(path, local)?;
+    }
     tracing::info!(listen = %local, store = store_kind, at = %where_, "netmaster serving");
     axum::serve(listener, api::router(master))
         .with_graceful_shutdown(shutdown())
         .await
         .context("serve")?;
-    if let Some(path) = &opts.listen_unix {
+    for path in [&opts.listen_unix, &opts.ready_file].into_iter().flatten() {
         let _ = std::fs::remove_file(path);
     }
     tracing::info!("netmaster stopped");
     Ok(())
+}
+
+/// Writes `local` to `path` through a temporary file and a rename, so that a reader never sees
+/// a partial address.
+fn write_ready_file(path: &std::path::Path, local: std::net::SocketAddr) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, format!("{local}\n"))
+        .with_context(|| format!("write ready file {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("write ready file {}", path.display()))
 }
 
 async fn shutdown() {
