@@ -1,5 +1,11 @@
 //! Real etcd clusters on loopback for tests and benchmarks (`/usr/bin/etcd`, Debian's
-//! etcd-server): members with their own ports and directory, killed and removed on drop.
+//! etcd-server): members with their own directory, killed and removed on drop.
+//!
+//! No port is chosen beforehand (a port found free can be taken by another test before etcd
+//! binds it, and a readiness probe would then reach that test's server): members talk to each
+//! other over unix sockets in the cluster's directory, and serve clients on a loopback port the
+//! kernel picks (port 0), read back from the member's log. A restarted member binds the port it
+//! had, so that clients keep their endpoints.
 
 use crate::{EtcdOptions, EtcdStore, Store, TlsOptions};
 use std::path::{Path, PathBuf};
@@ -19,25 +25,44 @@ const DIR_TAG: &str = "store-etcd-test-";
 
 static CLUSTERS: AtomicUsize = AtomicUsize::new(0);
 
-/// One etcd member: its ports, directory and, while it runs, its process.
+/// One etcd member: its directory, its client URL and, while it runs, its process.
 pub struct Member {
     pub name: String,
+    /// `http(s)://127.0.0.1:<port>`, known once the member first served; port 0 until then.
     pub client_url: String,
+    /// Every flag but `--listen-client-urls`, which [`Member::spawn`] adds from `client_url`.
     pub args: Vec<String>,
     pub log: PathBuf,
     pub child: Option<Child>,
+    /// The cluster's directory: the working directory, where the unix sockets are.
+    pub root: PathBuf,
 }
 
 impl Member {
+    /// The member's unix client socket, as etcd names it (`host:port`, relative to `root`).
+    fn client_socket(&self) -> String {
+        format!("{}.client:1", self.name)
+    }
+
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "{} is already running", self.name);
+        // etcd removes a stale peer socket before binding, not a stale client one.
+        let _ = std::fs::remove_file(self.root.join(self.client_socket()));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .unwrap();
+        let scheme = if self.client_url.starts_with("https") {
+            "unixs"
+        } else {
+            "unix"
+        };
+        let listen = format!("{},{scheme}://{}", self.client_url, self.client_socket());
         let child = Command::new(ETCD)
             .args(&self.args)
+            .args(["--listen-client-urls", &listen])
+            .current_dir(&self.root)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -52,10 +77,48 @@ impl Member {
             let _ = child.wait();
         }
     }
+
+    /// Waits until the member started by [`Member::spawn`] serves clients (which takes a
+    /// quorum) and records the loopback port it bound in `client_url`. `from` is the log's
+    /// length before the spawn. Panics if etcd exits first (a restarted member whose port was
+    /// taken meanwhile, for one).
+    async fn wait_serving(&mut self, from: u64) {
+        let deadline = Instant::now() + READY;
+        loop {
+            let log = std::fs::read(&self.log).unwrap_or_default();
+            let new = String::from_utf8_lossy(log.get(from as usize..).unwrap_or_default());
+            // {"msg":"serving client traffic insecurely; ...","address":"127.0.0.1:41373"}
+            let bound = new
+                .lines()
+                .filter(|l| l.contains("serving client traffic"))
+                .find_map(|l| l.split("\"address\":\"127.0.0.1:").nth(1))
+                .and_then(|rest| rest.split('"').next())
+                .and_then(|port| port.parse::<u16>().ok());
+            if let Some(port) = bound {
+                let (scheme, _) = self.client_url.split_once("://").unwrap();
+                self.client_url = format!("{scheme}://127.0.0.1:{port}");
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "etcd {} exited ({status}) before serving; see {}",
+                    self.name,
+                    self.log.display()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd {} did not serve clients within {READY:?}; see {}",
+                self.name,
+                self.log.display()
+            );
+            sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
-/// etcd members on loopback with their own ports and directory; killed and removed on drop,
-/// also when a test panics.
+/// etcd members on loopback with their own directory; killed and removed on drop, also when a
+/// test panics.
 pub struct Cluster {
     pub root: PathBuf,
     pub members: Vec<Member>,
@@ -86,23 +149,24 @@ impl Cluster {
             CLUSTERS.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&root).unwrap();
-        let ports = free_ports(2 * size);
         let scheme = if server.is_some() { "https" } else { "http" };
-        let peer = |i: usize| format!("http://127.0.0.1:{}", ports[2 * i + 1]);
+        // Peers on unix sockets in `root` (etcd's cwd): `unix://m0.peer:1` is the file
+        // `m0.peer:1` (etcd wants host:port even there).
+        let peer = |i: usize| format!("unix://m{i}.peer:1");
         let initial: Vec<String> = (0..size).map(|i| format!("m{i}={}", peer(i))).collect();
         let members = (0..size)
             .map(|i| {
                 let name = format!("m{i}");
-                let client_url = format!("{scheme}://127.0.0.1:{}", ports[2 * i]);
+                let unix_scheme = if server.is_some() { "unixs" } else { "unix" };
                 let mut args: Vec<String> = [
                     "--name",
                     &name,
                     "--data-dir",
                     &root.join(&name).display().to_string(),
-                    "--listen-client-urls",
-                    &client_url,
+                    // The loopback port is not known beforehand: the client socket is what a
+                    // member can advertise.
                     "--advertise-client-urls",
-                    &client_url,
+                    &format!("{unix_scheme}://{name}.client:1"),
                     "--listen-peer-urls",
                     &peer(i),
                     "--initial-advertise-peer-urls",
@@ -113,6 +177,9 @@ impl Cluster {
                     &root.file_name().unwrap().to_string_lossy(),
                     "--initial-cluster-state",
                     "new",
+                    // The gateway dials the listen address as given (port 0) and logs each
+                    // failure; clients here speak gRPC.
+                    "--enable-grpc-gateway=false",
                     // Short enough for quick elections, long enough for a busy 2-core machine.
                     "--heartbeat-interval",
                     "25",
@@ -139,15 +206,20 @@ impl Cluster {
                 Member {
                     log: root.join(format!("{name}.log")),
                     name,
-                    client_url,
+                    client_url: format!("{scheme}://127.0.0.1:0"),
                     args,
                     child: None,
+                    root: root.clone(),
                 }
             })
             .collect();
         let mut cluster = Cluster { root, members, tls };
+        // All first, then wait: a member serves clients once a quorum has formed.
         for m in &mut cluster.members {
             m.spawn();
+        }
+        for m in &mut cluster.members {
+            m.wait_serving(0).await;
         }
         cluster.wait_ready().await;
         cluster
@@ -173,8 +245,12 @@ impl Cluster {
         self.members[i].kill();
     }
 
+    /// Starts member `i` again, on the port it had.
     pub async fn restart(&mut self, i: usize) {
-        self.members[i].spawn();
+        let m = &mut self.members[i];
+        let from = std::fs::metadata(&m.log).map(|md| md.len()).unwrap_or(0);
+        m.spawn();
+        m.wait_serving(from).await;
         self.wait_ready().await;
     }
 
@@ -260,15 +336,40 @@ pub fn scratch_base() -> PathBuf {
     }
 }
 
+/// Ports nothing listens on: `n` loopback ports, each bound by a socket that never listens,
+/// held for as long as the returned value lives (no one else can take them meanwhile).
+/// Connecting to one is refused at once. For tests of unreachable endpoints.
+pub struct RefusedPorts {
+    pub ports: Vec<u16>,
+    _sockets: Vec<tokio::net::TcpSocket>,
+}
+
+impl RefusedPorts {
+    pub fn new(n: usize) -> Self {
+        let sockets: Vec<_> = (0..n)
+            .map(|_| {
+                let s = tokio::net::TcpSocket::new_v4().expect("make a TCP socket");
+                s.bind(([127, 0, 0, 1], 0).into())
+                    .expect("bind a loopback port");
+                s
+            })
+            .collect();
+        RefusedPorts {
+            ports: sockets
+                .iter()
+                .map(|s| s.local_addr().unwrap().port())
+                .collect(),
+            _sockets: sockets,
+        }
+    }
+}
+
+/// Loopback ports that were free a moment ago. Racy for starting a daemon on (another process
+/// may bind one first): start it on port 0 and read back what it bound instead (netmaster
+/// `--ready-file`), or use [`RefusedPorts`] for a port that must stay unanswered. Kept only
+/// for test-e2e/tests/masters.rs, whose netmasters no longer depend on it being free.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    // Held together, so that they are distinct; released just before etcd binds them.
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+    RefusedPorts::new(n).ports
 }
 
 /// Kills the etcd processes and removes the directories of earlier test runs that died

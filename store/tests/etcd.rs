@@ -16,7 +16,7 @@ use store::{
 };
 use tokio::time::{Instant, sleep, timeout};
 
-use store::testing::{Cluster, READY, ServerTls, free_ports};
+use store::testing::{Cluster, READY, RefusedPorts, ServerTls};
 const WAIT: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------------
@@ -311,8 +311,9 @@ async fn txns_with_several_leases_or_ops_on_one_key() {
 /// dial timeout when the connection is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_endpoints_are_named_with_the_reason() {
-    let refused = free_ports(2);
-    let refused: Vec<String> = refused
+    let held = RefusedPorts::new(2);
+    let refused: Vec<String> = held
+        .ports
         .iter()
         .map(|p| format!("http://127.0.0.1:{p}"))
         .collect();

@@ -1,8 +1,8 @@
-//! A netmaster process for tests: a temp data dir, a free loopback port, killed on drop.
+//! A netmaster process for tests: a temp data dir, a loopback port of the kernel's choosing
+//! (`--listen-url 127.0.0.1:0`, read back from `--ready-file`), killed on drop.
 #![allow(dead_code)]
 
 use serde_json::Value;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,14 +14,6 @@ pub struct Netmaster {
     pub dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     extra: Vec<String>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Netmaster {
@@ -44,14 +36,13 @@ impl Netmaster {
         m
     }
 
+    /// Starts the process: on port 0 the first time, then on the port it had (clients and other
+    /// masters hold its URL), or on a new one should another process have taken that meanwhile.
     fn spawn(&mut self) {
-        // The port may be taken between probe and bind by another test: retry on a new one.
-        for _ in 0..5 {
-            let port = if self.port == 0 {
-                free_port()
-            } else {
-                self.port
-            };
+        let had = self.port;
+        for port in [had, 0] {
+            let ready = self.dir.join("ready");
+            let _ = std::fs::remove_file(&ready);
             let log = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -59,6 +50,8 @@ impl Netmaster {
                 .unwrap();
             let child = Command::new(env!("CARGO_BIN_EXE_netmaster"))
                 .args(["--listen-url", &format!("127.0.0.1:{port}")])
+                .arg("--ready-file")
+                .arg(&ready)
                 .arg("--data-dir")
                 .arg(&self.dir)
                 .arg("--listen-unix")
@@ -69,29 +62,38 @@ impl Netmaster {
                 .spawn()
                 .expect("spawn netmaster");
             self.child = Some(child);
-            self.port = port;
-            self.url = format!("http://127.0.0.1:{port}");
-            if self.wait_ready() {
+            if let Some(bound) = self.wait_ready() {
+                if had != 0 && bound != had {
+                    eprintln!("netmaster moved from port {had} to {bound} (port taken)");
+                }
+                self.port = bound;
+                self.url = format!("http://127.0.0.1:{bound}");
                 return;
             }
             self.kill();
-            self.port = 0;
+            if port == 0 {
+                break;
+            }
         }
         panic!("netmaster did not start; log:\n{}", self.log());
     }
 
-    fn wait_ready(&mut self) -> bool {
+    /// The port netmaster wrote to its ready file once listening; `None` if it exited first or
+    /// took too long.
+    fn wait_ready(&mut self) -> Option<u16> {
+        let ready = self.dir.join("ready");
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
-                return false;
+            if let Ok(addr) = std::fs::read_to_string(&ready) {
+                let addr: std::net::SocketAddr = addr.trim().parse().expect("ready file address");
+                return Some(addr.port());
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return true;
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return None;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        false
+        None
     }
 
     pub fn log(&self) -> String {

@@ -1,8 +1,8 @@
-//! What the netctl tests share: a real netmaster process on a temp data dir and a free port,
-//! and a session that runs the real `netctl` binary against it and keeps a transcript.
+//! What the netctl tests share: a real netmaster process on a temp data dir and a port of the
+//! kernel's choosing, and a session that runs the real `netctl` binary against it and keeps a
+//! transcript.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -52,12 +52,14 @@ pub fn netmaster_bin() -> &'static Path {
     })
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind a free port")
-        .local_addr()
-        .expect("local addr")
-        .port()
+/// A loopback port nothing listens on, for as long as the socket lives: bound, never listening
+/// (so no one else can take it meanwhile); connecting to it is refused.
+pub fn refused_port() -> (tokio::net::TcpSocket, u16) {
+    let s = tokio::net::TcpSocket::new_v4().expect("make a TCP socket");
+    s.bind(([127, 0, 0, 1], 0).into())
+        .expect("bind a loopback port");
+    let port = s.local_addr().expect("local addr").port();
+    (s, port)
 }
 
 /// A running netmaster, killed when dropped (also when the test panics).
@@ -77,6 +79,8 @@ impl Master {
         // by another test's netmaster first, and the readiness probe would then reach that one.
         let child = Command::new(bin)
             .args(["--listen-url", "127.0.0.1:0", "--log-level", "info"])
+            .arg("--ready-file")
+            .arg(dir.path().join("ready"))
             .arg("--data-dir")
             .arg(dir.path())
             .stdout(Stdio::null())
@@ -96,24 +100,17 @@ impl Master {
         m
     }
 
-    /// The port from netmaster's `netmaster serving listen=127.0.0.1:<port>` log line.
+    /// The port netmaster wrote to its `--ready-file` once listening.
     fn wait_ready(&mut self) -> Option<u16> {
+        let ready = self.dir.path().join("ready");
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
+            if let Ok(addr) = std::fs::read_to_string(&ready) {
+                let addr: std::net::SocketAddr = addr.trim().parse().expect("ready file address");
+                return Some(addr.port());
+            }
             if let Ok(Some(_)) = self.child.try_wait() {
                 return None;
-            }
-            let port = self
-                .log()
-                .lines()
-                .find(|l| l.contains("netmaster serving"))
-                .and_then(|l| {
-                    l.split_whitespace()
-                        .find_map(|t| t.strip_prefix("listen=127.0.0.1:"))
-                        .and_then(|p| p.parse().ok())
-                });
-            if port.is_some() {
-                return port;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -211,6 +208,8 @@ pub struct Session {
     pub master: Master,
     transcript: String,
     dead_ports: Vec<u16>,
+    /// The sockets that keep the dead ports unanswered.
+    dead_sockets: Vec<tokio::net::TcpSocket>,
 }
 
 impl Session {
@@ -219,13 +218,15 @@ impl Session {
             master: Master::start(),
             transcript: String::new(),
             dead_ports: Vec::new(),
+            dead_sockets: Vec::new(),
         }
     }
 
     /// The URL of a port nothing listens on, written `127.0.0.1:DEAD` in the transcript.
     pub fn dead_url(&mut self) -> String {
-        let port = free_port();
+        let (socket, port) = refused_port();
         self.dead_ports.push(port);
+        self.dead_sockets.push(socket);
         format!("http://127.0.0.1:{port}")
     }
 
