@@ -6,6 +6,7 @@
 //! Needs root, Open vSwitch and iproute2 (scripts/setup.sh installs them).
 
 pub mod docker;
+pub mod modes;
 
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 use std::time::{Duration, Instant};
-use test_e2e::{Cluster, Host, Pod, tunnels, wait_for};
+use test_e2e::{Cluster, Host, Pod, modes, tunnels, wait_for};
 
 const REACH: Duration = Duration::from_secs(10);
 
@@ -142,6 +142,12 @@ fn pods_on_three_hosts_share_one_segment() {
         );
     }
     // A MAC nobody has: the switch floods it like a broadcast.
+    if modes::skip_unless_veth_ports(
+        "pods_on_three_hosts_share_one_segment (unknown unicast reaches every pod)",
+        "the flood reaches the trunks, but a trunked pod's macvlan delivers by destination MAC and drops it (docs/decisions.md, Network trunks)",
+    ) {
+        return;
+    }
     pods[0].exec(&[
         "ip",
         "neigh",
@@ -375,8 +381,11 @@ fn repeated_start_and_remove_leaves_nothing() {
         "{inspect}"
     );
     for (i, h) in c.hosts.iter().enumerate() {
-        assert_eq!(h.ovs_ports(), ports_before[i], "{} kept ports", h.name);
-        assert_eq!(h.links().len(), links_before[i], "{} kept links", h.name);
+        // In trunk mode, once the network's trunk has been idle for `--trunk-idle`.
+        let ports = modes::settled(&ports_before[i], || h.ovs_ports());
+        assert_eq!(ports, ports_before[i], "{} kept ports", h.name);
+        let links = modes::settled(&links_before[i], || h.links().len());
+        assert_eq!(links, links_before[i], "{} kept links", h.name);
         // Only tunnel and base flows are left: no endpoint's flows linger.
         let flows = h.flows();
         assert!(!flows.contains("cookie=0x2"), "{}: {flows}", h.name);
