@@ -7,6 +7,7 @@ pub mod error;
 pub mod keys;
 pub mod leader;
 pub mod migrate;
+pub mod notices;
 pub mod openapi;
 pub mod ops;
 pub mod state;

@@ -509,9 +509,18 @@ pub fn inspect(s: &State, kind: Kind, key: &str) -> Option<Value> {
         Kind::AciGw => val(&AciGwOper {
             num_app_profiles: s.app_profiles.len() as i64,
         }),
-        Kind::Rule | Kind::Netprofile | Kind::AppProfile | Kind::ExtContractsGroup => {
-            return Some(json!({ "Config": config }));
+        Kind::Rule | Kind::Netprofile | Kind::AppProfile | Kind::ExtContractsGroup => Value::Null,
+    };
+    // What has no effect in the datapath yet is said in an added `notice` (an `Oper` of its
+    // own for the kinds that have none).
+    let oper = match (oper, crate::notices::notice(s, kind, key)) {
+        (Value::Null, None) => return Some(json!({ "Config": config })),
+        (Value::Null, Some(n)) => json!({ "notice": n }),
+        (mut o, Some(n)) => {
+            o["notice"] = Value::String(n);
+            o
         }
+        (o, None) => o,
     };
     Some(json!({ "Config": config, "Oper": oper }))
 }
