@@ -170,7 +170,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         },
     };
     let client = Client::with_options(&[urls], &opts)?;
-    match cli.command {
+    let warnings = crate::notice::of_command(&cli.command);
+    let done = match cli.command {
         Family::AciGw(c) => aci_gw::run(c, &client).await,
         Family::AppProfile(c) => app_profile::run(c, &client).await,
         Family::Bgp(c) => bgp::run(c, &client).await,
@@ -186,7 +187,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         Family::Service(c) => service::run(c, &client).await,
         Family::Tenant(c) => tenant::run(c, &client).await,
         Family::Version => version::run(&client).await,
+    };
+    if done.is_ok() {
+        warnings.iter().for_each(|w| crate::notice::warn(w));
     }
+    done
 }
 
 /// Lists the objects of a tenant-scoped collection. Like Contiv, the tenant must exist even

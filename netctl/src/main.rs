@@ -18,6 +18,7 @@ mod group;
 mod login;
 mod netprofile;
 mod network;
+mod notice;
 mod out;
 mod policy;
 mod service;

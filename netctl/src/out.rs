@@ -43,15 +43,25 @@ pub struct Inspect<C, O> {
 pub type NoOper = serde_json::Map<String, serde_json::Value>;
 
 /// `GET /api/v1/inspect/<coll>/<key>/`, printed as `{"Config": ..., "Oper": ...}` with the
-/// fields in the model's order, as Contiv printed its typed inspect structs.
+/// fields in the model's order, as Contiv printed its typed inspect structs. The `notice`
+/// netmaster adds to `Oper` for what has no effect yet goes to stderr as a warning, not into
+/// the JSON: stdout stays what Contiv printed.
 pub async fn inspect<C: Object, O: Serialize + DeserializeOwned + Default>(
     client: &Client,
     key: &str,
 ) -> Result<()> {
-    let raw = client.inspect::<C>(key).await?;
+    let mut raw = client.inspect::<C>(key).await?;
+    let notice = raw
+        .get_mut("Oper")
+        .and_then(|o| o.as_object_mut())
+        .and_then(|o| o.remove("notice"));
     let typed: Inspect<C, O> =
         serde_json::from_value(raw).map_err(|e| CtlError::Decode(e.to_string()))?;
-    json(&typed)
+    json(&typed)?;
+    if let Some(n) = notice.as_ref().and_then(|n| n.as_str()) {
+        crate::notice::warn(n);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
