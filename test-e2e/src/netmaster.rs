@@ -1,18 +1,22 @@
 //! The netmaster process of a simulated cluster, and its REST API through curl and netctl.
 
-use crate::{bin, kill_child, must, unique, wait_for};
+use crate::{bin, kill_child, must, unique};
 use serde_json::{Value, json};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A netmaster on a temp dir, serving on loopback and on a unix socket (hosts are network
 /// namespaces that cannot reach this namespace's loopback; the socket works from all of them).
+/// Its loopback port is the kernel's choice unless asked for, read back from `--ready-file`.
 pub struct Netmaster {
     child: Option<Child>,
     pub dir: PathBuf,
     pub socket: PathBuf,
     args: Vec<String>,
+    /// The loopback port asked for (0: any), and once started the one bound.
+    port: u16,
 }
 
 impl Netmaster {
@@ -20,8 +24,16 @@ impl Netmaster {
         Self::start_with(&[])
     }
 
-    /// A netmaster with extra flags (e.g. `--node-ttl 3`).
+    /// A netmaster with extra flags (e.g. `--node-ttl 3`), on a loopback port of the kernel's
+    /// choosing ([`Netmaster::tcp_url`]; the advertised URL of several masters follows it).
     pub fn start_with(args: &[&str]) -> Self {
+        Self::start_on_port(0, args)
+    }
+
+    /// Like [`Netmaster::start_with`], on loopback port `port` (0: any). Should `port` be taken
+    /// by the time netmaster binds it (a port probed free can be), it falls back to any port,
+    /// rather than fail or let this handle talk to another test's server: prefer 0.
+    pub fn start_on_port(port: u16, args: &[&str]) -> Self {
         let dir = PathBuf::from(format!("/tmp/{}", unique("m")));
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("netmaster.sock");
@@ -30,18 +42,10 @@ impl Netmaster {
             dir,
             socket,
             args: args.iter().map(|a| a.to_string()).collect(),
+            port,
         };
         m.spawn();
         m
-    }
-
-    /// A netmaster whose TCP listener is on `port` (so that it can advertise itself to other
-    /// masters: `--advertise-url` follows `--listen-url`), with extra flags.
-    pub fn start_on_port(port: u16, args: &[&str]) -> Self {
-        let listen = format!("127.0.0.1:{port}");
-        let mut all = vec!["--listen-url", listen.as_str()];
-        all.extend_from_slice(args);
-        Self::start_with(&all)
     }
 
     /// Kills the netmaster (SIGKILL), as a crash would.
@@ -50,15 +54,46 @@ impl Netmaster {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::File::create(self.dir.join("netmaster.log")).unwrap();
-        // A --listen-url among the extra flags replaces the default.
+        let asked = self.port;
+        for port in [asked, 0] {
+            if self.start_process(port) {
+                if asked != 0 && self.port != asked {
+                    eprintln!(
+                        "netmaster: port {asked} was taken, serving on {}",
+                        self.port
+                    );
+                }
+                return;
+            }
+            kill_child(&mut self.child);
+            if port == 0 {
+                break;
+            }
+        }
+        panic!("netmaster did not start; log:\n{}", self.log());
+    }
+
+    /// Starts the process on `port` and waits for its ready file; false if it exits first (or
+    /// takes over 20 s).
+    fn start_process(&mut self, port: u16) -> bool {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("netmaster.log"))
+            .unwrap();
+        let ready = self.dir.join("ready");
+        let _ = std::fs::remove_file(&ready);
+        // A --listen-url among the extra flags replaces ours.
+        let listen = format!("127.0.0.1:{port}");
         let listen: &[&str] = if self.args.iter().any(|a| a == "--listen-url") {
             &[]
         } else {
-            &["--listen-url", "127.0.0.1:0"]
+            &["--listen-url", &listen]
         };
         let child = Command::new(bin("netmaster"))
             .args(listen)
+            .arg("--ready-file")
+            .arg(&ready)
             .arg("--listen-unix")
             .arg(&self.socket)
             .arg("--data-dir")
@@ -69,10 +104,25 @@ impl Netmaster {
             .spawn()
             .expect("spawn netmaster");
         self.child = Some(child);
-        let s = self.socket.clone();
-        wait_for("netmaster socket", Duration::from_secs(20), || {
-            std::os::unix::net::UnixStream::connect(&s).is_ok()
-        });
+        let end = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < end {
+            // Written once both the TCP listener and the unix socket are bound.
+            if let Ok(addr) = std::fs::read_to_string(&ready) {
+                let addr: SocketAddr = addr.trim().parse().expect("ready file address");
+                self.port = addr.port();
+                return true;
+            }
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// The loopback URL netmaster is bound to (and advertises to other masters by default).
+    pub fn tcp_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 
     pub fn url(&self) -> String {
