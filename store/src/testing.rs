@@ -364,14 +364,6 @@ impl RefusedPorts {
     }
 }
 
-/// Loopback ports that were free a moment ago. Racy for starting a daemon on (another process
-/// may bind one first): start it on port 0 and read back what it bound instead (netmaster
-/// `--ready-file`), or use [`RefusedPorts`] for a port that must stay unanswered. Kept only
-/// for test-e2e/tests/masters.rs, whose netmasters no longer depend on it being free.
-pub fn free_ports(n: usize) -> Vec<u16> {
-    RefusedPorts::new(n).ports
-}
-
 /// Kills the etcd processes and removes the directories of earlier test runs that died
 /// without cleaning up (their process id no longer exists).
 fn clean_up_after_dead_runs() {

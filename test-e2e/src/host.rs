@@ -91,8 +91,10 @@ impl Host {
     pub fn boot(&mut self, agent_args: &[&str]) {
         self.agent_args = agent_args.iter().map(|a| a.to_string()).collect();
         // CONTIV_E2E_PORT_POOL=N runs every agent with a port pool (to try a suite with it).
+        // A test that asks for trunks keeps them: the agent refuses both at once.
         if let Ok(n) = std::env::var("CONTIV_E2E_PORT_POOL")
             && !self.agent_args.iter().any(|a| a.starts_with("--port-pool"))
+            && !self.agent_args.iter().any(|a| a == "--trunks")
         {
             self.agent_args.push(format!("--port-pool={n}"));
         }

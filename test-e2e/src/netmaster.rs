@@ -33,7 +33,7 @@ impl Netmaster {
     /// Like [`Netmaster::start_with`], on loopback port `port` (0: any). Should `port` be taken
     /// by the time netmaster binds it (a port probed free can be), it falls back to any port,
     /// rather than fail or let this handle talk to another test's server: prefer 0.
-    pub fn start_on_port(port: u16, args: &[&str]) -> Self {
+    fn start_on_port(port: u16, args: &[&str]) -> Self {
         let dir = PathBuf::from(format!("/tmp/{}", unique("m")));
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("netmaster.sock");

@@ -31,12 +31,9 @@ fn agents_carry_on_when_the_leading_netmaster_dies() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let etcd = rt.block_on(store::testing::Cluster::start(3));
     let eps = etcd.endpoints().join(",");
-    let ports = store::testing::free_ports(2);
     let flags = ["--etcd-endpoints", eps.as_str(), "--leader-ttl", "3"];
-    let mut masters = [
-        Netmaster::start_on_port(ports[0], &flags),
-        Netmaster::start_on_port(ports[1], &flags),
-    ];
+    // Port 0: each advertises the port it bound (--advertise-url follows the listener).
+    let mut masters = [Netmaster::start_with(&flags), Netmaster::start_with(&flags)];
     let l = leader(&[&masters[0], &masters[1]]);
     // The leader first: the agents use it until it dies, then must move on.
     let urls = format!("{},{}", masters[l].url(), masters[1 - l].url());

@@ -326,12 +326,6 @@ fn endpoints(m: &Netmaster) -> BTreeSet<(String, String)> {
 
 #[test]
 fn podman_runs_two_containers_on_a_contiv_network() {
-    if test_e2e::modes::skip_in_pool_mode(
-        "podman_runs_two_containers_on_a_contiv_network",
-        "runs its agent with --trunks (as the shipped unit), which excludes the --port-pool that CONTIV_E2E_PORT_POOL adds",
-    ) {
-        return;
-    }
     let started = Instant::now();
     require_podman();
     cleanup_leftovers();

@@ -6,15 +6,6 @@ use serde_json::json;
 use std::time::Duration;
 use test_e2e::{Cluster, Host, Netmaster, Pod, wait_for};
 
-/// With `CONTIV_E2E_PORT_POOL` set, `Host::boot` gives the agents `--port-pool` beside the
-/// `--trunks` these tests ask for, and an agent refuses both: the suite is skipped then.
-fn skip_with_a_pool(test: &str) -> bool {
-    test_e2e::modes::skip_in_pool_mode(
-        test,
-        "runs its agents with --trunks, which excludes the --port-pool that CONTIV_E2E_PORT_POOL adds",
-    )
-}
-
 fn setup() -> (Netmaster, Host) {
     let m = Netmaster::start();
     m.network("default", "default-net", "10.1.2.0/24", "10.1.2.1");
@@ -33,9 +24,6 @@ fn has_eth0(p: &Pod) -> bool {
 
 #[test]
 fn trunked_pods_talk_are_isolated_and_share_one_port_per_network() {
-    if skip_with_a_pool("trunked_pods_talk_are_isolated_and_share_one_port_per_network") {
-        return;
-    }
     let (m, h) = setup();
     m.network("default", "other", "10.1.3.0/24", "10.1.3.1");
     let conf = h.conf("1.1.0", json!({}));
@@ -165,9 +153,6 @@ fn trunked_pods_talk_are_isolated_and_share_one_port_per_network() {
 
 #[test]
 fn a_failed_trunked_add_leaks_nothing() {
-    if skip_with_a_pool("a_failed_trunked_add_leaks_nothing") {
-        return;
-    }
     let (m, h) = setup();
     let conf = h.conf("1.1.0", json!({}));
     // The pod already has an eth0 (not one of ours).
@@ -207,9 +192,6 @@ fn a_failed_trunked_add_leaks_nothing() {
 
 #[test]
 fn trunked_pods_survive_an_agent_restart() {
-    if skip_with_a_pool("trunked_pods_survive_an_agent_restart") {
-        return;
-    }
     let (m, mut h) = setup();
     let conf = h.conf("1.1.0", json!({}));
     let a = h.pod(&conf);
@@ -274,9 +256,6 @@ fn trunked_pods_survive_an_agent_restart() {
 
 #[test]
 fn an_idle_trunk_is_deleted_and_made_again() {
-    if skip_with_a_pool("an_idle_trunk_is_deleted_and_made_again") {
-        return;
-    }
     let m = Netmaster::start();
     m.network("default", "default-net", "10.1.2.0/24", "10.1.2.1");
     let mut h = Host::netns_only(&m, "host1");
@@ -317,9 +296,6 @@ fn an_idle_trunk_is_deleted_and_made_again() {
 
 #[test]
 fn trunked_pods_span_hosts() {
-    if skip_with_a_pool("trunked_pods_span_hosts") {
-        return;
-    }
     let c = Cluster::start_with_agents(2, &[], &["--trunks"]);
     c.master
         .network("default", "contiv-net", "10.1.2.0/24", "10.1.2.1");
@@ -364,9 +340,6 @@ fn trunked_pods_span_hosts() {
 
 #[test]
 fn policy_applies_between_trunk_mates() {
-    if skip_with_a_pool("policy_applies_between_trunk_mates") {
-        return;
-    }
     let (m, h) = setup();
     let post = |path: &str, body: serde_json::Value| {
         let (s, v) = m.api("POST", path, Some(body));
@@ -411,9 +384,6 @@ fn policy_applies_between_trunk_mates() {
 
 #[test]
 fn trunked_and_veth_pods_share_a_network() {
-    if skip_with_a_pool("trunked_and_veth_pods_share_a_network") {
-        return;
-    }
     let (_m, h) = setup();
     let t1 = h.pod(&h.conf("1.1.0", json!({})));
     let t2 = h.pod(&h.conf("1.1.0", json!({})));
