@@ -42,12 +42,16 @@ const RULE_STATS_RESEND: Duration = Duration::from_secs(10);
 
 /// Reports the per-rule packet counters of this node's switch to netmaster, for as long as the
 /// agent runs: when they change, and again every [`RULE_STATS_RESEND`].
-pub async fn report_rule_stats(m: Arc<crate::manager::Manager>, client: model::Client, me: String) {
+pub async fn report_rule_stats(
+    dp: Arc<crate::datapath::Datapath>,
+    client: model::Client,
+    me: String,
+) {
     let mut last: Option<BTreeMap<String, RuleCounters>> = None;
     let mut sent = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(RULE_STATS_EVERY).await;
-        let rules = match m.dp.rule_counters().await {
+        let rules = match dp.rule_counters().await {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(error = %e, "read rule counters");
@@ -262,7 +266,7 @@ impl ClusterView {
 /// Keeps tunnels and the flows of other hosts' endpoints in line with the cluster view, for as
 /// long as the agent runs.
 pub async fn reconcile(
-    m: Arc<crate::manager::Manager>,
+    dp: Arc<crate::datapath::Datapath>,
     me: String,
     view: Arc<Mutex<ClusterView>>,
     changed: Arc<tokio::sync::Notify>,
@@ -283,7 +287,7 @@ pub async fn reconcile(
         if last.as_ref() == Some(&inputs) {
             continue;
         }
-        match m.dp.set_cluster(inputs.clone()).await {
+        match dp.set_cluster(inputs.clone()).await {
             Ok(()) => last = Some(inputs),
             Err(e) => {
                 tracing::warn!(error = %e, "apply cluster changes; retrying");

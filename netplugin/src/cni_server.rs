@@ -71,7 +71,16 @@ async fn handle(
         Err(e) => return answer("", Err(e)),
     };
     let version = req.cni_version().to_string();
-    let (r, steps) = crate::steps::record(dispatch(&s, &req)).await;
+    // Every line the call logs, down to the kernel and switch steps, carries the container and
+    // its endpoint: one grep follows a pod through the agent's log.
+    let span = tracing::info_span!(
+        "cni",
+        command = %req.command,
+        container = %req.container_id,
+        endpoint = %crate::names::endpoint_id(&req.container_id, &req.if_name),
+    );
+    let (r, steps) =
+        tracing::Instrument::instrument(crate::steps::record(dispatch(&s, &req)), span).await;
     match &r {
         Ok(_) => {
             tracing::info!(command = %req.command, container = %req.container_id, ifname = %req.if_name, ms = started.elapsed().as_millis() as u64, steps = %steps, "CNI call done")
@@ -254,10 +263,11 @@ pub fn result(a: &Attachment, conf: &NetConf) -> Result11 {
 
 /// Serves the CNI socket until the process ends.
 pub async fn serve(m: Arc<CniServer>, socket: &std::path::Path) -> Result<(), ManagerError> {
-    let io = |what: &str, e: std::io::Error| ManagerError {
-        kind: ErrorKind::Internal,
-        msg: format!("{what} {}: {e}", socket.display()),
-        details: String::new(),
+    let io = |what: &str, e: std::io::Error| {
+        ManagerError::new(
+            ErrorKind::Internal,
+            format!("{what} {}: {e}", socket.display()),
+        )
     };
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).map_err(|e| io("create the directory of", e))?;

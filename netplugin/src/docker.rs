@@ -18,8 +18,8 @@
 //! Pools and bindings live in a small JSON state file (Docker keeps PoolIDs across restarts;
 //! nothing else can say which Contiv network a PoolID means).
 
-use crate::datapath::{host_ifname, ids};
 use crate::manager::{AddRequest, Manager, ManagerError};
+use crate::names::{host_ifname, ids};
 use docker_driver::wire::*;
 use docker_driver::{Backend, DriverError, DriverResult};
 use model::agent::EndpointRequest as MasterEndpoint;
@@ -372,7 +372,6 @@ impl DockerDriver {
 
     async fn ports(&self) -> DriverResult<Vec<ovs::PortInfo>> {
         self.m
-            .dp
             .endpoint_ports()
             .await
             .map_err(|e| DriverError::new(format!("list the ports of the Contiv bridge: {e}")))
@@ -766,6 +765,7 @@ impl Backend for DockerDriver {
         self.unbind_network(&r.network_id, false).await
     }
 
+    #[tracing::instrument(name = "docker", skip_all, fields(call = "CreateEndpoint", container = %r.endpoint_id))]
     async fn create_endpoint(
         &self,
         r: CreateEndpointRequest,
@@ -818,6 +818,7 @@ impl Backend for DockerDriver {
         })
     }
 
+    #[tracing::instrument(name = "docker", skip_all, fields(call = "DeleteEndpoint", container = %r.endpoint_id))]
     async fn delete_endpoint(&self, r: EndpointRequest) -> DriverResult<()> {
         if let Some((ep_id, _)) = self.port_of(&r.endpoint_id).await? {
             self.m.del_endpoint(&ep_id, false).await.map_err(mgr)?;
@@ -837,6 +838,7 @@ impl Backend for DockerDriver {
         Ok(EndpointOperInfoResponse { value })
     }
 
+    #[tracing::instrument(name = "docker", skip_all, fields(call = "Join", container = %r.endpoint_id))]
     async fn join(&self, r: JoinRequest) -> DriverResult<JoinResponse> {
         let (ep_id, ifname) = self.port_of(&r.endpoint_id).await?.ok_or_else(|| {
             DriverError::new(format!(

@@ -54,7 +54,7 @@ pub mod cookie {
     pub const RULE: u64 = 0x06 << CLASS_SHIFT;
 
     fn hashed(class: u64, id: &str) -> u64 {
-        class | (crate::datapath::fnv1a(id.as_bytes()) & !CLASS_MASK)
+        class | (crate::names::fnv1a(id.as_bytes()) & !CLASS_MASK)
     }
 
     pub fn endpoint(id: &str) -> u64 {
@@ -139,7 +139,7 @@ pub struct Profile {
 /// datapath does not apply a modified meter to traffic it already forwards.
 pub fn meter_ids(endpoint_id: &str, p: &Profile) -> (u32, u32) {
     let key = format!("{endpoint_id}/{}/{}", p.bps, p.burst_kbytes);
-    let base = (crate::datapath::fnv1a(key.as_bytes()) as u32) & 0x3fff_ffff;
+    let base = (crate::names::fnv1a(key.as_bytes()) as u32) & 0x3fff_ffff;
     (base * 2 + 1, base * 2 + 2)
 }
 

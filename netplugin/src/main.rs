@@ -3,10 +3,12 @@
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use netplugin::attach::CniMode;
 use netplugin::cluster::{self, ClusterView};
 use netplugin::datapath::{Datapath, DatapathType};
+use netplugin::kernel::NetlinkKernel;
 use netplugin::manager::{Manager, ManagerConfig};
-use netplugin::netlink::Netlink;
+use netplugin::supervise;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -240,7 +242,8 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
             opts.ovsdb_sock.display()
         )
     })?;
-    let host = Netlink::host().context("open netlink")?;
+    let kernel = Arc::new(NetlinkKernel::new().context("open netlink")?);
+    let host = kernel.host_netlink();
     let vtep: std::net::IpAddr = opts.vtep_ip.parse().with_context(|| {
         format!(
             "--vtep-ip {}: not an IP address (give this node's underlay address)",
@@ -296,91 +299,115 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
             Some(netplugin::k8s::KubeClient::new(api, token).map_err(anyhow::Error::msg)?)
         }
     };
-    let mut m = Manager::new(
-        client.clone(),
-        dp,
-        host,
-        ManagerConfig {
-            node: node.clone(),
-            mtu,
-        },
-    );
     let side_netns = opts
         .pool_netns
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("/run/netns/contiv-pool-{}", opts.bridge)));
-    if opts.trunks && opts.port_pool > 0 {
-        anyhow::bail!(
+    let mode = match (opts.trunks, opts.port_pool) {
+        (true, n) if n > 0 => anyhow::bail!(
             "--trunks and --port-pool both given: choose one way to attach CNI pods (--trunks is the cheaper for the switch)"
-        );
-    }
-    if opts.trunks {
-        let dir = opts
-            .state_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("/run/contiv/netplugin-{}", opts.bridge)));
-        let trunks = netplugin::trunk::Trunks::open(&side_netns, &dir, mtu).with_context(|| {
-            format!(
-                "open the trunks' namespace {} and state directory {}",
-                side_netns.display(),
-                dir.display()
-            )
-        })?;
-        tracing::info!(netns = %side_netns.display(), state = %dir.display(), "network trunks");
-        m = m.with_trunks(trunks);
-    }
-    if opts.port_pool > 0 {
-        let path = side_netns;
-        let pool = netplugin::pool::Pool::open(&path, opts.port_pool, mtu)
-            .with_context(|| format!("open the port pool's namespace {}", path.display()))?;
-        tracing::info!(ports = opts.port_pool, netns = %path.display(), "port pool");
-        m = m.with_pool(pool);
-    }
-    let m = Arc::new(m);
+        ),
+        (true, _) => CniMode::Trunks {
+            side_netns,
+            state_dir: opts
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("/run/contiv/netplugin-{}", opts.bridge))),
+            idle: Duration::from_secs(opts.trunk_idle),
+        },
+        (false, 0) => CniMode::Veth,
+        (false, size) => CniMode::Pool { side_netns, size },
+    };
+    tracing::info!(?mode, "how CNI pods are attached");
+    let dp = Arc::new(dp);
+    let m = Arc::new(
+        Manager::new(
+            client.clone(),
+            kernel,
+            dp.clone(),
+            ManagerConfig {
+                node: node.clone(),
+                mtu,
+            },
+            mode,
+        )
+        .await?,
+    );
     m.reconcile()
         .await
         .context("reconcile endpoints after start")?;
-    tokio::spawn(cluster::heartbeat(
-        client.clone(),
-        model::agent::NodeRegistration {
-            hostname: node.clone(),
-            vtep_ip: opts.vtep_ip.clone(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        },
-    ));
+    {
+        let (client, reg) = (
+            client.clone(),
+            model::agent::NodeRegistration {
+                hostname: node.clone(),
+                vtep_ip: opts.vtep_ip.clone(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            },
+        );
+        supervise::forever("heartbeat", move || {
+            cluster::heartbeat(client.clone(), reg.clone())
+        });
+    }
     let view = Arc::new(Mutex::new(ClusterView::default()));
     let changed = Arc::new(tokio::sync::Notify::new());
-    tokio::spawn(cluster::report_rule_stats(
-        m.clone(),
-        client.clone(),
-        node.clone(),
-    ));
-    tokio::spawn(cluster::follow(client, view.clone(), changed.clone()));
-    tokio::spawn(cluster::reconcile(m.clone(), node, view, changed));
-    tokio::spawn(watch_vswitchd(m.clone()));
     {
-        let m = m.clone();
-        tokio::spawn(async move { m.reap_links().await });
+        let (dp, client, node) = (dp.clone(), client.clone(), node.clone());
+        supervise::forever("report rule counters", move || {
+            cluster::report_rule_stats(dp.clone(), client.clone(), node.clone())
+        });
+    }
+    {
+        let (view, changed) = (view.clone(), changed.clone());
+        supervise::forever("follow netmaster", move || {
+            cluster::follow(client.clone(), view.clone(), changed.clone())
+        });
+    }
+    {
+        let dp = dp.clone();
+        supervise::forever("program the cluster", move || {
+            cluster::reconcile(dp.clone(), node.clone(), view.clone(), changed.clone())
+        });
+    }
+    {
+        let dp = dp.clone();
+        supervise::forever("watch ovs-vswitchd", move || watch_vswitchd(dp.clone()));
     }
     {
         let m = m.clone();
-        tokio::spawn(async move { m.refill_pool().await });
+        supervise::forever("reap links", move || {
+            let m = m.clone();
+            async move { m.reap_links().await }
+        });
     }
     {
         let m = m.clone();
-        let idle = std::time::Duration::from_secs(opts.trunk_idle);
-        tokio::spawn(async move { m.reap_trunks(idle).await });
+        supervise::forever("attachment upkeep", move || {
+            let m = m.clone();
+            async move { m.upkeep().await }
+        });
     }
     {
-        let m = m.clone();
-        tokio::spawn(async move {
-            if let Err(e) = m.dp.watch_ofports().await {
-                tracing::error!(error = %e, "watch the OpenFlow port numbers of endpoint ports");
+        let dp = dp.clone();
+        supervise::spawn("watch OpenFlow port numbers", move || {
+            let dp = dp.clone();
+            async move {
+                match dp.watch_ofports().await {
+                    // The OVSDB client shut down: the agent is stopping.
+                    Ok(()) => supervise::Exit::Done,
+                    Err(e) => {
+                        tracing::error!(error = %e, "watch the OpenFlow port numbers of endpoint ports");
+                        supervise::Exit::Restart
+                    }
+                }
             }
         });
     }
     if kind == DatapathType::Userspace {
-        tokio::spawn(keep_tunnel_neighbors(m.clone()));
+        let dp = dp.clone();
+        supervise::forever("keep tunnel neighbors", move || {
+            keep_tunnel_neighbors(dp.clone())
+        });
     }
     let docker = async {
         if opts.docker_socket.is_empty() {
@@ -411,9 +438,9 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
 /// ovs-vswitchd keeps no flows across a restart: when it comes back (its bridge's management
 /// socket is re-created), install everything again at once. Polling a stat is cheap and catches
 /// a restart within 10 ms.
-async fn watch_vswitchd(m: Arc<Manager>) {
+async fn watch_vswitchd(dp: Arc<Datapath>) {
     use std::os::unix::fs::MetadataExt;
-    let sock = m.dp.mgmt_socket();
+    let sock = dp.mgmt_socket();
     // A restarted vswitchd unlinks and binds its socket again. The inode number alone does not
     // show that: ext4 hands the freed number straight back to the new socket. The change time
     // (to the nanosecond) does.
@@ -430,15 +457,15 @@ async fn watch_vswitchd(m: Arc<Manager>) {
             continue;
         }
         tracing::warn!("ovs-vswitchd restarted: installing every flow again");
-        match m.dp.resync().await {
+        match dp.resync().await {
             Ok(()) => {
                 tracing::info!("flows restored after ovs-vswitchd restart");
                 last = now;
                 // A vswitchd still settling can lose what was installed early: check once.
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                if !matches!(m.dp.flows_intact().await, Ok(true)) {
+                if !matches!(dp.flows_intact().await, Ok(true)) {
                     tracing::warn!("flows incomplete after ovs-vswitchd restart: installing again");
-                    if let Err(e) = m.dp.resync().await {
+                    if let Err(e) = dp.resync().await {
                         tracing::warn!(error = %e, "restore flows after ovs-vswitchd restart");
                     }
                 }
@@ -452,10 +479,10 @@ async fn watch_vswitchd(m: Arc<Manager>) {
 
 /// Refreshes the userspace datapath's tunnel neighbor entries before they age out, so a quiet
 /// tunnel does not lose its first packets when traffic resumes.
-async fn keep_tunnel_neighbors(m: Arc<Manager>) {
+async fn keep_tunnel_neighbors(dp: Arc<Datapath>) {
     loop {
         tokio::time::sleep(Duration::from_secs(30)).await;
-        for vtep in m.dp.peer_vteps().await {
+        for vtep in dp.peer_vteps().await {
             netplugin::datapath::prime_neighbor(&vtep);
         }
     }

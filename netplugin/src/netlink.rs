@@ -21,30 +21,88 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
-    #[error("open network namespace {path}: {reason}")]
-    Netns { path: PathBuf, reason: String },
-    #[error("{action}: {reason}")]
-    Netlink { action: String, reason: String },
+    /// The namespace file could not be opened or entered.
+    #[error("open network namespace {path}: {source}")]
+    Netns {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The path opens, but is no network namespace (an empty file: a namespace mounted in
+    /// another process's private mount namespace, or one a failed `ip netns add` left).
+    #[error(
+        "{path} is not a network namespace (a namespace mounted inside another mount namespace is an empty file to everyone else)"
+    )]
+    NotNetns { path: PathBuf },
+    /// The kernel refused a request: `source` keeps its errno.
+    #[error("{action}: {source}{hint}")]
+    Netlink {
+        action: String,
+        #[source]
+        source: std::io::Error,
+        /// What the errno means here, for the user (may be empty).
+        hint: String,
+    },
 }
 
-fn nl(action: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
-    move |e| {
-        let reason = match &e {
-            rtnetlink::Error::NetlinkError(m) => match m.raw_code().abs() {
-                libc::EEXIST => "File exists".to_string(),
-                libc::ENODEV => "No such device".to_string(),
-                libc::ENOENT => "No such file or directory".to_string(),
-                libc::EPERM => "Operation not permitted (the agent must run as root)".to_string(),
-                libc::ENETUNREACH => "Network is unreachable".to_string(),
-                libc::EADDRINUSE => "Address already in use".to_string(),
-                c => format!("{} (errno {c})", std::io::Error::from_raw_os_error(c)),
-            },
-            other => other.to_string(),
+impl LinkError {
+    /// A kernel refusal with errno `errno` while doing `action`.
+    pub fn errno(action: impl Into<String>, errno: i32) -> Self {
+        let hint = match errno {
+            libc::EPERM => " (the agent must run as root)".to_string(),
+            _ => String::new(),
         };
         LinkError::Netlink {
             action: action.into(),
-            reason,
+            source: std::io::Error::from_raw_os_error(errno),
+            hint,
         }
+    }
+
+    /// Any other failure while doing `action`.
+    pub fn other(action: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        LinkError::Netlink {
+            action: action.into(),
+            source: std::io::Error::other(reason.to_string()),
+            hint: String::new(),
+        }
+    }
+
+    /// The kernel's errno, if the kernel refused.
+    pub fn code(&self) -> Option<i32> {
+        match self {
+            LinkError::Netlink { source, .. } | LinkError::Netns { source, .. } => {
+                source.raw_os_error()
+            }
+            LinkError::NotNetns { .. } => None,
+        }
+    }
+
+    pub fn is(&self, errno: i32) -> bool {
+        self.code() == Some(errno)
+    }
+
+    /// The same error with `hint` added to its message.
+    pub fn hint(mut self, more: impl Into<String>) -> Self {
+        if let LinkError::Netlink { hint, .. } = &mut self {
+            *hint = format!(" ({})", more.into());
+        }
+        self
+    }
+
+    /// Whether retrying later may succeed (the kernel was busy).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.code(),
+            Some(libc::EAGAIN | libc::EBUSY | libc::EINTR | libc::ENOBUFS)
+        )
+    }
+}
+
+fn nl(action: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
+    move |e| match &e {
+        rtnetlink::Error::NetlinkError(m) => LinkError::errno(action, m.raw_code().abs()),
+        other => LinkError::other(action, other),
     }
 }
 
@@ -56,9 +114,9 @@ pub struct Netns {
 
 impl Netns {
     pub fn open(path: &Path) -> Result<Self, LinkError> {
-        let f = File::open(path).map_err(|e| LinkError::Netns {
+        let f = File::open(path).map_err(|source| LinkError::Netns {
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            source,
         })?;
         Ok(Netns {
             path: path.to_path_buf(),
@@ -77,7 +135,7 @@ impl Netns {
         }
         let err = |reason: String| LinkError::Netns {
             path: path.to_path_buf(),
-            reason,
+            source: std::io::Error::other(reason),
         };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
@@ -130,9 +188,9 @@ impl Netns {
         &self,
         f: impl FnOnce() -> Result<T, String> + Send + 'static,
     ) -> Result<T, LinkError> {
-        let fd = self.fd.try_clone().map_err(|e| LinkError::Netns {
+        let fd = self.fd.try_clone().map_err(|source| LinkError::Netns {
             path: self.path.clone(),
-            reason: e.to_string(),
+            source,
         })?;
         let path = self.path.clone();
         std::thread::spawn(move || {
@@ -143,14 +201,17 @@ impl Netns {
         .join()
         .map_err(|_| LinkError::Netns {
             path: path.clone(),
-            reason: "worker thread panicked".into(),
+            source: std::io::Error::other("worker thread panicked"),
         })?
-        .map_err(|reason| LinkError::Netns { path, reason })
+        .map_err(|reason| LinkError::Netns {
+            path,
+            source: std::io::Error::other(reason),
+        })
     }
 }
 
 /// Whether `ns` is a network namespace (not the empty file a failed `ip netns add` leaves).
-fn is_netns(ns: &Netns) -> bool {
+pub fn is_netns(ns: &Netns) -> bool {
     nix::sys::statfs::fstatfs(&ns.fd)
         .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
 }
@@ -172,10 +233,8 @@ pub struct Netlink {
 impl Netlink {
     /// A connection in the agent's own namespace.
     pub fn host() -> Result<Self, LinkError> {
-        let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| LinkError::Netlink {
-            action: "open netlink socket".into(),
-            reason: e.to_string(),
-        })?;
+        let (conn, handle, _) =
+            rtnetlink::new_connection().map_err(|e| LinkError::other("open netlink socket", e))?;
         tokio::spawn(conn);
         Ok(Netlink { handle })
     }
@@ -383,18 +442,17 @@ impl Netlink {
                 Ok(false)
             }
             Err(e) => {
-                let mut err = nl(format!(
+                let err = nl(format!(
                     "create interface {name} in netns {}",
                     ns.path.display()
                 ))(e);
-                if let LinkError::Netlink { reason, .. } = &mut err
-                    && reason == "File exists"
-                {
-                    *reason = format!(
-                        "File exists (the pod's namespace already has an interface {name})"
-                    );
-                }
-                Err(err)
+                Err(if err.is(libc::EEXIST) {
+                    err.hint(format!(
+                        "the pod's namespace already has an interface {name}"
+                    ))
+                } else {
+                    err
+                })
             }
         }
     }
@@ -468,25 +526,19 @@ impl Netlink {
             b = b.up();
         }
         let msg = b.build();
-        self.handle
-            .link()
-            .add(msg)
-            .execute()
-            .await
-            .map_err(|e| {
-                let mut err = nl(format!(
-                    "create veth {host} with peer {peer} in netns {}",
-                    peer_ns.path.display()
-                ))(e);
-                if let LinkError::Netlink { reason, .. } = &mut err
-                    && reason == "File exists"
-                {
-                    *reason = format!(
-                        "File exists (interface {host} on the host or {peer} in the pod's namespace already exists)"
-                    );
-                }
+        self.handle.link().add(msg).execute().await.map_err(|e| {
+            let err = nl(format!(
+                "create veth {host} with peer {peer} in netns {}",
+                peer_ns.path.display()
+            ))(e);
+            if err.is(libc::EEXIST) {
+                err.hint(format!(
+                    "interface {host} on the host or {peer} in the pod's namespace already exists"
+                ))
+            } else {
                 err
-            })
+            }
+        })
     }
 
     pub async fn set_up(&self, name: &str, index: u32) -> Result<(), LinkError> {
@@ -693,51 +745,30 @@ fn name_and_group_of(m: &LinkMessage) -> (String, u32) {
     out
 }
 
-/// Readies a pod's new interface before it comes up, in one visit to the pod's namespace:
-/// with `tx_csum_off`, TX checksum offload off (the userspace datapath hands packets to the
-/// wire without ever computing the checksum a veth left to "hardware": TCP silently fails
-/// without this, while ICMP works, which hides it); with `ipv6_off`, IPv6 off on it (a network
-/// without IPv6: no link-local address, no DAD, router solicitations or MLD reports, which the
-/// switch would flood to every port of the network; Docker does the same for such networks).
-pub fn prepare_pod_link(
-    ns: &Netns,
-    ifname: &str,
+/// Readies a new interface before it comes up, in the calling thread's namespace: with
+/// `tx_csum_off`, TX checksum offload off (the userspace datapath hands packets to the wire
+/// without ever computing the checksum a veth left to "hardware": TCP silently fails without
+/// this, while ICMP works, which hides it); with `ipv6_off`, IPv6 off on it (a network without
+/// IPv6: no link-local address, no DAD, router solicitations or MLD reports, which the switch
+/// would flood to every port of the network; Docker does the same for such networks).
+pub(crate) fn prepare_link_here(
+    name: &str,
     tx_csum_off: bool,
     ipv6_off: bool,
-) -> Result<(), LinkError> {
-    let name = ifname.to_string();
-    ns.run(move || {
-        if tx_csum_off {
-            tx_checksum_off(&name)?;
-        }
-        if ipv6_off {
-            write_disable_ipv6(&name, true)?;
-        }
-        Ok(())
-    })
-}
-
-/// Turns TX checksum offload off on several links of `ns`, in one visit to it.
-pub fn disable_tx_checksums(ns: &Netns, names: &[String]) -> Result<(), LinkError> {
-    let names = names.to_vec();
-    ns.run(move || names.iter().try_for_each(|n| tx_checksum_off(n)))
-}
-
-/// TX checksum offload off on link `name` of the calling thread's namespace.
-fn tx_checksum_off(name: &str) -> Result<(), String> {
-    ethtool_set_tx_csum(name, false)
-        .map_err(|e| format!("turn tx checksum offload off on {name}: {e}"))
-}
-
-/// Turns IPv6 on or off on a pod's interface (before it comes up).
-pub fn set_pod_ipv6(ns: &Netns, ifname: &str, on: bool) -> Result<(), LinkError> {
-    let name = ifname.to_string();
-    ns.run(move || write_disable_ipv6(&name, !on))
+) -> Result<(), String> {
+    if tx_csum_off {
+        ethtool_set_tx_csum(name, false)
+            .map_err(|e| format!("turn tx checksum offload off on {name}: {e}"))?;
+    }
+    if ipv6_off {
+        write_disable_ipv6(name, true)?;
+    }
+    Ok(())
 }
 
 /// Writes `disable_ipv6` of interface `name` in the calling thread's namespace (/proc/sys/net
 /// is the namespace of the thread that opens it). No IPv6 in the kernel: nothing to do.
-fn write_disable_ipv6(name: &str, disable: bool) -> Result<(), String> {
+pub(crate) fn write_disable_ipv6(name: &str, disable: bool) -> Result<(), String> {
     let path = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
     match std::fs::write(&path, if disable { "1" } else { "0" }) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -118,6 +118,16 @@ impl OvsdbError {
             OvsdbError::ConnectionLost { .. } | OvsdbError::Timeout { .. }
         )
     }
+
+    /// True when ovsdb-server could not be reached or answered nothing (it is restarting, or
+    /// not started yet): a caller's caller should try again later, not give up.
+    pub fn is_unavailable(&self) -> bool {
+        self.is_transient()
+            || matches!(
+                self.root(),
+                OvsdbError::Connect { .. } | OvsdbError::Closed { .. }
+            )
+    }
 }
 
 /// Adds "what we were doing" to an error, in the `verb object: cause` style.
@@ -131,6 +141,17 @@ impl<T> Context<T> for Result<T, OvsdbError> {
             action: action(),
             cause: Box::new(cause),
         })
+    }
+}
+
+impl FlowError {
+    /// True when the switch could not be reached or did not answer in time (ovs-vswitchd
+    /// restarting): trying again later may work. A refused flow is not transient.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            FlowError::Connect { .. } | FlowError::Timeout { .. } | FlowError::NotReady { .. }
+        )
     }
 }
 

@@ -1,0 +1,497 @@
+//! The endpoint manager and every attachment mode, on a model of the kernel and of the switch
+//! (`kernel::fake`, `switch::fake`) and a real netmaster running in the test (embedded store,
+//! on a unix socket): no root, no OVS. ADD, DEL, CHECK, GC and restart in each mode, the undo
+//! of failing steps, concurrent ADD and DEL of one endpoint, re-ADD into a kept namespace, and
+//! the hand-over of a released pod's MAC.
+
+use super::*;
+use crate::kernel::MacVlanMode;
+use crate::kernel::fake::{FakeKernel, HOST};
+use crate::names::host_ifname;
+use crate::switch::fake::FakeSwitch;
+
+const SIDE: &str = "/run/netns/side";
+
+struct Rig {
+    kernel: FakeKernel,
+    switch: Arc<FakeSwitch>,
+    master: model::Client,
+    m: Manager,
+    dir: tempfile::TempDir,
+    mode: CniMode,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+fn veth() -> CniMode {
+    CniMode::Veth
+}
+fn pool() -> CniMode {
+    CniMode::Pool {
+        side_netns: SIDE.into(),
+        size: 2,
+    }
+}
+fn trunks(dir: &Path) -> CniMode {
+    CniMode::Trunks {
+        side_netns: SIDE.into(),
+        state_dir: dir.join("trunks"),
+        idle: Duration::from_secs(300),
+    }
+}
+
+use std::time::Duration;
+
+/// A netmaster in this process, on a unix socket in `dir`, with network default:net.
+async fn netmaster(dir: &Path) -> (model::Client, tokio::task::JoinHandle<()>) {
+    let store = store::EmbeddedStore::open(store::EmbeddedOptions::new(dir.join("contiv.redb")))
+        .expect("open the embedded store");
+    let m = master::Master::open(
+        Arc::new(store),
+        master::MasterOptions::single("unix", "embedded"),
+    )
+    .await
+    .expect("open netmaster");
+    let sock = dir.join("netmaster.sock");
+    let l = tokio::net::UnixListener::bind(&sock).expect("bind netmaster's socket");
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(l, master::api::router(m)).await;
+    });
+    let c = model::Client::new(&[format!("unix://{}", sock.display())]).expect("client");
+    let net: model::objects::Network = serde_json::from_value(serde_json::json!({
+        "tenantName": "default", "networkName": "net", "subnet": "10.1.0.0/24",
+        "gateway": "10.1.0.1", "encap": "vxlan"
+    }))
+    .expect("network");
+    c.put(&net).await.expect("create network default:net");
+    (c, server)
+}
+
+impl Rig {
+    async fn new(mode: impl FnOnce(&Path) -> CniMode) -> Rig {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (master, server) = netmaster(dir.path()).await;
+        let kernel = FakeKernel::default();
+        let switch = Arc::new(FakeSwitch::default());
+        let mode = mode(dir.path());
+        let m = Self::manager(&kernel, &switch, &master, mode.clone()).await;
+        Rig {
+            kernel,
+            switch,
+            master,
+            m,
+            dir,
+            mode,
+            _server: server,
+        }
+    }
+
+    async fn manager(
+        kernel: &FakeKernel,
+        switch: &Arc<FakeSwitch>,
+        master: &model::Client,
+        mode: CniMode,
+    ) -> Manager {
+        Manager::new(
+            master.clone(),
+            Arc::new(kernel.clone()),
+            switch.clone(),
+            ManagerConfig {
+                node: "node1".into(),
+                mtu: 1450,
+            },
+            mode,
+        )
+        .await
+        .expect("manager")
+    }
+
+    /// The agent restarts: a new manager over the same kernel, switch and netmaster.
+    async fn restart(&mut self) {
+        self.m = Self::manager(&self.kernel, &self.switch, &self.master, self.mode.clone()).await;
+        self.m.reconcile().await.expect("reconcile after restart");
+    }
+
+    /// A pod namespace and an ADD request for it.
+    fn pod(&self, name: &str) -> AddRequest {
+        let ns = format!("/run/netns/{name}");
+        self.kernel.add_netns(&ns);
+        AddRequest {
+            container_id: name.into(),
+            netns: ns.into(),
+            ifname: "eth0".into(),
+            tenant: "default".into(),
+            network: "net".into(),
+            attachment_network: "contiv".into(),
+            ..Default::default()
+        }
+    }
+
+    async fn endpoint_ids(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .master
+            .list_endpoints(None)
+            .await
+            .expect("list endpoints")
+            .into_iter()
+            .map(|e| e.endpoint_id)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Asserts the pod's interface is plumbed as the endpoint says.
+    fn assert_plumbed(&self, req: &AddRequest, a: &Attachment) {
+        let ns = req.netns.display().to_string();
+        let l = self
+            .kernel
+            .link(&ns, &req.ifname)
+            .unwrap_or_else(|| panic!("{} has no {}", ns, req.ifname));
+        assert!(l.up, "the pod's interface is up");
+        assert_eq!(crate::netlink::parse_mac(&a.mac), Some(l.mac), "MAC");
+        let want: IpAddr = a.endpoint.ip_address.parse().unwrap();
+        assert!(l.addrs.contains(&(want, 24)), "{:?}", l.addrs);
+        assert!(!l.ipv6, "no IPv6 on a network without it");
+        let gw: IpAddr = "10.1.0.1".parse().unwrap();
+        assert!(self.kernel.routes(&ns).iter().any(|(g, _)| *g == gw));
+        let ep = endpoint_id(&req.container_id, &req.ifname);
+        assert_eq!(
+            self.switch.flows().get(&ep).copied(),
+            self.switch.port(&a.host_ifname).and_then(|p| p.ofport),
+            "the endpoint's flows are on its port"
+        );
+    }
+}
+
+#[tokio::test]
+async fn veth_add_check_del_and_reap() {
+    let r = Rig::new(|_| veth()).await;
+    let req = r.pod("c1");
+    let a = r.m.add(&req).await.expect("ADD");
+    let host_if = host_ifname("c1-eth0");
+    assert_eq!(a.host_ifname, host_if);
+    r.assert_plumbed(&req, &a);
+    let l = r.kernel.link("/run/netns/c1", "eth0").unwrap();
+    assert!(!l.tx_csum, "TX checksums off on the userspace datapath");
+    let port = r.switch.port(&host_if).expect("the endpoint's port");
+    assert_eq!(
+        port.external_ids.get(ids_endpoint()).map(String::as_str),
+        Some("c1-eth0")
+    );
+    r.m.check("c1", "eth0", &req.netns).await.expect("CHECK");
+    // A repeated ADD returns the same attachment and makes nothing new.
+    let calls = r.kernel.calls().len();
+    let again = r.m.add(&req).await.expect("repeated ADD");
+    assert_eq!(
+        (again.mac, again.host_ifname),
+        (a.mac.clone(), a.host_ifname.clone())
+    );
+    assert!(
+        !r.kernel.calls()[calls..]
+            .iter()
+            .any(|c| c.starts_with("create"))
+    );
+
+    r.m.del("c1", "eth0").await.expect("DEL");
+    assert!(r.switch.flows().is_empty(), "flows go at DEL");
+    assert!(r.endpoint_ids().await.is_empty(), "address released");
+    assert!(
+        r.switch.port(&host_if).is_some(),
+        "the port waits for the reaper"
+    );
+    r.m.reap_once().await;
+    assert!(r.switch.port(&host_if).is_none());
+    assert!(
+        !r.kernel.links(HOST).contains(&host_if),
+        "host veth deleted"
+    );
+    assert!(
+        r.kernel.links("/run/netns/c1") == ["lo"],
+        "its peer went with it"
+    );
+    // DEL again: nothing to remove is success.
+    r.m.del("c1", "eth0").await.expect("second DEL");
+}
+
+fn ids_endpoint() -> &'static str {
+    crate::names::ids::ENDPOINT
+}
+
+/// Whatever step fails, a failed ADD leaves no interface, port, flow or address behind, and
+/// the error says whether to try again.
+async fn assert_failed_add_leaves_nothing(mode: fn(&Path) -> CniMode) {
+    // (fake, operation, errno or 0 for a switch failure, expected kind)
+    let cases: [(&str, &str, i32, ErrorKind); 5] = [
+        (
+            "kernel",
+            "add_address",
+            libc::EEXIST + 1000,
+            ErrorKind::Internal,
+        ),
+        (
+            "kernel",
+            "add_default_route",
+            libc::EBUSY,
+            ErrorKind::TryAgain,
+        ),
+        ("kernel", "set_up", libc::EPERM, ErrorKind::Internal),
+        ("switch", "program_endpoint", 0, ErrorKind::TryAgain),
+        ("kernel", "prepare_link", libc::ENODEV, ErrorKind::Internal),
+    ];
+    for (i, (fake, op, errno, kind)) in cases.into_iter().enumerate() {
+        let r = Rig::new(mode).await;
+        let req = r.pod(&format!("f{i}"));
+        let ports_before = r.switch.port_names();
+        if fake == "kernel" {
+            r.kernel.fail_next(op, errno);
+        } else {
+            r.switch.fail_next(op);
+        }
+        let e = r.m.add(&req).await.expect_err(op);
+        assert_eq!(e.kind, kind, "{op}: {e}");
+        assert!(e.to_string().contains(op) || !e.to_string().is_empty());
+        let ns = req.netns.display().to_string();
+        assert_eq!(
+            r.kernel.links(&ns),
+            ["lo"],
+            "{op}: pod interface left behind"
+        );
+        assert!(r.switch.flows().is_empty(), "{op}: flows left behind");
+        assert!(r.endpoint_ids().await.is_empty(), "{op}: address leaked");
+        let ports_after: Vec<String> = r
+            .switch
+            .port_names()
+            .into_iter()
+            .filter(|p| crate::names::is_host_ifname(p))
+            .collect();
+        assert!(
+            ports_after.is_empty(),
+            "{op}: veth port left: {ports_after:?} (before {ports_before:?})"
+        );
+        assert!(
+            !r.kernel
+                .links(HOST)
+                .iter()
+                .any(|l| crate::names::is_host_ifname(l)),
+            "{op}: host veth left"
+        );
+        // And the same request then succeeds.
+        let a = r.m.add(&req).await.expect("ADD after the failure");
+        r.assert_plumbed(&req, &a);
+    }
+}
+
+#[tokio::test]
+async fn failed_add_leaves_nothing_veth() {
+    assert_failed_add_leaves_nothing(|_| veth()).await;
+}
+
+#[tokio::test]
+async fn failed_add_leaves_nothing_pool() {
+    assert_failed_add_leaves_nothing(|_| pool()).await;
+}
+
+#[tokio::test]
+async fn failed_add_leaves_nothing_trunks() {
+    assert_failed_add_leaves_nothing(trunks).await;
+}
+
+#[tokio::test]
+async fn bad_namespace_and_unreachable_netmaster_say_what_to_do() {
+    let r = Rig::new(|_| veth()).await;
+    let mut req = r.pod("b1");
+    req.netns = "/run/netns/nope".into();
+    let e = r.m.add(&req).await.expect_err("missing netns");
+    assert_eq!(e.kind, ErrorKind::InvalidEnv);
+    assert!(
+        e.msg.contains("/run/netns/nope") && e.details.contains("CNI_NETNS"),
+        "{e:?}"
+    );
+    let mut req = r.pod("b2");
+    req.ifname = "a/b".into();
+    assert_eq!(r.m.add(&req).await.unwrap_err().kind, ErrorKind::InvalidEnv);
+    let mut req = r.pod("b3");
+    req.network = "missing".into();
+    let e = r.m.add(&req).await.expect_err("unknown network");
+    assert_eq!(e.kind, ErrorKind::InvalidConfig, "{e}");
+    assert_eq!(r.kernel.links("/run/netns/b3"), ["lo"]);
+    // Netmaster gone: try again later, and nothing left behind.
+    r._server.abort();
+    let dead =
+        model::Client::new(&[format!("unix://{}/none.sock", r.dir.path().display())]).unwrap();
+    let m = Rig::manager(&r.kernel, &r.switch, &dead, veth()).await;
+    let req = r.pod("b4");
+    let e = m.add(&req).await.expect_err("netmaster down");
+    assert_eq!(e.kind, ErrorKind::TryAgain, "{e}");
+    assert_eq!(r.kernel.links("/run/netns/b4"), ["lo"]);
+}
+
+#[tokio::test]
+async fn pool_add_del_and_readd_into_a_kept_namespace() {
+    let r = Rig::new(|_| pool()).await;
+    let req = r.pod("p1");
+    let a = r.m.add(&req).await.expect("ADD");
+    assert!(
+        crate::names::is_pool_ifname(&a.host_ifname),
+        "{}",
+        a.host_ifname
+    );
+    r.assert_plumbed(&req, &a);
+    let l = r.kernel.link("/run/netns/p1", "eth0").unwrap();
+    assert!(matches!(
+        l.kind,
+        crate::kernel::fake::Kind::Macvlan {
+            mode: MacVlanMode::Passthrough,
+            ..
+        }
+    ));
+    r.m.check("p1", "eth0", &req.netns).await.expect("CHECK");
+    r.m.del("p1", "eth0").await.expect("DEL");
+    assert!(r.switch.flows().is_empty());
+    // The runtime keeps the namespace and ADDs it again under another container id: the old
+    // interface (on a now free port) is in the way and goes.
+    let mut again = req.clone();
+    again.container_id = "p1-bis".into();
+    let b =
+        r.m.add(&again)
+            .await
+            .expect("re-ADD into the kept namespace");
+    r.assert_plumbed(&again, &b);
+    // GC keeps the valid one, removes the rest.
+    let other = r.pod("p2");
+    r.m.add(&other).await.expect("ADD p2");
+    let valid = BTreeSet::from([("p2".to_string(), "eth0".to_string())]);
+    assert_eq!(r.m.gc("contiv", &valid).await.expect("GC"), 1);
+    assert_eq!(r.endpoint_ids().await, ["p2-eth0"]);
+}
+
+#[tokio::test]
+async fn trunk_pods_share_a_port_and_a_released_mac_is_handed_over() {
+    let r = Rig::new(trunks).await;
+    let (p1, p2) = (r.pod("t1"), r.pod("t2"));
+    let a1 = r.m.add(&p1).await.expect("ADD t1");
+    let a2 = r.m.add(&p2).await.expect("ADD t2");
+    assert_eq!(a1.host_ifname, a2.host_ifname, "one trunk per network");
+    assert!(crate::names::is_trunk_ifname(&a1.host_ifname));
+    r.assert_plumbed(&p1, &a1);
+    r.assert_plumbed(&p2, &a2);
+    assert_eq!(r.switch.trunks().len(), 1);
+    r.m.check("t1", "eth0", &p1.netns).await.expect("CHECK");
+    // t1 goes, its namespace stays; the next pod gets its address, so its MAC: the kernel
+    // refuses two macvlans of one trunk with one MAC until t1's interface goes.
+    r.m.del("t1", "eth0").await.expect("DEL t1");
+    let p3 = r.pod("t3");
+    let a3 = r.m.add(&p3).await.expect("ADD t3 with t1's MAC");
+    assert_eq!(a3.mac, a1.mac, "netmaster reuses the freed address");
+    r.assert_plumbed(&p3, &a3);
+    assert_eq!(
+        r.kernel.links("/run/netns/t1"),
+        ["lo"],
+        "t1's interface was deleted"
+    );
+    // A restart finds the trunk and its endpoints in the records.
+    let mut r = r;
+    r.restart().await;
+    assert_eq!(r.switch.flows().len(), 2);
+    r.m.check("t3", "eth0", &p3.netns)
+        .await
+        .expect("CHECK after restart");
+    r.m.del("t2", "eth0").await.expect("DEL after restart");
+    assert_eq!(r.endpoint_ids().await, ["t3-eth0"]);
+}
+
+#[tokio::test]
+async fn restart_keeps_live_endpoints_and_drops_the_rest() {
+    for mode in [
+        (|_: &Path| veth()) as fn(&Path) -> CniMode,
+        |_: &Path| pool(),
+        trunks,
+    ] {
+        let mut r = Rig::new(mode).await;
+        let (p1, p2) = (r.pod("r1"), r.pod("r2"));
+        r.m.add(&p1).await.expect("ADD r1");
+        r.m.add(&p2).await.expect("ADD r2");
+        // While the agent is down: r2's DEL reaches netmaster only, and an ADD crashed after
+        // netmaster gave an address (an endpoint with no port).
+        r.master.delete_endpoint("r2-eth0").await.unwrap();
+        r.master
+            .create_endpoint(&model::agent::EndpointRequest {
+                endpoint_id: "crashed-eth0".into(),
+                tenant_name: "default".into(),
+                network_name: "net".into(),
+                host: "node1".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        r.restart().await;
+        assert_eq!(
+            r.endpoint_ids().await,
+            ["r1-eth0"],
+            "the crashed ADD's address is released"
+        );
+        assert_eq!(
+            r.switch.flows().keys().cloned().collect::<Vec<_>>(),
+            ["r1-eth0"],
+            "flows for the live endpoint only"
+        );
+        r.m.check("r1", "eth0", &p1.netns)
+            .await
+            .expect("CHECK r1 after restart");
+        r.m.reap_once().await;
+        assert!(
+            !r.switch.port_names().contains(&host_ifname("r2-eth0")),
+            "the removed endpoint's port is gone"
+        );
+        // The pod whose DEL was missed gets a fresh ADD.
+        let a = r.m.add(&p2).await.expect("re-ADD r2");
+        r.assert_plumbed(&p2, &a);
+    }
+}
+
+#[tokio::test]
+async fn concurrent_add_and_del_of_one_endpoint_stay_consistent() {
+    for mode in [
+        (|_: &Path| veth()) as fn(&Path) -> CniMode,
+        |_: &Path| pool(),
+        trunks,
+    ] {
+        let r = Rig::new(mode).await;
+        for i in 0..8 {
+            let req = r.pod(&format!("c{i}"));
+            let ep = endpoint_id(&req.container_id, "eth0");
+            let (add, del) = tokio::join!(r.m.add(&req), r.m.del(&req.container_id, "eth0"));
+            del.expect("DEL");
+            let held = r.endpoint_ids().await.contains(&ep);
+            let flows = r.switch.flows().contains_key(&ep);
+            match add {
+                // Whichever ran last decides; never an address without flows or flows
+                // without an address.
+                Ok(_) => assert_eq!(held, flows, "{ep}: address {held}, flows {flows}"),
+                Err(e) => panic!("ADD {ep}: {e}"),
+            }
+            r.m.del(&req.container_id, "eth0").await.expect("final DEL");
+            assert!(!r.switch.flows().contains_key(&ep));
+        }
+        assert!(r.endpoint_ids().await.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn veth_readd_into_a_namespace_whose_peer_waits_for_the_reaper() {
+    let r = Rig::new(|_| veth()).await;
+    let req = r.pod("v1");
+    r.m.add(&req).await.expect("ADD");
+    r.m.del("v1", "eth0").await.expect("DEL");
+    // Same namespace, another container id: the old peer `eth0` is still in it (its host end
+    // is queued for the reaper), so the new veth's peer cannot be born: the queued one goes now.
+    let mut again = req.clone();
+    again.container_id = "v2".into();
+    let a = r.m.add(&again).await.expect("re-ADD");
+    r.assert_plumbed(&again, &a);
+    assert!(!r.kernel.links(HOST).contains(&host_ifname("v1-eth0")));
+    r.m.reap_once().await;
+    assert!(
+        r.kernel.links(HOST).contains(&host_ifname("v2-eth0")),
+        "the live veth stays"
+    );
+}
