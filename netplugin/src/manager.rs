@@ -10,7 +10,7 @@
 
 use crate::attach::pool::PoolMode;
 use crate::attach::trunk::TrunkMode;
-use crate::attach::veth::{GRAVEYARD_GROUP, Veth};
+use crate::attach::veth::Veth;
 use crate::attach::{Attach, CniMode, Host, Restore, Undo};
 use crate::datapath::DatapathError;
 use crate::kernel::{Kernel, Ns};
@@ -23,6 +23,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
+pub use crate::attach::veth::GRAVEYARD_GROUP;
 pub use crate::names::endpoint_id;
 
 /// What kind of failure, so each front end can map it to its protocol (CNI codes, Docker).

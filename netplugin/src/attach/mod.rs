@@ -256,6 +256,18 @@ pub trait Attach: Send + Sync + 'static {
     async fn upkeep(&self);
 }
 
+/// Whether a shared-port mode (pool, trunks) whose ports carry `port_mtu` takes the request:
+/// a CNI pod whose MTU fits, unless the endpoint already has a veth port of its own (an ADD
+/// from before the mode was on keeps it).
+pub fn takes_shared(host: &Host, req: &AddRequest, ep_id: &str, mtu: u32, port_mtu: u32) -> bool {
+    !req.peer_in_host
+        && mtu <= port_mtu
+        && host
+            .switch
+            .endpoint_port(&crate::names::host_ifname(ep_id))
+            .is_none()
+}
+
 /// The endpoint's MAC address as bytes.
 pub fn endpoint_mac(ep: &Endpoint) -> Result<[u8; 6], ManagerError> {
     crate::netlink::parse_mac(&ep.mac_address).ok_or_else(|| {

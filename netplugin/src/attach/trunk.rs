@@ -469,13 +469,7 @@ impl Attach for TrunkMode {
     /// CNI pods whose MTU the trunks carry, unless the endpoint already has a veth port (an
     /// ADD from before trunks were on).
     fn takes(&self, req: &AddRequest, ep_id: &str, mtu: u32) -> bool {
-        !req.peer_in_host
-            && mtu <= self.mtu
-            && self
-                .host
-                .switch
-                .endpoint_port(&crate::names::host_ifname(ep_id))
-                .is_none()
+        super::takes_shared(&self.host, req, ep_id, mtu, self.mtu)
     }
 
     async fn in_place(
