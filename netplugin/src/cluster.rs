@@ -297,3 +297,139 @@ pub async fn reconcile(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The follower against a real netmaster in the test process: what the watch stream
+    //! carries becomes the inputs of this node's flows, and changes follow.
+    use super::*;
+    use model::objects::{EndpointGroup, Global, Netprofile, Policy, Rule};
+
+    fn obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+        serde_json::from_value(v).expect("a valid object")
+    }
+
+    /// Waits (bounded) until the view's inputs for `me` satisfy `ok`; returns them.
+    async fn inputs_when(
+        view: &Arc<Mutex<ClusterView>>,
+        me: &str,
+        what: &str,
+        ok: impl Fn(&ClusterInputs) -> bool,
+    ) -> ClusterInputs {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = view.lock().unwrap().inputs_for(me);
+            if let Some(i) = now.filter(|i| ok(i)) {
+                return i;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never saw {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_watch_stream_becomes_this_nodes_inputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, _server) = crate::testing::netmaster(dir.path()).await;
+        for (host, vtep) in [("node1", "10.250.0.11"), ("node2", "10.250.0.12")] {
+            c.register_node(&model::agent::NodeRegistration {
+                hostname: host.into(),
+                vtep_ip: vtep.into(),
+                version: "test".into(),
+            })
+            .await
+            .unwrap();
+        }
+        let ep = |id: &str, host: &str| model::agent::EndpointRequest {
+            endpoint_id: id.into(),
+            tenant_name: "default".into(),
+            network_name: "net".into(),
+            host: host.into(),
+            ..Default::default()
+        };
+        c.create_endpoint(&ep("mine-eth0", "node1")).await.unwrap();
+        c.create_endpoint(&ep("theirs-eth0", "node2"))
+            .await
+            .unwrap();
+        let view = Arc::new(Mutex::new(ClusterView::default()));
+        assert!(
+            view.lock().unwrap().inputs_for("node1").is_none(),
+            "nothing before sync"
+        );
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let follower = tokio::spawn(follow(c.clone(), view.clone(), changed.clone()));
+
+        let i = inputs_when(&view, "node1", "the peer and its endpoint", |i| {
+            i.remote.contains_key("theirs-eth0")
+        })
+        .await;
+        assert_eq!(
+            i.peers,
+            BTreeMap::from([("node2".to_string(), "10.250.0.12".to_string())]),
+            "peers exclude this node"
+        );
+        assert!(
+            !i.remote.contains_key("mine-eth0"),
+            "this node's own endpoints are not remote"
+        );
+        assert!(i.arp_proxy, "ARP proxied by default");
+        assert_eq!(
+            i.policy.subnets.get("default:net").map(String::as_str),
+            Some("10.1.0.0/24")
+        );
+
+        // Policies, groups and profiles, then the global ARP mode, follow as they change.
+        c.put(&obj::<Policy>(
+            serde_json::json!({"tenantName": "default", "policyName": "web"}),
+        ))
+        .await
+        .unwrap();
+        c.put(&obj::<Rule>(
+            serde_json::json!({"tenantName": "default", "policyName": "web",
+            "ruleId": "1", "direction": "in", "action": "deny", "protocol": "tcp", "priority": 1}),
+        ))
+        .await
+        .unwrap();
+        c.put(&obj::<Netprofile>(
+            serde_json::json!({"tenantName": "default",
+            "profileName": "slow", "bandwidth": "10mbps", "DSCP": 46}),
+        ))
+        .await
+        .unwrap();
+        c.put(&obj::<EndpointGroup>(
+            serde_json::json!({"tenantName": "default",
+            "groupName": "g1", "networkName": "net", "policies": ["web"], "netProfile": "slow"}),
+        ))
+        .await
+        .unwrap();
+        let i = inputs_when(&view, "node1", "the group, its rule and profile", |i| {
+            i.profiles.contains_key("default:g1") && !i.policy.rules.is_empty()
+        })
+        .await;
+        let p = &i.profiles["default:g1"];
+        assert_eq!((p.bps, p.dscp), (10_000_000, 46));
+        let (gid, policies) = &i.policy.groups["default:g1"];
+        assert!(*gid > 0, "the group's id from its state");
+        assert_eq!(policies, &vec!["web".to_string()]);
+        assert!(
+            i.policy.rules.contains_key("default:web:1"),
+            "{:?}",
+            i.policy.rules.keys()
+        );
+
+        c.put(&obj::<Global>(
+            serde_json::json!({"name": "global", "arpMode": "flood"}),
+        ))
+        .await
+        .unwrap();
+        inputs_when(&view, "node1", "arp mode flood", |i| !i.arp_proxy).await;
+
+        // An endpoint released elsewhere leaves the inputs.
+        c.delete_endpoint("theirs-eth0").await.unwrap();
+        inputs_when(&view, "node1", "the remote endpoint gone", |i| {
+            i.remote.is_empty()
+        })
+        .await;
+        follower.abort();
+    }
+}

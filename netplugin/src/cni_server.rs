@@ -278,3 +278,6 @@ pub async fn serve(m: Arc<CniServer>, socket: &std::path::Path) -> Result<(), Ma
     tracing::info!(socket = %socket.display(), "serving CNI");
     axum::serve(l, router(m)).await.map_err(|e| io("serve", e))
 }
+
+#[cfg(test)]
+mod tests;

@@ -19,4 +19,6 @@ pub mod policy;
 pub mod steps;
 pub mod supervise;
 pub mod switch;
+#[cfg(test)]
+pub mod testing;
 pub mod underlay;

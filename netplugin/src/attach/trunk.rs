@@ -102,6 +102,12 @@ struct Handed {
     pod_index: u32,
 }
 
+/// An undo step: the trunk of `network` was made by this ADD at `at`.
+struct MadeTrunk {
+    network: String,
+    at: Instant,
+}
+
 impl TrunkMode {
     /// Opens (or makes) the side namespace at `side_netns` and the state directory `dir`.
     pub async fn open(
@@ -132,10 +138,15 @@ impl TrunkMode {
     /// (see `make_waiting_pair`), the waiting end without TX checksum offload, the host end an
     /// OVS port. A trunk half made is deleted.
     pub async fn ensure(&self, network: &str) -> Result<Trunk, ManagerError> {
+        Ok(self.ensure_made(network).await?.0)
+    }
+
+    /// [`TrunkMode::ensure`], and when this call made the trunk, when (see [`MadeTrunk`]).
+    async fn ensure_made(&self, network: &str) -> Result<(Trunk, Option<Instant>), ManagerError> {
         let mut nets = self.nets.lock().await;
         if let Some((t, used)) = nets.get_mut(network) {
             *used = Instant::now();
-            return Ok(t.clone());
+            return Ok((t.clone(), None));
         }
         let name = trunk_ifname(network);
         let (host, switch) = (&self.host.ns, &self.host.switch);
@@ -164,8 +175,9 @@ impl TrunkMode {
             Ok(t) => {
                 switch.set_trunks(vec![t.ofport]).await;
                 tracing::info!(trunk = %name, network, ofport = t.ofport, "network trunk made");
-                nets.insert(network.to_string(), (t.clone(), Instant::now()));
-                Ok(t)
+                let at = Instant::now();
+                nets.insert(network.to_string(), (t.clone(), at));
+                Ok((t, Some(at)))
             }
             Err(e) => {
                 let _ = switch.remove_port(&name).await;
@@ -173,6 +185,35 @@ impl TrunkMode {
                 Err(e)
             }
         }
+    }
+
+    /// Deletes the trunk a failed ADD made, unless another ADD has asked for it since (it may
+    /// be about to use it) or an endpoint is on it: a bad request (a network netmaster does not
+    /// know) must not leave a port and a veth pair behind for the idle time.
+    async fn unmake(&self, made: MadeTrunk) -> Result<(), String> {
+        let mut nets = self.nets.lock().await;
+        let Some((t, used)) = nets.get(&made.network).cloned() else {
+            return Ok(());
+        };
+        let busy = lock(&self.bound).values().any(|b| b.trunk == t.name);
+        if used != made.at || busy {
+            return Ok(());
+        }
+        self.host
+            .switch
+            .remove_port(&t.name)
+            .await
+            .map_err(|e| e.to_string())?;
+        // The waiting end goes with the host end.
+        self.host
+            .ns
+            .delete(&t.name)
+            .await
+            .map_err(|e| e.to_string())?;
+        nets.remove(&made.network);
+        self.host.switch.unset_trunks(&[t.ofport]).await;
+        tracing::info!(trunk = %t.name, network = %made.network, "deleted the network trunk a failed ADD made");
+        Ok(())
     }
 
     /// Forgets trunk `name` (its link is gone), so that the next ADD makes the network's trunk
@@ -515,9 +556,11 @@ impl Attach for TrunkMode {
         mtu: u32,
         undo: &mut Vec<Undo>,
     ) -> Result<Prepared, ManagerError> {
-        let trunk = self
-            .ensure(&format!("{}/{}", req.tenant, req.network))
-            .await?;
+        let network = format!("{}/{}", req.tenant, req.network);
+        let (trunk, made) = self.ensure_made(&network).await?;
+        if let Some(at) = made {
+            undo.push(Undo::Mode(Box::new(MadeTrunk { network, at })));
+        }
         self.pod_link(&trunk, &req.ifname, mtu, pod).await?;
         undo.push(Undo::PodLink(req.netns.clone(), req.ifname.clone()));
         crate::steps::mark("macvlan");
@@ -565,10 +608,17 @@ impl Attach for TrunkMode {
     }
 
     async fn undo(&self, step: Box<dyn Any + Send>) -> Result<(), String> {
-        if let Ok(ep_id) = step.downcast::<String>() {
-            self.unbind(&ep_id);
+        let step = match step.downcast::<String>() {
+            Ok(ep_id) => {
+                self.unbind(&ep_id);
+                return Ok(());
+            }
+            Err(other) => other,
+        };
+        match step.downcast::<MadeTrunk>() {
+            Ok(made) => self.unmake(*made).await,
+            Err(_) => Ok(()),
         }
-        Ok(())
     }
 
     /// Flows and record. Its interface goes with the pod's namespace, or at the reaper's next

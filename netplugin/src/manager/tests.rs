@@ -6,161 +6,9 @@
 
 use super::*;
 use crate::kernel::MacVlanMode;
-use crate::kernel::fake::{FakeKernel, HOST};
+use crate::kernel::fake::HOST;
 use crate::names::host_ifname;
-use crate::switch::fake::FakeSwitch;
-
-const SIDE: &str = "/run/netns/side";
-
-struct Rig {
-    kernel: FakeKernel,
-    switch: Arc<FakeSwitch>,
-    master: model::Client,
-    m: Manager,
-    dir: tempfile::TempDir,
-    mode: CniMode,
-    _server: tokio::task::JoinHandle<()>,
-}
-
-fn veth() -> CniMode {
-    CniMode::Veth
-}
-fn pool() -> CniMode {
-    CniMode::Pool {
-        side_netns: SIDE.into(),
-        size: 2,
-    }
-}
-fn trunks(dir: &Path) -> CniMode {
-    CniMode::Trunks {
-        side_netns: SIDE.into(),
-        state_dir: dir.join("trunks"),
-        idle: Duration::from_secs(300),
-    }
-}
-
-use std::time::Duration;
-
-/// A netmaster in this process, on a unix socket in `dir`, with network default:net.
-async fn netmaster(dir: &Path) -> (model::Client, tokio::task::JoinHandle<()>) {
-    let store = store::EmbeddedStore::open(store::EmbeddedOptions::new(dir.join("contiv.redb")))
-        .expect("open the embedded store");
-    let m = master::Master::open(
-        Arc::new(store),
-        master::MasterOptions::single("unix", "embedded"),
-    )
-    .await
-    .expect("open netmaster");
-    let sock = dir.join("netmaster.sock");
-    let l = tokio::net::UnixListener::bind(&sock).expect("bind netmaster's socket");
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(l, master::api::router(m)).await;
-    });
-    let c = model::Client::new(&[format!("unix://{}", sock.display())]).expect("client");
-    let net: model::objects::Network = serde_json::from_value(serde_json::json!({
-        "tenantName": "default", "networkName": "net", "subnet": "10.1.0.0/24",
-        "gateway": "10.1.0.1", "encap": "vxlan"
-    }))
-    .expect("network");
-    c.put(&net).await.expect("create network default:net");
-    (c, server)
-}
-
-impl Rig {
-    async fn new(mode: impl FnOnce(&Path) -> CniMode) -> Rig {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (master, server) = netmaster(dir.path()).await;
-        let kernel = FakeKernel::default();
-        let switch = Arc::new(FakeSwitch::default());
-        let mode = mode(dir.path());
-        let m = Self::manager(&kernel, &switch, &master, mode.clone()).await;
-        Rig {
-            kernel,
-            switch,
-            master,
-            m,
-            dir,
-            mode,
-            _server: server,
-        }
-    }
-
-    async fn manager(
-        kernel: &FakeKernel,
-        switch: &Arc<FakeSwitch>,
-        master: &model::Client,
-        mode: CniMode,
-    ) -> Manager {
-        Manager::new(
-            master.clone(),
-            Arc::new(kernel.clone()),
-            switch.clone(),
-            ManagerConfig {
-                node: "node1".into(),
-                mtu: 1450,
-            },
-            mode,
-        )
-        .await
-        .expect("manager")
-    }
-
-    /// The agent restarts: a new manager over the same kernel, switch and netmaster.
-    async fn restart(&mut self) {
-        self.m = Self::manager(&self.kernel, &self.switch, &self.master, self.mode.clone()).await;
-        self.m.reconcile().await.expect("reconcile after restart");
-    }
-
-    /// A pod namespace and an ADD request for it.
-    fn pod(&self, name: &str) -> AddRequest {
-        let ns = format!("/run/netns/{name}");
-        self.kernel.add_netns(&ns);
-        AddRequest {
-            container_id: name.into(),
-            netns: ns.into(),
-            ifname: "eth0".into(),
-            tenant: "default".into(),
-            network: "net".into(),
-            attachment_network: "contiv".into(),
-            ..Default::default()
-        }
-    }
-
-    async fn endpoint_ids(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .master
-            .list_endpoints(None)
-            .await
-            .expect("list endpoints")
-            .into_iter()
-            .map(|e| e.endpoint_id)
-            .collect();
-        v.sort();
-        v
-    }
-
-    /// Asserts the pod's interface is plumbed as the endpoint says.
-    fn assert_plumbed(&self, req: &AddRequest, a: &Attachment) {
-        let ns = req.netns.display().to_string();
-        let l = self
-            .kernel
-            .link(&ns, &req.ifname)
-            .unwrap_or_else(|| panic!("{} has no {}", ns, req.ifname));
-        assert!(l.up, "the pod's interface is up");
-        assert_eq!(crate::netlink::parse_mac(&a.mac), Some(l.mac), "MAC");
-        let want: IpAddr = a.endpoint.ip_address.parse().unwrap();
-        assert!(l.addrs.contains(&(want, 24)), "{:?}", l.addrs);
-        assert!(!l.ipv6, "no IPv6 on a network without it");
-        let gw: IpAddr = "10.1.0.1".parse().unwrap();
-        assert!(self.kernel.routes(&ns).iter().any(|(g, _)| *g == gw));
-        let ep = endpoint_id(&req.container_id, &req.ifname);
-        assert_eq!(
-            self.switch.flows().get(&ep).copied(),
-            self.switch.port(&a.host_ifname).and_then(|p| p.ofport),
-            "the endpoint's flows are on its port"
-        );
-    }
-}
+use crate::testing::{Rig, pool, trunks, veth};
 
 #[tokio::test]
 async fn veth_add_check_del_and_reap() {
@@ -315,7 +163,7 @@ async fn bad_namespace_and_unreachable_netmaster_say_what_to_do() {
     assert_eq!(e.kind, ErrorKind::InvalidConfig, "{e}");
     assert_eq!(r.kernel.links("/run/netns/b3"), ["lo"]);
     // Netmaster gone: try again later, and nothing left behind.
-    r._server.abort();
+    r.server.abort();
     let dead =
         model::Client::new(&[format!("unix://{}/none.sock", r.dir.path().display())]).unwrap();
     let m = Rig::manager(&r.kernel, &r.switch, &dead, veth()).await;
@@ -494,4 +342,35 @@ async fn veth_readd_into_a_namespace_whose_peer_waits_for_the_reaper() {
         r.kernel.links(HOST).contains(&host_ifname("v2-eth0")),
         "the live veth stays"
     );
+}
+
+#[tokio::test]
+async fn a_failed_add_takes_the_trunk_it_made_with_it() {
+    let r = Rig::new(trunks).await;
+    let mut req = r.pod("n1");
+    req.network = "nope".into();
+    let e = r.m.add(&req).await.expect_err("unknown network");
+    assert_eq!(e.kind, ErrorKind::InvalidConfig, "{e}");
+    let trunk = crate::names::trunk_ifname("default/nope");
+    assert!(
+        !r.switch.port_names().contains(&trunk),
+        "trunk port left behind"
+    );
+    assert!(
+        !r.kernel.links(HOST).contains(&trunk),
+        "trunk veth left behind"
+    );
+    assert!(r.switch.trunks().is_empty());
+    assert_eq!(r.kernel.links("/run/netns/n1"), ["lo"]);
+    // A trunk that serves a pod stays when another pod's ADD fails on it.
+    let ok = r.pod("n2");
+    r.m.add(&ok).await.expect("ADD n2");
+    let mut bad = r.pod("n3");
+    bad.ip = Some("10.9.9.9".into());
+    r.m.add(&bad).await.expect_err("address outside the subnet");
+    let net = crate::names::trunk_ifname("default/net");
+    assert!(r.switch.port_names().contains(&net));
+    r.m.check("n2", "eth0", &ok.netns)
+        .await
+        .expect("n2 still plumbed");
 }
