@@ -253,7 +253,7 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     let mut underlay_mtu = None;
     if let Some(nic) = &opts.vtep_intf {
         underlay_mtu = Some(if kind == DatapathType::Userspace {
-            netplugin::underlay::ensure_uplink(&dp.vs, &host, &opts.vtep_bridge, nic, vtep)
+            netplugin::underlay::ensure_uplink(dp.vswitch(), &host, &opts.vtep_bridge, nic, vtep)
                 .await
                 .with_context(|| format!("set up uplink bridge {} on {nic}", opts.vtep_bridge))?
         } else {

@@ -79,8 +79,8 @@ impl DatapathType {
 }
 
 pub struct Datapath {
-    pub vs: Vswitch,
-    pub flows: Arc<dyn FlowProgrammer>,
+    pub(crate) vs: Vswitch,
+    flows: Arc<dyn FlowProgrammer>,
     ofctl: OfctlProgrammer,
     pub bridge: String,
     pub kind: DatapathType,
@@ -91,6 +91,12 @@ pub struct Datapath {
 }
 
 impl Datapath {
+    /// The OVSDB helpers, for the start-up steps outside the integration bridge (the uplink
+    /// bridge of the userspace datapath).
+    pub fn vswitch(&self) -> &Vswitch {
+        &self.vs
+    }
+
     pub async fn connect(
         ovsdb: &Path,
         rundir: PathBuf,
