@@ -124,7 +124,7 @@ impl NetlinkKernel {
             host: Arc::new(RealNs {
                 ns: None,
                 path: PathBuf::from("/proc/self/ns/net"),
-                nl: Netlink::host()?,
+                nl: tokio::sync::OnceCell::new_with(Some(Netlink::host()?)),
             }),
         })
     }
@@ -134,8 +134,8 @@ impl NetlinkKernel {
         self.host
             .as_any()
             .downcast_ref::<RealNs>()
-            .map(|r| r.nl.clone())
-            .expect("the host namespace of NetlinkKernel is a RealNs")
+            .and_then(|r| r.nl.get().cloned())
+            .expect("the host namespace of NetlinkKernel is a RealNs with its socket")
     }
 }
 
@@ -152,11 +152,12 @@ impl Kernel for NetlinkKernel {
                 path: path.to_path_buf(),
             });
         }
-        let nl = Netlink::in_netns(&ns)?;
+        // The netlink socket is made at first use (a thread that enters the namespace): an ADD
+        // makes it while netmaster allocates, not before.
         Ok(Arc::new(RealNs {
             path: path.to_path_buf(),
             ns: Some(ns),
-            nl,
+            nl: tokio::sync::OnceCell::new(),
         }))
     }
 
@@ -177,19 +178,32 @@ impl Kernel for NetlinkKernel {
         Ok(Arc::new(RealNs {
             path: path.to_path_buf(),
             ns: Some(ns),
-            nl,
+            nl: tokio::sync::OnceCell::new_with(Some(nl)),
         }))
     }
 }
 
-/// A namespace of the real kernel: `ns` is None for the agent's own.
+/// A namespace of the real kernel: `ns` is None for the agent's own; its netlink socket is
+/// made at first use.
 struct RealNs {
     path: PathBuf,
     ns: Option<Netns>,
-    nl: Netlink,
+    nl: tokio::sync::OnceCell<Netlink>,
 }
 
 impl RealNs {
+    /// The netlink socket in this namespace, made on first use.
+    async fn nl(&self) -> Result<&Netlink, LinkError> {
+        self.nl
+            .get_or_try_init(|| async {
+                match &self.ns {
+                    Some(ns) => Netlink::in_netns(ns),
+                    None => Netlink::host(),
+                }
+            })
+            .await
+    }
+
     /// The namespace of another [`Links`] of the real kernel, for requests that name it.
     fn netns_of<'a>(&self, other: &'a dyn Links) -> Result<Option<&'a Netns>, LinkError> {
         other
@@ -220,28 +234,28 @@ impl Links for RealNs {
         self
     }
     async fn index(&self, name: &str) -> Result<Option<u32>, LinkError> {
-        self.nl.index(name).await
+        self.nl().await?.index(name).await
     }
     async fn mac(&self, name: &str) -> Result<Option<String>, LinkError> {
-        self.nl.mac(name).await
+        self.nl().await?.mac(name).await
     }
     async fn mtu(&self, name: &str) -> Result<Option<u32>, LinkError> {
-        self.nl.mtu(name).await
+        self.nl().await?.mtu(name).await
     }
     async fn peer_index(&self, name: &str) -> Result<Option<u32>, LinkError> {
-        self.nl.peer_index(name).await
+        self.nl().await?.peer_index(name).await
     }
     async fn name_and_group(&self, index: u32) -> Result<Option<(String, u32)>, LinkError> {
-        self.nl.name_and_group(index).await
+        self.nl().await?.name_and_group(index).await
     }
     async fn link_names(&self) -> Result<Vec<(String, u32)>, LinkError> {
-        self.nl.link_names().await
+        self.nl().await?.link_names().await
     }
     async fn links_with_alias(&self) -> Result<Vec<PoolLink>, LinkError> {
-        self.nl.links_with_alias().await
+        self.nl().await?.links_with_alias().await
     }
     async fn macvlan_lower(&self, name: &str) -> Result<Option<(u32, MacVlanMode)>, LinkError> {
-        self.nl.macvlan_lower(name).await
+        self.nl().await?.macvlan_lower(name).await
     }
     async fn create_veth(
         &self,
@@ -254,13 +268,15 @@ impl Links for RealNs {
     ) -> Result<(), LinkError> {
         match self.netns_of(peer_ns)? {
             Some(ns) => {
-                self.nl
+                self.nl()
+                    .await?
                     .create_veth_up(name, peer, peer_mac, mtu, ns, up)
                     .await
             }
             None => {
                 let own = Netns::open(Path::new("/proc/self/ns/net"))?;
-                self.nl
+                self.nl()
+                    .await?
                     .create_veth_up(name, peer, peer_mac, mtu, &own, up)
                     .await
             }
@@ -275,18 +291,26 @@ impl Links for RealNs {
         mode: MacVlanMode,
     ) -> Result<bool, LinkError> {
         match self.netns_of(ns)? {
-            Some(target) => self.nl.create_macvlan(lower, name, mtu, target, mode).await,
+            Some(target) => {
+                self.nl()
+                    .await?
+                    .create_macvlan(lower, name, mtu, target, mode)
+                    .await
+            }
             None => {
                 let own = Netns::open(Path::new("/proc/self/ns/net"))?;
-                self.nl.create_macvlan(lower, name, mtu, &own, mode).await
+                self.nl()
+                    .await?
+                    .create_macvlan(lower, name, mtu, &own, mode)
+                    .await
             }
         }
     }
     async fn set_up(&self, name: &str, index: u32) -> Result<(), LinkError> {
-        self.nl.set_up(name, index).await
+        self.nl().await?.set_up(name, index).await
     }
     async fn is_up(&self, index: u32) -> Result<bool, LinkError> {
-        self.nl.is_up(index).await
+        self.nl().await?.is_up(index).await
     }
     async fn set_alias_mac(
         &self,
@@ -294,19 +318,19 @@ impl Links for RealNs {
         alias: &str,
         mac: Option<[u8; 6]>,
     ) -> Result<(), LinkError> {
-        self.nl.set_alias_mac(index, alias, mac).await
+        self.nl().await?.set_alias_mac(index, alias, mac).await
     }
     async fn set_group(&self, name: &str, group: u32) -> Result<bool, LinkError> {
-        self.nl.set_group(name, group).await
+        self.nl().await?.set_group(name, group).await
     }
     async fn delete_group(&self, group: u32) -> Result<bool, LinkError> {
-        self.nl.delete_group(group).await
+        self.nl().await?.delete_group(group).await
     }
     async fn delete(&self, name: &str) -> Result<bool, LinkError> {
-        self.nl.delete(name).await
+        self.nl().await?.delete(name).await
     }
     async fn delete_index(&self, index: u32) -> Result<bool, LinkError> {
-        self.nl.delete_index(index).await
+        self.nl().await?.delete_index(index).await
     }
     async fn add_address(
         &self,
@@ -315,16 +339,16 @@ impl Links for RealNs {
         ip: IpAddr,
         prefix: u8,
     ) -> Result<(), LinkError> {
-        self.nl.add_address(name, index, ip, prefix).await
+        self.nl().await?.add_address(name, index, ip, prefix).await
     }
     async fn addresses(&self, index: u32) -> Result<Vec<(IpAddr, u8)>, LinkError> {
-        self.nl.addresses(index).await
+        self.nl().await?.addresses(index).await
     }
     async fn add_default_route(&self, gw: IpAddr, dev_index: u32) -> Result<(), LinkError> {
-        self.nl.add_default_route(gw, dev_index).await
+        self.nl().await?.add_default_route(gw, dev_index).await
     }
     async fn has_default_route(&self, gw: IpAddr) -> Result<bool, LinkError> {
-        self.nl.has_default_route(gw).await
+        self.nl().await?.has_default_route(gw).await
     }
     async fn prepare_link(
         &self,
