@@ -116,7 +116,7 @@ pub struct Inputs {
     pub policy: crate::policy::PolicyInputs,
     /// Network profiles by the group that uses them (`tenant:group`).
     pub profiles: BTreeMap<String, Profile>,
-    /// OpenFlow ports that are network trunks (`crate::trunk`): several local endpoints share
+    /// OpenFlow ports that are network trunks (`crate::attach::trunk`): several local endpoints share
     /// each, told apart by MAC, so delivery to one may leave by the port it came in on.
     pub trunks: BTreeSet<u32>,
 }

@@ -216,7 +216,7 @@ pub fn is_netns(ns: &Netns) -> bool {
         .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
 }
 
-/// A link as the port pool sees it (see `crate::pool`).
+/// A link as the port pool sees it (see `crate::attach::pool`).
 #[derive(Debug, Clone)]
 pub struct PoolLink {
     pub name: String,

@@ -309,7 +309,7 @@ impl Datapath {
         Ok(ofports)
     }
 
-    /// Adds a network trunk's port (`crate::trunk`), or finds it there, and returns its
+    /// Adds a network trunk's port (`crate::attach::trunk`), or finds it there, and returns its
     /// OpenFlow number. The flows learn it is a trunk (see [`Datapath::set_trunks`]).
     pub async fn add_trunk_port(&self, name: &str, network: &str) -> Result<u32, DatapathError> {
         let known = self.port_index().trunks.get(name).copied();
@@ -460,8 +460,8 @@ impl Datapath {
 pub struct AgentPorts {
     /// A veth per endpoint, with its identity in `external_ids`.
     pub endpoints: Vec<PortInfo>,
-    /// The port pool's (`crate::pool`).
+    /// The port pool's (`crate::attach::pool`).
     pub pool: Vec<PortInfo>,
-    /// Network trunks (`crate::trunk`).
+    /// Network trunks (`crate::attach::trunk`).
     pub trunks: Vec<PortInfo>,
 }
