@@ -87,7 +87,7 @@ pub trait Links: Send + Sync + 'static {
     async fn has_default_route(&self, gw: IpAddr) -> Result<bool, LinkError>;
 
     /// Readies a new interface before it comes up: TX checksum offload off, IPv6 off (see
-    /// `netlink::prepare_pod_link`).
+    /// `netlink::prepare_link_here`).
     async fn prepare_link(
         &self,
         name: &str,

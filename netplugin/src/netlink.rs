@@ -371,15 +371,6 @@ impl Netlink {
             .map_err(nl(action))
     }
 
-    /// The lower link's index of `name` if it is a passthru macvlan (the kind the port pool
-    /// gives pods), else None.
-    pub async fn passthru_lower(&self, name: &str) -> Result<Option<u32>, LinkError> {
-        Ok(self
-            .macvlan_lower(name)
-            .await?
-            .and_then(|(lower, mode)| (mode == MacVlanMode::Passthrough).then_some(lower)))
-    }
-
     /// The lower link's index and the mode of `name` if it is a macvlan, else None.
     pub async fn macvlan_lower(&self, name: &str) -> Result<Option<(u32, MacVlanMode)>, LinkError> {
         use netlink_packet_route::link::{InfoMacVlan, LinkInfo};
@@ -404,21 +395,6 @@ impl Netlink {
             }
         }
         Ok(lower.zip(mode))
-    }
-
-    /// Creates `name`, a passthru macvlan of link `lower` (in this namespace), directly inside
-    /// `ns`, down, with the lower link's MAC address. Passthru: the kernel allows one such
-    /// macvlan per lower link, so a lower link still held by an old one fails with
-    /// `Invalid argument`, returned as `Ok(false)`.
-    pub async fn create_passthru_macvlan(
-        &self,
-        lower: u32,
-        name: &str,
-        mtu: u32,
-        ns: &Netns,
-    ) -> Result<bool, LinkError> {
-        self.create_macvlan(lower, name, mtu, ns, MacVlanMode::Passthrough)
-            .await
     }
 
     /// Creates `name`, a macvlan of link `lower` (in this namespace) in `mode`, directly inside

@@ -200,8 +200,6 @@ pub struct Restore<'a> {
 /// One attachment mode.
 #[async_trait::async_trait]
 pub trait Attach: Send + Sync + 'static {
-    /// The mode's name, for logs.
-    fn name(&self) -> &'static str;
     /// Whether this mode serves the request (the veth mode serves what the others do not).
     fn takes(&self, req: &AddRequest, ep_id: &str, mtu: u32) -> bool;
     /// A repeated ADD: the endpoint's port if its interface is in place in `pod`. A stale
@@ -372,9 +370,9 @@ pub async fn delete_pod_link(
 }
 
 /// Makes a veth pair whose ends are both called `name`: the host end in the agent's namespace
-/// (a switch port to be), the waiting end in `side`, both up, no IPv6 on the host end, TX
-/// checksum offload off on the waiting end. Returns the waiting end's index and the host end's
-/// MAC. The OVS port is the caller's.
+/// (a switch port to be), the waiting end in `side`, both up, no IPv6 on the host end. Returns
+/// the waiting end's index and the host end's MAC. TX checksum offload on the waiting end and
+/// the OVS port are the caller's (the pool sets a whole refill's checksums in one visit).
 pub async fn make_waiting_pair(
     host: &Ns,
     side: &Ns,
@@ -401,9 +399,4 @@ pub async fn make_waiting_pair(
     })?;
     side.set_up(name, idx).await?;
     Ok((idx, host.mac(name).await?.unwrap_or_default()))
-}
-
-/// A switch error as a link error (the pool and trunk steps mix both).
-pub fn switch_err(action: String) -> impl FnOnce(crate::datapath::DatapathError) -> ManagerError {
-    move |e| ManagerError::from(e).context(action)
 }

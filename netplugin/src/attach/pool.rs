@@ -150,11 +150,6 @@ impl PoolMode {
         self.st().free.iter().any(|p| p.index == index)
     }
 
-    /// The number of free ports (tests, logs).
-    pub fn free_count(&self) -> usize {
-        self.st().free.len()
-    }
-
     /// Puts a port that served (or was about to serve) an endpoint back, its mark cleared
     /// first (once back, another ADD may take and mark it at once). The port goes back even if
     /// clearing fails (the next binding overwrites the mark).
@@ -292,10 +287,6 @@ impl PoolMode {
 
 #[async_trait::async_trait]
 impl Attach for PoolMode {
-    fn name(&self) -> &'static str {
-        "port pool"
-    }
-
     /// CNI pods whose MTU the pooled ports carry, unless the endpoint already has a veth port
     /// (an ADD from before the pool was on).
     fn takes(&self, req: &AddRequest, ep_id: &str, mtu: u32) -> bool {

@@ -199,21 +199,26 @@ impl TrunkMode {
         if used != made.at || busy {
             return Ok(());
         }
+        self.delete_trunk(&t).await?;
+        nets.remove(&made.network);
+        self.host.switch.unset_trunks(&[t.ofport]).await;
+        tracing::info!(trunk = %t.name, network = %made.network, "deleted the network trunk a failed ADD made");
+        Ok(())
+    }
+
+    /// Deletes a trunk's port and veth pair (the waiting end goes with the host end).
+    async fn delete_trunk(&self, t: &Trunk) -> Result<(), String> {
         self.host
             .switch
             .remove_port(&t.name)
             .await
             .map_err(|e| e.to_string())?;
-        // The waiting end goes with the host end.
         self.host
             .ns
             .delete(&t.name)
             .await
-            .map_err(|e| e.to_string())?;
-        nets.remove(&made.network);
-        self.host.switch.unset_trunks(&[t.ofport]).await;
-        tracing::info!(trunk = %t.name, network = %made.network, "deleted the network trunk a failed ADD made");
-        Ok(())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// Forgets trunk `name` (its link is gone), so that the next ADD makes the network's trunk
@@ -242,21 +247,7 @@ impl TrunkMode {
             let Some((t, _)) = nets.get(&network).cloned() else {
                 continue;
             };
-            let r = async {
-                self.host
-                    .switch
-                    .remove_port(&t.name)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                // The waiting end goes with the host end.
-                self.host
-                    .ns
-                    .delete(&t.name)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            .await;
-            match r {
+            match self.delete_trunk(&t).await {
                 Ok(_) => {
                     tracing::info!(trunk = %t.name, network, "deleted an idle network trunk");
                     nets.remove(&network);
@@ -451,13 +442,6 @@ impl TrunkMode {
         lock(&self.bound).get(ep_id).cloned()
     }
 
-    pub fn all_bound(&self) -> Vec<(String, Binding)> {
-        lock(&self.bound)
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    }
-
     /// Whether interface `ifname` of the namespace at `netns` is a live endpoint's.
     pub fn is_bound_at(&self, netns: &Path, ifname: &str) -> bool {
         lock(&self.bound)
@@ -503,10 +487,6 @@ impl TrunkMode {
 
 #[async_trait::async_trait]
 impl Attach for TrunkMode {
-    fn name(&self) -> &'static str {
-        "network trunks"
-    }
-
     /// CNI pods whose MTU the trunks carry, unless the endpoint already has a veth port (an
     /// ADD from before trunks were on).
     fn takes(&self, req: &AddRequest, ep_id: &str, mtu: u32) -> bool {

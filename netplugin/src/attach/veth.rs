@@ -57,10 +57,6 @@ impl Veth {
 
 #[async_trait::async_trait]
 impl Attach for Veth {
-    fn name(&self) -> &'static str {
-        "veth"
-    }
-
     fn takes(&self, _req: &AddRequest, _ep_id: &str, _mtu: u32) -> bool {
         true
     }

@@ -433,11 +433,6 @@ impl Datapath {
         }
     }
 
-    /// The endpoint ports on the bridge (those carrying an endpoint id).
-    pub async fn endpoint_ports(&self) -> Result<Vec<PortInfo>, DatapathError> {
-        Ok(self.agent_ports().await?.endpoints)
-    }
-
     /// The endpoint ports, the port pool's ports and the network trunks on the bridge, from
     /// one listing.
     pub async fn agent_ports(&self) -> Result<AgentPorts, DatapathError> {
