@@ -81,21 +81,145 @@ pub fn router(master: Arc<Master>) -> Router {
             master.clone(),
             route_writes,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            master.clone(),
+            detach_writes,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::map_response(body_limit_as_json))
+        .layer(axum::middleware::map_response(errors_as_json))
         .with_state(master)
 }
 
-/// axum answers an oversized body with a plain-text 413; give it our JSON shape.
-async fn body_limit_as_json(resp: Response) -> Response {
-    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            message: format!("the request body is larger than the limit of {MAX_BODY} bytes"),
-        }
-        .into_response();
+fn body_too_large() -> ApiError {
+    ApiError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        message: format!("the request body is larger than the limit of {MAX_BODY} bytes"),
     }
-    resp
+}
+
+/// Every error answer is `{"error": "..."}`: axum's and hyper's own refusals (405 with its
+/// `Allow` header, 413, a path that does not decode) come as plain text or empty; they get the
+/// same shape, keeping their status and headers.
+async fn errors_as_json(resp: Response) -> Response {
+    let status = resp.status();
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|c| c.as_bytes().starts_with(b"application/json"));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let message = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => body_too_large().message,
+        StatusCode::METHOD_NOT_ALLOWED => format!(
+            "this path does not take that method; it takes {} (see /api/v1/openapi.json)",
+            parts
+                .headers
+                .get(header::ALLOW)
+                .and_then(|a| a.to_str().ok())
+                .unwrap_or("other methods")
+        ),
+        _ if !text.is_empty() => text,
+        _ => status
+            .canonical_reason()
+            .unwrap_or("the request failed")
+            .to_string(),
+    };
+    let mut out = ApiError { status, message }.into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// Reads each request's body to its end before anything else, whatever the method, and runs
+/// each write in a task of its own.
+///
+/// The body: a handler that takes none (a DELETE sent with one) would leave it unread, and
+/// hyper would then close the keep-alive connection without a word.
+///
+/// The task: a write is a store transaction followed by its application to the state. Run in
+/// the connection's own future, a client hanging up in between (hyper drops that future) would
+/// leave the store written and the state not; in a task, every write that started runs to its
+/// end whether or not anyone waits for the answer. `/info` counts the writes still running.
+async fn detach_writes(
+    State(m): Shared,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::extract::FromRequest;
+    use axum::http::Method;
+    let (parts, body) = req.into_parts();
+    // Carries the DefaultBodyLimit layer's setting, which the extractor below reads.
+    let mut limited = axum::extract::Request::new(body);
+    *limited.extensions_mut() = parts.extensions.clone();
+    let body = match Bytes::from_request(limited, &()).await {
+        Ok(b) => b,
+        Err(rejection) => {
+            let mut resp = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                body_too_large().into_response()
+            } else {
+                ApiError {
+                    status: rejection.status(),
+                    message: format!("read the request body: {}", rejection.body_text()),
+                }
+                .into_response()
+            };
+            // The rest of the body is still on the wire: this connection cannot go on.
+            resp.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            return resp;
+        }
+    };
+    let req = axum::extract::Request::from_parts(parts, Body::from(body));
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    let running = WriteInFlight::new(m.clone());
+    match tokio::spawn(async move {
+        let _running = running;
+        next.run(req).await
+    })
+    .await
+    {
+        Ok(resp) => resp,
+        Err(e) => {
+            // A panic: whatever the write did or did not do, the store has the truth.
+            m.want_resync();
+            ApiError::internal(format!(
+                "the write failed inside netmaster ({e}); its state is reloaded from the store, retry"
+            ))
+            .into_response()
+        }
+    }
+}
+
+/// Counts a write in `writes_in_flight` for as long as it lives.
+struct WriteInFlight(Arc<Master>);
+
+impl WriteInFlight {
+    fn new(m: Arc<Master>) -> Self {
+        m.writes_in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        WriteInFlight(m)
+    }
+}
+
+impl Drop for WriteInFlight {
+    fn drop(&mut self) {
+        self.0
+            .writes_in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -141,6 +265,9 @@ async fn info(State(m): Shared) -> ApiResult<Json<Info>> {
         netmaster_nodes: masters,
         store: m.opts.store_kind.to_string(),
         revision,
+        writes_in_flight: m
+            .writes_in_flight
+            .load(std::sync::atomic::Ordering::Acquire),
     }))
 }
 
@@ -194,15 +321,10 @@ async fn route_writes(
         .unwrap_or_default();
     let deadline = tokio::time::Instant::now() + ttl + std::time::Duration::from_secs(3);
     let (parts, body) = req.into_parts();
+    // Already read in full by detach_writes.
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
-        Err(_) => {
-            return ApiError {
-                status: StatusCode::PAYLOAD_TOO_LARGE,
-                message: format!("the request body is larger than the limit of {MAX_BODY} bytes"),
-            }
-            .into_response();
-        }
+        Err(_) => return body_too_large().into_response(),
     };
     let mut changes = m.leadership.subscribe();
     let mut last_error = None;

@@ -266,6 +266,7 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     )
     .await
     .context("load state")?;
+    tokio::spawn(master.clone().keep_in_sync());
     tokio::spawn(master.clone().follow_node_expiry());
     tokio::spawn(master.clone().campaign());
     tokio::spawn(master.clone().announce());

@@ -269,6 +269,10 @@ pub struct Info {
     pub store: String,
     #[serde(rename = "revision")]
     pub revision: u64,
+    /// Writes this master has taken and not finished yet. A write runs to its end even when its
+    /// client hangs up; 0 means every write it accepted is in its memory and its store.
+    #[serde(rename = "writesInFlight", default)]
+    pub writes_in_flight: u64,
 }
 
 /// The body of every error answer.

@@ -77,6 +77,41 @@ pub struct Master {
     /// The latest per-rule counters of each node. In memory only: agents report them again
     /// every 10 s at most, so a new leader has them back within that (docs/agent-api.md).
     rule_stats: Mutex<crate::views::RuleStats>,
+    /// Bumped each time an endpoint create settles (committed or given up), so that a second
+    /// create of the same id can wait for the first one's outcome.
+    pub(crate) endpoint_settled: tokio::sync::watch::Sender<u64>,
+    /// Wakes [`Master::keep_in_sync`] when `needs_resync` is set.
+    resync_wanted: tokio::sync::Notify,
+    /// Writes the API runs detached from their clients (see `api::detach_writes`) that have not
+    /// finished; shown in `/info`.
+    pub(crate) writes_in_flight: std::sync::atomic::AtomicU64,
+    /// Nodes being unregistered explicitly: their key's delete event is not an expiry.
+    pub(crate) departing: Mutex<std::collections::BTreeSet<String>>,
+}
+
+/// Marks the state for a reload from the store if dropped armed: held across the one await
+/// between sending a transaction and applying its result to the state, so that a future dropped
+/// there (or a panic) cannot leave memory without a write the store may have made.
+struct Unsettled<'a> {
+    master: &'a Master,
+    armed: bool,
+}
+
+impl Unsettled<'_> {
+    fn settle(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Unsettled<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            tracing::warn!(
+                "a store transaction was abandoned before its outcome was known: reloading the state from the store"
+            );
+            self.master.want_resync();
+        }
+    }
 }
 
 pub(crate) type NodeLeases = BTreeMap<String, (u64, u64)>;
@@ -148,6 +183,10 @@ impl Master {
             last_commit: std::sync::atomic::AtomicU64::new(0),
             applied: tokio::sync::watch::channel(0).0,
             rule_stats: Mutex::new(BTreeMap::new()),
+            endpoint_settled: tokio::sync::watch::channel(0).0,
+            resync_wanted: tokio::sync::Notify::new(),
+            writes_in_flight: std::sync::atomic::AtomicU64::new(0),
+            departing: Mutex::new(Default::default()),
         });
         m.ensure_defaults().await?;
         Ok(m)
@@ -163,12 +202,41 @@ impl Master {
         if !self.needs_resync.load(Ordering::Acquire) {
             return Ok(());
         }
-        let (state, leases, _) = Self::load(self.store.as_ref()).await?;
+        // Cleared before the listing: a write that goes wrong meanwhile sets it again.
+        self.needs_resync.store(false, Ordering::Release);
+        let (state, leases, _) = match Self::load(self.store.as_ref()).await {
+            Ok(x) => x,
+            Err(e) => {
+                self.needs_resync.store(true, Ordering::Release);
+                return Err(e.into());
+            }
+        };
         *self.state() = state;
         *self.node_leases.lock().unwrap_or_else(|p| p.into_inner()) = leases;
-        self.needs_resync.store(false, Ordering::Release);
+        // Reservations in flight are gone with the old state: their waiters look again.
+        self.endpoint_settled.send_modify(|n| *n += 1);
         tracing::warn!("state reloaded from the store after a write with an unknown outcome");
         Ok(())
+    }
+
+    /// The state may differ from the store: reload it before the next write, and right away in
+    /// the background ([`Master::keep_in_sync`]) so that reads do not show it meanwhile.
+    pub(crate) fn want_resync(&self) {
+        self.needs_resync
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.resync_wanted.notify_one();
+    }
+
+    /// Reloads the state whenever a write left it unsure, retrying while the store is
+    /// unreachable. Runs for the life of the process.
+    pub async fn keep_in_sync(self: Arc<Self>) {
+        loop {
+            self.resync_wanted.notified().await;
+            while let Err(e) = self.resync_if_needed().await {
+                tracing::warn!(error = %e.message, "reload the state from the store; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
     }
 
     fn note_store_error(&self, e: &store::StoreError) {
@@ -176,9 +244,22 @@ impl Master {
             e,
             store::StoreError::Unavailable(_) | store::StoreError::Backend { .. }
         ) {
-            self.needs_resync
-                .store(true, std::sync::atomic::Ordering::Release);
+            self.want_resync();
         }
+    }
+
+    /// Sends a transaction to the store. Should the caller's future be dropped (or panic) while
+    /// the store has it, the outcome is unknown: the state is then reloaded. Callers apply a
+    /// succeeded transaction to the state without awaiting anything in between, so nothing else
+    /// can separate the two.
+    async fn send_txn(&self, txn: Txn) -> Result<store::TxnResult, store::StoreError> {
+        let guard = Unsettled {
+            master: self,
+            armed: true,
+        };
+        let r = self.store.txn(txn).await;
+        guard.settle();
+        r.inspect_err(|e| self.note_store_error(e))
     }
 
     /// The state as the store holds it, the node leases, and the revision it reflects.
@@ -263,11 +344,7 @@ impl Master {
         if let Some(f) = fence {
             txn.compares.insert(0, f);
         }
-        let r = self
-            .store
-            .txn(txn)
-            .await
-            .inspect_err(|e| self.note_store_error(e))?;
+        let r = self.send_txn(txn).await?;
         if r.succeeded {
             self.last_commit
                 .fetch_max(r.revision, std::sync::atomic::Ordering::AcqRel);
@@ -280,8 +357,7 @@ impl Master {
                 ));
             }
             // Only another writer can make a guard fail: our view may be stale, reload it.
-            self.needs_resync
-                .store(true, std::sync::atomic::Ordering::Release);
+            self.want_resync();
         }
         Ok(r)
     }
@@ -294,11 +370,7 @@ impl Master {
     }
 
     async fn commit_unfenced(&self, plan: Plan) -> ApiResult<u64> {
-        let r = self
-            .store
-            .txn(plan.txn)
-            .await
-            .inspect_err(|e| self.note_store_error(e))?;
+        let r = self.send_txn(plan.txn).await?;
         self.finish_commit(r, &plan.applies)
     }
 

@@ -73,6 +73,8 @@ impl Master {
                 Err(e) => return Err(e.into()),
             }
         }
+        // Shared, as endpoint writes: a reload of the state waits for this write.
+        let _r = self.gate.read().await;
         let new_lease = self.store.grant_lease(ttl).await?;
         let value = serde_json::to_vec(&node).expect("serializable");
         // A node back in time keeps its endpoints: its down marker goes with the registration.
@@ -93,35 +95,71 @@ impl Master {
                 "registration of node {name} conflicts with a concurrent write; retry"
             )));
         }
-        self.state().apply_put(&keys::node(name), &value).ok();
-        self.node_leases
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), (new_lease, r.revision));
-        if let Some((old, _)) = lease {
-            // The key moved to the new lease; the old one holds nothing now.
-            let _ = self.store.revoke_lease(old).await;
+        // Registrations of one node may commit in one order and get here in the other: only
+        // the latest revision is applied, as the store holds it.
+        let superseded = {
+            let mut s = self.state();
+            let mut leases = self.node_leases.lock().unwrap_or_else(|p| p.into_inner());
+            let superseded = leases.get(name).is_some_and(|(_, rev)| *rev > r.revision);
+            if !superseded {
+                s.apply_put(&keys::node(name), &value).ok();
+                leases.insert(name.to_string(), (new_lease, r.revision));
+            }
+            superseded
+        };
+        self.departing().remove(name);
+        // The key has moved to a newer lease: ours, or the later registration's.
+        let unused = if superseded {
+            Some(new_lease)
+        } else {
+            lease.map(|(old, _)| old)
+        };
+        if let Some(l) = unused {
+            let _ = self.store.revoke_lease(l).await;
         }
         tracing::info!(node = %name, vtep = %reg.vtep_ip, "node registered");
         Ok(answer)
     }
 
+    /// `DELETE /api/v1/nodes/<name>/`: ends a registration now rather than at its expiry.
     pub async fn unregister_node(&self, name: &str) -> ApiResult<()> {
         let lease = self
             .node_leases
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
-        match lease {
-            Some((l, _)) => {
-                let _ = self.store.revoke_lease(l).await;
-            }
-            None => {
-                self.store.delete(&keys::node(name)).await?;
-            }
+            .get(name)
+            .copied();
+        let _r = self.gate.read().await;
+        // Tells the expiry watcher that the delete event it is about to see is this one.
+        self.departing().insert(name.to_string());
+        let revoked = match lease {
+            Some((l, _)) => match self.store.revoke_lease(l).await {
+                Err(store::StoreError::LeaseNotFound(_)) => Ok(false),
+                r => r.map(|()| true),
+            },
+            None => Ok(false),
+        };
+        let done = match revoked {
+            Ok(true) => Ok(()),
+            // No lease of ours holds the key (any more): delete the key itself.
+            Ok(false) => self.store.delete(&keys::node(name)).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = done {
+            self.departing().remove(name);
+            return Err(e.into());
         }
+        self.node_leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
         self.state().apply_delete(&keys::node(name));
+        tracing::info!(node = %name, "node unregistered");
         Ok(())
+    }
+
+    fn departing(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        self.departing.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn nodes(&self) -> Vec<Node> {
@@ -168,7 +206,9 @@ impl Master {
                     leases.remove(name);
                 }
                 self.state().apply_delete(&ev.kv.key);
-                tracing::warn!(node = %name, "node registration expired");
+                if !self.departing().remove(name) {
+                    tracing::warn!(node = %name, "node registration expired");
+                }
                 if self.leadership.is_leader() && self.opts.node_grace.is_some() {
                     self.mark_down(name).await;
                 }

@@ -122,6 +122,12 @@ impl Netmaster {
         self.spawn();
     }
 
+    /// Starts the process again after [`Netmaster::kill`] (to look at its store in between).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "netmaster is still running");
+        self.spawn();
+    }
+
     pub fn client(&self) -> model::Client {
         model::Client::new(std::slice::from_ref(&self.url)).unwrap()
     }
