@@ -422,3 +422,50 @@ async fn restart_keeps_objects_and_allocations() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(oper(&m, "networks/blue:n2").await["pktTag"], 2);
 }
+
+/// The create is idempotent even when the copies arrive together: each waits for the one in
+/// flight and gets its endpoint (issue 17 item 8; they used to get 409 "being created").
+#[tokio::test]
+async fn identical_creates_at_once_get_one_endpoint() {
+    let m = Netmaster::start();
+    let (s, v) = m
+        .post(
+            "/api/v1/networks/default:twin/",
+            json!({"tenantName":"default","networkName":"twin","encap":"vxlan","subnet":"10.9.0.0/16"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let client = m.client();
+    // 20 ids, 8 copies of each create, all sent at once.
+    let tasks: Vec<_> = (0..160)
+        .map(|i| {
+            let c = client.clone();
+            tokio::spawn(async move {
+                let id = format!("twin{}", i % 20);
+                let r = c
+                    .create_endpoint(&model::agent::EndpointRequest {
+                        endpoint_id: id.clone(),
+                        tenant_name: "default".into(),
+                        network_name: "twin".into(),
+                        host: "h1".into(),
+                        ..Default::default()
+                    })
+                    .await;
+                (id, r)
+            })
+        })
+        .collect();
+    let mut got: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    for t in tasks {
+        let (id, r) = t.await.unwrap();
+        let e = r.unwrap_or_else(|e| panic!("create {id}: {e}"));
+        got.entry(id).or_default().insert(e.ip_address);
+    }
+    // Each id got one address, the same for every copy; 20 addresses in all.
+    assert!(got.values().all(|a| a.len() == 1), "{got:?}");
+    let all: BTreeSet<_> = got.values().flatten().collect();
+    assert_eq!(all.len(), 20, "{got:?}");
+    let o = oper(&m, "networks/default:twin").await;
+    assert_eq!(o["numEndpoints"], 20);
+    assert_eq!(o["allocatedIPAddresses"], "10.9.0.1-10.9.0.20");
+}
