@@ -205,6 +205,53 @@ async fn nodes_register_heartbeat_and_expire() {
     assert_eq!(s, 400);
 }
 
+/// An explicit DELETE of a node says so in the log, not "expired" (issue 17 item 10).
+#[tokio::test]
+async fn node_delete_is_logged_as_unregistered() {
+    let m = Netmaster::start_with(&["--node-ttl", "1"]);
+    let c = m.client();
+    for name in ["gone", "lapsed"] {
+        c.register_node(&NodeRegistration {
+            hostname: name.into(),
+            vtep_ip: "192.0.2.9".into(),
+            version: "test".into(),
+        })
+        .await
+        .unwrap();
+    }
+    let (s, v) = m.delete("/api/v1/nodes/gone/").await;
+    assert_eq!((s, v), (200, json!("gone")));
+    assert_eq!(
+        m.get("/api/v1/nodes/").await.1,
+        json!([{"hostname":"lapsed","vtepIP":"192.0.2.9","version":"test"}])
+    );
+    // "lapsed" expires after the delete of "gone": once its expiry is logged, the watcher has
+    // handled the delete event of "gone" too (it takes them in order).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !m
+        .log()
+        .lines()
+        .any(|l| l.contains("node registration expired") && l.contains("node=lapsed"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no expiry of node lapsed logged:\n{}",
+            m.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = m.log();
+    let about_gone: Vec<&str> = log.lines().filter(|l| l.contains("node=gone")).collect();
+    assert!(
+        about_gone.iter().any(|l| l.contains("node unregistered")),
+        "{log}"
+    );
+    assert!(
+        !about_gone.iter().any(|l| l.contains("expired")),
+        "{about_gone:?}"
+    );
+}
+
 #[tokio::test]
 async fn openapi_document_covers_every_collection() {
     let m = Netmaster::start();
