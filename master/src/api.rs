@@ -23,7 +23,7 @@ pub const MAX_BODY: usize = 1 << 20;
 type Shared = State<Arc<Master>>;
 
 pub fn router(master: Arc<Master>) -> Router {
-    Router::new()
+    let api = Router::new()
         .route("/version", get(version))
         .route("/info", get(info))
         .route("/api/v1/openapi.json", get(openapi))
@@ -86,8 +86,12 @@ pub fn router(master: Arc<Master>) -> Router {
             detach_writes,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::map_response(errors_as_json))
-        .with_state(master)
+        .with_state(master);
+    // Around the whole router rather than each route, so that it sees answers whole: a 405's
+    // Allow header is added by the path's method router, outside the route's own layers.
+    Router::new()
+        .fallback_service(api)
+        .layer(axum::middleware::from_fn(errors_as_json))
 }
 
 fn body_too_large() -> ApiError {
@@ -100,7 +104,9 @@ fn body_too_large() -> ApiError {
 /// Every error answer is `{"error": "..."}`: axum's and hyper's own refusals (405 with its
 /// `Allow` header, 413, a path that does not decode) come as plain text or empty; they get the
 /// same shape, keeping their status and headers.
-async fn errors_as_json(resp: Response) -> Response {
+async fn errors_as_json(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let method = req.method().clone();
+    let resp = next.run(req).await;
     let status = resp.status();
     let json = resp
         .headers()
@@ -117,7 +123,7 @@ async fn errors_as_json(resp: Response) -> Response {
     let message = match status {
         StatusCode::PAYLOAD_TOO_LARGE => body_too_large().message,
         StatusCode::METHOD_NOT_ALLOWED => format!(
-            "this path does not take that method; it takes {} (see /api/v1/openapi.json)",
+            "this path does not take {method}; it takes {} (see /api/v1/openapi.json)",
             parts
                 .headers
                 .get(header::ALLOW)

@@ -513,3 +513,91 @@ async fn immutable_fields_and_global_guards() {
         .await;
     assert_eq!(s, 200, "{v}");
 }
+
+/// One answer read off a raw connection.
+#[derive(Debug)]
+struct RawAnswer {
+    status: u16,
+    head: String,
+    body: Value,
+}
+
+/// Sends `request` as is on a new connection and reads every answer until the server closes it.
+async fn raw(m: &Netmaster, request: &[u8]) -> Vec<RawAnswer> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", m.port))
+        .await
+        .unwrap();
+    s.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .expect("netmaster closes the connection")
+        .ok();
+    let mut out = Vec::new();
+    let mut rest = &buf[..];
+    while let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
+        let head = String::from_utf8_lossy(&rest[..end]).to_string();
+        let status = head[9..12].parse().unwrap();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().unwrap())
+            })
+            .unwrap_or(0);
+        let body = &rest[end + 4..end + 4 + len];
+        let body = serde_json::from_slice(body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into()));
+        out.push(RawAnswer { status, head, body });
+        rest = &rest[end + 4 + len..];
+    }
+    out
+}
+
+/// Every refusal, including those axum and hyper make before a handler runs, is
+/// `{"error": "..."}` (issue 17 item 9).
+#[tokio::test]
+async fn every_refusal_is_a_json_error() {
+    let m = Netmaster::start();
+    for (req, status, says) in [
+        (
+            "PATCH /api/v1/tenants/x/ HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            405,
+            "does not take PATCH; it takes GET,HEAD,POST,PUT,DELETE",
+        ),
+        (
+            "POST /version HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            405,
+            "it takes GET",
+        ),
+        (
+            "GET /api/v1/tenants/%FF/ HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+            400,
+            "Invalid URL",
+        ),
+    ] {
+        let a = raw(&m, req.as_bytes()).await;
+        assert_eq!(a.len(), 1, "{req}: {a:?}");
+        assert_eq!(a[0].status, status, "{req}: {a:?}");
+        assert!(
+            a[0].body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains(says)),
+            "{req}: {a:?}"
+        );
+    }
+    // A DELETE with a body: its answer, and the connection goes on to the next request.
+    let a = raw(
+        &m,
+        b"DELETE /api/v1/endpoints/none/ HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\n\r\nhello\
+          GET /version HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(a.len(), 2, "{a:?}");
+    assert_eq!((a[0].status, &a[0].body), (200, &json!("none")));
+    assert_eq!(a[1].status, 200, "{a:?}");
+    assert!(a[1].body["Version"].is_string(), "{a:?}");
+    assert!(!a[0].head.to_ascii_lowercase().contains("connection: close"));
+}
