@@ -86,11 +86,97 @@ pub trait Backend: Send + Sync + 'static {
     async fn release_address(&self, r: ReleaseAddressRequest) -> DriverResult<()>;
 }
 
+/// Request bodies larger than this are refused: libnetwork's calls are a few KiB at most.
+pub const MAX_BODY: usize = 1 << 20;
+
 /// The plugin's HTTP routes: `POST /<Interface>.<Method>`.
 pub fn router(b: Arc<dyn Backend>) -> Router {
-    Router::new()
+    let calls = Router::new()
         .route("/{call}", axum::routing::post(handle))
-        .with_state(b)
+        .fallback(unknown_path)
+        .with_state(b);
+    // Around the whole router, so that it sees answers whole (a 405's Allow header is added
+    // outside the route's own layers).
+    Router::new()
+        .fallback_service(calls)
+        .layer(axum::middleware::from_fn(errors_as_err))
+}
+
+async fn unknown_path(uri: axum::http::Uri) -> Response {
+    json(
+        StatusCode::NOT_FOUND,
+        &ErrorResponse {
+            err: format!(
+                "the Contiv plugin has no path {}: calls are POST /<Interface>.<Method>",
+                uri.path()
+            ),
+        },
+    )
+}
+
+/// Reads each request's body first (a request refused unread would make hyper close the
+/// connection without a word), and gives every failure the protocol's `{"Err": "..."}` shape,
+/// the ones axum makes itself (405, 413) included.
+async fn errors_as_err(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            let mut resp = json(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &ErrorResponse {
+                    err: format!(
+                        "read the request body of {}: {e} (the limit is {MAX_BODY} bytes)",
+                        parts.uri.path()
+                    ),
+                },
+            );
+            // The rest of the body is still on the wire: this connection cannot go on.
+            resp.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            return resp;
+        }
+    };
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_string();
+    let resp = next
+        .run(axum::extract::Request::from_parts(
+            parts,
+            axum::body::Body::from(body),
+        ))
+        .await;
+    let status = resp.status();
+    let ours = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|c| c == CONTENT_TYPE);
+    if ours || status.is_success() {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let err = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            format!("{method} {path}: the plugin's calls are POST /<Interface>.<Method>")
+        }
+        _ if !text.is_empty() => format!("{method} {path}: {text}"),
+        _ => format!(
+            "{method} {path}: {}",
+            status.canonical_reason().unwrap_or("failed")
+        ),
+    };
+    let mut out = json(status, &ErrorResponse { err });
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
 }
 
 fn reply<T: Serialize>(r: DriverResult<T>) -> Response {

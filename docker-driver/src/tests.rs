@@ -165,6 +165,42 @@ async fn errors_are_err_objects() {
     );
 }
 
+/// What axum would refuse on its own comes back as `{"Err": ...}` too (issue 17 item 9).
+#[tokio::test]
+async fn refusals_before_a_call_are_err_objects() {
+    let b: Arc<dyn Backend> = Arc::new(Recorder::default());
+    let big = "x".repeat(MAX_BODY + 1);
+    for (method, path, body, status, says) in [
+        ("GET", "/Plugin.Activate", "", 405, "GET /Plugin.Activate"),
+        ("POST", "/a/b", "{}", 404, "has no path /a/b"),
+        ("POST", "/", "{}", 404, "has no path /"),
+        (
+            "POST",
+            "/NetworkDriver.CreateNetwork",
+            big.as_str(),
+            413,
+            "the limit is",
+        ),
+    ] {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let resp = router(b.clone()).oneshot(req).await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{method} {path}");
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], CONTENT_TYPE);
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(
+            v["Err"].as_str().is_some_and(|e| e.contains(says)),
+            "{method} {path}: {v}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn gateway_requests_and_join() {
     let b = Arc::new(Recorder::default());
