@@ -10,6 +10,7 @@ pub mod migrate;
 pub mod notices;
 pub mod openapi;
 pub mod ops;
+pub mod parse_errors;
 pub mod state;
 pub mod views;
 

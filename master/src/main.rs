@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use master::parse_errors::JsonParseErrors;
 use master::{Master, MasterOptions, api};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -282,7 +283,7 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
             .with_context(|| format!("listen on unix socket {}", path.display()))?;
         let router = api::router(master.clone());
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(ul, router).await {
+            if let Err(e) = axum::serve(JsonParseErrors(ul), router).await {
                 tracing::error!(error = %e, "serve unix socket");
             }
         });
@@ -292,7 +293,7 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         write_ready_file(path, local)?;
     }
     tracing::info!(listen = %local, store = store_kind, at = %where_, "netmaster serving");
-    axum::serve(listener, api::router(master))
+    axum::serve(JsonParseErrors(listener), api::router(master))
         .with_graceful_shutdown(shutdown())
         .await
         .context("serve")?;

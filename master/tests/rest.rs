@@ -588,6 +588,47 @@ async fn every_refusal_is_a_json_error() {
             "{req}: {a:?}"
         );
     }
+    // Refused by hyper before any handler: a URL over its limit, too many or too large headers,
+    // a request line that is not HTTP.
+    let long_url = format!(
+        "GET /api/v1/tenants/{}/ HTTP/1.1\r\nhost: a\r\n\r\n",
+        "x".repeat(70_000)
+    );
+    let many_headers = format!(
+        "GET /version HTTP/1.1\r\nhost: a\r\n{}\r\n",
+        (0..150)
+            .map(|i| format!("x-h{i}: v\r\n"))
+            .collect::<String>()
+    );
+    let large_header = format!(
+        "GET /version HTTP/1.1\r\nhost: a\r\nx-big: {}\r\n\r\n",
+        "v".repeat(600_000)
+    );
+    for (req, status, says) in [
+        (long_url.as_str(), 414, "URL is longer"),
+        (
+            many_headers.as_str(),
+            431,
+            "headers are too large or too many",
+        ),
+        (
+            large_header.as_str(),
+            431,
+            "headers are too large or too many",
+        ),
+        ("NOT HTTP AT ALL\r\n\r\n", 400, "not valid HTTP"),
+    ] {
+        let a = raw(&m, req.as_bytes()).await;
+        let what = &req[..40.min(req.len())];
+        assert_eq!(a.len(), 1, "{what}: {a:?}");
+        assert_eq!(a[0].status, status, "{what}: {a:?}");
+        assert!(
+            a[0].body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains(says)),
+            "{what}: {a:?}"
+        );
+    }
     // A DELETE with a body: its answer, and the connection goes on to the next request.
     let a = raw(
         &m,
