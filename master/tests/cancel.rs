@@ -69,7 +69,7 @@ fn random_write(r: &mut Rng) -> (&'static str, String, Option<Value>) {
         ),
         8 => {
             // Half of the groups name a policy: its delete is then refused while they exist.
-            let policies = if k % 2 == 0 {
+            let policies = if k.is_multiple_of(2) {
                 json!([format!("p-{k}")])
             } else {
                 json!([])
