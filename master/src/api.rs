@@ -101,9 +101,9 @@ fn body_too_large() -> ApiError {
     }
 }
 
-/// Every error answer is `{"error": "..."}`: axum's and hyper's own refusals (405 with its
-/// `Allow` header, 413, a path that does not decode) come as plain text or empty; they get the
-/// same shape, keeping their status and headers.
+/// Every error answer is `{"error": "..."}`: axum's own refusals (405 with its `Allow` header,
+/// 413, a path that does not decode) come as plain text or empty; they get the same shape,
+/// keeping their status and headers. hyper's, made before the router, are `parse_errors`' job.
 async fn errors_as_json(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let method = req.method().clone();
     let resp = next.run(req).await;

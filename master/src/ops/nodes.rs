@@ -154,7 +154,8 @@ impl Master {
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
         self.state().apply_delete(&keys::node(name));
-        tracing::info!(node = %name, "node unregistered");
+        // The expiry watcher logs it when it sees the key go.
+        tracing::debug!(node = %name, "node unregistration written");
         Ok(())
     }
 
@@ -206,7 +207,9 @@ impl Master {
                     leases.remove(name);
                 }
                 self.state().apply_delete(&ev.kv.key);
-                if !self.departing().remove(name) {
+                if self.departing().remove(name) {
+                    tracing::info!(node = %name, "node unregistered");
+                } else {
                     tracing::warn!(node = %name, "node registration expired");
                 }
                 if self.leadership.is_leader() && self.opts.node_grace.is_some() {
