@@ -374,3 +374,57 @@ async fn a_failed_add_takes_the_trunk_it_made_with_it() {
         .await
         .expect("n2 still plumbed");
 }
+
+/// Issue 17.3: the agent killed right after a trunk pod's DEL (its namespace kept) forgot the
+/// interface it was to delete, which kept the released MAC: every later pod given that MAC
+/// failed. The interface is recorded until deleted, so a restarted agent deletes it.
+#[tokio::test]
+async fn a_released_trunk_interface_survives_a_restart_of_the_agent_as_a_record() {
+    let mut r = Rig::new(trunks).await;
+    let p1 = r.pod("k1");
+    let a1 = r.m.add(&p1).await.expect("ADD k1");
+    r.m.del("k1", "eth0").await.expect("DEL k1");
+    // Killed before the reaper's round: a new agent.
+    r.restart().await;
+    let p2 = r.pod("k2");
+    let a2 = r.m.add(&p2).await.expect("ADD k2 with k1's MAC");
+    assert_eq!(a2.mac, a1.mac, "netmaster reuses the freed address");
+    r.assert_plumbed(&p2, &a2);
+    assert_eq!(r.kernel.links("/run/netns/k1"), ["lo"]);
+    r.m.reap_once().await;
+    r.m.check("k2", "eth0", &p2.netns).await.expect("CHECK k2");
+    let left = r.dir.path().join("trunks").join("leftovers");
+    assert_eq!(
+        std::fs::read_dir(&left).map(|d| d.count()).unwrap_or(0),
+        0,
+        "no interface record left in {}",
+        left.display()
+    );
+}
+
+/// A pod DELeted and ADDed again into its kept namespace gets an interface of the same name
+/// and alias as the released one: the reaper deletes the released one only, by index.
+#[tokio::test]
+async fn the_reaper_never_deletes_a_readded_trunk_interface() {
+    let mut r = Rig::new(trunks).await;
+    let mut p = r.pod("q1");
+    r.m.add(&p).await.expect("ADD");
+    r.m.del("q1", "eth0").await.expect("DEL");
+    // Another address this time (the freed one went to another pod, say): the released
+    // interface's MAC is wanted by nobody, so it waits for the reaper.
+    p.ip = Some("10.1.0.9".into());
+    let a = r.m.add(&p).await.expect("re-ADD");
+    r.m.reap_once().await;
+    r.assert_plumbed(&p, &a);
+    r.m.check("q1", "eth0", &p.netns).await.expect("CHECK");
+    // And after a restart, whose records name the released interface too.
+    r.m.del("q1", "eth0").await.expect("DEL");
+    p.ip = Some("10.1.0.10".into());
+    let a = r.m.add(&p).await.expect("re-ADD");
+    r.restart().await;
+    r.m.reap_once().await;
+    r.assert_plumbed(&p, &a);
+    r.m.check("q1", "eth0", &p.netns)
+        .await
+        .expect("CHECK after restart");
+}
