@@ -428,3 +428,33 @@ async fn the_reaper_never_deletes_a_readded_trunk_interface() {
         .await
         .expect("CHECK after restart");
 }
+
+/// Issue 17.4: a repeated ADD (the runtime's retry after the agent was killed during the
+/// first) answered "existing attachment" for an interface left down and without its address.
+/// Only an attachment CHECK would pass is returned as is; any other is made again.
+#[tokio::test]
+async fn a_repeated_add_remakes_an_unfinished_attachment() {
+    for mode in [
+        (|_: &Path| veth()) as fn(&Path) -> CniMode,
+        |_: &Path| pool(),
+        trunks,
+    ] {
+        let r = Rig::new(mode).await;
+        let req = r.pod("u1");
+        r.m.add(&req).await.expect("ADD");
+        r.kernel.edit_link("/run/netns/u1", "eth0", |l| {
+            l.up = false;
+            l.addrs.clear();
+        });
+        assert!(r.m.check("u1", "eth0", &req.netns).await.is_err());
+        let a = r.m.add(&req).await.expect("repeated ADD");
+        r.assert_plumbed(&req, &a);
+        r.m.check("u1", "eth0", &req.netns)
+            .await
+            .expect("CHECK after the repeated ADD");
+        r.m.reap_once().await;
+        r.m.check("u1", "eth0", &req.netns)
+            .await
+            .expect("CHECK after the reaper's round");
+    }
+}
