@@ -313,11 +313,11 @@ impl Manager {
         let _b = self.host.activity.busy();
         let _l = self.lock(&ep_id).await;
         crate::steps::mark("lock");
-        if req.ifname.is_empty() || req.ifname.len() > 15 || req.ifname.contains(['/', ' ', ':']) {
+        if let Some(problem) = cni::env::ifname_problem(&req.ifname) {
             return Err(ManagerError::new(
                 ErrorKind::InvalidEnv,
                 format!(
-                    "interface name '{}' is not valid: 1-15 characters, no '/', ':' or spaces",
+                    "interface name {:?} {problem}: the kernel would refuse it",
                     req.ifname
                 ),
             ));

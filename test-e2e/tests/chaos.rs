@@ -118,8 +118,7 @@ impl Chaos {
     }
 
     fn conf(&self, net: usize) -> Value {
-        self.h
-            .conf("1.1.0", json!({"network": NETWORKS[net].0}))
+        self.h.conf("1.1.0", json!({"network": NETWORKS[net].0}))
     }
 
     fn call(&self, verb: &str, p: &PodState) -> CniOutput {
@@ -288,10 +287,11 @@ impl Chaos {
             let out = self.call("ADD", p);
             if !out.ok() {
                 self.fail(format!(
-                    "ADD of {} after the run failed: code {} {}",
+                    "ADD of {} after the run failed: code {} {}\nits namespace:\n{}",
                     p.container(),
                     out.error_code(),
-                    out.msg()
+                    out.msg(),
+                    String::from_utf8_lossy(&p.pod.exec(&["ip", "-d", "link"]).stdout)
                 ));
             }
             p.ip = ip_of(&out);
@@ -380,9 +380,9 @@ impl Chaos {
         let flows = self.h.flows();
         for p in pods {
             if !p.ip.is_empty()
-                && flows
-                    .lines()
-                    .any(|f| f.contains(&format!("={},", p.ip)) || f.ends_with(&format!("={}", p.ip)))
+                && flows.lines().any(|f| {
+                    f.contains(&format!("={},", p.ip)) || f.ends_with(&format!("={}", p.ip))
+                })
             {
                 left.push(format!("flows of {}", p.ip));
             }

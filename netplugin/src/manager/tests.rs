@@ -458,3 +458,28 @@ async fn a_repeated_add_remakes_an_unfinished_attachment() {
             .expect("CHECK after the reaper's round");
     }
 }
+
+/// Issue 17.7: `éth0` and `üth0` in one container were one endpoint (`c-_th0`): the second ADD
+/// returned the first's address and the first interface went. Distinct names are distinct
+/// endpoints; names the kernel would refuse are refused.
+#[tokio::test]
+async fn distinct_interface_names_never_share_an_endpoint() {
+    let r = Rig::new(|_| veth()).await;
+    let mut e = r.pod("u");
+    e.ifname = "éth0".into();
+    let mut u = e.clone();
+    u.ifname = "üth0".into();
+    let a = r.m.add(&e).await.expect("ADD éth0");
+    let b = r.m.add(&u).await.expect("ADD üth0");
+    assert_ne!(a.endpoint.endpoint_id, b.endpoint.endpoint_id);
+    assert_ne!(a.endpoint.ip_address, b.endpoint.ip_address);
+    r.assert_plumbed(&e, &a);
+    r.assert_plumbed(&u, &b);
+    r.m.check("u", "éth0", &e.netns).await.expect("CHECK éth0");
+    r.m.check("u", "üth0", &u.netns).await.expect("CHECK üth0");
+    let mut bad = e.clone();
+    bad.ifname = "àth0".into(); // UTF-8 c3 a0: 0xa0 is a space to the kernel
+    let err = r.m.add(&bad).await.expect_err("àth0");
+    assert_eq!(err.kind, ErrorKind::InvalidEnv, "{err}");
+    assert!(err.msg.contains("àth0"), "{err}");
+}
