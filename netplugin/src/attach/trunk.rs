@@ -123,6 +123,10 @@ struct Handed {
     intent: PathBuf,
 }
 
+/// What [`Attach::prepare`] hands over when the network has no trunk here yet: all is done in
+/// [`Attach::finish`], once netmaster has shown the network exists.
+struct Deferred;
+
 /// An undo step: the ADD's interface record (its interface goes with [`Undo::PodLink`]).
 struct Intent(PathBuf);
 
@@ -573,6 +577,46 @@ impl TrunkMode {
         }
         out
     }
+    /// The first half of a trunk pod's ADD: the network's trunk (made if needed), the pod's
+    /// interface on it, prepared but without address or MAC.
+    async fn pod_side(
+        &self,
+        req: &AddRequest,
+        ep_id: &str,
+        pod: &Ns,
+        mtu: u32,
+        undo: &mut Vec<Undo>,
+    ) -> Result<Handed, ManagerError> {
+        let network = format!("{}/{}", req.tenant, req.network);
+        let (trunk, made) = self.ensure_made(&network).await?;
+        if let Some(at) = made {
+            undo.push(Undo::Mode(Box::new(MadeTrunk { network, at })));
+        }
+        // Recorded before it is made: an agent killed before the endpoint is bound leaves an
+        // interface that would keep its MAC from the next pod given it.
+        let intent = self
+            .write_leftover(Leftover {
+                netns: req.netns.clone(),
+                ifname: req.ifname.clone(),
+                alias: alias(ep_id, &req.attachment_network),
+                mac: String::new(),
+                index: 0,
+                unfinished: true,
+                file: PathBuf::new(),
+            })
+            .file;
+        undo.push(Undo::Mode(Box::new(Intent(intent.clone()))));
+        self.pod_link(&trunk, &req.ifname, mtu, pod).await?;
+        undo.push(Undo::PodLink(req.netns.clone(), req.ifname.clone()));
+        crate::steps::mark("macvlan");
+        // IPv6 off until the endpoint shows its network has it (most have not).
+        let pod_index = prepare_pod_side(pod, &req.ifname, false, true).await?;
+        Ok(Handed {
+            trunk,
+            pod_index,
+            intent,
+        })
+    }
 }
 
 /// The alias of endpoint `ep_id`'s interface.
@@ -688,34 +732,13 @@ impl Attach for TrunkMode {
         undo: &mut Vec<Undo>,
     ) -> Result<Prepared, ManagerError> {
         let network = format!("{}/{}", req.tenant, req.network);
-        let (trunk, made) = self.ensure_made(&network).await?;
-        if let Some(at) = made {
-            undo.push(Undo::Mode(Box::new(MadeTrunk { network, at })));
+        // A network without a trunk here yet waits for netmaster to show it exists: a bogus
+        // network name must not cost a trunk (a port, a veth pair, a reconfiguration of the
+        // switch) made and deleted again.
+        if !self.nets.lock().await.contains_key(&network) {
+            return Ok(Box::new(Deferred));
         }
-        // Recorded before it is made: an agent killed before the endpoint is bound leaves an
-        // interface that would keep its MAC from the next pod given it.
-        let intent = self
-            .write_leftover(Leftover {
-                netns: req.netns.clone(),
-                ifname: req.ifname.clone(),
-                alias: alias(ep_id, &req.attachment_network),
-                mac: String::new(),
-                index: 0,
-                unfinished: true,
-                file: PathBuf::new(),
-            })
-            .file;
-        undo.push(Undo::Mode(Box::new(Intent(intent.clone()))));
-        self.pod_link(&trunk, &req.ifname, mtu, pod).await?;
-        undo.push(Undo::PodLink(req.netns.clone(), req.ifname.clone()));
-        crate::steps::mark("macvlan");
-        // IPv6 off until the endpoint shows its network has it (most have not).
-        let pod_index = prepare_pod_side(pod, &req.ifname, false, true).await?;
-        Ok(Box::new(Handed {
-            trunk,
-            pod_index,
-            intent,
-        }))
+        Ok(Box::new(self.pod_side(req, ep_id, pod, mtu, undo).await?))
     }
 
     async fn finish(
@@ -723,18 +746,28 @@ impl Attach for TrunkMode {
         req: &AddRequest,
         ep_id: &str,
         pod: &Ns,
-        _mtu: u32,
+        mtu: u32,
         prepared: Prepared,
         ep: &Endpoint,
         undo: &mut Vec<Undo>,
     ) -> Result<Port, ManagerError> {
+        let handed = match prepared.downcast::<Handed>() {
+            Ok(h) => *h,
+            Err(other) if other.is::<Deferred>() => {
+                self.pod_side(req, ep_id, pod, mtu, undo).await?
+            }
+            Err(_) => {
+                return Err(ManagerError::new(
+                    ErrorKind::Internal,
+                    "trunk: prepared state lost",
+                ));
+            }
+        };
         let Handed {
             trunk,
             pod_index,
             intent,
-        } = *prepared
-            .downcast::<Handed>()
-            .map_err(|_| ManagerError::new(ErrorKind::Internal, "trunk: prepared state lost"))?;
+        } = handed;
         let alias = alias(ep_id, &req.attachment_network);
         self.set_pod_mac(&trunk, pod, pod_index, &alias, ep).await?;
         finish_macvlan_pod_side(pod, &req.ifname, pod_index, ep).await?;

@@ -352,6 +352,17 @@ async fn a_failed_add_takes_the_trunk_it_made_with_it() {
     let e = r.m.add(&req).await.expect_err("unknown network");
     assert_eq!(e.kind, ErrorKind::InvalidConfig, "{e}");
     let trunk = crate::names::trunk_ifname("default/nope");
+    // Issue 17.5: not even made and deleted again (a port and a veth pair per bogus name).
+    let made: Vec<String> = r
+        .kernel
+        .calls()
+        .into_iter()
+        .filter(|c| c.contains(&trunk))
+        .collect();
+    assert!(
+        made.is_empty(),
+        "a trunk made for a bogus network: {made:?}"
+    );
     assert!(
         !r.switch.port_names().contains(&trunk),
         "trunk port left behind"
