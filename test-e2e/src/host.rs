@@ -155,6 +155,18 @@ impl Host {
         v
     }
 
+    /// The released or unfinished pods' interfaces the agent has yet to delete (with
+    /// `--trunks`): the files in its state directory's `leftovers/`.
+    pub fn trunk_leftovers(&self) -> Vec<String> {
+        std::fs::read_dir(self.dir.join("state").join("leftovers"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The agent's pooled ports on the bridge (`vp...`, with `--port-pool`).
     pub fn pool_ports(&self) -> Vec<String> {
         self.ovs_ports_now()

@@ -394,6 +394,9 @@ impl Chaos {
         for r in self.h.trunk_records() {
             left.push(format!("trunk record {r}"));
         }
+        for r in self.h.trunk_leftovers() {
+            left.push(format!("record of an interface to delete {r}"));
+        }
         for l in self.h.side_links() {
             if l.starts_with("vt") {
                 left.push(format!("side-namespace link {l}"));
