@@ -276,16 +276,20 @@ impl PoolMode {
     /// Deletes interface `ifname` of the pod's namespace if it is the interface of a DELed
     /// endpoint, or of an ADD the agent's death cut short: a passthru macvlan of a pooled port
     /// that serves no endpoint (free, or on its way to the reaper: a surplus port, or one
-    /// whose holder was unknown after a restart). Whether it did.
+    /// whose holder was unknown after a restart). Whether it is gone (deleted, or by itself
+    /// since the failed attempt).
     async fn delete_freed_pod_link(&self, pod: &Ns, ifname: &str) -> Result<bool, ManagerError> {
-        let deleted = match pod.macvlan_lower(ifname).await? {
-            Some((lower, _)) if self.serves_nobody(lower).await? => pod.delete(ifname).await?,
-            _ => false,
-        };
-        if deleted {
-            tracing::info!(ifname, netns = %pod.path().display(), "deleted a removed endpoint's interface: it was in the way");
+        match pod.macvlan_lower(ifname).await? {
+            Some((lower, _)) if self.serves_nobody(lower).await? => {
+                if pod.delete(ifname).await? {
+                    tracing::info!(ifname, netns = %pod.path().display(), "deleted a removed endpoint's interface: it was in the way");
+                }
+                Ok(true)
+            }
+            // Gone since the failed attempt (its port deleted by the reaper meanwhile).
+            None => Ok(pod.index(ifname).await?.is_none()),
+            _ => Ok(false),
         }
-        Ok(deleted)
     }
 
     /// Keeps the free ports beyond twice the pool's size out of it, for the reaper.

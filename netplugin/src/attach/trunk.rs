@@ -309,10 +309,19 @@ impl TrunkMode {
         let mut old = self.take_leftover_with_mac(mac_text);
         loop {
             let e = match pod.set_alias_mac(idx, alias, Some(mac)).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    // Not in the way (its namespace is gone): the reaper's, with its record.
+                    if let Some(l) = old {
+                        lock(&self.leftovers).push(l);
+                    }
+                    return Ok(());
+                }
                 Err(e) => e,
             };
             if !e.is(libc::EADDRINUSE) {
+                if let Some(l) = old {
+                    lock(&self.leftovers).push(l);
+                }
                 return Err(e.into());
             }
             if let Some(l) = old.take()
@@ -369,14 +378,19 @@ impl TrunkMode {
                     ),
                 ))
             }
-            // Only a macvlan of this trunk is ours to delete.
+            // Only a macvlan of this trunk is ours to delete. Gone meanwhile (the reaper
+            // deleted it since) is as good.
             Err(e)
                 if e.is(libc::EEXIST)
                     && !self.is_bound_at(pod.path(), ifname)
-                    && matches!(pod.macvlan_lower(ifname).await?, Some((l, _)) if l == trunk.lower)
-                    && pod.delete(ifname).await? =>
+                    && match pod.macvlan_lower(ifname).await? {
+                        Some((l, _)) => l == trunk.lower,
+                        None => pod.index(ifname).await?.is_none(),
+                    } =>
             {
-                tracing::info!(ifname, netns = %pod.path().display(), "deleted a removed endpoint's interface: it was in the way");
+                if pod.delete(ifname).await? {
+                    tracing::info!(ifname, netns = %pod.path().display(), "deleted a removed endpoint's interface: it was in the way");
+                }
                 if create().await? {
                     Ok(())
                 } else {

@@ -494,3 +494,18 @@ async fn distinct_interface_names_never_share_an_endpoint() {
     assert_eq!(err.kind, ErrorKind::InvalidEnv, "{err}");
     assert!(err.msg.contains("àth0"), "{err}");
 }
+
+/// Found by the chaos test: an ADD whose pod interface was in the way (a released endpoint's)
+/// failed with EEXIST when the reaper deleted that interface between the ADD's attempt and its
+/// own deletion. Gone meanwhile is as good as deleted.
+#[tokio::test]
+async fn an_interface_in_the_way_that_the_reaper_deletes_meanwhile_is_no_error() {
+    for mode in [(|_: &Path| pool()) as fn(&Path) -> CniMode, trunks] {
+        let r = Rig::new(mode).await;
+        let req = r.pod("g1");
+        // The kernel says eth0 exists; by the time the agent looks, it does not.
+        r.kernel.fail_next("create_macvlan", libc::EEXIST);
+        let a = r.m.add(&req).await.expect("ADD");
+        r.assert_plumbed(&req, &a);
+    }
+}
