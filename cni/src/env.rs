@@ -105,10 +105,22 @@ pub fn validate_container_id(id: &str) -> Result<(), CniError> {
     )
 }
 
-/// Checks an interface name as the kernel and libcni do: 1 to 15 bytes, not `.` or `..`, no
-/// `/`, `:` or whitespace. Code 4.
+/// Checks an interface name as the kernel (`dev_valid_name`) and libcni do: 1 to 15 bytes,
+/// not `.` or `..`, no `/`, `:`, NUL or whitespace. The kernel tests each byte with its own
+/// `isspace`, which takes byte 0xa0 (Latin-1's no-break space) for one: so a name with `à`
+/// (UTF-8 c3 a0) is refused too. Code 4.
 pub fn validate_ifname(name: &str) -> Result<(), CniError> {
-    let problem = if name.is_empty() {
+    match ifname_problem(name) {
+        None => Ok(()),
+        Some(problem) => Err(CniError::invalid_env(format!(
+            "interface name CNI_IFNAME {name:?} {problem}"
+        ))),
+    }
+}
+
+/// What the kernel would refuse in interface name `name`, or None (see [`validate_ifname`]).
+pub fn ifname_problem(name: &str) -> Option<&'static str> {
+    Some(if name.is_empty() {
         "is empty"
     } else if name.len() > MAX_IFNAME_LEN {
         "is longer than 15 bytes"
@@ -116,15 +128,15 @@ pub fn validate_ifname(name: &str) -> Result<(), CniError> {
         "is . or .."
     } else if name
         .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+        .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
+        || name.bytes().any(|b| matches!(b, b' ' | b'\t'..=b'\r'))
     {
-        "contains '/', ':' or whitespace"
+        "contains '/', ':', NUL or whitespace"
+    } else if name.bytes().any(|b| b == 0xa0) {
+        "contains byte 0xa0 (as in 'à' in UTF-8), which the kernel takes for a space"
     } else {
-        return Ok(());
-    };
-    Err(CniError::invalid_env(format!(
-        "interface name CNI_IFNAME {name:?} {problem}"
-    )))
+        return None;
+    })
 }
 
 #[cfg(test)]
@@ -222,8 +234,13 @@ mod tests {
         );
         assert_eq!(
             with("CNI_IFNAME", "eth 0").msg,
-            "interface name CNI_IFNAME \"eth 0\" contains '/', ':' or whitespace"
+            "interface name CNI_IFNAME \"eth 0\" contains '/', ':', NUL or whitespace"
         );
+        assert_eq!(
+            with("CNI_IFNAME", "àth0").msg,
+            "interface name CNI_IFNAME \"àth0\" contains byte 0xa0 (as in 'à' in UTF-8), which the kernel takes for a space"
+        );
+        assert_eq!(ifname_problem("éth0"), None, "the kernel takes it");
         assert_eq!(
             with("CNI_IFNAME", "..").msg,
             "interface name CNI_IFNAME \"..\" is . or .."

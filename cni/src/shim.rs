@@ -16,7 +16,7 @@ use crate::types::NetConf;
 use crate::version::{
     self, CHECK_MIN_VERSION, CURRENT_VERSION, STATUS_GC_MIN_VERSION, VersionInfo,
 };
-use crate::wire::{AgentRequest, Command, PROTOCOL_VERSION};
+use crate::wire::{AgentRequest, Command, MAX_REQUEST_BYTES, PROTOCOL_VERSION};
 
 /// What the plugin prints on stdout and the exit code it returns.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,6 +144,9 @@ fn call_agent(inv: &Invocation, conf: &NetConf, config: Value) -> Result<Vec<u8>
     };
     let body = serde_json::to_vec(&request)
         .map_err(|e| CniError::internal(format!("encode request for the agent: {e}")))?;
+    if body.len() > MAX_REQUEST_BYTES {
+        return Err(too_large(body.len()));
+    }
     let socket = conf.agent_socket();
     let response = client::post_json(socket, path, &body, conf.timeout())
         .map_err(|e| client_error(inv.command, socket, e))?;
@@ -164,6 +167,18 @@ fn call_agent(inv: &Invocation, conf: &NetConf, config: Value) -> Result<Vec<u8>
 /// leak the endpoint (its veth, OVS port and address) for good. The runtime retries DEL until
 /// the agent is back.
 fn client_error(command: Command, socket: &Path, err: ClientError) -> CniError {
+    if let ClientError::Connect(_) = &err
+        && let Some(what) = not_a_socket(socket)
+    {
+        let socket = socket.display();
+        return CniError::invalid_config(format!(
+            "agentSocket {socket} is {what}, not the netplugin agent's socket"
+        ))
+        .with_details(format!(
+            "fix agentSocket in the network config (netplugin's --cni-socket; default {})",
+            crate::wire::DEFAULT_AGENT_SOCKET
+        ));
+    }
     let socket = socket.display();
     let (msg, details) = match &err {
         ClientError::Connect(e) => (
@@ -197,10 +212,44 @@ fn client_error(command: Command, socket: &Path, err: ClientError) -> CniError {
     err.with_details(details)
 }
 
+/// What the agent socket's path is when it is there but no socket (connecting to it says
+/// "connection refused", which sends the user looking for a stopped agent).
+fn not_a_socket(path: &Path) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = std::fs::metadata(path).ok()?.file_type();
+    Some(if t.is_socket() {
+        return None;
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "neither a socket nor a file"
+    })
+}
+
+/// A call too large for the agent: a config error (code 7), not one to retry.
+fn too_large(bytes: usize) -> CniError {
+    CniError::invalid_config(format!(
+        "the network config and the call's arguments take {bytes} bytes; the netplugin agent takes at most {} per call",
+        MAX_REQUEST_BYTES
+    ))
+    .with_details(SHRINK)
+}
+
+const SHRINK: &str = "shrink the network config (the runtime passes it whole: a large runtimeConfig or prevResult, say)";
+
 /// A non-2xx answer: the agent's error object, or one made up from the status and body.
 fn agent_error(socket: &Path, response: client::Response) -> CniError {
     if let Ok(err) = serde_json::from_slice::<CniError>(&response.body) {
         return err;
+    }
+    if response.status == 413 {
+        return CniError::invalid_config(format!(
+            "the netplugin agent at {} refused the call as larger than it takes ({MAX_REQUEST_BYTES} bytes at most)",
+            socket.display()
+        ))
+        .with_details(SHRINK);
     }
     let text = String::from_utf8_lossy(&response.body);
     let mut snippet: String = text.trim().chars().take(200).collect();
@@ -462,6 +511,51 @@ mod tests {
                 )
             );
         }
+    }
+
+    /// Issue 17.6: an agentSocket that is a directory or a file said "connection refused";
+    /// a call over the agent's limit got code 11 (retry) or 999. Both are config errors.
+    #[test]
+    fn a_wrong_agent_socket_and_a_huge_config_are_config_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        let env = [
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_NETNS", "/var/run/netns/x"),
+            ("CNI_IFNAME", "eth0"),
+        ];
+        for (path, what) in [
+            (dir.path(), "a directory"),
+            (file.as_path(), "a regular file"),
+        ] {
+            let config = format!(
+                r#"{{"cniVersion":"1.1.0","name":"n","type":"contiv","agentSocket":{path:?}}}"#
+            );
+            let (v, exit) = run_with(&env, &config);
+            assert_eq!((exit, v["code"].as_u64()), (1, Some(7)), "{v}");
+            let msg = v["msg"].as_str().unwrap();
+            assert!(msg.contains(what) && msg.contains("agentSocket"), "{v}");
+        }
+        // A listener that would take anything: the shim must not even call it.
+        let socket = dir.path().join("agent.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let config = format!(
+            r#"{{"cniVersion":"1.1.0","name":"n","type":"contiv","agentSocket":{socket:?},"pad":"{}"}}"#,
+            "x".repeat(MAX_REQUEST_BYTES)
+        );
+        let (v, exit) = run_with(&env, &config);
+        assert_eq!((exit, v["code"].as_u64()), (1, Some(7)), "{v}");
+        assert!(v["msg"].as_str().unwrap().contains("at most"), "{v}");
+        let err = agent_error(
+            &socket,
+            client::Response {
+                status: 413,
+                body: b"length limit exceeded".to_vec(),
+            },
+        );
+        assert_eq!(err.code, code::INVALID_NETWORK_CONFIG, "{err:?}");
     }
 
     #[test]

@@ -47,6 +47,10 @@ pub const DEFAULT_AGENT_SOCKET: &str = "/run/contiv/cni.sock";
 /// The path prefix of the protocol's endpoints; a verb follows (`/cni/v1/add`).
 pub const PATH_PREFIX: &str = "/cni/v1/";
 
+/// The largest request the agent takes (the call's environment and network config, as JSON):
+/// the shim refuses a larger one itself, as an invalid config, rather than send it.
+pub const MAX_REQUEST_BYTES: usize = 2 << 20;
+
 /// A CNI command (`CNI_COMMAND`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]

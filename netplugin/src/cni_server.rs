@@ -30,6 +30,10 @@ pub struct CniServer {
 pub fn router(s: Arc<CniServer>) -> Router {
     Router::new()
         .route("/cni/v1/{verb}", axum::routing::post(handle))
+        // The shim refuses larger calls itself, as a config error (code 7).
+        .layer(axum::extract::DefaultBodyLimit::max(
+            cni::wire::MAX_REQUEST_BYTES,
+        ))
         .with_state(s)
 }
 

@@ -313,11 +313,11 @@ impl Manager {
         let _b = self.host.activity.busy();
         let _l = self.lock(&ep_id).await;
         crate::steps::mark("lock");
-        if req.ifname.is_empty() || req.ifname.len() > 15 || req.ifname.contains(['/', ' ', ':']) {
+        if let Some(problem) = cni::env::ifname_problem(&req.ifname) {
             return Err(ManagerError::new(
                 ErrorKind::InvalidEnv,
                 format!(
-                    "interface name '{}' is not valid: 1-15 characters, no '/', ':' or spaces",
+                    "interface name {:?} {problem}: the kernel would refuse it",
                     req.ifname
                 ),
             ));
@@ -366,10 +366,18 @@ impl Manager {
         };
         if let Some(port) = mode.in_place(req, ep_id, pod).await? {
             match self.master.get_endpoint(ep_id).await {
-                Ok(ep) => {
-                    tracing::info!(endpoint = %ep_id, "ADD of an existing attachment: returning it");
-                    return Ok(attachment(ep, port));
-                }
+                // An ADD cut short (the agent killed) can leave the interface made but not
+                // configured: only a pod CHECK would pass is an existing attachment.
+                Ok(ep) => match pod_side_problem(pod, &req.ifname, &ep).await? {
+                    None => {
+                        tracing::info!(endpoint = %ep_id, "ADD of an existing attachment: returning it");
+                        return Ok(attachment(ep, port));
+                    }
+                    Some(problem) => {
+                        tracing::info!(endpoint = %ep_id, problem, "ADD of an unfinished attachment: making it again");
+                        mode.release(ep_id).await?;
+                    }
+                },
                 // Released meanwhile: start again.
                 Err(e) if e.is_not_found() => {
                     mode.release(ep_id).await?;
@@ -494,38 +502,8 @@ impl Manager {
             )));
         }
         let pod = self.host.kernel.open(netns).await?;
-        let where_ = netns.display();
-        let idx = pod
-            .index(ifname)
-            .await?
-            .ok_or_else(|| bad(format!("interface {ifname} is missing from {where_}")))?;
-        if !pod.is_up(idx).await? {
-            return Err(bad(format!("interface {ifname} in {where_} is down")));
-        }
-        let mac = pod.mac(ifname).await?.unwrap_or_default();
-        if mac != ep.mac_address {
-            return Err(bad(format!(
-                "interface {ifname} has MAC {mac}, expected {}",
-                ep.mac_address
-            )));
-        }
-        let addrs: BTreeSet<String> = pod
-            .addresses(idx)
-            .await?
-            .into_iter()
-            .map(|(a, p)| format!("{a}/{p}"))
-            .collect();
-        let want = format!("{}/{}", ep.ip_address, ep.prefix_len);
-        if !addrs.contains(&want) {
-            return Err(bad(format!(
-                "interface {ifname} lacks address {want} (has {})",
-                addrs.into_iter().collect::<Vec<_>>().join(", ")
-            )));
-        }
-        if let Ok(gw) = ep.gateway.parse::<IpAddr>()
-            && !pod.has_default_route(gw).await?
-        {
-            return Err(bad(format!("no default route via {gw} in {where_}")));
+        if let Some(problem) = pod_side_problem(&pod, ifname, &ep).await? {
+            return Err(bad(problem));
         }
         if shared.is_none() && self.host.ns.index(&port_name).await?.is_none() {
             return Err(bad(format!("host interface {port_name} is missing")));
@@ -702,6 +680,49 @@ impl Manager {
         tracing::info!(ports = ports.endpoints.len(), "reconciled endpoint ports");
         Ok(())
     }
+}
+
+/// What is wrong with the pod's side of endpoint `ep` (interface `ifname` in `pod`: there, up,
+/// with the endpoint's MAC and address, a default route via the gateway), or None. CHECK asks,
+/// and so does a repeated ADD before it returns the existing attachment.
+async fn pod_side_problem(
+    pod: &Ns,
+    ifname: &str,
+    ep: &Endpoint,
+) -> Result<Option<String>, ManagerError> {
+    let where_ = pod.path().display();
+    let Some(idx) = pod.index(ifname).await? else {
+        return Ok(Some(format!("interface {ifname} is missing from {where_}")));
+    };
+    if !pod.is_up(idx).await? {
+        return Ok(Some(format!("interface {ifname} in {where_} is down")));
+    }
+    let mac = pod.mac(ifname).await?.unwrap_or_default();
+    if mac != ep.mac_address {
+        return Ok(Some(format!(
+            "interface {ifname} has MAC {mac}, expected {}",
+            ep.mac_address
+        )));
+    }
+    let addrs: BTreeSet<String> = pod
+        .addresses(idx)
+        .await?
+        .into_iter()
+        .map(|(a, p)| format!("{a}/{p}"))
+        .collect();
+    let want = format!("{}/{}", ep.ip_address, ep.prefix_len);
+    if !addrs.contains(&want) {
+        return Ok(Some(format!(
+            "interface {ifname} lacks address {want} (has {})",
+            addrs.into_iter().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    if let Ok(gw) = ep.gateway.parse::<IpAddr>()
+        && !pod.has_default_route(gw).await?
+    {
+        return Ok(Some(format!("no default route via {gw} in {where_}")));
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

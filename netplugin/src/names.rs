@@ -27,7 +27,15 @@ pub fn endpoint_id(container_id: &str, ifname: &str) -> String {
             })
             .collect()
     };
-    let id = format!("{}-{}", clean(container_id), clean(ifname));
+    let (c, i) = (clean(container_id), clean(ifname));
+    // Replaced characters can make two names one (`éth0` and `üth0` both `_th0`): then the
+    // hash of the names as given keeps them apart. Clean names keep the id they always had.
+    let id = if c == container_id && i == ifname {
+        format!("{c}-{i}")
+    } else {
+        let raw = format!("{container_id}\0{ifname}");
+        format!("{c}-{i}-{:016x}", fnv1a(raw.as_bytes()))
+    };
     if id.len() <= 128 {
         id
     } else {
@@ -166,7 +174,10 @@ mod tests {
     #[test]
     fn endpoint_ids_are_clean_and_bounded() {
         assert_eq!(endpoint_id("abc", "eth0"), "abc-eth0");
-        assert_eq!(endpoint_id("a/b c", "eth0"), "a_b_c-eth0");
+        assert!(endpoint_id("a/b c", "eth0").starts_with("a_b_c-eth0-"));
+        // Issue 17.7: names that clean to the same text stay apart.
+        assert_ne!(endpoint_id("c1", "éth0"), endpoint_id("c1", "üth0"));
+        assert_ne!(endpoint_id("c1", "_th0"), endpoint_id("c1", "éth0"));
         let long = endpoint_id(&"x".repeat(300), "eth0");
         assert_eq!(long.len(), 117);
         assert_ne!(long, endpoint_id(&"x".repeat(301), "eth0"));

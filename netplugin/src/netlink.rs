@@ -28,12 +28,11 @@ pub enum LinkError {
         #[source]
         source: std::io::Error,
     },
-    /// The path opens, but is no network namespace (an empty file: a namespace mounted in
-    /// another process's private mount namespace, or one a failed `ip netns add` left).
-    #[error(
-        "{path} is not a network namespace (a namespace mounted inside another mount namespace is an empty file to everyone else)"
-    )]
-    NotNetns { path: PathBuf },
+    /// The path is there, but is no network namespace: `what` says what it is (an empty file
+    /// is a namespace mounted in another process's private mount namespace, or one a failed
+    /// `ip netns add` left; a FIFO or a device is a mistake).
+    #[error("{path} is not a network namespace: it is {what}")]
+    NotNetns { path: PathBuf, what: String },
     /// The kernel refused a request: `source` keeps its errno.
     #[error("{action}: {source}{hint}")]
     Netlink {
@@ -113,24 +112,59 @@ pub struct Netns {
 }
 
 impl Netns {
+    /// Opens the network namespace at `path`; [`LinkError::NotNetns`] if it is anything else.
+    ///
+    /// Never blocks and touches nothing but a namespace: the path is first opened with
+    /// `O_PATH` (which opens no file: a FIFO would block an open for reading until a writer
+    /// came, a device could act on it) and only a namespace file is then opened for real.
     pub fn open(path: &Path) -> Result<Self, LinkError> {
-        let f = File::open(path).map_err(|source| LinkError::Netns {
+        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+        let err = |source| LinkError::Netns {
             path: path.to_path_buf(),
             source,
-        })?;
-        Ok(Netns {
+        };
+        let located = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(err)?;
+        let on_nsfs = nix::sys::statfs::fstatfs(&located)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC);
+        let not_netns = |what: &str| LinkError::NotNetns {
+            path: path.to_path_buf(),
+            what: what.to_string(),
+        };
+        if !on_nsfs {
+            let t = located.metadata().map_err(err)?.file_type();
+            return Err(not_netns(if t.is_fifo() {
+                "a named pipe (FIFO)"
+            } else if t.is_dir() {
+                "a directory"
+            } else if t.is_char_device() || t.is_block_device() {
+                "a device"
+            } else if t.is_socket() {
+                "a socket"
+            } else {
+                "a regular file (a namespace mounted inside another mount namespace is an empty file to everyone else)"
+            }));
+        }
+        // Through the O_PATH descriptor: the very file checked, even if the path changed since.
+        let f = File::open(format!("/proc/self/fd/{}", located.as_raw_fd())).map_err(err)?;
+        let ns = Netns {
             path: path.to_path_buf(),
             fd: f.into(),
-        })
+        };
+        if !is_netns(&ns) {
+            return Err(not_netns("another kind of namespace"));
+        }
+        Ok(ns)
     }
 
     /// Opens the namespace at `path`, first creating it there if there is none (a new
     /// namespace bind-mounted on the path, as `ip netns add` does). The mount keeps it alive
     /// when the agent exits, so it must be made in the host's mount namespace.
     pub fn open_or_create(path: &Path) -> Result<Self, LinkError> {
-        if let Ok(ns) = Self::open(path)
-            && is_netns(&ns)
-        {
+        if let Ok(ns) = Self::open(path) {
             return Ok(ns);
         }
         let err = |reason: String| LinkError::Netns {
@@ -210,10 +244,14 @@ impl Netns {
     }
 }
 
-/// Whether `ns` is a network namespace (not the empty file a failed `ip netns add` leaves).
+/// Whether `ns` is a network namespace (not the empty file a failed `ip netns add` leaves,
+/// nor a namespace of another kind).
 pub fn is_netns(ns: &Netns) -> bool {
-    nix::sys::statfs::fstatfs(&ns.fd)
-        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703; // _IO(0xb7, 0x3)
+    let on_nsfs = nix::sys::statfs::fstatfs(&ns.fd)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC);
+    // SAFETY: an ioctl without argument on a descriptor this struct owns.
+    on_nsfs && unsafe { libc::ioctl(ns.fd.as_raw_fd(), NS_GET_NSTYPE as _) } == libc::CLONE_NEWNET
 }
 
 /// A link as the port pool sees it (see `crate::attach::pool`).
@@ -843,6 +881,47 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 17.2: opening a FIFO given as the pod's namespace blocked the runtime thread
+    /// until a writer came. Whatever the path is, the answer comes at once and says what it is.
+    #[test]
+    fn only_a_network_namespace_opens_and_nothing_blocks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"").expect("file");
+        let cases = [
+            (fifo, Some("named pipe")),
+            (file, Some("regular file")),
+            (dir.path().to_path_buf(), Some("directory")),
+            (PathBuf::from("/dev/null"), Some("device")),
+            (
+                PathBuf::from("/proc/self/ns/mnt"),
+                Some("another kind of namespace"),
+            ),
+            (PathBuf::from("/proc/self/ns/net"), None),
+        ];
+        for (path, want) in cases {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let p = path.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(Netns::open(&p).map(|_| ()).map_err(|e| e.to_string()));
+            });
+            let got = rx
+                .recv_timeout(std::time::Duration::from_secs(5))
+                .unwrap_or_else(|_| panic!("opening {} blocked", path.display()));
+            match (want, got) {
+                (None, Ok(())) => {}
+                (Some(what), Err(e)) => assert!(
+                    e.contains("is not a network namespace") && e.contains(what),
+                    "{}: {e}",
+                    path.display()
+                ),
+                (want, got) => panic!("{}: want {want:?}, got {got:?}", path.display()),
+            }
+        }
+    }
 
     #[test]
     fn macs() {

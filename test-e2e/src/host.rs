@@ -146,12 +146,25 @@ impl Host {
         let mut v: Vec<String> = std::fs::read_dir(self.dir.join("state"))
             .map(|d| {
                 d.flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
                     .filter_map(|e| e.file_name().to_str().map(str::to_string))
                     .collect()
             })
             .unwrap_or_default();
         v.sort();
         v
+    }
+
+    /// The released or unfinished pods' interfaces the agent has yet to delete (with
+    /// `--trunks`): the files in its state directory's `leftovers/`.
+    pub fn trunk_leftovers(&self) -> Vec<String> {
+        std::fs::read_dir(self.dir.join("state").join("leftovers"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The agent's pooled ports on the bridge (`vp...`, with `--port-pool`).
@@ -356,12 +369,17 @@ impl Host {
     }
 
     fn link_names(&self) -> Vec<String> {
-        let out = self.exec(&["ip", "-o", "link", "show"]);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split(": ").nth(1))
-            .map(|n| n.split('@').next().unwrap_or(n).to_string())
-            .collect()
+        link_names_in(&self.ns)
+    }
+
+    /// The host's links now (the reaper's queue included; see [`Host::links`]).
+    pub fn host_links(&self) -> Vec<String> {
+        self.link_names()
+    }
+
+    /// The links in the side namespace where pooled ports and trunks wait (none without one).
+    pub fn side_links(&self) -> Vec<String> {
+        link_names_in(&self.pool_ns())
     }
 
     /// Endpoint ports whose endpoint netmaster no longer holds (empty when netmaster cannot be
@@ -503,6 +521,16 @@ impl Host {
         p.result = out.json;
         p
     }
+}
+
+/// The names of the links in network namespace `ns` (none if it does not exist).
+pub(crate) fn link_names_in(ns: &str) -> Vec<String> {
+    let out = run(Command::new("ip").args(["-n", ns, "-o", "link", "show"]));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect()
 }
 
 impl Drop for Host {

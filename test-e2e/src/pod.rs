@@ -66,6 +66,11 @@ impl Pod {
         format!("/var/run/netns/{}", self.netns)
     }
 
+    /// The names of the links in the pod's namespace.
+    pub fn link_names(&self) -> Vec<String> {
+        crate::host::link_names_in(&self.netns)
+    }
+
     pub fn exec(&self, args: &[&str]) -> Output {
         run(Command::new("ip")
             .args(["netns", "exec", &self.netns])

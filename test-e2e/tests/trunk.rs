@@ -190,6 +190,59 @@ fn a_failed_trunked_add_leaks_nothing() {
     assert!(h.ovs_ports_now().iter().all(|p| !p.starts_with("vc")));
 }
 
+/// Issue 17.2: a FIFO given as the pod's namespace froze the agent (opening it blocked a
+/// runtime thread; two such calls on two cores stopped every call); a regular file got "the
+/// kernel refused the trunk's link". Anything that is not a network namespace is refused at
+/// once (code 4, saying what it is), and the agent keeps serving.
+#[test]
+fn a_path_that_is_no_network_namespace_is_refused_at_once() {
+    let (m, h) = setup();
+    // A network without a trunk yet, and one with (its first pod made it).
+    m.network("default", "other", "10.1.3.0/24", "10.1.3.1");
+    let conf = h.conf("1.1.0", json!({}));
+    let first = h.pod(&conf);
+    let dir = h.dir.join("not-netns");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let file = dir.join("file");
+    std::fs::write(&file, b"").unwrap();
+    let other = h.conf("1.1.0", json!({"network": "other"}));
+    // More FIFO calls at once than the agent has runtime threads (two cores here).
+    let calls: Vec<_> = (0..4)
+        .map(|i| {
+            let (fifo, conf) = (fifo.display().to_string(), conf.clone());
+            std::thread::spawn(move || {
+                test_e2e::cni_call("ADD", &format!("fifo{i}"), &fifo, "eth0", &conf)
+            })
+        })
+        .collect();
+    for c in calls {
+        let out = c.join().unwrap();
+        assert_eq!(out.error_code(), 4, "{}", out.stdout);
+        assert!(out.msg().contains("named pipe"), "{}", out.stdout);
+    }
+    for (path, what) in [(&file, "regular file"), (&dir, "directory")] {
+        for c in [&conf, &other] {
+            let out = h.cni("ADD", "notns", &path.display().to_string(), "eth0", c);
+            assert_eq!(out.error_code(), 4, "{}", out.stdout);
+            assert!(
+                out.msg().contains("is not a network namespace") && out.msg().contains(what),
+                "{}",
+                out.stdout
+            );
+        }
+    }
+    assert!(m.endpoints().len() == 1, "{:?}", m.endpoints());
+    // The agent still serves.
+    let second = h.pod(&conf);
+    assert!(first.reaches(&second.ip, Duration::from_secs(5)));
+}
+
 #[test]
 fn trunked_pods_survive_an_agent_restart() {
     let (m, mut h) = setup();

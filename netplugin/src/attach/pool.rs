@@ -145,9 +145,19 @@ impl PoolMode {
         self.st().free.push_back(pair);
     }
 
-    /// Whether the free port whose waiting end has this index is in the pool.
-    fn is_free(&self, index: u32) -> bool {
-        self.st().free.iter().any(|p| p.index == index)
+    /// Whether the waiting end with this index is a pooled port's that serves no endpoint.
+    async fn serves_nobody(&self, index: u32) -> Result<bool, LinkError> {
+        let (free, bound) = {
+            let st = self.st();
+            (
+                st.free.iter().any(|p| p.index == index),
+                st.bound.values().any(|b| b.pair.index == index),
+            )
+        };
+        if free || bound {
+            return Ok(free);
+        }
+        Ok(matches!(self.side.name_and_group(index).await?, Some((n, _)) if is_pool_ifname(&n)))
     }
 
     /// Puts a port that served (or was about to serve) an endpoint back, its mark cleared
@@ -264,16 +274,22 @@ impl PoolMode {
     }
 
     /// Deletes interface `ifname` of the pod's namespace if it is the interface of a DELed
-    /// endpoint: a passthru macvlan of a port that is free in the pool. Whether it did.
+    /// endpoint, or of an ADD the agent's death cut short: a passthru macvlan of a pooled port
+    /// that serves no endpoint (free, or on its way to the reaper: a surplus port, or one
+    /// whose holder was unknown after a restart). Whether it is gone (deleted, or by itself
+    /// since the failed attempt).
     async fn delete_freed_pod_link(&self, pod: &Ns, ifname: &str) -> Result<bool, ManagerError> {
-        let deleted = match pod.macvlan_lower(ifname).await? {
-            Some((lower, _)) if self.is_free(lower) => pod.delete(ifname).await?,
-            _ => false,
-        };
-        if deleted {
-            tracing::info!(ifname, netns = %pod.path().display(), "deleted a removed endpoint's interface: it was in the way");
+        match pod.macvlan_lower(ifname).await? {
+            Some((lower, _)) if self.serves_nobody(lower).await? => {
+                if pod.delete(ifname).await? {
+                    tracing::info!(ifname, netns = %pod.path().display(), "deleted a removed endpoint's interface: it was in the way");
+                }
+                Ok(true)
+            }
+            // Gone since the failed attempt (its port deleted by the reaper meanwhile).
+            None => Ok(pod.index(ifname).await?.is_none()),
+            _ => Ok(false),
         }
-        Ok(deleted)
     }
 
     /// Keeps the free ports beyond twice the pool's size out of it, for the reaper.

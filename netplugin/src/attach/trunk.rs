@@ -60,11 +60,18 @@ pub struct Binding {
     pub ifname: String,
     /// The interface's MAC address (the endpoint's).
     pub mac: String,
+    /// The interface's index in its namespace (0 in records from before it was kept): a
+    /// leftover is deleted by index, never a later interface of the same name and alias.
+    #[serde(default)]
+    pub index: u32,
 }
 
 /// A released endpoint's interface, which may outlive the release (its namespace kept, or on
-/// its way out): the reaper deletes it, or an ADD that wants its MAC does first.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// its way out), or the interface of an ADD that a crash cut short: the reaper deletes it, or
+/// an ADD that wants its MAC does first. Each is kept in a file of its own in the state
+/// directory's `leftovers/` until deleted: an agent killed meanwhile finds it at restart
+/// (else the interface would keep its MAC, and every later pod given that MAC would fail).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Leftover {
     pub netns: PathBuf,
     pub ifname: String,
@@ -72,6 +79,15 @@ pub struct Leftover {
     /// has another, so only this one is deleted.
     pub alias: String,
     pub mac: String,
+    /// Its index in `netns`, when known: then only that interface is deleted.
+    #[serde(default)]
+    pub index: u32,
+    /// An ADD's interface, written before the interface is made: it may carry no alias yet.
+    #[serde(default)]
+    pub unfinished: bool,
+    /// Its file.
+    #[serde(skip)]
+    pub file: PathBuf,
 }
 
 pub struct TrunkMode {
@@ -92,6 +108,9 @@ pub struct TrunkMode {
     leftovers: Mutex<Vec<Leftover>>,
 }
 
+/// The state directory's subdirectory of [`Leftover`] records.
+const LEFTOVERS: &str = "leftovers";
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -100,7 +119,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Handed {
     trunk: Trunk,
     pod_index: u32,
+    /// The ADD's own [`Leftover`] record, dropped once the endpoint is bound.
+    intent: PathBuf,
 }
+
+/// What [`Attach::prepare`] hands over when the network has no trunk here yet: all is done in
+/// [`Attach::finish`], once netmaster has shown the network exists.
+struct Deferred;
+
+/// An undo step: the ADD's interface record (its interface goes with [`Undo::PodLink`]).
+struct Intent(PathBuf);
 
 /// An undo step: the trunk of `network` was made by this ADD at `at`.
 struct MadeTrunk {
@@ -118,7 +146,7 @@ impl TrunkMode {
         idle: Duration,
     ) -> Result<Self, LinkError> {
         let side = host.kernel.open_side(side_netns).await?;
-        std::fs::create_dir_all(dir)
+        std::fs::create_dir_all(dir.join(LEFTOVERS))
             .map_err(|e| LinkError::other(format!("make state directory {}", dir.display()), e))?;
         Ok(TrunkMode {
             host,
@@ -281,14 +309,23 @@ impl TrunkMode {
         let mut old = self.take_leftover_with_mac(mac_text);
         loop {
             let e = match pod.set_alias_mac(idx, alias, Some(mac)).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    // Not in the way (its namespace is gone): the reaper's, with its record.
+                    if let Some(l) = old {
+                        lock(&self.leftovers).push(l);
+                    }
+                    return Ok(());
+                }
                 Err(e) => e,
             };
             if !e.is(libc::EADDRINUSE) {
+                if let Some(l) = old {
+                    lock(&self.leftovers).push(l);
+                }
                 return Err(e.into());
             }
             if let Some(l) = old.take()
-                && self.delete_leftover(&l).await?
+                && self.drop_leftover(&l).await?
             {
                 tracing::info!(mac = %mac_text, netns = %l.netns.display(), "deleted a removed endpoint's interface: it held the MAC");
                 continue;
@@ -341,14 +378,19 @@ impl TrunkMode {
                     ),
                 ))
             }
-            // Only a macvlan of this trunk is ours to delete.
+            // Only a macvlan of this trunk is ours to delete. Gone meanwhile (the reaper
+            // deleted it since) is as good.
             Err(e)
                 if e.is(libc::EEXIST)
                     && !self.is_bound_at(pod.path(), ifname)
-                    && matches!(pod.macvlan_lower(ifname).await?, Some((l, _)) if l == trunk.lower)
-                    && pod.delete(ifname).await? =>
+                    && match pod.macvlan_lower(ifname).await? {
+                        Some((l, _)) => l == trunk.lower,
+                        None => pod.index(ifname).await?.is_none(),
+                    } =>
             {
-                tracing::info!(ifname, netns = %pod.path().display(), "deleted a removed endpoint's interface: it was in the way");
+                if pod.delete(ifname).await? {
+                    tracing::info!(ifname, netns = %pod.path().display(), "deleted a removed endpoint's interface: it was in the way");
+                }
                 if create().await? {
                     Ok(())
                 } else {
@@ -370,12 +412,39 @@ impl TrunkMode {
             .links_with_alias()
             .await?
             .into_iter()
-            .find(|l| l.name == left.ifname && l.alias == left.alias);
+            .find(|l| is_leftover(left, l));
         match old {
             // By index: a link made since under the same name is another.
             Some(l) => pod.delete_index(l.index).await,
             None => Ok(false),
         }
+    }
+
+    /// [`TrunkMode::delete_leftover`], and its record once its interface is gone.
+    async fn drop_leftover(&self, left: &Leftover) -> Result<bool, LinkError> {
+        let deleted = self.delete_leftover(left).await?;
+        remove_file(&left.file);
+        Ok(deleted)
+    }
+
+    /// Writes `left`'s record (a new file); returns it with its file set.
+    fn write_leftover(&self, mut left: Leftover) -> Leftover {
+        left.file = self
+            .dir
+            .join(LEFTOVERS)
+            .join(format!("{}.json", uuid::Uuid::new_v4()));
+        if let Err(e) = write_atomic(&left.file, &left) {
+            tracing::warn!(ifname = %left.ifname, netns = %left.netns.display(), error = %e, "record a removed endpoint's interface: an agent restart before the reaper deletes it would forget it");
+        }
+        left
+    }
+
+    /// The [`Leftover`] records in the state directory (unreadable ones deleted).
+    fn leftover_records(&self) -> Vec<Leftover> {
+        read_records(&self.dir.join(LEFTOVERS))
+            .into_iter()
+            .map(|(file, l): (PathBuf, Leftover)| Leftover { file, ..l })
+            .collect()
     }
 
     fn record(&self, ep_id: &str) -> PathBuf {
@@ -385,13 +454,9 @@ impl TrunkMode {
     /// Records endpoint `ep_id` on its trunk, in memory and in its file.
     pub fn bind(&self, ep_id: &str, b: Binding) -> Result<(), LinkError> {
         let path = self.record(ep_id);
-        let tmp = path.with_extension("tmp");
-        let body = serde_json::to_vec(&b).unwrap_or_default();
-        std::fs::write(&tmp, body)
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .map_err(|e| {
-                LinkError::other(format!("record endpoint {ep_id} in {}", path.display()), e)
-            })?;
+        write_atomic(&path, &b).map_err(|e| {
+            LinkError::other(format!("record endpoint {ep_id} in {}", path.display()), e)
+        })?;
         lock(&self.bound).insert(ep_id.to_string(), b);
         Ok(())
     }
@@ -399,12 +464,14 @@ impl TrunkMode {
     /// Forgets endpoint `ep_id` (and its file); its interface is left to the reaper (see
     /// [`Leftover`]).
     pub fn unbind(&self, ep_id: &str) -> Option<Binding> {
-        if let Err(e) = std::fs::remove_file(self.record(ep_id))
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(endpoint = %ep_id, error = %e, "remove the endpoint's trunk record");
+        let b = lock(&self.bound).remove(ep_id);
+        // Its interface's record before the endpoint's goes: a crash in between leaves both,
+        // and the restart keeps the live endpoint's interface (see `restore`).
+        if let Some(b) = &b {
+            self.leave(ep_id, b);
         }
-        let b = lock(&self.bound).remove(ep_id)?;
+        remove_file(&self.record(ep_id));
+        let b = b?;
         if let Ok(mut nets) = self.nets.try_lock() {
             // Idle from now (if the lock is busy, from its last ADD: close enough).
             for (t, used) in nets.values_mut() {
@@ -413,17 +480,21 @@ impl TrunkMode {
                 }
             }
         }
-        self.leave(ep_id, &b);
         Some(b)
     }
 
+    /// Records endpoint `ep_id`'s interface as a [`Leftover`], for the reaper.
     fn leave(&self, ep_id: &str, b: &Binding) {
-        lock(&self.leftovers).push(Leftover {
+        let left = self.write_leftover(Leftover {
             netns: b.netns.clone(),
             ifname: b.ifname.clone(),
             alias: format!("{ep_id} {}", b.cni_network),
             mac: b.mac.clone(),
+            index: b.index,
+            unfinished: false,
+            file: PathBuf::new(),
         });
+        lock(&self.leftovers).push(left);
     }
 
     /// The released endpoints' interfaces to delete (see [`Leftover`]).
@@ -452,37 +523,175 @@ impl TrunkMode {
     /// The records in the state directory: (endpoint id, binding). Unreadable ones are
     /// deleted (a crash mid-write leaves only a `.tmp`).
     pub fn records(&self) -> Vec<(String, Binding)> {
-        let Ok(dir) = std::fs::read_dir(&self.dir) else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for e in dir.flatten() {
-            let path = e.path();
-            let id = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".json"))
-                .map(str::to_string);
-            let parsed = std::fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Binding>(&b).ok());
-            match (id, parsed) {
-                (Some(id), Some(b)) => out.push((id, b)),
-                _ => {
-                    tracing::info!(file = %path.display(), "deleting an unreadable trunk record");
-                    let _ = std::fs::remove_file(&path);
-                }
-            }
-        }
-        out
+        read_records(&self.dir)
+            .into_iter()
+            .filter_map(|(path, b)| {
+                let id = path.file_name()?.to_str()?.strip_suffix(".json")?;
+                Some((id.to_string(), b))
+            })
+            .collect()
     }
 
     /// Deletes endpoint `ep_id`'s record (a restart found its endpoint released: a DEL the
     /// agent missed); its interface, if its namespace is still there, is queued for the reaper.
     pub fn forget_record(&self, ep_id: &str, b: &Binding) {
-        let _ = std::fs::remove_file(self.record(ep_id));
         self.leave(ep_id, b);
+        remove_file(&self.record(ep_id));
     }
+
+    /// The [`Leftover`] records a previous agent left, made ready for the reaper: a record
+    /// whose interface is a live endpoint's (a crash between the two writes of a release) is
+    /// dropped, and an unfinished ADD's interface gets its index now, before any ADD can make
+    /// another of the same name (the reaper deletes by index).
+    async fn restore_leftovers(&self, bound: &[(String, Binding)]) -> Vec<Leftover> {
+        let mut out = Vec::new();
+        for mut l in self.leftover_records() {
+            let live = bound.iter().any(|(id, b)| {
+                b.netns == l.netns
+                    && b.ifname == l.ifname
+                    && if b.index != 0 && l.index != 0 {
+                        b.index == l.index
+                    } else {
+                        alias_of(id, b) == l.alias
+                    }
+            });
+            if live {
+                remove_file(&l.file);
+                continue;
+            }
+            if l.index == 0 {
+                let Ok(pod) = self.host.kernel.open(&l.netns).await else {
+                    remove_file(&l.file); // The namespace is gone, and the interface with it.
+                    continue;
+                };
+                match pod
+                    .links_with_alias()
+                    .await
+                    .map(|ls| ls.into_iter().find(|x| is_leftover(&l, x)))
+                {
+                    Ok(Some(x)) => {
+                        l.index = x.index;
+                        // An unfinished ADD's interface may have its endpoint's MAC already:
+                        // an ADD that wants it finds it by MAC (see `set_pod_mac`).
+                        if l.mac.is_empty() {
+                            l.mac = pod.mac(&l.ifname).await.ok().flatten().unwrap_or_default();
+                        }
+                    }
+                    Ok(None) => {
+                        remove_file(&l.file);
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(ifname = %l.ifname, netns = %l.netns.display(), error = %e, "find a removed endpoint's interface; keeping its record for the next start");
+                        continue;
+                    }
+                }
+            }
+            out.push(l);
+        }
+        out
+    }
+    /// The first half of a trunk pod's ADD: the network's trunk (made if needed), the pod's
+    /// interface on it, prepared but without address or MAC.
+    async fn pod_side(
+        &self,
+        req: &AddRequest,
+        ep_id: &str,
+        pod: &Ns,
+        mtu: u32,
+        undo: &mut Vec<Undo>,
+    ) -> Result<Handed, ManagerError> {
+        let network = format!("{}/{}", req.tenant, req.network);
+        let (trunk, made) = self.ensure_made(&network).await?;
+        if let Some(at) = made {
+            undo.push(Undo::Mode(Box::new(MadeTrunk { network, at })));
+        }
+        // Recorded before it is made: an agent killed before the endpoint is bound leaves an
+        // interface that would keep its MAC from the next pod given it.
+        let intent = self
+            .write_leftover(Leftover {
+                netns: req.netns.clone(),
+                ifname: req.ifname.clone(),
+                alias: alias(ep_id, &req.attachment_network),
+                mac: String::new(),
+                index: 0,
+                unfinished: true,
+                file: PathBuf::new(),
+            })
+            .file;
+        undo.push(Undo::Mode(Box::new(Intent(intent.clone()))));
+        self.pod_link(&trunk, &req.ifname, mtu, pod).await?;
+        undo.push(Undo::PodLink(req.netns.clone(), req.ifname.clone()));
+        crate::steps::mark("macvlan");
+        // IPv6 off until the endpoint shows its network has it (most have not).
+        let pod_index = prepare_pod_side(pod, &req.ifname, false, true).await?;
+        Ok(Handed {
+            trunk,
+            pod_index,
+            intent,
+        })
+    }
+}
+
+/// The alias of endpoint `ep_id`'s interface.
+fn alias_of(ep_id: &str, b: &Binding) -> String {
+    format!("{ep_id} {}", b.cni_network)
+}
+
+/// Whether link `l` is the interface `left` stands for: its name, and its index when known,
+/// else its alias (or none yet, for an ADD cut short before it set one).
+fn is_leftover(left: &Leftover, l: &crate::netlink::PoolLink) -> bool {
+    l.name == left.ifname
+        && if left.index != 0 {
+            l.index == left.index
+        } else {
+            l.alias == left.alias || (left.unfinished && l.alias.is_empty())
+        }
+}
+
+/// Writes `v` as JSON to `path` through a temporary file, so that a crash leaves the old file
+/// or the new one, never half of one.
+fn write_atomic(path: &Path, v: &impl Serialize) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let body = serde_json::to_vec(v).map_err(std::io::Error::other)?;
+    std::fs::write(&tmp, body)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Removes a record; gone already is fine.
+fn remove_file(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(file = %path.display(), error = %e, "remove a trunk record");
+    }
+}
+
+/// The JSON records (files) in `dir` that parse as `T`: (path, record). Unreadable ones are
+/// deleted (a crash mid-write leaves only a `.tmp`).
+fn read_records<T: serde::de::DeserializeOwned>(dir: &Path) -> Vec<(PathBuf, T)> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        if !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let path = e.path();
+        let parsed = (path.extension().and_then(|x| x.to_str()) == Some("json"))
+            .then(|| std::fs::read(&path).ok())
+            .flatten()
+            .and_then(|b| serde_json::from_slice::<T>(&b).ok());
+        match parsed {
+            Some(r) => out.push((path, r)),
+            None => {
+                tracing::info!(file = %path.display(), "deleting an unreadable trunk record");
+                remove_file(&path);
+            }
+        }
+    }
+    out
 }
 
 #[async_trait::async_trait]
@@ -531,22 +740,19 @@ impl Attach for TrunkMode {
     async fn prepare(
         &self,
         req: &AddRequest,
-        _ep_id: &str,
+        ep_id: &str,
         pod: &Ns,
         mtu: u32,
         undo: &mut Vec<Undo>,
     ) -> Result<Prepared, ManagerError> {
         let network = format!("{}/{}", req.tenant, req.network);
-        let (trunk, made) = self.ensure_made(&network).await?;
-        if let Some(at) = made {
-            undo.push(Undo::Mode(Box::new(MadeTrunk { network, at })));
+        // A network without a trunk here yet waits for netmaster to show it exists: a bogus
+        // network name must not cost a trunk (a port, a veth pair, a reconfiguration of the
+        // switch) made and deleted again.
+        if !self.nets.lock().await.contains_key(&network) {
+            return Ok(Box::new(Deferred));
         }
-        self.pod_link(&trunk, &req.ifname, mtu, pod).await?;
-        undo.push(Undo::PodLink(req.netns.clone(), req.ifname.clone()));
-        crate::steps::mark("macvlan");
-        // IPv6 off until the endpoint shows its network has it (most have not).
-        let pod_index = prepare_pod_side(pod, &req.ifname, false, true).await?;
-        Ok(Box::new(Handed { trunk, pod_index }))
+        Ok(Box::new(self.pod_side(req, ep_id, pod, mtu, undo).await?))
     }
 
     async fn finish(
@@ -554,14 +760,28 @@ impl Attach for TrunkMode {
         req: &AddRequest,
         ep_id: &str,
         pod: &Ns,
-        _mtu: u32,
+        mtu: u32,
         prepared: Prepared,
         ep: &Endpoint,
         undo: &mut Vec<Undo>,
     ) -> Result<Port, ManagerError> {
-        let Handed { trunk, pod_index } = *prepared
-            .downcast::<Handed>()
-            .map_err(|_| ManagerError::new(ErrorKind::Internal, "trunk: prepared state lost"))?;
+        let handed = match prepared.downcast::<Handed>() {
+            Ok(h) => *h,
+            Err(other) if other.is::<Deferred>() => {
+                self.pod_side(req, ep_id, pod, mtu, undo).await?
+            }
+            Err(_) => {
+                return Err(ManagerError::new(
+                    ErrorKind::Internal,
+                    "trunk: prepared state lost",
+                ));
+            }
+        };
+        let Handed {
+            trunk,
+            pod_index,
+            intent,
+        } = handed;
         let alias = alias(ep_id, &req.attachment_network);
         self.set_pod_mac(&trunk, pod, pod_index, &alias, ep).await?;
         finish_macvlan_pod_side(pod, &req.ifname, pod_index, ep).await?;
@@ -574,8 +794,10 @@ impl Attach for TrunkMode {
                 netns: req.netns.clone(),
                 ifname: req.ifname.clone(),
                 mac: ep.mac_address.clone(),
+                index: pod_index,
             },
         )?;
+        remove_file(&intent);
         undo.push(Undo::Mode(Box::new(ep_id.to_string())));
         undo.push(Undo::Flows(ep_id.to_string()));
         self.host.switch.program_endpoint(trunk.ofport, ep).await?;
@@ -591,6 +813,13 @@ impl Attach for TrunkMode {
         let step = match step.downcast::<String>() {
             Ok(ep_id) => {
                 self.unbind(&ep_id);
+                return Ok(());
+            }
+            Err(other) => other,
+        };
+        let step = match step.downcast::<Intent>() {
+            Ok(intent) => {
+                remove_file(&intent.0);
                 return Ok(());
             }
             Err(other) => other,
@@ -701,6 +930,16 @@ impl Attach for TrunkMode {
             endpoints = bound.len(),
             "network trunks restored"
         );
+        let left = self.restore_leftovers(&bound).await;
+        if !left.is_empty() {
+            tracing::info!(
+                interfaces = left.len(),
+                "removed or unfinished endpoints' interfaces to delete"
+            );
+            self.host.reaper.wake();
+        }
+        // Every record, those of the released endpoints just forgotten included.
+        *lock(&self.leftovers) = left;
         let now = Instant::now();
         *self.nets.lock().await = trunks.into_iter().map(|(n, t)| (n, (t, now))).collect();
         *lock(&self.bound) = bound.into_iter().collect();
@@ -710,8 +949,9 @@ impl Attach for TrunkMode {
     /// Released endpoints' interfaces whose namespace outlived the DEL.
     async fn reap(&self) {
         for l in self.take_leftovers() {
-            if let Err(e) = self.delete_leftover(&l).await {
-                tracing::warn!(ifname = %l.ifname, netns = %l.netns.display(), error = %e, "delete a removed endpoint's interface");
+            if let Err(e) = self.drop_leftover(&l).await {
+                tracing::warn!(ifname = %l.ifname, netns = %l.netns.display(), error = %e, "delete a removed endpoint's interface; retrying at the next round");
+                lock(&self.leftovers).push(l);
             }
         }
     }

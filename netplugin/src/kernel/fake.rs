@@ -209,6 +209,18 @@ impl FakeKernel {
         Some(l)
     }
 
+    /// Changes link `name` of a namespace in place (an ADD the agent's death cut short leaves
+    /// an interface down, without its address).
+    pub fn edit_link(&self, path: &str, name: &str, f: impl FnOnce(&mut Link)) {
+        let mut w = self.w();
+        if let Some(l) =
+            w.ns.get_mut(Path::new(path))
+                .and_then(|m| m.values_mut().find(|l| l.name == name))
+        {
+            f(l);
+        }
+    }
+
     pub fn routes(&self, path: &str) -> Vec<(IpAddr, u32)> {
         self.w()
             .routes

@@ -352,6 +352,17 @@ async fn a_failed_add_takes_the_trunk_it_made_with_it() {
     let e = r.m.add(&req).await.expect_err("unknown network");
     assert_eq!(e.kind, ErrorKind::InvalidConfig, "{e}");
     let trunk = crate::names::trunk_ifname("default/nope");
+    // Issue 17.5: not even made and deleted again (a port and a veth pair per bogus name).
+    let made: Vec<String> = r
+        .kernel
+        .calls()
+        .into_iter()
+        .filter(|c| c.contains(&trunk))
+        .collect();
+    assert!(
+        made.is_empty(),
+        "a trunk made for a bogus network: {made:?}"
+    );
     assert!(
         !r.switch.port_names().contains(&trunk),
         "trunk port left behind"
@@ -373,4 +384,128 @@ async fn a_failed_add_takes_the_trunk_it_made_with_it() {
     r.m.check("n2", "eth0", &ok.netns)
         .await
         .expect("n2 still plumbed");
+}
+
+/// Issue 17.3: the agent killed right after a trunk pod's DEL (its namespace kept) forgot the
+/// interface it was to delete, which kept the released MAC: every later pod given that MAC
+/// failed. The interface is recorded until deleted, so a restarted agent deletes it.
+#[tokio::test]
+async fn a_released_trunk_interface_survives_a_restart_of_the_agent_as_a_record() {
+    let mut r = Rig::new(trunks).await;
+    let p1 = r.pod("k1");
+    let a1 = r.m.add(&p1).await.expect("ADD k1");
+    r.m.del("k1", "eth0").await.expect("DEL k1");
+    // Killed before the reaper's round: a new agent.
+    r.restart().await;
+    let p2 = r.pod("k2");
+    let a2 = r.m.add(&p2).await.expect("ADD k2 with k1's MAC");
+    assert_eq!(a2.mac, a1.mac, "netmaster reuses the freed address");
+    r.assert_plumbed(&p2, &a2);
+    assert_eq!(r.kernel.links("/run/netns/k1"), ["lo"]);
+    r.m.reap_once().await;
+    r.m.check("k2", "eth0", &p2.netns).await.expect("CHECK k2");
+    let left = r.dir.path().join("trunks").join("leftovers");
+    assert_eq!(
+        std::fs::read_dir(&left).map(|d| d.count()).unwrap_or(0),
+        0,
+        "no interface record left in {}",
+        left.display()
+    );
+}
+
+/// A pod DELeted and ADDed again into its kept namespace gets an interface of the same name
+/// and alias as the released one: the reaper deletes the released one only, by index.
+#[tokio::test]
+async fn the_reaper_never_deletes_a_readded_trunk_interface() {
+    let mut r = Rig::new(trunks).await;
+    let mut p = r.pod("q1");
+    r.m.add(&p).await.expect("ADD");
+    r.m.del("q1", "eth0").await.expect("DEL");
+    // Another address this time (the freed one went to another pod, say): the released
+    // interface's MAC is wanted by nobody, so it waits for the reaper.
+    p.ip = Some("10.1.0.9".into());
+    let a = r.m.add(&p).await.expect("re-ADD");
+    r.m.reap_once().await;
+    r.assert_plumbed(&p, &a);
+    r.m.check("q1", "eth0", &p.netns).await.expect("CHECK");
+    // And after a restart, whose records name the released interface too.
+    r.m.del("q1", "eth0").await.expect("DEL");
+    p.ip = Some("10.1.0.10".into());
+    let a = r.m.add(&p).await.expect("re-ADD");
+    r.restart().await;
+    r.m.reap_once().await;
+    r.assert_plumbed(&p, &a);
+    r.m.check("q1", "eth0", &p.netns)
+        .await
+        .expect("CHECK after restart");
+}
+
+/// Issue 17.4: a repeated ADD (the runtime's retry after the agent was killed during the
+/// first) answered "existing attachment" for an interface left down and without its address.
+/// Only an attachment CHECK would pass is returned as is; any other is made again.
+#[tokio::test]
+async fn a_repeated_add_remakes_an_unfinished_attachment() {
+    for mode in [
+        (|_: &Path| veth()) as fn(&Path) -> CniMode,
+        |_: &Path| pool(),
+        trunks,
+    ] {
+        let r = Rig::new(mode).await;
+        let req = r.pod("u1");
+        r.m.add(&req).await.expect("ADD");
+        r.kernel.edit_link("/run/netns/u1", "eth0", |l| {
+            l.up = false;
+            l.addrs.clear();
+        });
+        assert!(r.m.check("u1", "eth0", &req.netns).await.is_err());
+        let a = r.m.add(&req).await.expect("repeated ADD");
+        r.assert_plumbed(&req, &a);
+        r.m.check("u1", "eth0", &req.netns)
+            .await
+            .expect("CHECK after the repeated ADD");
+        r.m.reap_once().await;
+        r.m.check("u1", "eth0", &req.netns)
+            .await
+            .expect("CHECK after the reaper's round");
+    }
+}
+
+/// Issue 17.7: `éth0` and `üth0` in one container were one endpoint (`c-_th0`): the second ADD
+/// returned the first's address and the first interface went. Distinct names are distinct
+/// endpoints; names the kernel would refuse are refused.
+#[tokio::test]
+async fn distinct_interface_names_never_share_an_endpoint() {
+    let r = Rig::new(|_| veth()).await;
+    let mut e = r.pod("u");
+    e.ifname = "éth0".into();
+    let mut u = e.clone();
+    u.ifname = "üth0".into();
+    let a = r.m.add(&e).await.expect("ADD éth0");
+    let b = r.m.add(&u).await.expect("ADD üth0");
+    assert_ne!(a.endpoint.endpoint_id, b.endpoint.endpoint_id);
+    assert_ne!(a.endpoint.ip_address, b.endpoint.ip_address);
+    r.assert_plumbed(&e, &a);
+    r.assert_plumbed(&u, &b);
+    r.m.check("u", "éth0", &e.netns).await.expect("CHECK éth0");
+    r.m.check("u", "üth0", &u.netns).await.expect("CHECK üth0");
+    let mut bad = e.clone();
+    bad.ifname = "àth0".into(); // UTF-8 c3 a0: 0xa0 is a space to the kernel
+    let err = r.m.add(&bad).await.expect_err("àth0");
+    assert_eq!(err.kind, ErrorKind::InvalidEnv, "{err}");
+    assert!(err.msg.contains("àth0"), "{err}");
+}
+
+/// Found by the chaos test: an ADD whose pod interface was in the way (a released endpoint's)
+/// failed with EEXIST when the reaper deleted that interface between the ADD's attempt and its
+/// own deletion. Gone meanwhile is as good as deleted.
+#[tokio::test]
+async fn an_interface_in_the_way_that_the_reaper_deletes_meanwhile_is_no_error() {
+    for mode in [(|_: &Path| pool()) as fn(&Path) -> CniMode, trunks] {
+        let r = Rig::new(mode).await;
+        let req = r.pod("g1");
+        // The kernel says eth0 exists; by the time the agent looks, it does not.
+        r.kernel.fail_next("create_macvlan", libc::EEXIST);
+        let a = r.m.add(&req).await.expect("ADD");
+        r.assert_plumbed(&req, &a);
+    }
 }
