@@ -395,8 +395,22 @@ pub fn link_local(mac: &str) -> Option<std::net::Ipv6Addr> {
         .ok()?;
     let [a, b1, c, d, e, g] = <[u8; 6]>::try_from(b).ok()?;
     Some(std::net::Ipv6Addr::from([
-        0xfe, 0x80, 0, 0, 0, 0, 0, 0,
-        a ^ 2, b1, c, 0xff, 0xfe, d, e, g,
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        a ^ 2,
+        b1,
+        c,
+        0xff,
+        0xfe,
+        d,
+        e,
+        g,
     ]))
 }
 
@@ -779,7 +793,11 @@ mod tests {
         }
         let spoof: Vec<&Flow> = f.iter().filter(|x| is_spoof_drop(x)).collect();
         assert_eq!(spoof.len(), 5, "four ND guards and the port's catch-all");
-        assert!(spoof.iter().any(|x| x.matches == "in_port=5" && x.priority == 100));
+        assert!(
+            spoof
+                .iter()
+                .any(|x| x.matches == "in_port=5" && x.priority == 100)
+        );
     }
 
     #[test]
@@ -798,7 +816,10 @@ mod tests {
                 .iter()
                 .find(|x| x.matches == format!("icmp6,icmpv6_type={t}"))
                 .unwrap();
-            assert_eq!((nd.table, nd.actions.as_str()), (table::POLICY, "resubmit(,50)"));
+            assert_eq!(
+                (nd.table, nd.actions.as_str()),
+                (table::POLICY, "resubmit(,50)")
+            );
         }
         // Echo and every other ICMPv6 goes through conntrack and the rules.
         assert!(f.iter().all(|x| !x.matches.contains("icmpv6_type=128")));

@@ -58,7 +58,8 @@ fn priority(r: &Rule) -> u16 {
 /// protocol without ports. `icmp` means ICMP of either family (a deny of `icmp` refuses ping over
 /// IPv6 too); `icmp6` (or `ipv6-icmp`, `58`) only ICMPv6.
 fn protocol(r: &Rule) -> Option<Vec<(Family, String)>> {
-    let both = |v4: &str, v6: &str| vec![(Family::V4, v4.to_string()), (Family::V6, v6.to_string())];
+    let both =
+        |v4: &str, v6: &str| vec![(Family::V4, v4.to_string()), (Family::V6, v6.to_string())];
     let (base, ports) = match r.protocol.to_ascii_lowercase().as_str() {
         "" => (both("ip", "ipv6"), false),
         "tcp" | "6" => (both("tcp", "tcp6"), true),
@@ -347,8 +348,14 @@ mod tests {
                 "tcp6,tp_dst=8000,reg5=1,reg3=7,ipv6_src=fd00:1::/64"
             ]
         );
-        assert_eq!(ms("default:p:7"), ["icmp6,reg5=1,reg3=7,ipv6_src=fd00:1::5"]);
-        assert_eq!(ms("default:p:8"), ["udp,tp_dst=53,reg5=1,reg3=7,nw_src=10.1.0.0/24"]);
+        assert_eq!(
+            ms("default:p:7"),
+            ["icmp6,reg5=1,reg3=7,ipv6_src=fd00:1::5"]
+        );
+        assert_eq!(
+            ms("default:p:8"),
+            ["udp,tp_dst=53,reg5=1,reg3=7,nw_src=10.1.0.0/24"]
+        );
         // A network without IPv6 has no IPv6 member to match.
         p.subnets6.clear();
         let f = compile(&p, &BTreeSet::from([7]));

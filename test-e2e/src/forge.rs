@@ -82,8 +82,7 @@ pub fn udp4(
 /// An IPv6 packet of next header `nh` with `l4` as payload, whose checksum (at `csum_at` in
 /// `l4`) is filled in over the pseudo-header.
 fn ipv6(
-    src_mac: [u8; 6],
-    dst_mac: [u8; 6],
+    (src_mac, dst_mac): ([u8; 6], [u8; 6]),
     src: Ipv6Addr,
     dst: Ipv6Addr,
     nh: u8,
@@ -119,8 +118,7 @@ pub fn udp6(
     payload: &[u8],
 ) -> Vec<u8> {
     ipv6(
-        src_mac,
-        dst_mac,
+        (src_mac, dst_mac),
         src,
         dst,
         17,
@@ -143,19 +141,13 @@ pub fn gratuitous_arp(src_mac: [u8; 6], sha: [u8; 6], claimed: Ipv4Addr) -> Vec<
 
 /// An unsolicited neighbour advertisement to all nodes, claiming that `target` is at `tll`
 /// (override flag set: receivers replace what their cache holds).
-pub fn unsolicited_na(
-    src_mac: [u8; 6],
-    src: Ipv6Addr,
-    target: Ipv6Addr,
-    tll: [u8; 6],
-) -> Vec<u8> {
+pub fn unsolicited_na(src_mac: [u8; 6], src: Ipv6Addr, target: Ipv6Addr, tll: [u8; 6]) -> Vec<u8> {
     let mut icmp = vec![136, 0, 0, 0, 0x20, 0, 0, 0];
     icmp.extend_from_slice(&target.octets());
     icmp.extend_from_slice(&[2, 1]);
     icmp.extend_from_slice(&tll);
     ipv6(
-        src_mac,
-        [0x33, 0x33, 0, 0, 0, 1],
+        (src_mac, [0x33, 0x33, 0, 0, 0, 1]),
         src,
         ALL_NODES,
         58,

@@ -65,7 +65,8 @@ fn scene(agent_args: &[&str], trunks: bool) -> Scene {
     let rx4 = t.in_ns(|| UdpSocket::bind(("0.0.0.0", PORT4)).expect("bind UDP in the target"));
     let rx6 = t.in_ns(|| UdpSocket::bind(("::", PORT6)).expect("bind UDP6 in the target"));
     for s in [&rx4, &rx6] {
-        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
     }
     Scene {
         m,
@@ -248,28 +249,33 @@ fn anti_spoofing(agent_args: &[&str], trunks: bool) {
     // Nothing forged reached the target; the neighbour still does, both ways, both families.
     let got4 = s.datagrams_before_marker(false, "real-3");
     let got6 = s.datagrams_before_marker(true, "real6-3");
-    assert!(got4.is_empty(), "forged datagrams reached the target: {got4:?}");
-    assert!(got6.is_empty(), "forged datagrams reached the target: {got6:?}");
+    assert!(
+        got4.is_empty(),
+        "forged datagrams reached the target: {got4:?}"
+    );
+    assert!(
+        got6.is_empty(),
+        "forged datagrams reached the target: {got6:?}"
+    );
     assert!(n.reaches(&t.ip, Duration::from_secs(10)));
     assert!(n.reaches(&t.ipv6(), Duration::from_secs(10)));
 
     // The agent read the forger's counter back from the switch and reported it (veth and
     // pooled ports: on a trunk, frames under a MAC not the sender's count for nobody).
     if !trunks {
-        let id = s
-            .m
-            .endpoints()
-            .into_iter()
-            .find(|e| e["ipAddress"].as_str() == Some(a.ip.as_str()))
-            .and_then(|e| e["endpointID"].as_str().map(str::to_string))
-            .unwrap();
+        let id =
+            s.m.endpoints()
+                .into_iter()
+                .find(|e| e["ipAddress"].as_str() == Some(a.ip.as_str()))
+                .and_then(|e| e["endpointID"].as_str().map(str::to_string))
+                .unwrap();
         wait_for(
             "the agent to report the forger's dropped frames",
             Duration::from_secs(10),
             || {
-                s.h.agent_log().lines().any(|l| {
-                    l.contains("identity not its own") && l.contains(&id)
-                })
+                s.h.agent_log()
+                    .lines()
+                    .any(|l| l.contains("identity not its own") && l.contains(&id))
             },
         );
     }

@@ -117,16 +117,21 @@ fn deny_tcp_in_except_8000_holds_over_ipv6_as_over_ipv4() {
     let local = pod(&c, 0, None);
     for client in [&remote, &local] {
         // Neighbour discovery and ICMPv6 flow: the rules are about TCP.
-        assert!(client.reaches(&server.ipv6(), REACH), "no ping6 to the server");
+        assert!(
+            client.reaches(&server.ipv6(), REACH),
+            "no ping6 to the server"
+        );
         assert!(!connects_both(client, &server, 8001), "8001 let through");
         assert!(connects_both(client, &server, 8000), "8000 refused");
     }
     // IPv6 SYNs count on the rules as IPv4 ones do.
     let before = rule_packets(&c, "p", "1");
     assert!(!connects6(&remote, &server, 8002));
-    wait_for("the deny rule to count an IPv6 SYN", Duration::from_secs(20), || {
-        rule_packets(&c, "p", "1") > before
-    });
+    wait_for(
+        "the deny rule to count an IPv6 SYN",
+        Duration::from_secs(20),
+        || rule_packets(&c, "p", "1") > before,
+    );
     // Replies of an allowed connection come back through conntrack: data both ways.
     let addr: SocketAddr = format!("[{}]:8000", server.ipv6()).parse().unwrap();
     let l = server.in_ns(move || TcpListener::bind(addr).unwrap());
@@ -180,10 +185,19 @@ fn allow_only_from_a_group_and_out_rules_hold_over_ipv6() {
     let none = pod(&c, 0, None);
     assert!(connects_both(&app, &db, 5432), "group app must reach db");
     assert!(!connects_both(&other, &db, 5432), "group other reached db");
-    assert!(!connects_both(&none, &db, 5432), "a pod of no group reached db");
-    assert!(!connects_both(&app, &none, 9100), "app's out rule let 9100 out");
+    assert!(
+        !connects_both(&none, &db, 5432),
+        "a pod of no group reached db"
+    );
+    assert!(
+        !connects_both(&app, &none, 9100),
+        "app's out rule let 9100 out"
+    );
     assert!(connects_both(&app, &none, 9101));
-    assert!(connects_both(&other, &none, 9100), "the out rule is app's only");
+    assert!(
+        connects_both(&other, &none, 9100),
+        "the out rule is app's only"
+    );
 }
 
 #[test]
@@ -200,7 +214,10 @@ fn rules_from_ipv6_addresses_networks_and_icmp6() {
     let b = pod(&c, 1, None);
     let locked = pod(&c, 0, Some("locked"));
     let other = pod(&c, 2, None);
-    assert!(a.reaches(&b.ipv6(), REACH), "ping6 between pods of no group");
+    assert!(
+        a.reaches(&b.ipv6(), REACH),
+        "ping6 between pods of no group"
+    );
     assert!(!a.ping(&locked.ipv6()), "ping6 reached a deny-all pod");
     assert!(!connects_both(&a, &locked, 7000));
     // ... except from a's IPv6 address (50: IPv6 only, an address names its family), and from
@@ -233,21 +250,34 @@ fn rules_from_ipv6_addresses_networks_and_icmp6() {
         json!({"direction": "in", "priority": 80, "protocol": "icmp6",
                "fromIpAddress": a.ipv6(), "action": "deny"}),
     );
-    wait_for("a's IPv6 allow to hold", REACH, || connects6(&a, &locked, 7001));
-    assert!(!a.connects_to(&locked, 7001), "an IPv6 address rule let IPv4 in");
+    wait_for("a's IPv6 allow to hold", REACH, || {
+        connects6(&a, &locked, 7001)
+    });
+    assert!(
+        !a.connects_to(&locked, 7001),
+        "an IPv6 address rule let IPv4 in"
+    );
     assert!(!a.ping(&locked.ipv6()), "the icmp6 deny (80) did not hold");
     assert!(!a.ping(&locked.ip), "an icmp6 rule let ICMP over IPv4 in");
     assert!(!b.ping(&locked.ipv6()), "b is not allowed by address");
-    assert!(!connects6(&b, &locked, 7000), "b's deny (70) lost to the network allow (60)");
-    assert!(connects_both(&other, &locked, 7000), "the network allow on 7000");
+    assert!(
+        !connects6(&b, &locked, 7000),
+        "b's deny (70) lost to the network allow (60)"
+    );
+    assert!(
+        connects_both(&other, &locked, 7000),
+        "the network allow on 7000"
+    );
     assert!(!connects_both(&other, &locked, 7001));
     // A rule with an IPv6 address and an IPv4 one matches nothing: refused.
     let (s, v) = c.master.api(
         "POST",
         "/api/v1/rules/default:p:6/",
-        Some(json!({"tenantName": "default", "policyName": "p", "ruleId": "6",
+        Some(
+            json!({"tenantName": "default", "policyName": "p", "ruleId": "6",
             "direction": "in", "priority": 5, "action": "deny",
-            "toIpAddress": "10.1.2.9", "fromIpAddress": "fd00:12::9"})),
+            "toIpAddress": "10.1.2.9", "fromIpAddress": "fd00:12::9"}),
+        ),
     );
     assert_eq!(s, 400, "{v}");
     assert!(v.to_string().contains("toIpAddress"), "{v}");
