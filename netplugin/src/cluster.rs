@@ -81,8 +81,7 @@ pub async fn report_rule_stats(
 
 /// Logs, as a warning per endpoint, the frames a pod sent under another identity since the last
 /// look (the switch dropped them in table 0; docs/security.md "Pod identity"). `seen` holds the
-/// counts last logged; an endpoint whose count went down had its flows replaced (counting
-/// restarts at 0).
+/// counts last read.
 async fn report_spoofing(dp: &crate::datapath::Datapath, seen: &mut BTreeMap<String, u64>) {
     let now = match dp.spoof_counters().await {
         Ok(c) => c,
@@ -92,12 +91,13 @@ async fn report_spoofing(dp: &crate::datapath::Datapath, seen: &mut BTreeMap<Str
         }
     };
     for (id, n) in &now {
-        let before = seen.get(id).copied().unwrap_or(0);
-        if *n != before {
+        // Below the last count: the flows were replaced and count from 0 again.
+        let before = seen.get(id).copied().filter(|b| b <= n).unwrap_or(0);
+        if *n > before {
             tracing::warn!(
                 endpoint = %id,
                 dropped = n,
-                new = n.saturating_sub(before),
+                new = n - before,
                 "a pod sent frames under an identity not its own (another MAC or address, a foreign ND option or a router advertisement): dropped"
             );
         }
