@@ -55,12 +55,12 @@ host() { # host N: namespace, underlay NIC ul0 = 10.250.0.1N, its own OVS and ne
     ip netns exec "$ns" ovs-vswitchd "unix:$d/db.sock" --pidfile="$d/vswitchd.pid" --unixctl="$d/vswitchd.ctl" \
       --log-file="$d/vswitchd.log" --detach 2>/dev/null
   )
-  # The trunks' namespace is made here: one the agent made under `ip netns exec` would go with
-  # it (docs/operations.md).
+  # The port pool's namespace is made here: one the agent made under `ip netns exec` would go
+  # with it (docs/operations.md).
   ip netns add "${ns}pool"; hosts+=("${ns}pool")
   ip netns exec "$ns" "$B/netplugin" --netmaster "$NETMASTER" --host "host$n" --vtep-ip "$vtep" --vtep-intf ul0 \
     --ovsdb-sock "$d/db.sock" --ovs-rundir "$d" --bridge contivbr --cni-socket "$d/cni.sock" \
-    --trunks --pool-netns "/run/netns/${ns}pool" --state-dir "$d/state" \
+    --port-pool 32 --pool-netns "/run/netns/${ns}pool" \
     --docker-socket "" --docker-state "$d/docker-driver.json" 2>"$d/netplugin.log" &
   pids+=($!)
   wait_for "grep -q 'serving CNI' $d/netplugin.log"

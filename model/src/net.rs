@@ -172,6 +172,25 @@ pub fn parse_rule_address(s: &str) -> Result<(Ipv4Addr, Ipv4Addr), String> {
     Ok((first, last))
 }
 
+/// A rule's IPv6 address match: an address or a subnet `addr/len` (0-128), as the subnet it
+/// matches (an address is a /128).
+pub fn parse_rule_address6(s: &str) -> Result<Ipv6Net, String> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => {
+            let l: u8 = l
+                .parse()
+                .map_err(|_| format!("prefix length '{l}' is not a number"))?;
+            if l > 128 {
+                return Err(format!("prefix length {l} is over 128"));
+            }
+            (a, l)
+        }
+        None => (s, 128),
+    };
+    let a = parse_v6(addr)?;
+    Ok(Ipv6Net::new(a, len).expect("len checked").trunc())
+}
+
 /// Bandwidth as Contiv accepts it: a positive integer, an optional space, a unit
 /// (`kbps/mbps/gbps` in any case, `k/m/g`, or `kb/mb/gb`). Returns bits per second.
 pub fn parse_bandwidth(s: &str) -> Result<u64, String> {
@@ -268,6 +287,16 @@ mod tests {
         );
         assert!(parse_rule_address("10.1.1.5-3").is_err());
         assert!(parse_rule_address("10.1.1/24").is_err());
+        assert_eq!(
+            parse_rule_address6("fd00::1:5/112").unwrap().to_string(),
+            "fd00::1:0/112"
+        );
+        assert_eq!(
+            parse_rule_address6("fd00::5").unwrap().to_string(),
+            "fd00::5/128"
+        );
+        assert!(parse_rule_address6("fd00::5/129").is_err());
+        assert!(parse_rule_address6("10.1.1.5").is_err());
     }
 
     #[test]

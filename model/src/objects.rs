@@ -507,13 +507,13 @@ impl Rule {
         let p = self.protocol.as_str();
         let numeric = !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit());
         if !(p.is_empty()
-            || ["tcp", "udp", "icmp"].contains(&p)
+            || ["tcp", "udp", "icmp", "icmp6"].contains(&p)
             || numeric && p.parse::<u16>().is_ok_and(|n| n <= 255))
         {
             return Err(FieldError::new(
                 "protocol",
                 p,
-                "must be tcp, udp, icmp, empty (any) or an IP protocol number 0-255",
+                "must be tcp, udp, icmp (ICMP of IPv4 and of IPv6), icmp6 (ICMPv6 only), empty (any) or an IP protocol number 0-255",
             ));
         }
         if self.port != 0 && !["tcp", "udp"].contains(&p) {
@@ -531,8 +531,40 @@ impl Rule {
             ("fromIpAddress", &self.from_ip_address),
             ("toIpAddress", &self.to_ip_address),
         ] {
-            if !v.is_empty() {
+            if v.contains(':') {
+                net::parse_rule_address6(v).map_err(|e| FieldError::new(field, v, e))?;
+            } else if !v.is_empty() {
                 net::parse_rule_address(v).map_err(|e| FieldError::new(field, v, e))?;
+            }
+        }
+        // A rule applies to one address family when it names addresses (the datapath compiles
+        // it once per family it can concern): one of each would match nothing.
+        let v6 = |v: &str| v.contains(':');
+        if !self.from_ip_address.is_empty()
+            && !self.to_ip_address.is_empty()
+            && v6(&self.from_ip_address) != v6(&self.to_ip_address)
+        {
+            return Err(FieldError::new(
+                "toIpAddress",
+                &self.to_ip_address,
+                format!(
+                    "is not of fromIpAddress {}'s family (IPv4 and IPv6 never meet in one packet)",
+                    self.from_ip_address
+                ),
+            ));
+        }
+        if p == "icmp6" {
+            for (field, v) in [
+                ("fromIpAddress", &self.from_ip_address),
+                ("toIpAddress", &self.to_ip_address),
+            ] {
+                if !v.is_empty() && !v6(v) {
+                    return Err(FieldError::new(
+                        field,
+                        v,
+                        "is an IPv4 match on an icmp6 rule: give an IPv6 address or subnet",
+                    ));
+                }
             }
         }
         // Contiv's direction constraints (§2.2).
@@ -1265,6 +1297,21 @@ mod tests {
         let mut r = base.clone();
         r.protocol = "132".into();
         r.normalize().unwrap();
+        // IPv6 matches: addresses, subnets and ICMPv6; one family per rule.
+        let mut r = base.clone();
+        r.protocol = "icmp6".into();
+        r.from_ip_address = "fd00::/64".into();
+        r.normalize().unwrap();
+        r.from_ip_address = "10.1.0.0/16".into();
+        assert_eq!(r.normalize().unwrap_err().field, "fromIpAddress");
+        let mut r = base.clone();
+        r.direction = "out".into();
+        r.to_ip_address = "fd00::zz".into();
+        assert_eq!(r.normalize().unwrap_err().field, "toIpAddress");
+        let mut r = base.clone();
+        r.from_ip_address = "10.1.0.5".into();
+        r.to_ip_address = "fd00::5".into();
+        assert_eq!(r.normalize().unwrap_err().field, "toIpAddress");
         let mut r = base;
         r.port = 80;
         assert_eq!(r.normalize().unwrap_err().field, "port");

@@ -133,13 +133,14 @@ pub struct RuleAddArgs {
     /// To network (outgoing rules only)
     #[arg(short = 'o', long)]
     pub to_network: Option<String>,
-    /// From IP address or CIDR (incoming rules only)
+    /// From IP address or CIDR, IPv4 or IPv6 (incoming rules only)
     #[arg(short = 'i', long)]
     pub from_ip_address: Option<String>,
-    /// To IP address or CIDR
+    /// To IP address or CIDR, IPv4 or IPv6
     #[arg(short = 's', long)]
     pub to_ip_address: Option<String>,
-    /// Protocol (tcp, udp, icmp, or an IP protocol number); any when not given
+    /// Protocol (tcp, udp, icmp: ICMP of both IP versions, icmp6: ICMPv6 only, or an IP protocol
+    /// number); any when not given
     #[arg(short = 'l', long)]
     pub protocol: Option<String>,
     /// Port (tcp and udp only); any when 0

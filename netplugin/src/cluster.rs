@@ -49,8 +49,10 @@ pub async fn report_rule_stats(
 ) {
     let mut last: Option<BTreeMap<String, RuleCounters>> = None;
     let mut sent = tokio::time::Instant::now();
+    let mut spoofed = BTreeMap::new();
     loop {
         tokio::time::sleep(RULE_STATS_EVERY).await;
+        report_spoofing(&dp, &mut spoofed).await;
         let rules = match dp.rule_counters().await {
             Ok(r) => r,
             Err(e) => {
@@ -75,6 +77,32 @@ pub async fn report_rule_stats(
             Err(e) => tracing::debug!(error = %e, "report rule counters"),
         }
     }
+}
+
+/// Logs, as a warning per endpoint, the frames a pod sent under another identity since the last
+/// look (the switch dropped them in table 0; docs/security.md "Pod identity"). `seen` holds the
+/// counts last read.
+async fn report_spoofing(dp: &crate::datapath::Datapath, seen: &mut BTreeMap<String, u64>) {
+    let now = match dp.spoof_counters().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "read anti-spoofing counters");
+            return;
+        }
+    };
+    for (id, n) in &now {
+        // Below the last count: the flows were replaced and count from 0 again.
+        let before = seen.get(id).copied().filter(|b| b <= n).unwrap_or(0);
+        if *n > before {
+            tracing::warn!(
+                endpoint = %id,
+                dropped = n,
+                new = n - before,
+                "a pod sent frames under an identity not its own (another MAC or address, a foreign ND option or a router advertisement): dropped"
+            );
+        }
+    }
+    *seen = now;
 }
 
 /// What the agent knows of the cluster, from the watch stream.
@@ -246,6 +274,11 @@ impl ClusterView {
         for (key, (v, _)) in self.objects.get("network").into_iter().flatten() {
             if let Some(s) = v.get("subnet").and_then(|s| s.as_str()) {
                 c.policy.subnets.insert(key.clone(), s.to_string());
+            }
+            if let Some(s) = v.get("ipv6Subnet").and_then(|s| s.as_str())
+                && !s.is_empty()
+            {
+                c.policy.subnets6.insert(key.clone(), s.to_string());
             }
         }
         for (v, _) in self

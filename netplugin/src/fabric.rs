@@ -198,7 +198,8 @@ pub fn desired(i: &Inputs) -> BTreeMap<u64, Vec<Flow>> {
         if i.trunks.contains(port) {
             // The trunk's other endpoints share the port: what no endpoint's flow admits
             // falls to the classifier's table-miss drop instead.
-            f.retain(|x| !(x.table == table::CLASSIFY && x.actions == "drop"));
+            let catch_all = format!("in_port={port}");
+            f.retain(|x| !(x.table == table::CLASSIFY && x.matches == catch_all));
         }
         if let Some(p) = profile_of(i, ep) {
             apply_profile(&mut f, id, p);
@@ -316,13 +317,38 @@ pub fn base_flows(policies: bool) -> Vec<Flow> {
         Flow::new(table::OUTPUT, 0, "", "output:NXM_NX_REG2[]"),
     ];
     if policies {
-        f.extend([
+        // Router and neighbour discovery (ICMPv6 133-136) pass unjudged, as ARP does: a working
+        // IPv6 stack needs them, and conntrack would call them invalid (it tracks no ND).
+        // Table 0 has already checked that the sender claims only its own addresses.
+        f.extend((133..=136).map(|t| {
             Flow::new(
                 table::POLICY,
-                10,
-                "ip",
-                format!("ct(table={},zone=NXM_NX_REG4[0..15])", table::CT_STATE),
-            ),
+                20,
+                format!("icmp6,icmpv6_type={t}"),
+                format!("resubmit(,{})", table::OUTPUT),
+            )
+        }));
+        for family in ["ip", "ipv6"] {
+            f.extend([
+                Flow::new(
+                    table::POLICY,
+                    10,
+                    family,
+                    format!("ct(table={},zone=NXM_NX_REG4[0..15])", table::CT_STATE),
+                ),
+                // Conntrack needs an IP match; only IP comes here, by the POLICY flows.
+                Flow::new(
+                    table::COMMIT,
+                    10,
+                    family,
+                    format!(
+                        "ct(commit,zone=NXM_NX_REG4[0..15]),resubmit(,{})",
+                        table::OUTPUT
+                    ),
+                ),
+            ]);
+        }
+        f.extend([
             Flow::new(
                 table::CT_STATE,
                 100,
@@ -354,23 +380,49 @@ pub fn base_flows(policies: bool) -> Vec<Flow> {
                 "",
                 format!("resubmit(,{})", table::COMMIT),
             ),
-            // Conntrack needs an IP match; only IP comes here, by the POLICY flow above.
-            Flow::new(
-                table::COMMIT,
-                10,
-                "ip",
-                format!(
-                    "ct(commit,zone=NXM_NX_REG4[0..15]),resubmit(,{})",
-                    table::OUTPUT
-                ),
-            ),
         ]);
     }
     f.into_iter().map(|x| x.cookie(cookie::BASE)).collect()
 }
 
+/// The IPv6 link-local address the kernel gives an interface with `mac` (EUI-64, the default
+/// `addr_gen_mode` of a new network namespace); None for a malformed MAC.
+pub fn link_local(mac: &str) -> Option<std::net::Ipv6Addr> {
+    let b: Vec<u8> = mac
+        .split(':')
+        .map(|x| u8::from_str_radix(x, 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let [a, b1, c, d, e, g] = <[u8; 6]>::try_from(b).ok()?;
+    Some(std::net::Ipv6Addr::from([
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        a ^ 2,
+        b1,
+        c,
+        0xff,
+        0xfe,
+        d,
+        e,
+        g,
+    ]))
+}
+
+/// ND messages a pod never sends with its own identity either: router advertisements and
+/// redirects (a pod is no router), and neighbour solicitations and advertisements that did not
+/// match the endpoint's own allowances above them.
+const ND_GUARDED: [u8; 4] = [134, 135, 136, 137];
+
 /// A local endpoint: what its port may send (its own MAC and addresses: no spoofing of another
-/// pod), tagged with its network; delivery to it; and ARP answers for it.
+/// pod), tagged with its network; delivery to it; and ARP answers for it. What the pod sends
+/// under another identity meets the endpoint's drop flows in table 0, whose packet counts are
+/// its spoofing counter ([`is_spoof_drop`]).
 pub fn local_flows(c: u64, ofport: u32, ep: &Endpoint, arp_proxy: bool) -> Vec<Flow> {
     let nid = network_id(ep);
     let to_pipeline = format!(
@@ -379,67 +431,84 @@ pub fn local_flows(c: u64, ofport: u32, ep: &Endpoint, arp_proxy: bool) -> Vec<F
         zone(ep),
         table::ARP
     );
-    let p = format!("in_port={ofport},dl_src={}", ep.mac_address);
+    let mac = &ep.mac_address;
+    let p = format!("in_port={ofport},dl_src={mac}");
+    let allow = |prio: u16, m: String| Flow::new(table::CLASSIFY, prio, m, &to_pipeline);
     let mut f = vec![
-        Flow::new(
-            table::CLASSIFY,
+        allow(200, format!("{p},ip,nw_src={}", ep.ip_address)),
+        allow(
             200,
-            format!("{p},ip,nw_src={}", ep.ip_address),
-            &to_pipeline,
-        ),
-        Flow::new(
-            table::CLASSIFY,
-            200,
-            format!(
-                "{p},arp,arp_spa={},arp_sha={}",
-                ep.ip_address, ep.mac_address
-            ),
-            &to_pipeline,
+            format!("{p},arp,arp_spa={},arp_sha={mac}", ep.ip_address),
         ),
         // DHCP discovery has no source address yet.
-        Flow::new(
-            table::CLASSIFY,
-            190,
-            format!("{p},udp,nw_src=0.0.0.0,tp_src=68,tp_dst=67"),
-            &to_pipeline,
+        allow(190, format!("{p},udp,nw_src=0.0.0.0,tp_src=68,tp_dst=67")),
+        // Duplicate address detection and its MLD reports come from the unspecified address;
+        // a DAD solicitation carries no link-layer address option.
+        allow(190, format!("{p},ipv6,ipv6_src=::")),
+        allow(
+            210,
+            format!("{p},icmp6,ipv6_src=::,icmpv6_type=135,nd_sll=00:00:00:00:00:00"),
         ),
-        // IPv6: link-local (ND, RS), duplicate address detection, and the assigned address.
-        Flow::new(
+    ];
+    // IPv6: the pod's link-local address and its assigned one, nothing else of fe80::/10.
+    let own6: Vec<String> = link_local(mac)
+        .map(|a| a.to_string())
+        .into_iter()
+        .chain((!ep.ipv6_address.is_empty()).then(|| ep.ipv6_address.clone()))
+        .collect();
+    let none = "00:00:00:00:00:00";
+    for src in &own6 {
+        f.push(allow(200, format!("{p},ipv6,ipv6_src={src}")));
+        // ND options name the pod's MAC (or are absent); an advertisement names only the
+        // pod's own addresses, so no neighbour's cache learns another pod's address for it.
+        for sll in [mac.as_str(), none] {
+            f.push(allow(
+                210,
+                format!("{p},icmp6,ipv6_src={src},icmpv6_type=135,nd_sll={sll}"),
+            ));
+        }
+        for target in &own6 {
+            for tll in [mac.as_str(), none] {
+                f.push(allow(
+                    210,
+                    format!(
+                        "{p},icmp6,ipv6_src={src},icmpv6_type=136,nd_target={target},nd_tll={tll}"
+                    ),
+                ));
+            }
+        }
+    }
+    for t in ND_GUARDED {
+        f.push(Flow::new(
             table::CLASSIFY,
-            200,
-            format!("{p},ipv6,ipv6_src=fe80::/10"),
-            &to_pipeline,
-        ),
-        Flow::new(
-            table::CLASSIFY,
-            190,
-            format!("{p},ipv6,ipv6_src=::"),
-            &to_pipeline,
-        ),
+            205,
+            format!("{p},icmp6,icmpv6_type={t}"),
+            "drop",
+        ));
+    }
+    f.extend([
         Flow::new(table::CLASSIFY, 100, format!("in_port={ofport}"), "drop"),
         Flow::new(
             table::L2,
             100,
-            format!("metadata={nid:#x},dl_dst={}", ep.mac_address),
+            format!("metadata={nid:#x},dl_dst={mac}"),
             format!(
                 "set_field:{ofport}->reg2,set_field:1->reg5,set_field:{}->reg3,resubmit(,{})",
                 ep.group_id,
                 table::POLICY
             ),
         ),
-    ];
-    if !ep.ipv6_address.is_empty() {
-        f.push(Flow::new(
-            table::CLASSIFY,
-            200,
-            format!("{p},ipv6,ipv6_src={}", ep.ipv6_address),
-            &to_pipeline,
-        ));
-    }
+    ]);
     if arp_proxy {
         f.push(arp_responder(nid, ep));
     }
     f.into_iter().map(|x| x.cookie(c)).collect()
+}
+
+/// Whether a flow of an endpoint's cookie is one of its anti-spoofing drops (what its packet
+/// count adds to the endpoint's counter of frames sent under another identity).
+pub fn is_spoof_drop(f: &Flow) -> bool {
+    f.table == table::CLASSIFY && f.actions == "drop"
 }
 
 /// Applies a profile to an endpoint's flows: the meter of its direction on what it sends
@@ -613,7 +682,7 @@ mod tests {
         // No endpoint owns a catch-all drop for the shared port (the table-miss drops).
         for id in ["a", "a2"] {
             let own = &d[&cookie::endpoint(id)];
-            assert!(own.iter().all(|f| f.actions != "drop"), "{own:?}");
+            assert!(own.iter().all(|f| f.matches != "in_port=5"), "{own:?}");
             assert!(
                 own.iter()
                     .any(|f| f.matches.starts_with("in_port=5,dl_src="))
@@ -681,6 +750,79 @@ mod tests {
                 .iter()
                 .all(|x| !x.actions.contains("meter"))
         );
+    }
+
+    #[test]
+    fn a_pod_sends_only_with_its_own_identity() {
+        let mut e = ep("a", "h1", "10.1.2.2", 7);
+        e.ipv6_address = "fd00::2".into();
+        let f = local_flows(1, 5, &e, false);
+        let ll = "fe80::2:aff:fe01:202";
+        assert_eq!(link_local(&e.mac_address).unwrap().to_string(), ll);
+        let admits = |m: &str| {
+            f.iter()
+                .any(|x| x.matches == m && x.actions.ends_with("resubmit(,10)"))
+        };
+        let p = "in_port=5,dl_src=02:02:0a:01:02:02";
+        assert!(admits(&format!("{p},ipv6,ipv6_src={ll}")));
+        assert!(admits(&format!("{p},ipv6,ipv6_src=fd00::2")));
+        // Only its own link-local address, not all of fe80::/10.
+        assert!(f.iter().all(|x| !x.matches.contains("fe80::/10")));
+        // An advertisement names the pod's own addresses and MAC only.
+        assert!(admits(&format!(
+            "{p},icmp6,ipv6_src={ll},icmpv6_type=136,nd_target=fd00::2,nd_tll=02:02:0a:01:02:02"
+        )));
+        assert!(admits(&format!(
+            "{p},icmp6,ipv6_src=fd00::2,icmpv6_type=135,nd_sll=02:02:0a:01:02:02"
+        )));
+        assert!(admits(&format!(
+            "{p},icmp6,ipv6_src=::,icmpv6_type=135,nd_sll=00:00:00:00:00:00"
+        )));
+        // Any other ND, and router advertisements, meet a drop above the address allowances.
+        for t in [134, 135, 136, 137] {
+            let drop = f
+                .iter()
+                .find(|x| x.matches == format!("{p},icmp6,icmpv6_type={t}"))
+                .unwrap();
+            assert_eq!((drop.priority, drop.actions.as_str()), (205, "drop"));
+            assert!(is_spoof_drop(drop));
+            assert!(f.iter().all(|x| x.actions == "drop"
+                || x.table != table::CLASSIFY
+                || !x.matches.contains(&format!("icmpv6_type={t}"))
+                || x.priority > 205));
+        }
+        let spoof: Vec<&Flow> = f.iter().filter(|x| is_spoof_drop(x)).collect();
+        assert_eq!(spoof.len(), 5, "four ND guards and the port's catch-all");
+        assert!(
+            spoof
+                .iter()
+                .any(|x| x.matches == "in_port=5" && x.priority == 100)
+        );
+    }
+
+    #[test]
+    fn policies_judge_ipv6_too_but_let_neighbour_discovery_pass() {
+        let f = base_flows(true);
+        for family in ["ip", "ipv6"] {
+            assert!(f.iter().any(|x| x.table == table::POLICY
+                && x.matches == family
+                && x.actions.starts_with("ct(table=21")));
+            assert!(f.iter().any(|x| x.table == table::COMMIT
+                && x.matches == family
+                && x.actions.starts_with("ct(commit")));
+        }
+        for t in 133..=136 {
+            let nd = f
+                .iter()
+                .find(|x| x.matches == format!("icmp6,icmpv6_type={t}"))
+                .unwrap();
+            assert_eq!(
+                (nd.table, nd.actions.as_str()),
+                (table::POLICY, "resubmit(,50)")
+            );
+        }
+        // Echo and every other ICMPv6 goes through conntrack and the rules.
+        assert!(f.iter().all(|x| !x.matches.contains("icmpv6_type=128")));
     }
 
     #[test]

@@ -305,7 +305,7 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from(format!("/run/netns/contiv-pool-{}", opts.bridge)));
     let mode = match (opts.trunks, opts.port_pool) {
         (true, n) if n > 0 => anyhow::bail!(
-            "--trunks and --port-pool both given: choose one way to attach CNI pods (--trunks is the cheaper for the switch)"
+            "--trunks and --port-pool both given: choose one way to attach CNI pods (--port-pool keeps one identity per pod; --trunks is the cheaper for the switch)"
         ),
         (true, _) => CniMode::Trunks {
             side_netns,
@@ -319,6 +319,11 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         (false, size) => CniMode::Pool { side_netns, size },
     };
     tracing::info!(?mode, "how CNI pods are attached");
+    if opts.trunks {
+        tracing::warn!(
+            "--trunks: the CNI pods of a network share one switch port, so a pod holding CAP_NET_RAW can send as a trunk-mate (its MAC and addresses together) and be judged as it by policy; use --port-pool where pods are not trusted with their network identity (docs/security.md \"Pod identity\")"
+        );
+    }
     let dp = Arc::new(dp);
     let m = Arc::new(
         Manager::new(

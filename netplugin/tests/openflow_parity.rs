@@ -110,6 +110,14 @@ fn inputs() -> Inputs {
     let mut from = rule("7", "in", 11, "udp", 5353, "deny");
     from.from_endpoint_group = "db".into();
     p.rules.insert("default:p:7".into(), from);
+    p.subnets6
+        .insert("default:net".into(), "fd00::/64".to_string());
+    let mut v6 = rule("8", "in", 13, "icmp6", 0, "deny");
+    v6.from_ip_address = "fd00::1:0/112".into();
+    p.rules.insert("default:p:8".into(), v6);
+    let mut v6net = rule("9", "out", 15, "tcp", 443, "allow");
+    v6net.to_network = "net".into();
+    p.rules.insert("default:p:9".into(), v6net);
     i
 }
 
@@ -146,6 +154,12 @@ async fn native_openflow_installs_the_agents_pipeline_as_ovs_ofctl_does() {
         "ct_state=",
         "arp_tpa=",
         "nw_dst=10.1.2.0/24",
+        "ipv6_dst=fd00::/64",
+        "icmpv6_type=136",
+        "nd_target=",
+        "nd_sll=",
+        "nd_tll=",
+        "tcp6",
     ] {
         assert!(
             all.iter().any(|f| f.matches.contains(needle)),

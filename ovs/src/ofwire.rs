@@ -198,6 +198,11 @@ static FIELDS: &[Field] = &[
     f(&["arp_tha"], OXM, 25, 6, Kind::Mac, true),
     f(&["ipv6_src"], OXM, 26, 16, Kind::Ipv6, true),
     f(&["ipv6_dst"], OXM, 27, 16, Kind::Ipv6, true),
+    f(&["icmpv6_type"], OXM, 29, 1, Kind::Int, false),
+    f(&["icmpv6_code"], OXM, 30, 1, Kind::Int, false),
+    f(&["nd_target"], OXM, 31, 16, Kind::Ipv6, false),
+    f(&["nd_sll"], OXM, 32, 6, Kind::Mac, false),
+    f(&["nd_tll"], OXM, 33, 6, Kind::Mac, false),
 ];
 
 /// The NXM names of fields, as `move`, `load` and `output` write them.
@@ -438,6 +443,9 @@ fn parse_match(text: &str) -> Result<Match, String> {
             "tcp" => (0x0800, Some(6)),
             "udp" => (0x0800, Some(17)),
             "icmp" => (0x0800, Some(1)),
+            "tcp6" => (0x86dd, Some(6)),
+            "udp6" => (0x86dd, Some(17)),
+            "icmp6" => (0x86dd, Some(58)),
             _ => (0, None),
         };
         if eth != 0 {

@@ -5,10 +5,11 @@
 //!
 //! `cargo run --release -p test-e2e --example cni_bench [-- --pods 200 --parallel 8 --veth]`
 //!
-//! The agent attaches pods as the shipped systemd unit does, on network trunks (each pod a
-//! macvlan of its network's one port; docs/decisions.md "Network trunks"; `--trunks`, the
-//! default). `--veth` gives each pod a veth and port of its own; `--port-pool N` a macvlan of
-//! one of N pooled ports (docs/decisions.md "Pooled ports").
+//! The agent attaches pods as the shipped systemd unit does, on pooled ports (each pod a
+//! macvlan of one of 32 ready ports; docs/decisions.md "Pooled ports"; `--port-pool 32`, the
+//! default). `--veth` gives each pod a veth and port made at its ADD; `--trunks` a macvlan of
+//! its network's one port (docs/decisions.md "Network trunks"; not the default since issue 18,
+//! docs/security.md "Pod identity").
 //!
 //! Needs root, Open vSwitch, iproute2 and /usr/lib/cni/{bridge,host-local} (scripts/setup.sh).
 //!
@@ -67,8 +68,8 @@ fn args() -> Result<Args, String> {
     let mut a = Args {
         pods: 200,
         parallel: 8,
-        port_pool: 0,
-        trunks: true,
+        port_pool: 32,
+        trunks: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -82,13 +83,13 @@ fn args() -> Result<Args, String> {
             "--parallel" => a.parallel = num("--parallel")?.max(1),
             "--port-pool" => {
                 a.port_pool = num("--port-pool")?;
-                a.trunks = a.port_pool == 0 && a.trunks;
+                a.trunks = false;
             }
-            "--trunks" => a.trunks = true,
-            "--veth" => a.trunks = false,
+            "--trunks" => (a.trunks, a.port_pool) = (true, 0),
+            "--veth" => (a.trunks, a.port_pool) = (false, 0),
             "-h" | "--help" => {
                 println!(
-                    "cni_bench [--pods N (200)] [--parallel P (8)] [--trunks (default) | --veth | --port-pool N]"
+                    "cni_bench [--pods N (200)] [--parallel P (8)] [--port-pool N (32, the default) | --veth | --trunks]"
                 );
                 std::process::exit(0);
             }

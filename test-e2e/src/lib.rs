@@ -8,6 +8,7 @@
 mod cluster;
 mod cni;
 pub mod docker;
+pub mod forge;
 mod host;
 mod image;
 pub mod modes;

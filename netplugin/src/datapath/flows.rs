@@ -34,6 +34,8 @@ pub(super) struct FabricState {
 pub(super) struct Tracked {
     zone: u16,
     ip: String,
+    /// Its IPv6 address, empty on a network without IPv6.
+    ip6: String,
     group: u32,
 }
 
@@ -42,8 +44,22 @@ impl Tracked {
         Tracked {
             zone: crate::fabric::zone(ep) as u16,
             ip: ep.ip_address.clone(),
+            ip6: ep.ipv6_address.clone(),
             group: ep.group_id,
         }
+    }
+
+    /// The conntrack tuples its connections are found by: each address as either side.
+    fn tuples(&self) -> Vec<String> {
+        let mut t = vec![
+            format!("ct_nw_src={}", self.ip),
+            format!("ct_nw_dst={}", self.ip),
+        ];
+        if !self.ip6.is_empty() {
+            t.push(format!("ct_ipv6_src={}", self.ip6));
+            t.push(format!("ct_ipv6_dst={}", self.ip6));
+        }
+        t
     }
 }
 
@@ -167,8 +183,9 @@ impl Datapath {
             .iter()
             .filter(|(id, t)| st.tracked.get(*id) != Some(t) && zones.contains(&t.zone))
             .flat_map(|(id, t)| {
-                ["ct_nw_src", "ct_nw_dst"]
-                    .map(|side| (id.clone(), t.zone, format!("{side}={}", t.ip)))
+                t.tuples()
+                    .into_iter()
+                    .map(move |tuple| (id.clone(), t.zone, tuple))
             })
             .collect();
         // A few at a time: a host that left takes all its endpoints with it, and the flows of
@@ -283,6 +300,37 @@ impl Datapath {
                         packets: f.n_packets,
                         bytes: f.n_bytes,
                     });
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many frames each local endpoint sent under an identity not its own (another MAC or
+    /// address, a foreign ND option, a router advertisement), dropped in table 0 before any
+    /// policy decision: the packet counts of its anti-spoofing drops, by endpoint id. Endpoints
+    /// with none are left out. On a trunk, a frame with a MAC no endpoint of the trunk has
+    /// falls to the table-miss drop and is counted for no endpoint (docs/security.md).
+    pub async fn spoof_counters(&self) -> Result<BTreeMap<String, u64>, DatapathError> {
+        let ids: BTreeMap<u64, String> = {
+            let st = self.fabric.lock().await;
+            st.inputs
+                .local
+                .keys()
+                .map(|id| (cookie::endpoint(id), id.clone()))
+                .collect()
+        };
+        if ids.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let filter = ovs::CookieMask::masked(cookie::ENDPOINT, cookie::CLASS_MASK);
+        let mut out = BTreeMap::new();
+        for f in self.flows.dump_flows(&self.bridge, Some(filter)).await? {
+            let Some(id) = ids.get(&f.cookie) else {
+                continue;
+            };
+            let flow = ovs::Flow::new(f.table, f.priority, "", f.actions.as_str());
+            if crate::fabric::is_spoof_drop(&flow) && f.n_packets > 0 {
+                *out.entry(id.clone()).or_insert(0) += f.n_packets;
             }
         }
         Ok(out)
