@@ -2,6 +2,7 @@
 
 pub mod alloc;
 pub mod api;
+pub mod auth;
 pub mod cluster;
 pub mod error;
 pub mod keys;

@@ -112,6 +112,33 @@ struct Opts {
     )]
     node_grace: u64,
 
+    /// Authentication of API callers: `on` (users, tokens, node credentials; see
+    /// docs/security.md) or `off` (anyone reaching the port may do anything; a warning is logged
+    /// at every start).
+    #[arg(
+        long = "auth",
+        env = "CONTIV_NETMASTER_AUTH",
+        default_value = "off",
+        value_parser = ["on", "off"]
+    )]
+    auth: String,
+
+    /// Seconds a login token (`netctl login`) lives.
+    #[arg(
+        long = "auth-token-ttl",
+        env = "CONTIV_NETMASTER_AUTH_TOKEN_TTL",
+        default_value_t = 12 * 3600
+    )]
+    auth_token_ttl: u64,
+
+    /// Seconds a node credential lives; the agent joins again with the join token after.
+    #[arg(
+        long = "auth-node-token-ttl",
+        env = "CONTIV_NETMASTER_AUTH_NODE_TOKEN_TTL",
+        default_value_t = 30 * 24 * 3600
+    )]
+    auth_node_token_ttl: u64,
+
     /// Log level (error, warn, info, debug, trace), or a tracing filter.
     #[arg(
         long = "log-level",
@@ -247,7 +274,7 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         })?;
     let local = listener.local_addr().context("read listen address")?;
     let master = Master::open(
-        store,
+        store.clone(),
         MasterOptions {
             node_ttl: Duration::from_secs(opts.node_ttl.max(1)),
             listen: local.to_string(),
@@ -266,6 +293,24 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     )
     .await
     .context("load state")?;
+    let router = if opts.auth == "on" {
+        let auth = master::auth::Auth::open(
+            store,
+            master::auth::AuthOptions {
+                token_ttl: Duration::from_secs(opts.auth_token_ttl.max(1)),
+                node_token_ttl: Duration::from_secs(opts.auth_node_token_ttl.max(1)),
+                data_dir: opts.data_dir.clone(),
+            },
+        )
+        .await
+        .context("set up authentication")?;
+        master::auth::http::protect(api::router(master.clone()), auth, master.clone())
+    } else {
+        tracing::warn!(
+            "authentication is off (--auth off): anyone who reaches the API may read and change every tenant's objects and register nodes"
+        );
+        api::router(master.clone())
+    };
     tokio::spawn(master.clone().follow_node_expiry());
     tokio::spawn(master.clone().campaign());
     tokio::spawn(master.clone().announce());
@@ -279,7 +324,7 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         }
         let ul = tokio::net::UnixListener::bind(path)
             .with_context(|| format!("listen on unix socket {}", path.display()))?;
-        let router = api::router(master.clone());
+        let router = router.clone();
         tokio::spawn(async move {
             if let Err(e) = axum::serve(ul, router).await {
                 tracing::error!(error = %e, "serve unix socket");
@@ -291,7 +336,7 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         write_ready_file(path, local)?;
     }
     tracing::info!(listen = %local, store = store_kind, at = %where_, "netmaster serving");
-    axum::serve(listener, api::router(master))
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown())
         .await
         .context("serve")?;
