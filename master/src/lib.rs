@@ -12,6 +12,7 @@ pub mod notices;
 pub mod openapi;
 pub mod ops;
 pub mod state;
+pub mod tls;
 pub mod views;
 
 pub use ops::{Master, MasterOptions};

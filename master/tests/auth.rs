@@ -658,3 +658,49 @@ async fn watch_events_are_filtered_per_tenant() {
     assert!(got.contains(&"put network/A:n2".to_string()), "{got:?}");
     assert!(got.contains(&"put endpoint/eA".to_string()), "{got:?}");
 }
+
+/// `--tls on` without a certificate: a local CA is made under the data dir; a client that trusts
+/// it logs in over https and works with the token, one that does not is refused in the handshake.
+#[tokio::test]
+async fn login_then_commands_over_https_with_the_generated_ca() {
+    let m = Netmaster::start_with(&["--auth", "on", "--tls", "on"]);
+    assert!(m.url.starts_with("https://"), "{}", m.url);
+    let ca = m.data_dir().join("tls").join("ca.pem");
+    assert!(
+        m.log().contains("sha256="),
+        "the CA's fingerprint is logged: {}",
+        m.log()
+    );
+    let cred: Value =
+        serde_json::from_slice(&std::fs::read(m.data_dir().join("admin-credential.json")).unwrap())
+            .unwrap();
+    let trusting = |token: Option<String>| {
+        model::Client::with_options(
+            std::slice::from_ref(&m.url),
+            &model::ClientOptions {
+                ca_file: Some(ca.clone()),
+                auth_token: token,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let answer = trusting(None)
+        .login("admin", cred["password"].as_str().unwrap())
+        .await
+        .unwrap();
+    let token: Value = serde_json::from_slice(&answer).unwrap();
+    let admin = trusting(Some(token["token"].as_str().unwrap().to_string()));
+    let tenants = admin.list::<model::Tenant>().await.unwrap();
+    assert!(tenants.iter().any(|t| t.tenant_name == "default"));
+    // Without the token: 401.
+    let e = trusting(None).list::<model::Tenant>().await.unwrap_err();
+    assert_eq!(e.status(), Some(401), "{e}");
+    // Not trusting the CA: the handshake fails, and the error says what to do.
+    let e = model::Client::new(std::slice::from_ref(&m.url))
+        .unwrap()
+        .version()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("--cacert"), "{e}");
+}

@@ -67,7 +67,12 @@ impl Netmaster {
                     eprintln!("netmaster moved from port {had} to {bound} (port taken)");
                 }
                 self.port = bound;
-                self.url = format!("http://127.0.0.1:{bound}");
+                let tls = self
+                    .extra
+                    .windows(2)
+                    .any(|w| w[0] == "--tls" && w[1] == "on");
+                let scheme = if tls { "https" } else { "http" };
+                self.url = format!("{scheme}://127.0.0.1:{bound}");
                 return;
             }
             self.kill();
