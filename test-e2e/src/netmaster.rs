@@ -158,15 +158,39 @@ impl Netmaster {
     /// Logs in as the admin the first start made (its password is in the data dir), and keeps
     /// the token for api(), client() and netctl() (its ~/.netctl/config.json is under `dir`).
     fn login_as_admin(&mut self) {
-        let cred: Value = serde_json::from_slice(
-            &std::fs::read(self.dir.join("data").join("admin-credential.json"))
-                .expect("netmaster --auth on writes admin-credential.json"),
-        )
-        .unwrap();
+        // Only the master that made the admin (the first on a store) has the file: the others
+        // on the same etcd use the password the first one wrote.
+        static PASSWORDS: std::sync::Mutex<Vec<(Vec<String>, String)>> =
+            std::sync::Mutex::new(Vec::new());
+        let store: Vec<String> = self
+            .args
+            .windows(2)
+            .filter(|w| w[0] == "--etcd-endpoints" || w[0] == "--etcd-prefix")
+            .map(|w| w.join("="))
+            .collect();
+        let file = self.dir.join("data").join("admin-credential.json");
+        let password = match std::fs::read(&file) {
+            Ok(b) => {
+                let cred: Value = serde_json::from_slice(&b).unwrap();
+                let p = cred["password"].as_str().unwrap().to_string();
+                if !store.is_empty() {
+                    PASSWORDS.lock().unwrap().push((store, p.clone()));
+                }
+                p
+            }
+            Err(e) => PASSWORDS
+                .lock()
+                .unwrap()
+                .iter()
+                .rev()
+                .find(|(s, _)| *s == store && !store.is_empty())
+                .map(|(_, p)| p.clone())
+                .unwrap_or_else(|| panic!("read {}: {e}", file.display())),
+        };
         let (s, v) = self.api(
             "POST",
             "/api/v1/auth_proxy/login/",
-            Some(json!({"username": "admin", "password": cred["password"]})),
+            Some(json!({"username": "admin", "password": password})),
         );
         assert_eq!(s, 200, "login as admin: {v}");
         let home = self.dir.join("home").join(".netctl");
