@@ -3,7 +3,8 @@
 # cluster on this machine: a netmaster on the embedded store, and two hosts (network namespaces
 # joined by an underlay), each with its own Open vSwitch and netplugin agent. Containers (network
 # namespaces plumbed by the real `contiv` CNI plugin) on different hosts talk over one VXLAN
-# segment, and two tenants with the same subnet are kept apart. Leaves nothing running.
+# segment, and two tenants with the same subnet are kept apart. netmaster authenticates every
+# caller (--auth on): netctl logs in, agents join with the join token. Leaves nothing running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,11 +29,14 @@ trap cleanup EXIT
 say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 wait_for() { for _ in $(seq 200); do eval "$1" && return 0; sleep 0.1; done; echo "timed out: $1" >&2; exit 1; }
 
-say "==> netmaster (embedded store in $work/data)"
-"$B/netmaster" --listen-url 127.0.0.1:0 --listen-unix "$work/netmaster.sock" --data-dir "$work/data" 2>"$work/netmaster.log" &
+say "==> netmaster (embedded store in $work/data), authenticating its callers"
+"$B/netmaster" --auth on --listen-url 127.0.0.1:0 --listen-unix "$work/netmaster.sock" --data-dir "$work/data" 2>"$work/netmaster.log" &
 pids+=($!)
 wait_for "[ -S $work/netmaster.sock ]"
 export NETMASTER="unix://$work/netmaster.sock"
+# netctl keeps its login token in $HOME/.netctl: this demo's own.
+export HOME=$work
+echo "the first admin's password is in $work/data/admin-credential.json, the agents' join token in $work/data/join-token (both root only)"
 
 say "==> the underlay: a switch that joins the hosts (10.250.0.0/24)"
 ip netns add "$underlay"
@@ -61,7 +65,8 @@ host() { # host N: namespace, underlay NIC ul0 = 10.250.0.1N, its own OVS and ne
   ip netns exec "$ns" "$B/netplugin" --netmaster "$NETMASTER" --host "host$n" --vtep-ip "$vtep" --vtep-intf ul0 \
     --ovsdb-sock "$d/db.sock" --ovs-rundir "$d" --bridge contivbr --cni-socket "$d/cni.sock" \
     --port-pool 32 --pool-netns "/run/netns/${ns}pool" \
-    --docker-socket "" --docker-state "$d/docker-driver.json" 2>"$d/netplugin.log" &
+    --docker-socket "" --docker-state "$d/docker-driver.json" --join-token-file "$work/data/join-token" \
+    2>"$d/netplugin.log" &
   pids+=($!)
   wait_for "grep -q 'serving CNI' $d/netplugin.log"
   echo "host$n: VTEP $vtep, $(grep -o 'OVS datapath chosen[^"]*' "$d/netplugin.log" | head -1 | sed 's/\x1b\[[0-9;]*m//g')"
@@ -73,6 +78,9 @@ wait_for "ovs-vsctl --db=unix:$work/host1/db.sock list-ports contivbr | grep -q 
 echo "host1's tunnel to host2: $(ovs-vsctl --db="unix:$work/host1/db.sock" list-ports contivbr | grep '^vx')"
 
 run() { echo; echo "\$ netctl $*"; "$B/netctl" "$@"; }
+say "==> log in as admin (netctl reads the user name and password from stdin when it is not a terminal)"
+echo "\$ netctl login"
+printf 'admin\n%s\n' "$(sed -n 's/.*"password":"\([^"]*\)".*/\1/p' "$work/data/admin-credential.json")" | "$B/netctl" login
 say "==> networks, with netctl"
 run net create --subnet=10.1.2.0/24 --gateway=10.1.2.1 contiv-net
 run tenant create blue

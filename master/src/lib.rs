@@ -2,6 +2,7 @@
 
 pub mod alloc;
 pub mod api;
+pub mod auth;
 pub mod cluster;
 pub mod error;
 pub mod keys;
@@ -12,6 +13,7 @@ pub mod openapi;
 pub mod ops;
 pub mod parse_errors;
 pub mod state;
+pub mod tls;
 pub mod views;
 
 pub use ops::{Master, MasterOptions};

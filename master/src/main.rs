@@ -113,6 +113,65 @@ struct Opts {
     )]
     node_grace: u64,
 
+    /// Authentication of API callers: `on` (users, tokens, node credentials; see
+    /// docs/security.md) or `off` (anyone reaching the port may do anything; a warning is logged
+    /// at every start).
+    #[arg(
+        long = "auth",
+        env = "CONTIV_NETMASTER_AUTH",
+        default_value = "off",
+        value_parser = ["on", "off"]
+    )]
+    auth: String,
+
+    /// Seconds a login token (`netctl login`) lives.
+    #[arg(
+        long = "auth-token-ttl",
+        env = "CONTIV_NETMASTER_AUTH_TOKEN_TTL",
+        default_value_t = 12 * 3600
+    )]
+    auth_token_ttl: u64,
+
+    /// Seconds a node credential lives; the agent joins again with the join token after.
+    #[arg(
+        long = "auth-node-token-ttl",
+        env = "CONTIV_NETMASTER_AUTH_NODE_TOKEN_TTL",
+        default_value_t = 30 * 24 * 3600
+    )]
+    auth_node_token_ttl: u64,
+
+    /// Serve the API over TLS (`on`) or plain HTTP (`off`). On without --tls-cert: a local CA
+    /// and a server certificate are made under the data dir (tls/) at the first start; clients
+    /// trust tls/ca.pem (its fingerprint is logged).
+    #[arg(
+        long = "tls",
+        env = "CONTIV_NETMASTER_TLS",
+        default_value = "off",
+        value_parser = ["on", "off"]
+    )]
+    tls: String,
+
+    /// The server's certificate chain (PEM), with --tls-key, instead of the generated one.
+    #[arg(long = "tls-cert", env = "CONTIV_NETMASTER_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+
+    /// The server's private key (PEM), with --tls-cert.
+    #[arg(long = "tls-key", env = "CONTIV_NETMASTER_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+
+    /// Accept client certificates signed by this CA (PEM); clients without one still use tokens.
+    #[arg(long = "tls-client-ca", env = "CONTIV_NETMASTER_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
+
+    /// Extra names and addresses for the generated server certificate (comma-separated), besides
+    /// localhost, 127.0.0.1, ::1 and this host's name. Delete tls/server.pem to remake it.
+    #[arg(
+        long = "tls-san",
+        env = "CONTIV_NETMASTER_TLS_SAN",
+        value_delimiter = ','
+    )]
+    tls_san: Vec<String>,
+
     /// Log level (error, warn, info, debug, trace), or a tracing filter.
     #[arg(
         long = "log-level",
@@ -197,14 +256,14 @@ async fn open_etcd(opts: &Opts, wait: bool) -> anyhow::Result<Arc<dyn store::Sto
 }
 
 /// The URL others reach us on: the listen address, with this host's name when it is 0.0.0.0.
-fn default_advertise_url(local: std::net::SocketAddr) -> String {
+fn default_advertise_url(local: std::net::SocketAddr, scheme: &str) -> String {
     if local.ip().is_unspecified() {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "localhost".into());
-        format!("http://{host}:{}", local.port())
+        format!("{scheme}://{host}:{}", local.port())
     } else {
-        format!("http://{local}")
+        format!("{scheme}://{local}")
     }
 }
 
@@ -247,8 +306,28 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
             )
         })?;
     let local = listener.local_addr().context("read listen address")?;
+    let tls = (opts.tls == "on")
+        .then(|| {
+            master::tls::server_config(&master::tls::TlsOptions {
+                cert: opts.tls_cert.clone(),
+                key: opts.tls_key.clone(),
+                client_ca: opts.tls_client_ca.clone(),
+                data_dir: opts.data_dir.clone(),
+                sans: opts.tls_san.clone(),
+            })
+        })
+        .transpose()
+        .context("set up TLS")?;
+    if let Some((ca, fp)) = tls.as_ref().and_then(|t| t.generated_ca.as_ref()) {
+        tracing::warn!(
+            ca = %ca.display(),
+            sha256 = %fp,
+            "serving https with a certificate of the local CA: clients trust this CA (netctl --cacert, netplugin --netmaster-cacert); check its fingerprint"
+        );
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let master = Master::open(
-        store,
+        store.clone(),
         MasterOptions {
             node_ttl: Duration::from_secs(opts.node_ttl.max(1)),
             listen: local.to_string(),
@@ -260,7 +339,7 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
                     .advertise_url
                     .clone()
                     .map(|u| u.trim_end_matches('/').to_string())
-                    .unwrap_or_else(|| default_advertise_url(local)),
+                    .unwrap_or_else(|| default_advertise_url(local, scheme)),
             }),
             node_grace: (opts.node_grace > 0).then(|| Duration::from_secs(opts.node_grace)),
         },
@@ -268,6 +347,24 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     .await
     .context("load state")?;
     tokio::spawn(master.clone().keep_in_sync());
+    let router = if opts.auth == "on" {
+        let auth = master::auth::Auth::open(
+            store,
+            master::auth::AuthOptions {
+                token_ttl: Duration::from_secs(opts.auth_token_ttl.max(1)),
+                node_token_ttl: Duration::from_secs(opts.auth_node_token_ttl.max(1)),
+                data_dir: opts.data_dir.clone(),
+            },
+        )
+        .await
+        .context("set up authentication")?;
+        master::auth::http::protect(api::router(master.clone()), auth, master.clone())
+    } else {
+        tracing::warn!(
+            "authentication is off (--auth off): anyone who reaches the API may read and change every tenant's objects and register nodes"
+        );
+        api::router(master.clone())
+    };
     tokio::spawn(master.clone().follow_node_expiry());
     tokio::spawn(master.clone().campaign());
     tokio::spawn(master.clone().announce());
@@ -281,7 +378,7 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         }
         let ul = tokio::net::UnixListener::bind(path)
             .with_context(|| format!("listen on unix socket {}", path.display()))?;
-        let router = api::router(master.clone());
+        let router = router.clone();
         tokio::spawn(async move {
             if let Err(e) = axum::serve(JsonParseErrors(ul), router).await {
                 tracing::error!(error = %e, "serve unix socket");
@@ -292,11 +389,21 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     if let Some(path) = &opts.ready_file {
         write_ready_file(path, local)?;
     }
-    tracing::info!(listen = %local, store = store_kind, at = %where_, "netmaster serving");
-    axum::serve(JsonParseErrors(listener), api::router(master))
-        .with_graceful_shutdown(shutdown())
-        .await
-        .context("serve")?;
+    tracing::info!(listen = %local, scheme, store = store_kind, at = %where_, "netmaster serving");
+    match tls {
+        Some(t) => {
+            let listener =
+                master::tls::TlsListener::new(listener, t.config).context("read listen address")?;
+            axum::serve(JsonParseErrors(listener), router)
+                .with_graceful_shutdown(shutdown())
+                .await
+                .context("serve")?
+        }
+        None => axum::serve(JsonParseErrors(listener), router)
+            .with_graceful_shutdown(shutdown())
+            .await
+            .context("serve")?,
+    }
     for path in [&opts.listen_unix, &opts.ready_file].into_iter().flatten() {
         let _ = std::fs::remove_file(path);
     }

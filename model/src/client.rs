@@ -55,7 +55,8 @@ pub struct ClientOptions {
     pub insecure: bool,
     /// A PEM file of CA certificates to trust besides the system's (https only).
     pub ca_file: Option<std::path::PathBuf>,
-    /// Sent as `x-auth-token` on every request, over https only (auth_proxy's token).
+    /// Sent as `x-auth-token` on every request over https or a unix socket (never in clear
+    /// over the network): auth_proxy's token, or netmaster's.
     pub auth_token: Option<String>,
 }
 
@@ -67,6 +68,9 @@ pub struct Client {
     targets: Arc<Vec<Target>>,
     urls: Arc<Vec<String>>,
     current: Arc<AtomicUsize>,
+    /// The `x-auth-token` header to send to secure targets; replaced by [`Client::set_auth_token`]
+    /// (an agent renews its node credential), seen by every clone.
+    token: Arc<std::sync::RwLock<Option<reqwest::header::HeaderValue>>>,
 }
 
 /// One netmaster address: `http(s)://host:port`, or `unix:///path/to/socket`.
@@ -76,8 +80,15 @@ struct Target {
     /// What request paths are appended to.
     base: String,
     http: reqwest::Client,
-    /// The `x-auth-token` header to send (set only for https targets).
-    token: Option<reqwest::header::HeaderValue>,
+    /// https or a unix socket: the token may be sent.
+    secure: bool,
+}
+
+fn header_token(t: &str) -> Result<reqwest::header::HeaderValue, ClientError> {
+    let mut v = reqwest::header::HeaderValue::from_str(t.trim())
+        .map_err(|_| ClientError::TlsConfig("the auth token is not a valid header value".into()))?;
+    v.set_sensitive(true);
+    Ok(v)
 }
 
 /// The text of the innermost error, which is what a user can act on ("connection refused").
@@ -305,10 +316,12 @@ impl Client {
                 reason: "no URL given".into(),
             });
         }
+        let token = opts.auth_token.as_deref().map(header_token).transpose()?;
         Ok(Client {
             urls: Arc::new(targets.iter().map(|t| t.url.clone()).collect()),
             targets: Arc::new(targets),
             current: Arc::new(AtomicUsize::new(0)),
+            token: Arc::new(std::sync::RwLock::new(token)),
         })
     }
 
@@ -335,27 +348,13 @@ impl Client {
                 url: u.to_string(),
                 base: "http://localhost".into(),
                 http,
-                token: None,
+                secure: true,
             });
         }
         let parsed = reqwest::Url::parse(u).map_err(|e| bad(e.to_string()))?;
-        let (config, token) = match parsed.scheme() {
-            "http" => (tls::plain_config(), None),
-            "https" => {
-                let token = match &opts.auth_token {
-                    Some(t) => {
-                        let mut v = reqwest::header::HeaderValue::from_str(t).map_err(|_| {
-                            ClientError::TlsConfig(
-                                "the auth token is not a valid header value".into(),
-                            )
-                        })?;
-                        v.set_sensitive(true);
-                        Some(v)
-                    }
-                    None => None,
-                };
-                (tls::https_config(opts)?, token)
-            }
+        let (config, secure) = match parsed.scheme() {
+            "http" => (tls::plain_config(), false),
+            "https" => (tls::https_config(opts)?, true),
             _ => {
                 return Err(bad(
                     "must start with http:// or https:// (or unix:// for a local socket)".into(),
@@ -371,12 +370,19 @@ impl Client {
             url: base.clone(),
             base,
             http,
-            token,
+            secure,
         })
     }
 
     pub fn urls(&self) -> &[String] {
         &self.urls
+    }
+
+    /// Replaces the token sent to https and unix-socket targets (this client and its clones).
+    pub fn set_auth_token(&self, token: &str) -> Result<(), ClientError> {
+        let v = header_token(token)?;
+        *self.token.write().expect("token lock") = Some(v);
+        Ok(())
     }
 
     /// Sends a request to the current URL, failing over to the next ones on connection errors.
@@ -398,8 +404,10 @@ impl Client {
             let t = &self.targets[idx];
             let url = format!("{}{}", t.base, path);
             let mut req = t.http.request(method.clone(), &url);
-            if let Some(token) = &t.token {
-                req = req.header("x-auth-token", token.clone());
+            if t.secure
+                && let Some(token) = self.token.read().expect("token lock").clone()
+            {
+                req = req.header("x-auth-token", token);
             }
             if let Some(t) = timeout {
                 req = req.timeout(t);
@@ -587,6 +595,30 @@ impl Client {
             reason: format!("no token in the login answer: {e}"),
         })?;
         Ok(bytes.to_vec())
+    }
+
+    /// Presents the cluster's join token for `hostname`; returns netmaster's node credential and
+    /// how many seconds it lives.
+    pub async fn join(
+        &self,
+        hostname: &str,
+        join_token: &str,
+    ) -> Result<(String, u64), ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            token: String,
+            #[serde(rename = "expiresIn")]
+            expires_in: u64,
+        }
+        let body = serde_json::json!({ "hostname": hostname, "joinToken": join_token.trim() });
+        let a: Answer = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/auth_proxy/join/",
+                Self::json(&body),
+            )
+            .await?;
+        Ok((a.token, a.expires_in))
     }
 
     pub async fn version(&self) -> Result<VersionInfo, ClientError> {

@@ -82,8 +82,8 @@ pub enum Family {
     /// Endpoint group manipulation tools
     #[command(subcommand)]
     Group(group::Cmd),
-    /// Log in to Contiv's auth_proxy (its https address in --netmaster) and keep the token for
-    /// later commands
+    /// Log in to netmaster or Contiv's auth_proxy (https or unix:// in --netmaster) and keep the
+    /// token for later commands
     Login,
     /// Network profile manipulation tools
     #[command(subcommand)]
@@ -153,7 +153,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         return completion::run(args);
     }
     let urls = netmaster_urls(cli.netmaster, std::env::var("NETMASTER").ok());
-    let https = urls.split(',').any(|u| u.trim().starts_with("https://"));
+    // The token goes over https, or a local unix socket; never in clear over the network.
+    let secure = urls
+        .split(',')
+        .any(|u| u.trim().starts_with("https://") || u.trim().starts_with("unix://"));
     let is_login = matches!(cli.command, Family::Login);
     let opts = ClientOptions {
         insecure: insecure(cli.insecure, std::env::var("INSECURE").ok()),
@@ -162,8 +165,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .filter(|v| !v.is_empty())
                 .map(Into::into)
         }),
-        // The token of `netctl login`, sent over https only.
-        auth_token: if https && !is_login {
+        // The token of `netctl login`.
+        auth_token: if secure && !is_login {
             login::saved_token()?
         } else {
             None

@@ -45,10 +45,15 @@ pub fn saved_token() -> Result<Option<String>> {
 }
 
 pub async fn run(client: &Client) -> Result<()> {
-    if let Some(u) = client.urls().iter().find(|u| !u.starts_with("https://")) {
+    // A local unix socket (netmaster's --listen-unix) carries nothing over the network either.
+    if let Some(u) = client
+        .urls()
+        .iter()
+        .find(|u| !u.starts_with("https://") && !u.starts_with("unix://"))
+    {
         return Err(CtlError::Invalid(format!(
-            "login needs the https URL of auth_proxy in --netmaster (not {u}): the password is \
-             never sent in clear"
+            "login needs an https URL (or a unix:// socket) of netmaster or auth_proxy in \
+             --netmaster (not {u}): the password is never sent in clear"
         )));
     }
     let path = config_path().ok_or_else(|| {

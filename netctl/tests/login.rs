@@ -438,8 +438,8 @@ fn login_needs_https() {
     assert_eq!(
         r.stderr,
         format!(
-            "Error: login needs the https URL of auth_proxy in --netmaster (not {url}): the \
-             password is never sent in clear\n"
+            "Error: login needs an https URL (or a unix:// socket) of netmaster or auth_proxy in \
+             --netmaster (not {url}): the password is never sent in clear\n"
         )
     );
     // Nothing was sent.

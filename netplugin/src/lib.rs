@@ -7,6 +7,7 @@
 pub mod attach;
 pub mod cluster;
 pub mod cni_server;
+pub mod credential;
 pub mod datapath;
 pub mod docker;
 pub mod fabric;

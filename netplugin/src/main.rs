@@ -32,6 +32,15 @@ struct Opts {
         default_value = "http://127.0.0.1:9999"
     )]
     netmaster: String,
+    /// A PEM file of CA certificates to trust for an https netmaster, besides the system's
+    /// (netmaster's generated CA: tls/ca.pem under its data dir).
+    #[arg(long = "netmaster-cacert", env = "CONTIV_NETPLUGIN_NETMASTER_CACERT")]
+    netmaster_cacert: Option<std::path::PathBuf>,
+    /// A file holding the cluster's join token (netmaster writes it to join-token under its data
+    /// dir): the agent presents it to get its node credential. Needed when netmaster runs with
+    /// --auth on.
+    #[arg(long = "join-token-file", env = "CONTIV_NETPLUGIN_JOIN_TOKEN_FILE")]
+    join_token_file: Option<std::path::PathBuf>,
     /// This node's name in the cluster.
     #[arg(long = "host", alias = "host-label", env = "CONTIV_NETPLUGIN_HOST")]
     host: Option<String>,
@@ -269,7 +278,14 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     dp.ensure_bridge()
         .await
         .with_context(|| format!("set up bridge {}", opts.bridge))?;
-    let client = model::Client::new(&[opts.netmaster.as_str()]).context("netmaster URL")?;
+    let client = model::Client::with_options(
+        &[opts.netmaster.as_str()],
+        &model::ClientOptions {
+            ca_file: opts.netmaster_cacert.clone(),
+            ..Default::default()
+        },
+    )
+    .context("netmaster URL")?;
     // Wait for netmaster: an agent may start first; say so once instead of failing.
     let mut warned = false;
     loop {
@@ -283,6 +299,18 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
+    }
+    if let Some(path) = &opts.join_token_file {
+        let join_token = std::fs::read_to_string(path)
+            .with_context(|| format!("read the join token file {}", path.display()))?;
+        netplugin::credential::join(&client, &node, &join_token)
+            .await
+            .with_context(|| {
+                format!(
+                    "join the cluster as node {node} with the token in {}",
+                    path.display()
+                )
+            })?;
     }
     let kube = match &opts.k8s_api {
         None => None,

@@ -111,6 +111,23 @@ impl Host {
             self.agent_args
                 .push(format!("--state-dir={}", self.dir.join("state").display()));
         }
+        // A netmaster with --auth on wrote its join token beside its socket (data/join-token,
+        // see Netmaster::join_token_file): the agent joins with it.
+        if let Some(jt) = self
+            .master_url
+            .split(',')
+            .filter_map(|u| u.trim().strip_prefix("unix://"))
+            .filter_map(|sock| std::path::Path::new(sock).parent())
+            .map(|d| d.join("data").join("join-token"))
+            .find(|p| p.exists())
+            && !self
+                .agent_args
+                .iter()
+                .any(|a| a.starts_with("--join-token-file"))
+        {
+            self.agent_args
+                .push(format!("--join-token-file={}", jt.display()));
+        }
         if self
             .agent_args
             .iter()

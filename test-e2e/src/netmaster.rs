@@ -17,6 +17,13 @@ pub struct Netmaster {
     args: Vec<String>,
     /// The loopback port asked for (0: any), and once started the one bound.
     port: u16,
+    /// With `--auth on`: the admin's token, which api(), client() and netctl() send.
+    token: Option<String>,
+}
+
+/// CONTIV_E2E_AUTH=1 runs every netmaster with `--auth on` (to try a suite with it).
+fn auth_from_env() -> bool {
+    std::env::var("CONTIV_E2E_AUTH").is_ok_and(|v| v == "1")
 }
 
 impl Netmaster {
@@ -37,14 +44,22 @@ impl Netmaster {
         let dir = PathBuf::from(format!("/tmp/{}", unique("m")));
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("netmaster.sock");
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        if auth_from_env() && !args.iter().any(|a| a == "--auth") {
+            args.extend(["--auth".into(), "on".into()]);
+        }
         let mut m = Netmaster {
             child: None,
             dir,
             socket,
-            args: args.iter().map(|a| a.to_string()).collect(),
+            args,
             port,
+            token: None,
         };
         m.spawn();
+        if m.args.windows(2).any(|w| w[0] == "--auth" && w[1] == "on") {
+            m.login_as_admin();
+        }
         m
     }
 
@@ -130,7 +145,63 @@ impl Netmaster {
     }
 
     pub fn client(&self) -> model::Client {
-        model::Client::new(&[self.url()]).unwrap()
+        model::Client::with_options(
+            &[self.url()],
+            &model::ClientOptions {
+                auth_token: self.token.clone(),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    }
+
+    /// Logs in as the admin the first start made (its password is in the data dir), and keeps
+    /// the token for api(), client() and netctl() (its ~/.netctl/config.json is under `dir`).
+    fn login_as_admin(&mut self) {
+        // Only the master that made the admin (the first on a store) has the file: the others
+        // on the same etcd use the password the first one wrote.
+        static PASSWORDS: std::sync::Mutex<Vec<(Vec<String>, String)>> =
+            std::sync::Mutex::new(Vec::new());
+        let store: Vec<String> = self
+            .args
+            .windows(2)
+            .filter(|w| w[0] == "--etcd-endpoints" || w[0] == "--etcd-prefix")
+            .map(|w| w.join("="))
+            .collect();
+        let file = self.dir.join("data").join("admin-credential.json");
+        let password = match std::fs::read(&file) {
+            Ok(b) => {
+                let cred: Value = serde_json::from_slice(&b).unwrap();
+                let p = cred["password"].as_str().unwrap().to_string();
+                if !store.is_empty() {
+                    PASSWORDS.lock().unwrap().push((store, p.clone()));
+                }
+                p
+            }
+            Err(e) => PASSWORDS
+                .lock()
+                .unwrap()
+                .iter()
+                .rev()
+                .find(|(s, _)| *s == store && !store.is_empty())
+                .map(|(_, p)| p.clone())
+                .unwrap_or_else(|| panic!("read {}: {e}", file.display())),
+        };
+        let (s, v) = self.api(
+            "POST",
+            "/api/v1/auth_proxy/login/",
+            Some(json!({"username": "admin", "password": password})),
+        );
+        assert_eq!(s, 200, "login as admin: {v}");
+        let home = self.dir.join("home").join(".netctl");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::write(home.join("config.json"), v.to_string()).unwrap();
+        self.token = Some(v["token"].as_str().unwrap().to_string());
+    }
+
+    /// The join token agents present (with `--auth on`).
+    pub fn join_token_file(&self) -> PathBuf {
+        self.dir.join("data").join("join-token")
     }
 
     /// A REST call with curl over the unix socket: (status, JSON body).
@@ -139,6 +210,9 @@ impl Netmaster {
         c.args(["-s", "-o", "-", "-w", "\n%{http_code}", "--unix-socket"])
             .arg(&self.socket)
             .args(["-X", method, &format!("http://localhost{path}")]);
+        if let Some(t) = &self.token {
+            c.args(["-H", &format!("x-auth-token: {t}")]);
+        }
         if let Some(b) = body {
             c.args(["-H", "content-type: application/json", "-d", &b.to_string()]);
         }
@@ -155,6 +229,8 @@ impl Netmaster {
     pub fn netctl(&self, args: &[&str]) -> String {
         must(
             Command::new(bin("netctl"))
+                // The admin's token, with --auth on.
+                .env("HOME", self.dir.join("home"))
                 .args(["--netmaster", &self.url()])
                 .args(args),
         )

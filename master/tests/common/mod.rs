@@ -67,7 +67,12 @@ impl Netmaster {
                     eprintln!("netmaster moved from port {had} to {bound} (port taken)");
                 }
                 self.port = bound;
-                self.url = format!("http://127.0.0.1:{bound}");
+                let tls = self
+                    .extra
+                    .windows(2)
+                    .any(|w| w[0] == "--tls" && w[1] == "on");
+                let scheme = if tls { "https" } else { "http" };
+                self.url = format!("{scheme}://127.0.0.1:{bound}");
                 return;
             }
             self.kill();
@@ -133,10 +138,24 @@ impl Netmaster {
     }
 
     pub async fn req(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.req_as(None, method, path, body).await
+    }
+
+    /// A request with `token` in `X-Auth-Token` (none: anonymous).
+    pub async fn req_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         // model builds reqwest with rustls and no default crypto provider: install ring.
         model::install_default_tls_provider();
         let http = reqwest::Client::new();
         let mut r = http.request(method.parse().unwrap(), format!("{}{}", self.url, path));
+        if let Some(t) = token {
+            r = r.header("x-auth-token", t);
+        }
         if let Some(b) = body {
             r = r
                 .header("content-type", "application/json")
