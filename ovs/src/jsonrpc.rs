@@ -8,7 +8,7 @@ use serde_json::Value;
 /// It scans incrementally (tracking nesting and string state across reads), so a large message
 /// that arrives in many reads is parsed once, not once per read.
 #[derive(Debug, Default)]
-pub(crate) struct FrameDecoder {
+pub struct FrameDecoder {
     buf: Vec<u8>,
     /// How far `buf` has been scanned for the end of the current value.
     scanned: usize,
@@ -20,15 +20,15 @@ pub(crate) struct FrameDecoder {
 /// The peer sent something that is not a stream of JSON objects or arrays.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub(crate) struct FrameError(String);
+pub struct FrameError(String);
 
 impl FrameDecoder {
-    pub(crate) fn push(&mut self, bytes: &[u8]) {
+    pub fn push(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
     }
 
     /// The next complete value, if one has fully arrived.
-    pub(crate) fn next_value(&mut self) -> Result<Option<Value>, FrameError> {
+    pub fn next_value(&mut self) -> Result<Option<Value>, FrameError> {
         while self.scanned < self.buf.len() {
             let b = self.buf[self.scanned];
             self.scanned += 1;
@@ -76,7 +76,7 @@ impl FrameDecoder {
 
 /// A message from the server, classified.
 #[derive(Debug, PartialEq)]
-pub(crate) enum Incoming {
+pub enum Incoming {
     /// The reply to one of our requests.
     Response {
         id: Value,
@@ -94,7 +94,7 @@ pub(crate) enum Incoming {
 }
 
 impl Incoming {
-    pub(crate) fn classify(mut msg: Value) -> Result<Incoming, FrameError> {
+    pub fn classify(mut msg: Value) -> Result<Incoming, FrameError> {
         let Some(object) = msg.as_object_mut() else {
             return Err(FrameError(format!("expected a JSON-RPC object, got {msg}")));
         };
