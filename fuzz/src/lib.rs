@@ -121,6 +121,44 @@ pub const TARGETS: &[Target] = &[
     },
 ];
 
+/// A target by name; also finds [`SELFTEST`], which `all` does not run.
 pub fn target(name: &str) -> Option<&'static Target> {
-    TARGETS.iter().find(|t| t.name == name)
+    TARGETS
+        .iter()
+        .chain(std::iter::once(&SELFTEST))
+        .find(|t| t.name == name)
 }
+
+/// A target that fails on purpose, so that the tests can check that the driver finds and saves
+/// what kills or hangs a worker: inputs starting with `PANIC` panic, `OVERFLOW` overflow the
+/// stack, `HANG` never return when their length is a multiple of 3 (not all of them, or the
+/// test would spend its time waiting out hangs).
+#[doc(hidden)]
+pub const SELFTEST: Target = Target {
+    name: "selftest",
+    about: "fails on purpose (tests of the driver)",
+    shape: Shape::Text,
+    seeds: || vec![b"fine".to_vec(), b"PANIC".to_vec(), b"OVERFLOW".to_vec(), b"HANG".to_vec()],
+    words: &[],
+    run: |data| {
+        fn deeper(n: u64) -> u64 {
+            if n == u64::MAX {
+                return 0;
+            }
+            let pad = std::hint::black_box([n; 64]);
+            deeper(pad[(n % 64) as usize] + 1) + pad[0]
+        }
+        if data.starts_with(b"PANIC") {
+            panic!("selftest panic");
+        }
+        if data.starts_with(b"OVERFLOW") {
+            return deeper(std::hint::black_box(0)) > 0;
+        }
+        if data.starts_with(b"HANG") && data.len() % 3 == 0 {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        }
+        true
+    },
+};

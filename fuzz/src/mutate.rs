@@ -161,7 +161,9 @@ impl Mutator {
             0 | 1 => *node = rng.pick(&self.nodes).clone(),
             2 => *node = self.scalar(rng),
             3 => {
-                let depth = *rng.pick(DEPTHS).min(&2000);
+                // Past serde_json's limit but shallow enough for the mutator's own recursion; the byte
+                // mutation `nest` makes the really deep ones.
+                let depth = *rng.pick(DEPTHS).min(&200);
                 let mut v = std::mem::take(node);
                 for _ in 0..depth {
                     v = if rng.one_in(2) {
@@ -257,7 +259,7 @@ impl Mutator {
 
     fn mutate_bytes(&self, rng: &mut Rng, data: &mut Vec<u8>) {
         let len = data.len();
-        match rng.below(15) {
+        match rng.below(16) {
             0 if len > 0 => {
                 let i = rng.below(len);
                 data[i] ^= 1 << rng.below(8);
@@ -318,6 +320,15 @@ impl Mutator {
                 // Another whole message after this one.
                 let other = rng.pick(&self.seeds).clone();
                 data.extend(other);
+            }
+            14 => {
+                // A dictionary word many times over: many keys, many messages, long runs of
+                // whitespace or of interim responses.
+                let at = rng.below(len + 1);
+                let t = rng.pick(&self.tokens);
+                let times = *rng.pick(&[2usize, 100, 10_000, 100_000]);
+                let times = times.min(MAX_INPUT / t.len().max(1));
+                data.splice(at..at, t.repeat(times));
             }
             13 if len > 1 => {
                 // Swap two bytes far apart (an unbalanced bracket, a moved quote).

@@ -281,7 +281,8 @@ fn follow(d: &DriveArgs, target: &Target, run: Run, report: &mut Report, next: &
         stderr,
     } = run;
     let mut last_at = None;
-    let (base_inputs, base_accepted) = (report.inputs, report.accepted);
+    let start = *next;
+    let base_accepted = report.accepted;
     let end = loop {
         match events.recv_timeout(d.hang) {
             Ok(Event::Line(line)) => {
@@ -289,10 +290,14 @@ fn follow(d: &DriveArgs, target: &Target, run: Run, report: &mut Report, next: &
                 let word = parts.next().unwrap_or("");
                 let mut num = || parts.next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
                 match word {
-                    "at" => last_at = Some(num()),
+                    "at" => {
+                        let i = num();
+                        last_at = Some(i);
+                        *next = i + 1;
+                    }
                     "progress" | "done" => {
                         *next = num();
-                        report.inputs = base_inputs + num();
+                        let _inputs = num();
                         report.accepted = base_accepted + num();
                         if word == "done" {
                             break End::Done;
@@ -307,12 +312,16 @@ fn follow(d: &DriveArgs, target: &Target, run: Run, report: &mut Report, next: &
                             let (ms, file) = (rest[0], rest.get(1).unwrap_or(&""));
                             (file.to_string(), format!("{ms} ms"))
                         };
-                        report.findings.push(Finding {
-                            kind: if word == "panic" { "panic" } else { "slow" },
-                            index,
-                            file: file.into(),
-                            detail,
-                        });
+                        // A replay runs some indexes again: report each input once.
+                        let kind = if word == "panic" { "panic" } else { "slow" };
+                        if !report.findings.iter().any(|f| f.kind == kind && f.index == index) {
+                            report.findings.push(Finding {
+                                kind,
+                                index,
+                                file: file.into(),
+                                detail,
+                            });
+                        }
                     }
                     _ => {}
                 }
@@ -341,6 +350,9 @@ fn follow(d: &DriveArgs, target: &Target, run: Run, report: &mut Report, next: &
     if matches!(end, End::Done) {
         let _ = child.wait();
     }
+    // Indexes run one after another: what ran is what lies between the start and the last
+    // index the worker reported (an input that killed the worker counts as run).
+    report.inputs += *next - start;
     let _ = target;
     end
 }
@@ -360,16 +372,15 @@ pub fn drive(d: &DriveArgs, target: &'static Target) -> std::io::Result<Report> 
             break;
         }
         let run = spawn(d, target, next, left, false)?;
-        let from = next;
         let (kind, detail) = match follow(d, target, run, &mut report, &mut next) {
             End::Done => break,
             End::Died { status, stderr, .. } => ("abort", format!("{status}: {stderr}")),
             End::Hung { .. } => ("hang", format!("no progress for {:?}", d.hang)),
         };
-        // Find the input: the same indexes again, each announced before it runs. The progress
-        // line may lag, so start from the last index reported.
-        let _ = from;
-        let replay = spawn(d, target, next, d.hang.as_secs_f64() * 4.0 + 60.0, true)?;
+        // Find the input: the same indexes again, each announced before it runs, from the last
+        // index the worker reported (its progress lines lag).
+        let budget = left.max(1.0) + 2.0 * d.hang.as_secs_f64();
+        let replay = spawn(d, target, next, budget, true)?;
         let found = match follow(d, target, replay, &mut report, &mut next) {
             End::Died { last, status, stderr } => last.map(|i| (i, format!("{status}: {stderr}"))),
             End::Hung { last } => last.map(|i| (i, detail.clone())),
