@@ -138,7 +138,14 @@ pub const SELFTEST: Target = Target {
     name: "selftest",
     about: "fails on purpose (tests of the driver)",
     shape: Shape::Text,
-    seeds: || vec![b"fine".to_vec(), b"PANIC".to_vec(), b"OVERFLOW".to_vec(), b"HANG".to_vec()],
+    seeds: || {
+        vec![
+            b"fine".to_vec(),
+            b"PANIC".to_vec(),
+            b"OVERFLOW".to_vec(),
+            b"HANG".to_vec(),
+        ]
+    },
     words: &[],
     run: |data| {
         fn deeper(n: u64) -> u64 {

@@ -16,7 +16,9 @@ use fuzz::runner::{self, DriveArgs, WorkerArgs};
 use fuzz::{TARGETS, target};
 
 #[derive(Parser)]
-#[command(about = "Runs contiv's fuzz targets for a set time and reports inputs, inputs/s and crashes")]
+#[command(
+    about = "Runs contiv's fuzz targets for a set time and reports inputs, inputs/s and crashes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -140,7 +142,8 @@ fn main() -> anyhow::Result<()> {
             let mut crashes = 0;
             let mut details = Vec::new();
             for t in chosen {
-                let r = runner::drive(&d, t).with_context(|| format!("run fuzz target {}", t.name))?;
+                let r =
+                    runner::drive(&d, t).with_context(|| format!("run fuzz target {}", t.name))?;
                 let slow = r.findings.len() - r.crashes();
                 println!(
                     "| {} | {:.0} | {} | {:.0} | {:.1} % | {} | {} |",

@@ -29,22 +29,100 @@ pub const MAX_INPUT: usize = 1 << 20;
 /// Byte strings worth inserting anywhere: JSON punctuation, numbers at the edges of the integer
 /// and float types, escapes, invalid UTF-8.
 const GENERIC_TOKENS: &[&[u8]] = &[
-    b"{", b"}", b"[", b"]", b",", b":", b"\"", b"\\", b"null", b"true", b"false", b"0", b"-0",
-    b"-1", b"1e400", b"-1e400", b"1.7976931348623157e308", b"5e-324", b"0.1", b"127", b"128",
-    b"255", b"256", b"32767", b"65535", b"65536", b"2147483647", b"2147483648", b"4294967295",
-    b"4294967296", b"9223372036854775807", b"9223372036854775808", b"-9223372036854775808",
-    b"-9223372036854775809", b"18446744073709551615", b"18446744073709551616",
-    b"\"\\ud800\"", b"\"\\u0000\"", b"\\u", b"\xff", b"\xfe\xff", b"\xc0\x80", b"\xed\xa0\x80",
-    b"\xf4\x90\x80\x80", b"\r\n", b"\n", b"\0", b" ", b";", b"=", b"/", b"..", b"0x",
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b",",
+    b":",
+    b"\"",
+    b"\\",
+    b"null",
+    b"true",
+    b"false",
+    b"0",
+    b"-0",
+    b"-1",
+    b"1e400",
+    b"-1e400",
+    b"1.7976931348623157e308",
+    b"5e-324",
+    b"0.1",
+    b"127",
+    b"128",
+    b"255",
+    b"256",
+    b"32767",
+    b"65535",
+    b"65536",
+    b"2147483647",
+    b"2147483648",
+    b"4294967295",
+    b"4294967296",
+    b"9223372036854775807",
+    b"9223372036854775808",
+    b"-9223372036854775808",
+    b"-9223372036854775809",
+    b"18446744073709551615",
+    b"18446744073709551616",
+    b"\"\\ud800\"",
+    b"\"\\u0000\"",
+    b"\\u",
+    b"\xff",
+    b"\xfe\xff",
+    b"\xc0\x80",
+    b"\xed\xa0\x80",
+    b"\xf4\x90\x80\x80",
+    b"\r\n",
+    b"\n",
+    b"\0",
+    b" ",
+    b";",
+    b"=",
+    b"/",
+    b"..",
+    b"0x",
 ];
 
 /// Numbers substituted for a run of digits.
 const NUMBERS: &[&str] = &[
-    "0", "1", "-1", "7", "8", "9", "15", "16", "63", "64", "68", "127", "128", "255", "256",
-    "4095", "4096", "65535", "65536", "16777215", "16777216", "2147483647", "2147483648",
-    "4294967295", "4294967296", "9223372036854775807", "9223372036854775808",
-    "18446744073709551615", "18446744073709551616", "99999999999999999999999999", "1e308",
-    "1e309", "-0", "0.5", "1E2", "00", "0x10",
+    "0",
+    "1",
+    "-1",
+    "7",
+    "8",
+    "9",
+    "15",
+    "16",
+    "63",
+    "64",
+    "68",
+    "127",
+    "128",
+    "255",
+    "256",
+    "4095",
+    "4096",
+    "65535",
+    "65536",
+    "16777215",
+    "16777216",
+    "2147483647",
+    "2147483648",
+    "4294967295",
+    "4294967296",
+    "9223372036854775807",
+    "9223372036854775808",
+    "18446744073709551615",
+    "18446744073709551616",
+    "99999999999999999999999999",
+    "1e308",
+    "1e309",
+    "-0",
+    "0.5",
+    "1E2",
+    "00",
+    "0x10",
 ];
 
 /// Tree mutations stop growing a document past this many nodes (copies of copies would
@@ -337,7 +415,12 @@ impl Mutator {
             }
             _ => {
                 let at = rng.below(len + 1);
-                let t = *rng.pick(&[&b"\xff"[..], b"\xc3", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80"]);
+                let t = *rng.pick(&[
+                    &b"\xff"[..],
+                    b"\xc3",
+                    b"\xed\xa0\x80",
+                    b"\xf8\x88\x80\x80\x80",
+                ]);
                 data.splice(at..at, t.iter().copied());
             }
         }
@@ -372,7 +455,9 @@ impl Mutator {
 
 /// Replaces a run of digits with a number at the edge of some integer type.
 fn replace_number(rng: &mut Rng, data: &mut Vec<u8>) {
-    let digits: Vec<usize> = (0..data.len()).filter(|&i| data[i].is_ascii_digit()).collect();
+    let digits: Vec<usize> = (0..data.len())
+        .filter(|&i| data[i].is_ascii_digit())
+        .collect();
     if digits.is_empty() {
         return;
     }
@@ -480,14 +565,24 @@ mod tests {
 
     #[test]
     fn inputs_are_reproducible_from_their_index() {
-        let m = Mutator::new(Shape::Json, vec![br#"{"a":[1,"x",{"b":null}]}"#.to_vec()], &["key"]);
+        let m = Mutator::new(
+            Shape::Json,
+            vec![br#"{"a":[1,"x",{"b":null}]}"#.to_vec()],
+            &["key"],
+        );
         let first: Vec<Vec<u8>> = (0..200).map(|i| m.input(7, i)).collect();
         let again: Vec<Vec<u8>> = (0..200).map(|i| m.input(7, i)).collect();
         assert_eq!(first, again);
         let other_seed: Vec<Vec<u8>> = (0..200).map(|i| m.input(8, i)).collect();
         assert_ne!(first, other_seed);
         // Mutations change inputs, and stay within the size bound.
-        assert!(first.iter().filter(|d| d.as_slice() != m.seeds()[0]).count() > 150);
+        assert!(
+            first
+                .iter()
+                .filter(|d| d.as_slice() != m.seeds()[0])
+                .count()
+                > 150
+        );
         assert!(first.iter().all(|d| d.len() <= MAX_INPUT));
     }
 
@@ -502,4 +597,3 @@ mod tests {
         assert!(nth_node(&mut v, n).is_none());
     }
 }
-

@@ -163,7 +163,13 @@ fn worker_loop(args: WorkerArgs, mut out: impl Write) -> std::io::Result<()> {
 }
 
 /// Saves an input that found something: `<dir>/<target>-<kind>-<index>.bin`.
-pub fn save(dir: &Path, target: &str, kind: &str, index: u64, data: &[u8]) -> std::io::Result<PathBuf> {
+pub fn save(
+    dir: &Path,
+    target: &str,
+    kind: &str,
+    index: u64,
+    data: &[u8],
+) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(format!("{target}-{kind}-{index}.bin"));
     std::fs::write(&path, data)?;
@@ -220,7 +226,13 @@ struct Run {
     stderr: std::thread::JoinHandle<String>,
 }
 
-fn spawn(d: &DriveArgs, target: &Target, start: u64, seconds: f64, announce: bool) -> std::io::Result<Run> {
+fn spawn(
+    d: &DriveArgs,
+    target: &Target,
+    start: u64,
+    seconds: f64,
+    announce: bool,
+) -> std::io::Result<Run> {
     let mut cmd = Command::new(&d.exe);
     cmd.arg("worker")
         .arg(target.name)
@@ -269,8 +281,14 @@ enum End {
     /// `done`: the time is up.
     Done,
     /// The worker died; `last` is the last index it announced (announce mode).
-    Died { status: String, stderr: String, last: Option<u64> },
-    Hung { last: Option<u64> },
+    Died {
+        status: String,
+        stderr: String,
+        last: Option<u64>,
+    },
+    Hung {
+        last: Option<u64>,
+    },
 }
 
 /// Follows a worker's lines into `report`; returns how it ended and the next index to run.
@@ -288,7 +306,12 @@ fn follow(d: &DriveArgs, target: &Target, run: Run, report: &mut Report, next: &
             Ok(Event::Line(line)) => {
                 let mut parts = line.splitn(4, ' ');
                 let word = parts.next().unwrap_or("");
-                let mut num = || parts.next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+                let mut num = || {
+                    parts
+                        .next()
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
                 match word {
                     "at" => {
                         let i = num();
@@ -314,7 +337,11 @@ fn follow(d: &DriveArgs, target: &Target, run: Run, report: &mut Report, next: &
                         };
                         // A replay runs some indexes again: report each input once.
                         let kind = if word == "panic" { "panic" } else { "slow" };
-                        if !report.findings.iter().any(|f| f.kind == kind && f.index == index) {
+                        if !report
+                            .findings
+                            .iter()
+                            .any(|f| f.kind == kind && f.index == index)
+                        {
                             report.findings.push(Finding {
                                 kind,
                                 index,
@@ -382,7 +409,11 @@ pub fn drive(d: &DriveArgs, target: &'static Target) -> std::io::Result<Report> 
         let budget = left.max(1.0) + 2.0 * d.hang.as_secs_f64();
         let replay = spawn(d, target, next, budget, true)?;
         let found = match follow(d, target, replay, &mut report, &mut next) {
-            End::Died { last, status, stderr } => last.map(|i| (i, format!("{status}: {stderr}"))),
+            End::Died {
+                last,
+                status,
+                stderr,
+            } => last.map(|i| (i, format!("{status}: {stderr}"))),
             End::Hung { last } => last.map(|i| (i, detail.clone())),
             End::Done => None,
         };

@@ -26,7 +26,8 @@ pub fn netconf(data: &[u8]) -> bool {
     ] {
         if let Ok((config, conf)) = shim::load_config(command, data) {
             accepted = true;
-            let again = NetConf::from_value(&config).expect("the agent decodes what the shim accepted");
+            let again =
+                NetConf::from_value(&config).expect("the agent decodes what the shim accepted");
             assert_eq!(again, conf, "the agent reads the config the shim read");
         }
     }
@@ -131,7 +132,11 @@ pub fn http_response(data: &[u8]) -> bool {
     let open = parse_response(data, false);
     let closed = parse_response(data, true);
     if let Ok(Some(r)) = &open {
-        assert_eq!(closed.as_ref().ok(), Some(&Some(r.clone())), "complete before EOF");
+        assert_eq!(
+            closed.as_ref().ok(),
+            Some(&Some(r.clone())),
+            "complete before EOF"
+        );
     }
     matches!(closed, Ok(Some(_)))
 }
@@ -186,34 +191,150 @@ pub fn http_seeds() -> Vec<Vec<u8>> {
 }
 
 pub const NETCONF_WORDS: &[&str] = &[
-    "cniVersion", "name", "type", "tenant", "network", "group", "agentSocket", "mtu", "logFile",
-    "timeoutSeconds", "dns", "prevResult", "runtimeConfig", "cni.dev/valid-attachments", "args",
-    "containerID", "ifname", "ips", "mac", "interfaces", "gateway", "address", "interface",
-    "version", "routes", "dst", "gw", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0", "0.2.0",
-    "1.1", "contiv", "/run/contiv/cni.sock", "relative.sock", "10.1.1.2/24", "fd00::2/64",
-    "10.1.1.1", "::", "0.0.0.0/0",
+    "cniVersion",
+    "name",
+    "type",
+    "tenant",
+    "network",
+    "group",
+    "agentSocket",
+    "mtu",
+    "logFile",
+    "timeoutSeconds",
+    "dns",
+    "prevResult",
+    "runtimeConfig",
+    "cni.dev/valid-attachments",
+    "args",
+    "containerID",
+    "ifname",
+    "ips",
+    "mac",
+    "interfaces",
+    "gateway",
+    "address",
+    "interface",
+    "version",
+    "routes",
+    "dst",
+    "gw",
+    "0.3.0",
+    "0.3.1",
+    "0.4.0",
+    "1.0.0",
+    "1.1.0",
+    "0.2.0",
+    "1.1",
+    "contiv",
+    "/run/contiv/cni.sock",
+    "relative.sock",
+    "10.1.1.2/24",
+    "fd00::2/64",
+    "10.1.1.1",
+    "::",
+    "0.0.0.0/0",
 ];
 
 pub const ENV_WORDS: &[&str] = &[
-    "ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION", "\0", "K8S_POD_NAME=", "K8S_POD_NAMESPACE=",
-    "K8S_POD_UID=", "IgnoreUnknown=1", ";", "=", "..", ".", "/", ":", " ", "eth0",
+    "ADD",
+    "DEL",
+    "CHECK",
+    "STATUS",
+    "GC",
+    "VERSION",
+    "\0",
+    "K8S_POD_NAME=",
+    "K8S_POD_NAMESPACE=",
+    "K8S_POD_UID=",
+    "IgnoreUnknown=1",
+    ";",
+    "=",
+    "..",
+    ".",
+    "/",
+    ":",
+    " ",
+    "eth0",
     "a-very-long-interface-name",
 ];
 
 pub const RESULT_WORDS: &[&str] = &[
-    "cniVersion", "interfaces", "ips", "routes", "dns", "name", "mac", "mtu", "sandbox",
-    "socketPath", "pciID", "address", "gateway", "interface", "version", "4", "6", "dst", "gw",
-    "advmss", "priority", "table", "scope", "nameservers", "domain", "search", "options",
-    "10.1.1.2/24", "10.1.1.2/33", "fd00::2/129", "10.1.1.1", "1.1.0", "0.3.0", "1.0.0",
+    "cniVersion",
+    "interfaces",
+    "ips",
+    "routes",
+    "dns",
+    "name",
+    "mac",
+    "mtu",
+    "sandbox",
+    "socketPath",
+    "pciID",
+    "address",
+    "gateway",
+    "interface",
+    "version",
+    "4",
+    "6",
+    "dst",
+    "gw",
+    "advmss",
+    "priority",
+    "table",
+    "scope",
+    "nameservers",
+    "domain",
+    "search",
+    "options",
+    "10.1.1.2/24",
+    "10.1.1.2/33",
+    "fd00::2/129",
+    "10.1.1.1",
+    "1.1.0",
+    "0.3.0",
+    "1.0.0",
 ];
 
 pub const AGENT_REQUEST_WORDS: &[&str] = &[
-    "protocol", "command", "containerId", "netns", "ifName", "args", "path", "config", "ADD",
-    "DEL", "CHECK", "STATUS", "GC", "VERSION", "add", "cniVersion", "K8S_POD_NAME=a", "junk",
+    "protocol",
+    "command",
+    "containerId",
+    "netns",
+    "ifName",
+    "args",
+    "path",
+    "config",
+    "ADD",
+    "DEL",
+    "CHECK",
+    "STATUS",
+    "GC",
+    "VERSION",
+    "add",
+    "cniVersion",
+    "K8S_POD_NAME=a",
+    "junk",
 ];
 
 pub const HTTP_WORDS: &[&str] = &[
-    "HTTP/1.1 ", "HTTP/1.0 ", "HTTP/2 ", "100 Continue\r\n\r\n", "HTTP/1.1 100 x\r\n\r\n",
-    "\r\n", "\r\n\r\n", "Content-Length: ", "Transfer-Encoding: chunked", "chunked", ", chunked",
-    "0\r\n\r\n", "ffffffffffffffff\r\n", "400001\r\n", ";ext", "204", "304", "999", "1000", "099",
+    "HTTP/1.1 ",
+    "HTTP/1.0 ",
+    "HTTP/2 ",
+    "100 Continue\r\n\r\n",
+    "HTTP/1.1 100 x\r\n\r\n",
+    "\r\n",
+    "\r\n\r\n",
+    "Content-Length: ",
+    "Transfer-Encoding: chunked",
+    "chunked",
+    ", chunked",
+    "0\r\n\r\n",
+    "ffffffffffffffff\r\n",
+    "400001\r\n",
+    ";ext",
+    "204",
+    "304",
+    "999",
+    "1000",
+    "099",
 ];

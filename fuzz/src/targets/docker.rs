@@ -23,10 +23,7 @@ pub fn wire(data: &[u8]) -> bool {
         | request::<CreateEndpointRequest>("NetworkDriver.CreateEndpoint", data)
         | request::<EndpointRequest>("NetworkDriver.DeleteEndpoint", data)
         | request::<JoinRequest>("NetworkDriver.Join", data)
-        | request::<ExternalConnectivityRequest>(
-            "NetworkDriver.ProgramExternalConnectivity",
-            data,
-        )
+        | request::<ExternalConnectivityRequest>("NetworkDriver.ProgramExternalConnectivity", data)
         | request::<DiscoveryRequest>("NetworkDriver.DiscoverNew", data)
         | request::<RequestPoolRequest>("IpamDriver.RequestPool", data)
         | request::<ReleasePoolRequest>("IpamDriver.ReleasePool", data)
@@ -65,8 +62,28 @@ pub fn seeds() -> Vec<Vec<u8>> {
 }
 
 pub const WORDS: &[&str] = &[
-    "NetworkID", "EndpointID", "Options", "IPv4Data", "IPv6Data", "AddressSpace", "Pool",
-    "Gateway", "AuxAddresses", "Interface", "Address", "AddressIPv6", "MacAddress", "SandboxKey",
-    "DiscoveryType", "DiscoveryData", "SubPool", "V6", "PoolID", "RequestAddressType",
-    "com.docker.network.gateway", "com.docker.network.generic", "tenant", "pkt-tag",
+    "NetworkID",
+    "EndpointID",
+    "Options",
+    "IPv4Data",
+    "IPv6Data",
+    "AddressSpace",
+    "Pool",
+    "Gateway",
+    "AuxAddresses",
+    "Interface",
+    "Address",
+    "AddressIPv6",
+    "MacAddress",
+    "SandboxKey",
+    "DiscoveryType",
+    "DiscoveryData",
+    "SubPool",
+    "V6",
+    "PoolID",
+    "RequestAddressType",
+    "com.docker.network.gateway",
+    "com.docker.network.generic",
+    "tenant",
+    "pkt-tag",
 ];

@@ -97,7 +97,12 @@ fn check_row(row: &Row) {
     let again: Row = serde_json::from_slice(&text).expect("an encoded row parses");
     assert_eq!(&again, row, "Row round trip through text");
     for (_, datum) in row.iter() {
-        let _ = (datum.as_str(), datum.integer(), datum.uuids(), datum.strings());
+        let _ = (
+            datum.as_str(),
+            datum.integer(),
+            datum.uuids(),
+            datum.strings(),
+        );
         let _ = datum.to_string_map();
     }
 }
@@ -155,9 +160,30 @@ pub fn ovsdb_seeds() -> Vec<Vec<u8>> {
 }
 
 pub const OVSDB_WORDS: &[&str] = &[
-    "id", "result", "error", "method", "params", "update", "echo", "locked", "uuid",
-    "named-uuid", "set", "map", "rows", "count", "details", "new", "old", "initial", "insert",
-    "delete", "modify", "_uuid", "6f8f9c2a-3f1d-4b7e-9a55-2c1d0e4b8a11", "not-a-uuid",
+    "id",
+    "result",
+    "error",
+    "method",
+    "params",
+    "update",
+    "echo",
+    "locked",
+    "uuid",
+    "named-uuid",
+    "set",
+    "map",
+    "rows",
+    "count",
+    "details",
+    "new",
+    "old",
+    "initial",
+    "insert",
+    "delete",
+    "modify",
+    "_uuid",
+    "6f8f9c2a-3f1d-4b7e-9a55-2c1d0e4b8a11",
+    "not-a-uuid",
 ];
 
 /// Messages as ovs-vswitchd sends them on a bridge's management socket.
@@ -208,7 +234,26 @@ type=drop rate=9000
 }
 
 pub const OFCTL_WORDS: &[&str] = &[
-    " cookie=", "duration=", "table=", "n_packets=", "n_bytes=", "idle_timeout=",
-    "hard_timeout=", "priority=", " actions=", "actions=", "idle_age=", "meter=", "type=drop",
-    "rate=", "burst_size=", "bands=", "0x", "1e999s", "-1s", "NaNs", "infs", ", ",
+    " cookie=",
+    "duration=",
+    "table=",
+    "n_packets=",
+    "n_bytes=",
+    "idle_timeout=",
+    "hard_timeout=",
+    "priority=",
+    " actions=",
+    "actions=",
+    "idle_age=",
+    "meter=",
+    "type=drop",
+    "rate=",
+    "burst_size=",
+    "bands=",
+    "0x",
+    "1e999s",
+    "-1s",
+    "NaNs",
+    "infs",
+    ", ",
 ];
