@@ -319,7 +319,7 @@ impl Mutator {
         match rng.below(8) {
             0 => Value::Null,
             1 => Value::Bool(rng.one_in(2)),
-            2 => serde_json::from_str(*rng.pick(NUMBERS)).unwrap_or(Value::Null),
+            2 => serde_json::from_str(NUMBERS[rng.below(NUMBERS.len())]).unwrap_or(Value::Null),
             3 => Value::from(rng.next_u64() as i64),
             4 => Value::from(f64::from_bits(rng.next_u64())),
             5 => Value::String(String::new()),

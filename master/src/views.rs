@@ -626,7 +626,10 @@ mod tests {
                     ..Default::default()
                 },
             );
-            stats.insert(h.into(), BTreeMap::from([("default:p:r".into(), counts(n, n))]));
+            stats.insert(
+                h.into(),
+                BTreeMap::from([("default:p:r".into(), counts(n, n))]),
+            );
         }
         let got = rule_stats(&s, &stats, "default:p");
         assert_eq!((got[0].packets, got[0].bytes), (u64::MAX, u64::MAX));

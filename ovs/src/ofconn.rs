@@ -83,7 +83,10 @@ impl OfProgrammer {
         let why = match w::classify(&head, &body) {
             w::Incoming::Hello { version } if version >= w::VERSION => None,
             w::Incoming::Error { name, .. } => Some(name),
-            _ => Some(format!("switch offers OpenFlow version {:#x}", head.version)),
+            _ => Some(format!(
+                "switch offers OpenFlow version {:#x}",
+                head.version
+            )),
         };
         if let Some(why) = why {
             return Err(FlowError::Protocol {

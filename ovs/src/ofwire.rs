@@ -838,14 +838,25 @@ impl Header {
 /// What a message from the switch means to [`crate::OfProgrammer`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Incoming<'a> {
-    Hello { version: u8 },
+    Hello {
+        version: u8,
+    },
     /// To be answered with an echo reply carrying the same payload.
-    EchoRequest { xid: u32, payload: &'a [u8] },
+    EchoRequest {
+        xid: u32,
+        payload: &'a [u8],
+    },
     /// An OFPT_ERROR for message `xid`, by name (`OFPBIC_BAD_TABLE_ID`).
-    Error { xid: u32, name: String },
+    Error {
+        xid: u32,
+        name: String,
+    },
     /// Anything else: a reply we wait for (barrier, bundle control) or something the switch
     /// volunteers (port status), which is skipped.
-    Other { msg_type: u8, xid: u32 },
+    Other {
+        msg_type: u8,
+        xid: u32,
+    },
 }
 
 /// Classifies a message read from the switch.
