@@ -143,17 +143,35 @@ fn is_timeout(e: &io::Error) -> bool {
 /// Parses a response from the bytes read so far. `Ok(None)` when more bytes are needed;
 /// `eof` says the peer has closed, so nothing more will come. Handles `Content-Length`,
 /// `Transfer-Encoding: chunked` and read-until-close bodies, and skips 1xx interim responses.
-pub fn parse_response(buf: &[u8], eof: bool) -> Result<Option<Response>, ClientError> {
-    let malformed = |m: &str| ClientError::Malformed(m.to_string());
+pub fn parse_response(mut buf: &[u8], eof: bool) -> Result<Option<Response>, ClientError> {
+    // A loop, not a recursive call per interim response: the agent may send any number of them.
+    loop {
+        match parse_one(buf, eof)? {
+            Parsed::Interim { rest } => buf = rest,
+            Parsed::Final(response) => return Ok(response),
+        }
+    }
+}
+
+/// One response at the start of `buf`.
+enum Parsed<'a> {
+    /// A 1xx interim response; the real one follows in `rest`.
+    Interim { rest: &'a [u8] },
+    /// The final response, or `None` when more bytes are needed.
+    Final(Option<Response>),
+}
+
+fn parse_one(buf: &[u8], eof: bool) -> Result<Parsed<'_>, ClientError> {
+    let malformed = |m: &str| Err(ClientError::Malformed(m.to_string()));
     let Some(head_end) = find(buf, b"\r\n\r\n") else {
         return if eof {
-            Err(malformed(if buf.is_empty() {
+            malformed(if buf.is_empty() {
                 "connection closed without a response"
             } else {
                 "connection closed in the response headers"
-            }))
+            })
         } else {
-            Ok(None)
+            Ok(Parsed::Final(None))
         };
     };
     let head = String::from_utf8_lossy(&buf[..head_end]);
@@ -173,7 +191,7 @@ pub fn parse_response(buf: &[u8], eof: bool) -> Result<Option<Response>, ClientE
         .filter(|s| (100..1000).contains(s))
         .ok_or_else(|| ClientError::Malformed(format!("bad status line {status_line:?}")))?;
     if (100..200).contains(&status) {
-        return parse_response(rest, eof);
+        return Ok(Parsed::Interim { rest });
     }
     let mut content_length = None;
     let mut chunked = false;
@@ -194,16 +212,16 @@ pub fn parse_response(buf: &[u8], eof: bool) -> Result<Option<Response>, ClientE
         }
     }
     if status == 204 || status == 304 {
-        return Ok(Some(Response {
+        return Ok(Parsed::Final(Some(Response {
             status,
             body: Vec::new(),
-        }));
+        })));
     }
     let body = if chunked {
         match decode_chunked(rest)? {
             Some(body) => body,
-            None if eof => return Err(malformed("connection closed in a chunked body")),
-            None => return Ok(None),
+            None if eof => return malformed("connection closed in a chunked body"),
+            None => return Ok(Parsed::Final(None)),
         }
     } else if let Some(len) = content_length {
         if rest.len() >= len {
@@ -214,14 +232,14 @@ pub fn parse_response(buf: &[u8], eof: bool) -> Result<Option<Response>, ClientE
                 rest.len()
             )));
         } else {
-            return Ok(None);
+            return Ok(Parsed::Final(None));
         }
     } else if eof {
         rest.to_vec()
     } else {
-        return Ok(None);
+        return Ok(Parsed::Final(None));
     };
-    Ok(Some(Response { status, body }))
+    Ok(Parsed::Final(Some(Response { status, body })))
 }
 
 /// Decodes a complete chunked body; `Ok(None)` when it is not complete yet.
@@ -328,6 +346,25 @@ mod tests {
                 .status,
             200
         );
+    }
+
+    #[test]
+    fn many_interim_responses_do_not_exhaust_the_stack() {
+        // Found by fuzzing (docs/fuzzing.md): each 1xx response was parsed by a recursive call,
+        // so a response made of interim responses, within the size limit, overflowed the stack.
+        let interim = "HTTP/1.1 100 Continue\r\n\r\n";
+        let last = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+        let mut raw = interim.repeat((MAX_RESPONSE_BYTES - last.len()) / interim.len());
+        raw.push_str(last);
+        assert!(raw.len() <= MAX_RESPONSE_BYTES);
+        // The shim parses on its main thread: 8 MiB of stack, as on Linux by default.
+        let parsed = std::thread::Builder::new()
+            .stack_size(8 << 20)
+            .spawn(move || parse_response(raw.as_bytes(), false).map(|r| r.map(|r| r.status)))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(parsed.unwrap(), Some(200));
     }
 
     #[test]

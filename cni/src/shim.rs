@@ -97,7 +97,9 @@ fn answer_version(stdin: &mut dyn Read, stdin_is_terminal: bool) -> Outcome {
 }
 
 /// Decodes and validates the config. On error, also returns the version to print it in.
-fn load_config(command: Command, input: &[u8]) -> Result<(Value, NetConf), (CniError, String)> {
+/// Public only for the fuzz targets, which feed it the bytes a runtime could put on stdin.
+#[doc(hidden)]
+pub fn load_config(command: Command, input: &[u8]) -> Result<(Value, NetConf), (CniError, String)> {
     let fail = |err| (err, CURRENT_VERSION.to_string());
     let config: Value = serde_json::from_slice(input)
         .map_err(|e| fail(CniError::decode(format!("decode network config: {e}"))))?;

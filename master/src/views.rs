@@ -393,8 +393,10 @@ pub fn rule_stats(s: &State, stats: &RuleStats, policy_key: &str) -> Vec<RuleSta
                     continue;
                 }
                 if let Some(c) = counts.get(key) {
-                    o.packets += c.packets;
-                    o.bytes += c.bytes;
+                    // The counts come from the agents' reports: a sum past u64 stays at the
+                    // maximum instead of panicking (debug) or wrapping (release).
+                    o.packets = o.packets.saturating_add(c.packets);
+                    o.bytes = o.bytes.saturating_add(c.bytes);
                     o.hosts.insert(host.clone(), *c);
                 }
             }
@@ -607,5 +609,29 @@ mod tests {
         );
         assert_eq!((got[1].packets, got[1].hosts.len()), (0, 0));
         assert_eq!((got[2].packets, got[2].bytes), (1, 60));
+    }
+
+    #[test]
+    fn rule_stats_totals_saturate() {
+        // Found while writing the fuzz targets for the rule-stats body: two reports whose counts
+        // add up past u64 made the sum overflow.
+        let mut s = State::new();
+        s.rules.extend([rule("p", "r", 1)]);
+        let mut stats = RuleStats::new();
+        for (h, n) in [("h1", u64::MAX - 1), ("h2", 5)] {
+            s.nodes.insert(
+                h.into(),
+                Node {
+                    hostname: h.into(),
+                    ..Default::default()
+                },
+            );
+            stats.insert(
+                h.into(),
+                BTreeMap::from([("default:p:r".into(), counts(n, n))]),
+            );
+        }
+        let got = rule_stats(&s, &stats, "default:p");
+        assert_eq!((got[0].packets, got[0].bytes), (u64::MAX, u64::MAX));
     }
 }

@@ -47,9 +47,10 @@ pub struct RuleCounters {
 }
 
 impl RuleCounters {
+    /// Adds `other`, staying at the maximum rather than overflowing.
     pub fn add(&mut self, other: RuleCounters) {
-        self.packets += other.packets;
-        self.bytes += other.bytes;
+        self.packets = self.packets.saturating_add(other.packets);
+        self.bytes = self.bytes.saturating_add(other.bytes);
     }
 }
 

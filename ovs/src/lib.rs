@@ -51,3 +51,14 @@ pub use ops::{
 };
 pub use uuid::Uuid;
 pub use vswitch::{BridgeSpec, Change, DB, FailMode, PortInfo, PortSpec, Vswitch};
+
+/// The decoders of what ovsdb-server and the switch send, for the fuzz targets (crate `fuzz`):
+/// the same functions the client and the OpenFlow programmer run on every message.
+#[doc(hidden)]
+pub mod decode {
+    pub use crate::jsonrpc::{FrameDecoder, FrameError, Incoming};
+    pub use crate::ofwire::{
+        Header as OfHeader, Incoming as OfIncoming, classify as classify_openflow,
+    };
+    pub use crate::ops::{TransactFailure, parse_transact_reply};
+}

@@ -70,7 +70,7 @@ pub struct RowUpdate {
 pub struct TableUpdates(pub BTreeMap<String, BTreeMap<Uuid, RowUpdate>>);
 
 impl TableUpdates {
-    pub(crate) fn from_json(value: &Value) -> Result<TableUpdates, DecodeError> {
+    pub fn from_json(value: &Value) -> Result<TableUpdates, DecodeError> {
         let tables = value
             .as_object()
             .ok_or_else(|| DecodeError::new("expected a table-updates object", value))?;

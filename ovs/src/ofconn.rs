@@ -80,12 +80,15 @@ impl OfProgrammer {
             .await
             .map_err(io)?;
         let (head, body) = read_msg(&mut s).await.map_err(io)?;
-        if head[1] == w::OFPT_ERROR || head[1] != w::OFPT_HELLO || head[0] < w::VERSION {
-            let why = if head[1] == w::OFPT_ERROR {
-                error_text(&body)
-            } else {
-                format!("switch offers OpenFlow version {:#x}", head[0])
-            };
+        let why = match w::classify(&head, &body) {
+            w::Incoming::Hello { version } if version >= w::VERSION => None,
+            w::Incoming::Error { name, .. } => Some(name),
+            _ => Some(format!(
+                "switch offers OpenFlow version {:#x}",
+                head.version
+            )),
+        };
+        if let Some(why) = why {
             return Err(FlowError::Protocol {
                 action: action.to_string(),
                 bridge: bridge.to_string(),
@@ -304,46 +307,32 @@ async fn run(
     let mut errors = Vec::new();
     loop {
         let (head, body) = read_msg(s).await?;
-        let xid = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
-        match head[1] {
-            w::OFPT_ECHO_REQUEST => {
-                let mut r = w::header(w::OFPT_ECHO_REPLY, xid, body.len());
-                r.extend_from_slice(&body);
+        match w::classify(&head, &body) {
+            w::Incoming::EchoRequest { xid, payload } => {
+                let mut r = w::header(w::OFPT_ECHO_REPLY, xid, payload.len());
+                r.extend_from_slice(payload);
                 s.write_all(&r).await?;
             }
-            w::OFPT_ERROR if out.iter().any(|o| o.xid == xid) => {
-                errors.push((xid, error_text(&body)));
+            w::Incoming::Error { xid, name } if out.iter().any(|o| o.xid == xid) => {
+                errors.push((xid, name));
                 if xid == last {
                     return Ok(errors);
                 }
             }
-            t if t == reply && xid == last => return Ok(errors),
+            w::Incoming::Other { msg_type, xid } if msg_type == reply && xid == last => {
+                return Ok(errors);
+            }
             _ => {}
         }
     }
 }
 
-/// `OFPBIC_BAD_TABLE_ID`, from an OFPT_ERROR body.
-fn error_text(body: &[u8]) -> String {
-    if body.len() < 4 {
-        return "malformed OpenFlow error".into();
-    }
-    let kind = u16::from_be_bytes([body[0], body[1]]);
-    let code = u16::from_be_bytes([body[2], body[3]]);
-    w::error_name(kind, code)
-}
-
-async fn read_msg(s: &mut UnixStream) -> std::io::Result<([u8; 8], Vec<u8>)> {
+async fn read_msg(s: &mut UnixStream) -> std::io::Result<(w::Header, Vec<u8>)> {
     let mut head = [0u8; 8];
     s.read_exact(&mut head).await?;
-    let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
-    if len < 8 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("OpenFlow message of length {len}"),
-        ));
-    }
-    let mut body = vec![0u8; len - 8];
+    let head = w::Header::parse(head)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    let mut body = vec![0u8; head.body_len()];
     s.read_exact(&mut body).await?;
     Ok((head, body))
 }

@@ -811,6 +811,91 @@ fn flow_mod_head(
     m
 }
 
+/// The fixed header of a message from the switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub version: u8,
+    pub msg_type: u8,
+    /// The whole message's length, header included (at least 8).
+    pub length: u16,
+    pub xid: u32,
+}
+
+impl Header {
+    /// Reads the 8 header bytes. A length shorter than the header is an error: nothing after
+    /// such a message can be framed.
+    pub fn parse(b: [u8; 8]) -> Result<Header, String> {
+        let length = u16::from_be_bytes([b[2], b[3]]);
+        if length < 8 {
+            return Err(format!("OpenFlow message of length {length}"));
+        }
+        Ok(Header {
+            version: b[0],
+            msg_type: b[1],
+            length,
+            xid: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+        })
+    }
+
+    /// How many body bytes follow the header.
+    pub fn body_len(&self) -> usize {
+        usize::from(self.length) - 8
+    }
+}
+
+/// What a message from the switch means to [`crate::OfProgrammer`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming<'a> {
+    Hello {
+        version: u8,
+    },
+    /// To be answered with an echo reply carrying the same payload.
+    EchoRequest {
+        xid: u32,
+        payload: &'a [u8],
+    },
+    /// An OFPT_ERROR for message `xid`, by name (`OFPBIC_BAD_TABLE_ID`).
+    Error {
+        xid: u32,
+        name: String,
+    },
+    /// Anything else: a reply we wait for (barrier, bundle control) or something the switch
+    /// volunteers (port status), which is skipped.
+    Other {
+        msg_type: u8,
+        xid: u32,
+    },
+}
+
+/// Classifies a message read from the switch.
+pub fn classify<'a>(h: &Header, body: &'a [u8]) -> Incoming<'a> {
+    match h.msg_type {
+        OFPT_HELLO => Incoming::Hello { version: h.version },
+        OFPT_ECHO_REQUEST => Incoming::EchoRequest {
+            xid: h.xid,
+            payload: body,
+        },
+        OFPT_ERROR => Incoming::Error {
+            xid: h.xid,
+            name: error_text(body),
+        },
+        msg_type => Incoming::Other {
+            msg_type,
+            xid: h.xid,
+        },
+    }
+}
+
+/// `OFPBIC_BAD_TABLE_ID`, from an OFPT_ERROR body.
+fn error_text(body: &[u8]) -> String {
+    if body.len() < 4 {
+        return "malformed OpenFlow error".into();
+    }
+    let kind = u16::from_be_bytes([body[0], body[1]]);
+    let code = u16::from_be_bytes([body[2], body[3]]);
+    error_name(kind, code)
+}
+
 /// The name of an OFPT_ERROR's type and code, as ovs-ofctl prints them
 /// (`OFPBIC_BAD_TABLE_ID`).
 pub fn error_name(kind: u16, code: u16) -> String {

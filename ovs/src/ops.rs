@@ -394,7 +394,7 @@ pub struct OperationResult {
 }
 
 impl OperationResult {
-    pub(crate) fn from_json(value: &Value) -> Result<Self, DecodeError> {
+    pub fn from_json(value: &Value) -> Result<Self, DecodeError> {
         let empty = Map::new();
         let object = match value {
             Value::Object(o) => o,
@@ -434,7 +434,7 @@ impl OperationResult {
 
 /// How a transaction failed, as reported inside a successful JSON-RPC reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum TransactFailure {
+pub enum TransactFailure {
     /// Operation `index` failed; later operations were not run.
     Operation {
         index: usize,
@@ -450,7 +450,7 @@ pub(crate) enum TransactFailure {
 }
 
 /// Splits a `transact` reply into per-operation results, or the first failure.
-pub(crate) fn parse_transact_reply(
+pub fn parse_transact_reply(
     n_ops: usize,
     reply: &Value,
 ) -> Result<Result<Vec<OperationResult>, TransactFailure>, DecodeError> {

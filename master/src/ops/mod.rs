@@ -488,7 +488,9 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
 }
 
 /// The object of a write: the body parsed and normalized, its key checked against the URL's.
-fn parse_object<T: Object>(url_key: &str, body: &[u8]) -> ApiResult<T> {
+/// Public (hidden) for the fuzz targets, which feed it the bodies a client could send.
+#[doc(hidden)]
+pub fn parse_object<T: Object>(url_key: &str, body: &[u8]) -> ApiResult<T> {
     let mut obj: T = parse_body(body)?;
     obj.normalize()
         .map_err(|e| ApiError::bad_request(format!("invalid {} {url_key}: {e}", T::KIND)))?;
