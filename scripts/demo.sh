@@ -4,7 +4,7 @@
 # joined by an underlay), each with its own Open vSwitch and netplugin agent. Containers (network
 # namespaces plumbed by the real `contiv` CNI plugin) on different hosts talk over one VXLAN
 # segment, and two tenants with the same subnet are kept apart. netmaster authenticates every
-# caller (--auth on): netctl logs in, agents join with the join token. Leaves nothing running.
+# caller (on by default): netctl logs in, agents join with the join token. Leaves nothing running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,7 +30,7 @@ say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 wait_for() { for _ in $(seq 200); do eval "$1" && return 0; sleep 0.1; done; echo "timed out: $1" >&2; exit 1; }
 
 say "==> netmaster (embedded store in $work/data), authenticating its callers"
-"$B/netmaster" --auth on --listen-url 127.0.0.1:0 --listen-unix "$work/netmaster.sock" --data-dir "$work/data" 2>"$work/netmaster.log" &
+"$B/netmaster" --listen-url 127.0.0.1:0 --listen-unix "$work/netmaster.sock" --data-dir "$work/data" 2>"$work/netmaster.log" &
 pids+=($!)
 wait_for "[ -S $work/netmaster.sock ]"
 export NETMASTER="unix://$work/netmaster.sock"

@@ -113,13 +113,13 @@ struct Opts {
     )]
     node_grace: u64,
 
-    /// Authentication of API callers: `on` (users, tokens, node credentials; see
-    /// docs/security.md) or `off` (anyone reaching the port may do anything; a warning is logged
-    /// at every start).
+    /// Authentication of API callers: `on`, the default (users, tokens, node credentials; see
+    /// docs/security.md), or `off` (anyone reaching the port may do anything; a warning is
+    /// logged at every start).
     #[arg(
         long = "auth",
         env = "CONTIV_NETMASTER_AUTH",
-        default_value = "off",
+        default_value = "on",
         value_parser = ["on", "off"]
     )]
     auth: String,

@@ -35,7 +35,7 @@ fn main() {
             .and_then(|s| s.parse().ok())
             .expect("--containers N");
     }
-    let master = Netmaster::start();
+    let master = Netmaster::start_for_docker();
     let socket = PluginSocket::new();
     let plugin = socket.name.clone();
     let mut host = Host::netns_only(&master, "benchhost");

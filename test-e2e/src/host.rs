@@ -5,7 +5,7 @@ use crate::{
     must, run, unique, wait_for,
 };
 use serde_json::{Value, json};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -409,12 +409,13 @@ impl Host {
         else {
             return Vec::new();
         };
-        let out = run(Command::new("curl").args([
-            "-sf",
-            "--unix-socket",
-            sock,
-            "http://localhost/api/v1/endpoints/",
-        ]));
+        let mut curl = Command::new("curl");
+        curl.args(["-sf", "--unix-socket", sock]);
+        // Unless netmaster runs with --auth off, it answers only a logged-in caller.
+        if let Some(t) = crate::netmaster::Netmaster::admin_token_of_socket(Path::new(sock)) {
+            curl.args(["-H", &format!("x-auth-token: {t}")]);
+        }
+        let out = run(curl.arg("http://localhost/api/v1/endpoints/"));
         let Ok(Value::Array(eps)) = serde_json::from_slice::<Value>(&out.stdout) else {
             return Vec::new();
         };

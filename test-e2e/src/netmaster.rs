@@ -17,18 +17,28 @@ pub struct Netmaster {
     args: Vec<String>,
     /// The loopback port asked for (0: any), and once started the one bound.
     port: u16,
-    /// With `--auth on`: the admin's token, which api(), client() and netctl() send.
+    /// Unless `--auth off`: the admin's token, which api(), client() and netctl() send.
     token: Option<String>,
 }
 
-/// CONTIV_E2E_AUTH=1 runs every netmaster with `--auth on` (to try a suite with it).
-fn auth_from_env() -> bool {
-    std::env::var("CONTIV_E2E_AUTH").is_ok_and(|v| v == "1")
+/// Netmaster authenticates by default, and so the suites run with it: the harness logs in as the
+/// admin and gives agents the join token. CONTIV_E2E_AUTH=0 runs every netmaster with
+/// `--auth off` instead (to tell an authentication problem from another one).
+fn auth_off_from_env() -> bool {
+    std::env::var("CONTIV_E2E_AUTH").is_ok_and(|v| v == "0")
 }
 
 impl Netmaster {
     pub fn start() -> Self {
         Self::start_with(&[])
+    }
+
+    /// A netmaster for the Docker driver's suites, with `--auth off`: the driver creates and
+    /// deletes Contiv networks (`docker network create -d contiv`) with the agent's node
+    /// credential, and nodes may only read configuration. Until the agent has a credential that
+    /// may write networks for Docker, these run without authentication (an open decision).
+    pub fn start_for_docker() -> Self {
+        Self::start_with(&["--auth", "off"])
     }
 
     /// A netmaster with extra flags (e.g. `--node-ttl 3`), on a loopback port of the kernel's
@@ -45,8 +55,8 @@ impl Netmaster {
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("netmaster.sock");
         let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        if auth_from_env() && !args.iter().any(|a| a == "--auth") {
-            args.extend(["--auth".into(), "on".into()]);
+        if auth_off_from_env() && !args.iter().any(|a| a == "--auth") {
+            args.extend(["--auth".into(), "off".into()]);
         }
         let mut m = Netmaster {
             child: None,
@@ -57,7 +67,7 @@ impl Netmaster {
             token: None,
         };
         m.spawn();
-        if m.args.windows(2).any(|w| w[0] == "--auth" && w[1] == "on") {
+        if !m.args.windows(2).any(|w| w[0] == "--auth" && w[1] == "off") {
             m.login_as_admin();
         }
         m
@@ -197,6 +207,14 @@ impl Netmaster {
         std::fs::create_dir_all(&home).unwrap();
         std::fs::write(home.join("config.json"), v.to_string()).unwrap();
         self.token = Some(v["token"].as_str().unwrap().to_string());
+    }
+
+    /// The admin token the harness logged in with, found from netmaster's unix socket alone (for
+    /// helpers that hold only its URL, such as [`crate::host::Host`]); `None` with `--auth off`.
+    pub fn admin_token_of_socket(socket: &std::path::Path) -> Option<String> {
+        let config = socket.parent()?.join("home/.netctl/config.json");
+        let v: Value = serde_json::from_slice(&std::fs::read(config).ok()?).ok()?;
+        v["token"].as_str().map(str::to_string)
     }
 
     /// The join token agents present (with `--auth on`).

@@ -75,7 +75,7 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
-        let master = Netmaster::start();
+        let master = Netmaster::start_for_docker();
         let plugin = PluginSocket::new();
         let mut host = Host::netns_only(&master, "dockhost");
         host.boot(&["--docker-socket", &plugin.path]);
@@ -541,7 +541,7 @@ fn plugin_call(socket: &str, call: &str, body: &Value) -> (u16, Value) {
 /// (no dockerd: the order is the point here).
 #[test]
 fn odd_call_orders_and_repeats_leak_nothing() {
-    let master = Netmaster::start();
+    let master = Netmaster::start_for_docker();
     let plugin = PluginSocket::new();
     let mut host = Host::netns_only(&master, "oddhost");
     host.boot(&["--docker-socket", &plugin.path]);
@@ -731,7 +731,7 @@ fn odd_call_orders_and_repeats_leak_nothing() {
 /// containers that talk; then a single-node swarm with a swarm-scoped network and a service.
 #[test]
 fn managed_plugin_and_swarm() {
-    let master = Netmaster::start();
+    let master = Netmaster::start_for_docker();
     let mut host = Host::netns_only(&master, "plughost");
     // OVS and the bridge from the harness; the plugin's netplugin is this host's agent.
     host.boot(&[]);
@@ -936,7 +936,7 @@ fn managed_plugin_and_swarm() {
 impl Cluster {
     /// The Docker host (with dockerd) and a second host of CNI pods on one underlay, tunnels up.
     fn with_cni_host() -> (Cluster, Host, Underlay) {
-        let master = Netmaster::start();
+        let master = Netmaster::start_for_docker();
         let underlay = Underlay::new();
         let plugin = PluginSocket::new();
         let mut h1 = Host::netns_only(&master, "dock1");

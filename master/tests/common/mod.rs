@@ -1,5 +1,9 @@
 //! A netmaster process for tests: a temp data dir, a loopback port of the kernel's choosing
 //! (`--listen-url 127.0.0.1:0`, read back from `--ready-file`), killed on drop.
+//!
+//! These suites test the API itself (objects, allocation, watches, clustering), not who may call
+//! it: their netmaster runs with `--auth off` unless the test passes `--auth` itself
+//! (master/tests/auth.rs tests authentication, on by default).
 #![allow(dead_code)]
 
 use serde_json::Value;
@@ -22,6 +26,11 @@ impl Netmaster {
     }
 
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_exactly(Self::args(extra))
+    }
+
+    /// With exactly these flags besides the listeners and the data dir (no `--auth off` added).
+    pub fn start_exactly(extra: Vec<String>) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         let mut m = Netmaster {
@@ -30,10 +39,19 @@ impl Netmaster {
             port: 0,
             dir,
             _tmp: Some(tmp),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra,
         };
         m.spawn();
         m
+    }
+
+    /// `extra`, with `--auth off` unless it says `--auth` itself.
+    fn args(extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if !args.iter().any(|a| a == "--auth") {
+            args.extend(["--auth".into(), "off".into()]);
+        }
+        args
     }
 
     /// Starts the process: on port 0 the first time, then on the port it had (clients and other

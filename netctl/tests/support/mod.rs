@@ -77,8 +77,11 @@ impl Master {
         let log = std::fs::File::create(dir.path().join("netmaster.log")).expect("log file");
         // Port 0 and the port netmaster reports: a port found free beforehand could be taken
         // by another test's netmaster first, and the readiness probe would then reach that one.
+        // These tests are about netctl's commands and output over plain http, where netctl
+        // refuses to log in (tests/login.rs covers login): an open API, explicitly.
         let child = Command::new(bin)
             .args(["--listen-url", "127.0.0.1:0", "--log-level", "info"])
+            .args(["--auth", "off"])
             .arg("--ready-file")
             .arg(dir.path().join("ready"))
             .arg("--data-dir")
