@@ -7,8 +7,8 @@
 //! `cargo run --release -p test-e2e --example docker_bench [-- --containers 30]`
 //!
 //! Needs root, docker.io, Open vSwitch, busybox-static (scripts/setup.sh). Setup as in
-//! test-e2e/tests/docker.rs: a netmaster (authentication on), one simulated host (netns + own OVS + agent serving a
-//! unique plugin socket) and a private dockerd in that namespace. The driver's share (IPAM
+//! test-e2e/tests/docker.rs: a netmaster (authentication on), one simulated host (netns + own
+//! OVS + agent serving a unique plugin socket) and a private dockerd in that namespace. The driver's share (IPAM
 //! reservation in netmaster, veth + OVS port + flows, Join; and the reverse) is the difference of
 //! the two medians.
 
