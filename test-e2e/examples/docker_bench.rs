@@ -8,9 +8,9 @@
 //!
 //! Needs root, docker.io, Open vSwitch, busybox-static (scripts/setup.sh). Setup as in
 //! test-e2e/tests/docker.rs: a netmaster (authentication on), one simulated host (netns + own
-//! OVS + agent serving a unique plugin socket) and a private dockerd in that namespace. The driver's share (IPAM
-//! reservation in netmaster, veth + OVS port + flows, Join; and the reverse) is the difference of
-//! the two medians.
+//! OVS + agent serving a unique plugin socket) and a private dockerd in that namespace. The
+//! driver's share (IPAM reservation in netmaster, veth + OVS port + flows, Join; and the
+//! reverse) is the difference of the two medians.
 
 use std::time::{Duration, Instant};
 use test_e2e::docker::{Dockerd, IMAGE, PluginSocket};
