@@ -187,10 +187,6 @@ impl DockerToken {
         Ok(t)
     }
 
-    pub fn path(&self) -> &std::path::Path {
-        &self.path
-    }
-
     /// The client holding the file's token as it is now: the file is read at each use (a
     /// network create or delete, rare), so a rotated token is used without a restart.
     fn current(&self) -> DriverResult<&model::Client> {
