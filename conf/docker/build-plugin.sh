@@ -11,7 +11,7 @@ ofctl=$(command -v ovs-ofctl) || { echo "build-plugin: ovs-ofctl not found (inst
 [ -x "$bin" ] || { echo "build-plugin: netplugin binary '$bin' not found (cargo build --release -p netplugin)" >&2; exit 1; }
 rm -rf "$out"
 mkdir -p "$out/rootfs/usr/bin" "$out/rootfs/tmp" "$out/rootfs/run/docker/plugins" \
-  "$out/rootfs/var/run/openvswitch" "$out/rootfs/run/contiv" "$out/rootfs/var/lib/contiv" "$out/rootfs/etc"
+  "$out/rootfs/var/run/openvswitch" "$out/rootfs/run/contiv" "$out/rootfs/var/lib/contiv" "$out/rootfs/etc/contiv"
 cp "$here/config.json" "$out/config.json"
 cp "$bin" "$out/rootfs/usr/bin/netplugin"
 cp "$ofctl" "$out/rootfs/usr/bin/ovs-ofctl"

@@ -282,13 +282,16 @@ pub async fn serve(b: Arc<dyn Backend>, socket: &std::path::Path) -> std::io::Re
         std::fs::create_dir_all(dir)?;
     }
     let _ = std::fs::remove_file(socket);
-    let l = tokio_listener(socket)?;
+    let l = tokio::net::UnixListener::bind(socket)?;
     tracing::info!(socket = %socket.display(), "serving the Docker network and IPAM driver");
-    axum::serve(l, router(b)).await
+    serve_on(b, l).await
 }
 
-fn tokio_listener(socket: &std::path::Path) -> std::io::Result<tokio::net::UnixListener> {
-    tokio::net::UnixListener::bind(socket)
+/// Serves the plugin protocol on a bound socket. A request hyper refuses before the router (a
+/// request line that is not HTTP, a URL or headers over its limits) gets `{"Err": "..."}` too.
+pub async fn serve_on(b: Arc<dyn Backend>, l: tokio::net::UnixListener) -> std::io::Result<()> {
+    use model::parse_errors::{JsonParseErrors, Shape};
+    axum::serve(JsonParseErrors::new(l, Shape::DockerErr), router(b)).await
 }
 
 #[cfg(test)]

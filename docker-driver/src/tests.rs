@@ -243,3 +243,76 @@ async fn gateway_requests_and_join() {
         assert_eq!((s, v), (200, serde_json::json!({})), "{empty}");
     }
 }
+
+/// Sends `raw` bytes to the plugin socket and reads the whole answer (the server closes the
+/// connection after these refusals): (status, headers, body).
+async fn raw_call(socket: &std::path::Path, raw: &[u8]) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::UnixStream::connect(socket).await.unwrap();
+    // hyper may answer and close before it has read all of a large request: a failed write
+    // is fine, the answer is what counts.
+    let _ = s.write_all(raw).await;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    let out = String::from_utf8_lossy(&out).to_string();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+/// What hyper refuses before the router (a request line that is not HTTP, a URL or headers over
+/// its limits) gets a `{"Err": ...}` body on the real socket too, not a bare status.
+#[tokio::test]
+async fn unparsable_requests_on_the_socket_get_err_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("plugins").join("t.sock");
+    let server = tokio::spawn({
+        let socket = socket.clone();
+        async move { serve(Arc::new(Recorder::default()), &socket).await }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tokio::net::UnixStream::connect(&socket).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the socket never served"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let long_url = format!("POST /{} HTTP/1.1\r\nhost: a\r\n\r\n", "x".repeat(70_000));
+    let large_header = format!(
+        "POST /Plugin.Activate HTTP/1.1\r\nhost: a\r\nx-big: {}\r\n\r\n",
+        "v".repeat(600_000)
+    );
+    for (req, status, says) in [
+        ("NOT HTTP AT ALL\r\n\r\n", 400, "not valid HTTP"),
+        (long_url.as_str(), 414, "URL is longer"),
+        (large_header.as_str(), 431, "headers are too large"),
+    ] {
+        let what = &req[..20.min(req.len())];
+        let (s, head, body) = raw_call(&socket, req.as_bytes()).await;
+        assert_eq!(s, status, "{what}: {head}\n{body}");
+        assert!(
+            head.contains(&format!("content-type: {CONTENT_TYPE}")),
+            "{what}: {head}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{what}: the body is not JSON ({e}): {body:?}"));
+        assert!(
+            v["Err"].as_str().is_some_and(|e| e.contains(says)),
+            "{what}: {v}"
+        );
+    }
+    // The wrapper leaves the protocol's own answers alone.
+    let (s, _, body) = raw_call(
+        &socket,
+        b"POST /Plugin.Activate HTTP/1.1\r\nhost: a\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["Implements"],
+        serde_json::json!(["NetworkDriver", "IpamDriver"])
+    );
+    server.abort();
+}

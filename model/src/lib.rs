@@ -7,6 +7,8 @@ pub mod names;
 pub mod net;
 pub mod objects;
 pub mod oper;
+#[cfg(feature = "serve")]
+pub mod parse_errors;
 
 pub use client::{Client, ClientError, ClientOptions, install_default_tls_provider};
 pub use objects::*;

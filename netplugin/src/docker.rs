@@ -164,6 +164,53 @@ pub struct DockerDriver {
     scope: String,
     state_file: PathBuf,
     state: Mutex<State>,
+    /// What creates and deletes Contiv networks for Docker; everything else (reading the
+    /// configuration, endpoints and addresses of this node) uses the node credential.
+    token: Option<DockerToken>,
+}
+
+/// The user API token of `netplugin --docker-token-file`: with authentication on, a node
+/// credential may not write networks (403), so `docker network create -d contiv` needs a
+/// principal that may (an ops user authorized on the tenants Docker uses, or an admin).
+pub struct DockerToken {
+    path: PathBuf,
+    /// A client of its own: the node credential stays on the manager's client.
+    client: model::Client,
+}
+
+impl DockerToken {
+    /// Checks the file now, so that a missing, unreadable or empty one stops the agent at start
+    /// rather than at the first `docker network create`.
+    pub fn new(path: PathBuf, client: model::Client) -> anyhow::Result<Self> {
+        let t = DockerToken { path, client };
+        t.current().map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(t)
+    }
+
+    /// The client holding the file's token as it is now: the file is read at each use (a
+    /// network create or delete, rare), so a rotated token is used without a restart.
+    fn current(&self) -> DriverResult<&model::Client> {
+        let fix = "write an API token there (POST /api/v1/auth_proxy/tokens/, see docs/security.md) or leave --docker-token-file out";
+        let token = std::fs::read_to_string(&self.path).map_err(|e| {
+            DriverError::new(format!(
+                "read the Docker token file {} (--docker-token-file): {e}: {fix}",
+                self.path.display()
+            ))
+        })?;
+        if token.trim().is_empty() {
+            return Err(DriverError::new(format!(
+                "the Docker token file {} (--docker-token-file) is empty: {fix}",
+                self.path.display()
+            )));
+        }
+        self.client.set_auth_token(token.trim()).map_err(|e| {
+            DriverError::new(format!(
+                "the Docker token file {} (--docker-token-file) does not hold a token: {e}: {fix}",
+                self.path.display()
+            ))
+        })?;
+        Ok(&self.client)
+    }
 }
 
 fn master_msg(action: &str, e: ClientError) -> DriverError {
@@ -199,7 +246,14 @@ pub fn peer_ifname(ep_id: &str) -> String {
 
 impl DockerDriver {
     /// `scope`: `local` (each engine keeps its networks; no cluster store needed) or `global`.
-    pub fn new(m: Arc<Manager>, scope: &str, state_file: PathBuf) -> anyhow::Result<Self> {
+    /// `token`: the credential that writes networks (`--docker-token-file`); without it the node
+    /// credential is tried, which only a netmaster with `--auth off` accepts.
+    pub fn new(
+        m: Arc<Manager>,
+        scope: &str,
+        state_file: PathBuf,
+        token: Option<DockerToken>,
+    ) -> anyhow::Result<Self> {
         let state = match std::fs::read(&state_file) {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| {
                 anyhow::anyhow!(
@@ -220,7 +274,63 @@ impl DockerDriver {
             scope: scope.to_string(),
             state_file,
             state: Mutex::new(state),
+            token,
         })
+    }
+
+    /// The client that creates and deletes Contiv networks: the Docker token's, else the
+    /// node's own.
+    fn network_writer(&self) -> DriverResult<&model::Client> {
+        match &self.token {
+            Some(t) => t.current(),
+            None => Ok(self.m.master()),
+        }
+    }
+
+    /// The message for a failed network create or delete: when netmaster refused the
+    /// credential, what to do about it.
+    /// `subnet`: the network's, for a create (the netctl command that makes it instead).
+    fn write_failed(
+        &self,
+        action: &str,
+        t: &Target,
+        subnet: Option<&str>,
+        e: ClientError,
+    ) -> DriverError {
+        if !matches!(e.status(), Some(401 | 403)) {
+            return master_msg(action, e);
+        }
+        let (tenant, net) = (&t.tenant, &t.network);
+        match &self.token {
+            None => {
+                let instead = match subnet {
+                    Some(subnet) => format!(
+                        "create the network first (netctl net create -t {tenant} -s {subnet} {net}) and use it (--ipam-opt network={net}/{tenant})"
+                    ),
+                    None => format!("delete it with netctl (netctl net rm -t {tenant} {net})"),
+                };
+                DriverError::new(format!(
+                    "{action}: netmaster refused the agent's node credential ({e}). A node may not write networks: {instead}, or give the agent a token that may, of an admin or of an ops user authorized on tenant {tenant} (netplugin --docker-token-file FILE; make one with POST /api/v1/auth_proxy/tokens/, see docs/security.md)"
+                ))
+            }
+            Some(tok) => DriverError::new(format!(
+                "{action}: netmaster refused the token in {} (--docker-token-file): {e}. Write a valid token there, of an admin or of an ops user authorized on tenant {} (POST /api/v1/auth_proxy/tokens/, see docs/security.md): the agent reads the file at each use",
+                tok.path.display(),
+                t.tenant
+            )),
+        }
+    }
+
+    /// Deletes the Contiv network made for a Docker network.
+    async fn delete_made_network(&self, t: &Target) -> DriverResult<()> {
+        let c = self.network_writer()?;
+        match c.delete::<Network>(&t.key()).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => {
+                Err(self.write_failed(&format!("delete Contiv network {}", t.key()), t, None, e))
+            }
+        }
     }
 
     fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> DriverResult<T> {
@@ -406,11 +516,10 @@ impl DockerDriver {
             && b.created
         {
             // Another host's engine (local scope) or a CNI pod may still use it: then it stays.
-            match self.m.master().delete::<Network>(&b.target.key()).await {
+            match self.delete_made_network(&b.target).await {
                 Ok(()) => {
                     tracing::info!(network = %b.target.key(), "deleted the Contiv network made for a Docker network")
                 }
-                Err(e) if e.is_not_found() => {}
                 Err(e) => {
                     tracing::warn!(network = %b.target.key(), error = %e, "kept the Contiv network made for a Docker network")
                 }
@@ -507,11 +616,14 @@ impl DockerDriver {
                     encap: "vxlan".into(),
                     ..Default::default()
                 };
-                self.m
-                    .master()
-                    .put(&n)
-                    .await
-                    .map_err(|e| master_msg(&format!("create Contiv network {}", t.key()), e))?;
+                self.network_writer()?.put(&n).await.map_err(|e| {
+                    self.write_failed(
+                        &format!("create Contiv network {}", t.key()),
+                        &t,
+                        Some(&subnet),
+                        e,
+                    )
+                })?;
                 true
             }
         };
@@ -531,8 +643,8 @@ impl DockerDriver {
             );
         });
         if let Err(e) = saved {
-            if created {
-                let _ = self.m.master().delete::<Network>(&t.key()).await;
+            if created && let Err(de) = self.delete_made_network(&t).await {
+                tracing::warn!(network = %t.key(), error = %de, "could not remove the Contiv network made for a Docker network whose state was not saved");
             }
             return Err(e);
         }
@@ -903,6 +1015,35 @@ mod tests {
             (m.tenant.as_deref(), m.group.as_deref()),
             (Some("a"), Some("g"))
         );
+    }
+
+    /// The token file is read at each use: missing, empty and rewritten files are seen at once.
+    #[test]
+    fn docker_token_file_is_read_at_each_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docker-token");
+        let client = || model::Client::new(&["unix:///nonexistent.sock"]).unwrap();
+        let e = DockerToken::new(path.clone(), client()).err().unwrap();
+        let e = e.to_string();
+        assert!(
+            e.contains(&path.display().to_string())
+                && e.contains("--docker-token-file")
+                && e.contains("auth_proxy/tokens"),
+            "{e}"
+        );
+        std::fs::write(&path, "\n").unwrap();
+        let e = DockerToken::new(path.clone(), client()).err().unwrap();
+        assert!(e.to_string().contains("is empty"), "{e}");
+        std::fs::write(&path, "ctv1.a.b\n").unwrap();
+        let t = DockerToken::new(path.clone(), client()).unwrap();
+        assert!(t.current().is_ok());
+        // Rewritten with something that is no header value, then removed: each use sees it.
+        std::fs::write(&path, "ctv1.a\nb").unwrap();
+        let e = t.current().err().unwrap();
+        assert!(e.0.contains("does not hold a token"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+        let e = t.current().err().unwrap();
+        assert!(e.0.contains("No such file"), "{e}");
     }
 
     #[test]

@@ -34,13 +34,20 @@ struct Opts {
     netmaster: String,
     /// A PEM file of CA certificates to trust for an https netmaster, besides the system's
     /// (netmaster's generated CA: tls/ca.pem under its data dir).
-    #[arg(long = "netmaster-cacert", env = "CONTIV_NETPLUGIN_NETMASTER_CACERT")]
+    #[arg(long = "netmaster-cacert", env = "CONTIV_NETPLUGIN_NETMASTER_CACERT", value_parser = path_or_empty())]
     netmaster_cacert: Option<std::path::PathBuf>,
     /// A file holding the cluster's join token (netmaster writes it to join-token under its data
     /// dir): the agent presents it to get its node credential. Needed when netmaster runs with
     /// --auth on.
-    #[arg(long = "join-token-file", env = "CONTIV_NETPLUGIN_JOIN_TOKEN_FILE")]
+    #[arg(long = "join-token-file", env = "CONTIV_NETPLUGIN_JOIN_TOKEN_FILE", value_parser = path_or_empty())]
     join_token_file: Option<std::path::PathBuf>,
+    /// A file holding a user's API token for the Docker driver: with authentication on, it is
+    /// what creates and deletes the Contiv networks of `docker network create -d contiv` (the
+    /// node credential may not write networks). An admin's, or an ops user's authorized on the
+    /// tenants Docker uses (POST /api/v1/auth_proxy/tokens/). Read at each use: rotate it by
+    /// rewriting the file. Without it, Docker can only use networks made with netctl.
+    #[arg(long = "docker-token-file", env = "CONTIV_NETPLUGIN_DOCKER_TOKEN_FILE", value_parser = path_or_empty())]
+    docker_token_file: Option<std::path::PathBuf>,
     /// This node's name in the cluster.
     #[arg(long = "host", alias = "host-label", env = "CONTIV_NETPLUGIN_HOST")]
     host: Option<String>,
@@ -187,9 +194,31 @@ struct Opts {
     json_log: bool,
 }
 
+/// A path flag that may be given empty, meaning "none": the managed Docker plugin cannot unset
+/// a setting, only empty it (conf/docker/config.json). [`Opts::without_empty_paths`] drops them.
+fn path_or_empty() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
+    use clap::builder::TypedValueParser;
+    clap::builder::OsStringValueParser::new().map(PathBuf::from)
+}
+
+impl Opts {
+    fn without_empty_paths(mut self) -> Self {
+        for p in [
+            &mut self.netmaster_cacert,
+            &mut self.join_token_file,
+            &mut self.docker_token_file,
+        ] {
+            if p.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                *p = None;
+            }
+        }
+        self
+    }
+}
+
 #[tokio::main]
 async fn main() {
-    let opts = Opts::parse();
+    let opts = Opts::parse().without_empty_paths();
     let filter = EnvFilter::try_new(&opts.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = tracing_subscriber::fmt()
@@ -219,6 +248,21 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         .clone()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(hostname);
+    // Before touching anything: a bad token file is a mistake to report at once.
+    let docker_token = match &opts.docker_token_file {
+        None => None,
+        Some(path) => {
+            let client = model::Client::with_options(
+                &[opts.netmaster.as_str()],
+                &model::ClientOptions {
+                    ca_file: opts.netmaster_cacert.clone(),
+                    ..Default::default()
+                },
+            )
+            .context("netmaster URL")?;
+            Some(netplugin::docker::DockerToken::new(path.clone(), client)?)
+        }
+    };
     let kind = match opts.datapath {
         DatapathChoice::Auto => DatapathType::detect(),
         DatapathChoice::Kernel => DatapathType::Kernel,
@@ -450,6 +494,7 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
             m.clone(),
             &opts.docker_scope,
             opts.docker_state.clone(),
+            docker_token,
         )?;
         docker_driver::serve(Arc::new(d), opts.docker_socket.as_ref())
             .await

@@ -7,10 +7,10 @@
 //! `cargo run --release -p test-e2e --example docker_bench [-- --containers 30]`
 //!
 //! Needs root, docker.io, Open vSwitch, busybox-static (scripts/setup.sh). Setup as in
-//! test-e2e/tests/docker.rs: a netmaster, one simulated host (netns + own OVS + agent serving a
-//! unique plugin socket) and a private dockerd in that namespace. The driver's share (IPAM
-//! reservation in netmaster, veth + OVS port + flows, Join; and the reverse) is the difference of
-//! the two medians.
+//! test-e2e/tests/docker.rs: a netmaster (authentication on), one simulated host (netns + own
+//! OVS + agent serving a unique plugin socket) and a private dockerd in that namespace. The
+//! driver's share (IPAM reservation in netmaster, veth + OVS port + flows, Join; and the
+//! reverse) is the difference of the two medians.
 
 use std::time::{Duration, Instant};
 use test_e2e::docker::{Dockerd, IMAGE, PluginSocket};
@@ -35,11 +35,14 @@ fn main() {
             .and_then(|s| s.parse().ok())
             .expect("--containers N");
     }
-    let master = Netmaster::start_for_docker();
+    // Authentication on, as in production (CONTIV_E2E_AUTH=0 opts out): the agent creates the
+    // bench's network with an ops user's token (--docker-token-file).
+    let master = Netmaster::start();
     let socket = PluginSocket::new();
     let plugin = socket.name.clone();
     let mut host = Host::netns_only(&master, "benchhost");
-    host.boot(&["--docker-socket", &socket.path]);
+    let args = master.docker_agent_args(&socket.path);
+    host.boot(&args.iter().map(String::as_str).collect::<Vec<_>>());
     socket.wait();
     let docker = Dockerd::start(&host);
     docker.ok(

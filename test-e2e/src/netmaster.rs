@@ -33,14 +33,6 @@ impl Netmaster {
         Self::start_with(&[])
     }
 
-    /// A netmaster for the Docker driver's suites, with `--auth off`: the driver creates and
-    /// deletes Contiv networks (`docker network create -d contiv`) with the agent's node
-    /// credential, and nodes may only read configuration. Until the agent has a credential that
-    /// may write networks for Docker, these run without authentication (an open decision).
-    pub fn start_for_docker() -> Self {
-        Self::start_with(&["--auth", "off"])
-    }
-
     /// A netmaster with extra flags (e.g. `--node-ttl 3`), on a loopback port of the kernel's
     /// choosing ([`Netmaster::tcp_url`]; the advertised URL of several masters follows it).
     pub fn start_with(args: &[&str]) -> Self {
@@ -215,6 +207,41 @@ impl Netmaster {
         let config = socket.parent()?.join("home/.netctl/config.json");
         let v: Value = serde_json::from_slice(&std::fs::read(config).ok()?).ok()?;
         v["token"].as_str().map(str::to_string)
+    }
+
+    /// Mints an API token as the admin (`POST /api/v1/auth_proxy/tokens/`, living an hour):
+    /// `role` `admin` or `ops`, the latter acting on `tenants` only (`*`: all).
+    pub fn mint_token(&self, name: &str, role: &str, tenants: &[&str]) -> String {
+        let (s, v) = self.api(
+            "POST",
+            "/api/v1/auth_proxy/tokens/",
+            Some(json!({"name": name, "role": role, "tenants": tenants, "ttlSeconds": 3600})),
+        );
+        assert_eq!(s, 200, "mint an API token for {name}: {v}");
+        v["token"].as_str().expect("token").to_string()
+    }
+
+    /// The file an agent's Docker driver reads its token from (`netplugin --docker-token-file`):
+    /// an ops user's token authorized on every tenant, minted once and written beside the join
+    /// token. `None` with `--auth off` (the node may then write networks itself).
+    pub fn docker_token_file(&self) -> Option<PathBuf> {
+        self.token.as_ref()?;
+        let path = self.dir.join("docker-token");
+        if !path.exists() {
+            let t = self.mint_token("docker", "ops", &["*"]);
+            std::fs::write(&path, t).unwrap();
+        }
+        Some(path)
+    }
+
+    /// `--docker-socket PATH` and, with authentication on, `--docker-token-file` of
+    /// [`Netmaster::docker_token_file`]: the flags of an agent serving Docker.
+    pub fn docker_agent_args(&self, socket: &str) -> Vec<String> {
+        let mut a = vec!["--docker-socket".to_string(), socket.to_string()];
+        if let Some(f) = self.docker_token_file() {
+            a.push(format!("--docker-token-file={}", f.display()));
+        }
+        a
     }
 
     /// The join token agents present (with `--auth on`).

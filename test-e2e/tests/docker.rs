@@ -65,7 +65,13 @@ fn pod_and_c1_talk(c: &Cluster, pod: &test_e2e::Pod, ip1: &str, where_: &str) {
     );
 }
 
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 /// A netmaster, a host whose agent serves a unique Docker plugin socket, and a dockerd beside it.
+/// With authentication on (the default) the agent holds an ops user's token for writing networks
+/// (`--docker-token-file`).
 struct Cluster {
     docker: Dockerd,
     host: Host,
@@ -75,10 +81,10 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
-        let master = Netmaster::start_for_docker();
+        let master = Netmaster::start();
         let plugin = PluginSocket::new();
         let mut host = Host::netns_only(&master, "dockhost");
-        host.boot(&["--docker-socket", &plugin.path]);
+        host.boot(&strs(&master.docker_agent_args(&plugin.path)));
         plugin.wait();
         let docker = Dockerd::start(&host);
         Cluster {
@@ -541,10 +547,10 @@ fn plugin_call(socket: &str, call: &str, body: &Value) -> (u16, Value) {
 /// (no dockerd: the order is the point here).
 #[test]
 fn odd_call_orders_and_repeats_leak_nothing() {
-    let master = Netmaster::start_for_docker();
+    let master = Netmaster::start();
     let plugin = PluginSocket::new();
     let mut host = Host::netns_only(&master, "oddhost");
-    host.boot(&["--docker-socket", &plugin.path]);
+    host.boot(&strs(&master.docker_agent_args(&plugin.path)));
     plugin.wait();
     let call = |c: &str, b: Value| plugin_call(&plugin.path, c, &b);
     let snapshot = || {
@@ -731,7 +737,7 @@ fn odd_call_orders_and_repeats_leak_nothing() {
 /// containers that talk; then a single-node swarm with a swarm-scoped network and a service.
 #[test]
 fn managed_plugin_and_swarm() {
-    let master = Netmaster::start_for_docker();
+    let master = Netmaster::start();
     let mut host = Host::netns_only(&master, "plughost");
     // OVS and the bridge from the harness; the plugin's netplugin is this host's agent.
     host.boot(&[]);
@@ -764,20 +770,37 @@ fn managed_plugin_and_swarm() {
     let _guard = PluginGuard(&docker, name.clone());
     let state = docker.dir.join("plugin-state");
     std::fs::create_dir_all(&state).unwrap();
-    ok(&[
-        "plugin",
-        "set",
-        &name,
-        &format!("ovs-run.source={}", host.dir.display()),
-        &format!("contiv-run.source={}", master.dir.display()),
-        &format!("contiv-state.source={}", state.display()),
-        "CONTIV_NETPLUGIN_NETMASTER=unix:///run/contiv/netmaster.sock",
-        "CONTIV_NETPLUGIN_HOST=plughost",
-        &format!("CONTIV_NETPLUGIN_BRIDGE={}", host.bridge),
-        "CONTIV_NETPLUGIN_DATAPATH=userspace",
-        "CONTIV_NETPLUGIN_OVSDB_SOCK=/var/run/openvswitch/db.sock",
-        "CONTIV_NETPLUGIN_OVS_RUNDIR=/var/run/openvswitch",
-    ]);
+    // The credentials where the plugin's defaults look for them (its /etc/contiv): the join
+    // token and the Docker token. With --auth off (CONTIV_E2E_AUTH=0) there are none, and the
+    // settings are emptied, as a user of such a cluster would.
+    let etc = docker.dir.join("plugin-etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    let mut creds = Vec::new();
+    match master.docker_token_file() {
+        Some(t) => {
+            std::fs::copy(master.join_token_file(), etc.join("join-token")).unwrap();
+            std::fs::copy(t, etc.join("docker-token")).unwrap();
+            creds.push("CONTIV_NETPLUGIN_DOCKER_TOKEN_FILE=/etc/contiv/docker-token");
+        }
+        None => creds.push("CONTIV_NETPLUGIN_JOIN_TOKEN_FILE="),
+    }
+    let mut set = vec![
+        "plugin".to_string(),
+        "set".into(),
+        name.clone(),
+        format!("ovs-run.source={}", host.dir.display()),
+        format!("contiv-run.source={}", master.dir.display()),
+        format!("contiv-state.source={}", state.display()),
+        format!("contiv-etc.source={}", etc.display()),
+        "CONTIV_NETPLUGIN_NETMASTER=unix:///run/contiv/netmaster.sock".into(),
+        "CONTIV_NETPLUGIN_HOST=plughost".into(),
+        format!("CONTIV_NETPLUGIN_BRIDGE={}", host.bridge),
+        "CONTIV_NETPLUGIN_DATAPATH=userspace".into(),
+        "CONTIV_NETPLUGIN_OVSDB_SOCK=/var/run/openvswitch/db.sock".into(),
+        "CONTIV_NETPLUGIN_OVS_RUNDIR=/var/run/openvswitch".into(),
+    ];
+    set.extend(creds.iter().map(|c| c.to_string()));
+    ok(&strs(&set));
     ok(&["plugin", "enable", &name]);
 
     let net = |args: &[&str]| {
@@ -936,20 +959,20 @@ fn managed_plugin_and_swarm() {
 impl Cluster {
     /// The Docker host (with dockerd) and a second host of CNI pods on one underlay, tunnels up.
     fn with_cni_host() -> (Cluster, Host, Underlay) {
-        let master = Netmaster::start_for_docker();
+        let master = Netmaster::start();
         let underlay = Underlay::new();
         let plugin = PluginSocket::new();
         let mut h1 = Host::netns_only(&master, "dock1");
         h1.vtep = underlay.attach(&h1.ns);
         let vtep = h1.vtep.clone();
-        h1.boot(&[
-            "--vtep-ip",
-            &vtep,
-            "--vtep-intf",
-            Underlay::NIC,
-            "--docker-socket",
-            &plugin.path,
-        ]);
+        let mut args = vec![
+            "--vtep-ip".to_string(),
+            vtep,
+            "--vtep-intf".into(),
+            Underlay::NIC.into(),
+        ];
+        args.extend(master.docker_agent_args(&plugin.path));
+        h1.boot(&strs(&args));
         let h2 = Host::start_on(&master, &underlay, "cni2");
         plugin.wait();
         wait_for("tunnels both ways", Duration::from_secs(20), || {
@@ -1119,4 +1142,172 @@ fn policies_and_profiles_hold_for_a_docker_container_in_a_group() {
     });
     c.ok(&["rm", "-f", "c1"]);
     drop(web);
+}
+
+/// The networks the Docker driver's state file (`--docker-state`) holds pools for.
+fn state_pools(host: &Host) -> Vec<String> {
+    let v: Value = std::fs::read(host.dir.join("docker-driver.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    v["pools"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// With authentication on, a node credential may not write networks. An agent without
+/// `--docker-token-file`: `docker network create -d` that would make a Contiv network fails with
+/// a message saying what to do and leaves nothing (no Contiv network, no Docker network, no
+/// pool); a network made with netctl is used with the node credential alone. An agent with a
+/// token file: an ops token of tenant blue writes blue's networks only, a rewritten file is used
+/// at the next call, and a missing file stops the agent at start.
+#[test]
+fn network_writes_need_the_docker_token() {
+    // Authentication is this test's subject: on even under CONTIV_E2E_AUTH=0.
+    let master = Netmaster::start_with(&["--auth", "on"]);
+    let plugin = PluginSocket::new();
+    let mut host = Host::netns_only(&master, "notoken");
+    host.boot(&["--docker-socket", &plugin.path]);
+    plugin.wait();
+    let docker = Dockerd::start(&host);
+    let c = Cluster {
+        docker,
+        host,
+        master,
+        plugin,
+    };
+    let m = &c.master;
+    let before = c.snapshot();
+    let docker_networks = || c.ok(&["network", "ls", "--format", "{{.Name}}"]);
+    let networks_before = docker_networks();
+
+    let err = c
+        .net_create("nt", &["--subnet", "10.66.0.0/24", "-o", "network=nt"])
+        .expect_err("a node credential must not create a Contiv network");
+    for want in [
+        "create Contiv network default:nt",
+        "refused the agent's node credential",
+        "netctl net create -t default -s 10.66.0.0/24 nt",
+        "--ipam-opt network=nt/default",
+        "--docker-token-file",
+    ] {
+        assert!(err.contains(want), "expected '{want}' in: {err}");
+    }
+    let (s, v) = m.api("GET", "/api/v1/networks/default:nt/", None);
+    assert_eq!(s, 404, "a Contiv network was made: {v}");
+    assert_eq!(
+        docker_networks(),
+        networks_before,
+        "a Docker network was left"
+    );
+    c.assert_no_leak(&before, "a refused network create");
+    wait_for(
+        "Docker to release the pool",
+        Duration::from_secs(10),
+        || state_pools(&c.host).is_empty(),
+    );
+
+    // A network made with netctl: by name, and by -o network= with its subnet.
+    m.network("default", "pre", "10.67.0.0/24", "10.67.0.1");
+    c.net_create("pre1", &["--ipam-opt", "network=pre"])
+        .expect("use a netctl network with the node credential");
+    c.net_create("pre2", &["--subnet", "10.67.0.0/24", "-o", "network=pre"])
+        .expect("map a netctl network by -o network= and its subnet");
+    c.container("p1", "pre1", &[]).expect("a container on it");
+    assert!(c.ip_of("p1", "pre1").starts_with("10.67.0."));
+    c.ok(&["rm", "-f", "p1"]);
+    c.ok(&["network", "rm", "pre1"]);
+    c.ok(&["network", "rm", "pre2"]);
+    let (s, _) = m.api("GET", "/api/v1/networks/default:pre/", None);
+    assert_eq!(s, 200, "a netctl network stays after docker network rm");
+    c.assert_no_leak(
+        &before,
+        "the netctl network's containers and Docker networks",
+    );
+
+    // An agent with a token of an ops user authorized on tenant blue only.
+    for t in ["blue", "red"] {
+        let (s, v) = m.api(
+            "POST",
+            &format!("/api/v1/tenants/{t}/"),
+            Some(json!({"tenantName": t})),
+        );
+        assert_eq!(s, 200, "{v}");
+    }
+    let token_file = m.dir.join("blue-token");
+    std::fs::write(&token_file, m.mint_token("dockerblue", "ops", &["blue"])).unwrap();
+    let plugin2 = PluginSocket::new();
+    let mut h2 = Host::netns_only(m, "withtoken");
+    let flag = format!("--docker-token-file={}", token_file.display());
+    h2.boot(&["--docker-socket", &plugin2.path, &flag]);
+    plugin2.wait();
+    let call = |c: &str, b: Value| plugin_call(&plugin2.path, c, &b);
+    let create = |id: &str, subnet: &str, tenant: &str| {
+        let (s, v) = call(
+            "IpamDriver.RequestPool",
+            json!({"AddressSpace": "contiv-local", "Pool": subnet, "V6": false}),
+        );
+        assert_eq!(s, 200, "{v}");
+        let pool = v["PoolID"].as_str().unwrap().to_string();
+        let r = call(
+            "NetworkDriver.CreateNetwork",
+            json!({"NetworkID": id, "Options": {"com.docker.network.generic": {"tenant": tenant, "network": id}},
+                   "IPv4Data": [{"AddressSpace": "contiv-local", "Pool": subnet}]}),
+        );
+        (pool, r)
+    };
+    let (blue_pool, (s, v)) = create("bn", "10.68.0.0/24", "blue");
+    assert_eq!(s, 200, "the blue token creates a blue network: {v}");
+    let (s, _) = m.api("GET", "/api/v1/networks/blue:bn/", None);
+    assert_eq!(s, 200);
+    let (red_pool, (s, v)) = create("rn", "10.69.0.0/24", "red");
+    assert_eq!(s, 500, "{v}");
+    let err = v["Err"].as_str().unwrap_or_default();
+    for want in [
+        "create Contiv network red:rn",
+        &format!("refused the token in {}", token_file.display()),
+        "tenant red",
+    ] {
+        assert!(err.contains(want), "expected '{want}' in: {err}");
+    }
+    let (s, _) = m.api("GET", "/api/v1/networks/red:rn/", None);
+    assert_eq!(s, 404);
+    // Rotated: a token of both tenants, used at the next call without a restart.
+    std::fs::write(
+        &token_file,
+        m.mint_token("dockerboth", "ops", &["blue", "red"]),
+    )
+    .unwrap();
+    let (s, v) = call(
+        "NetworkDriver.CreateNetwork",
+        json!({"NetworkID": "rn", "Options": {"com.docker.network.generic": {"tenant": "red", "network": "rn"}},
+               "IPv4Data": [{"AddressSpace": "contiv-local", "Pool": "10.69.0.0/24"}]}),
+    );
+    assert_eq!(s, 200, "the rewritten token file: {v}");
+    for (id, pool, key) in [("bn", &blue_pool, "blue:bn"), ("rn", &red_pool, "red:rn")] {
+        let (s, _) = call("NetworkDriver.DeleteNetwork", json!({"NetworkID": id}));
+        assert_eq!(s, 200);
+        let (s, _) = call("IpamDriver.ReleasePool", json!({"PoolID": pool}));
+        assert_eq!(s, 200);
+        let (s, _) = m.api("GET", &format!("/api/v1/networks/{key}/"), None);
+        assert_eq!(
+            s, 404,
+            "the token deletes the Contiv network it made: {key}"
+        );
+    }
+    assert!(state_pools(&h2).is_empty(), "{:?}", state_pools(&h2));
+
+    // A token file that is not there: the agent stops at once, saying which and why.
+    let out = Command::new(test_e2e::bin("netplugin"))
+        .args(["--netmaster", &m.url(), "--docker-token-file"])
+        .arg(m.dir.join("nosuch-token"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("read the Docker token file") && err.contains("nosuch-token"),
+        "{err}"
+    );
 }
