@@ -681,7 +681,10 @@ mod tests {
         }
         let mut stats = SpoofStats::new();
         // h1 counts its own endpoint, and claims one of h2's: only the first counts.
-        stats.insert("h1".into(), BTreeMap::from([("a".into(), 4), ("b".into(), 9)]));
+        stats.insert(
+            "h1".into(),
+            BTreeMap::from([("a".into(), 4), ("b".into(), 9)]),
+        );
         // A node no longer registered: its last report no longer counts.
         stats.insert("gone".into(), BTreeMap::from([("c".into(), 7)]));
         let got = |stats: &SpoofStats, id: &str| spoofed_packets(&s, stats, &s.endpoints[id]);

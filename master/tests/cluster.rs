@@ -552,7 +552,11 @@ async fn spoof_counters_show_in_every_masters_endpoint_inspect() {
         assert_eq!(spoofed(&v), json!(5), "{v}");
         let (s, v) = m.get("/api/v1/inspect/endpoints/victim/").await;
         assert_eq!(s, 200, "{v}");
-        assert_eq!(spoofed(&v), json!(0), "another node's report counts for h2's endpoint: {v}");
+        assert_eq!(
+            spoofed(&v),
+            json!(0),
+            "another node's report counts for h2's endpoint: {v}"
+        );
         // The endpoint lists of other views do not carry it.
         let (_, v) = m.get("/api/v1/inspect/networks/default:n/").await;
         assert!(

@@ -586,7 +586,8 @@ async fn private_subnet_gateways_and_node_addresses_stay_apart() {
     assert!(
         v["Oper"]["notice"]
             .as_str()
-            .is_some_and(|n| n.starts_with("the network has no gateway: its pods get no outside or host access")),
+            .is_some_and(|n| n
+                .starts_with("the network has no gateway: its pods get no outside or host access")),
         "{v}"
     );
     let (_, v) = m.get("/api/v1/inspect/networks/default:n/").await;

@@ -2,8 +2,7 @@
 
 use crate::agent::{
     Endpoint, EndpointRequest, ErrorBody, Info, NodeLease, NodeRegistration, RuleStatsReport,
-    SpoofStatsReport,
-    VersionInfo, WatchEvent,
+    SpoofStatsReport, VersionInfo, WatchEvent,
 };
 use crate::objects::Object;
 use futures::{Stream, StreamExt, TryStreamExt};

@@ -4,8 +4,7 @@
 use crate::datapath::ClusterInputs;
 use futures::StreamExt;
 use model::agent::{
-    Endpoint, Node, NodeRegistration, RuleStatsReport, SpoofStatsReport, WatchEvent,
-    WatchEventType,
+    Endpoint, Node, NodeRegistration, RuleStatsReport, SpoofStatsReport, WatchEvent, WatchEventType,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -60,7 +59,10 @@ struct Reported<T> {
 
 impl<T: PartialEq> Reported<T> {
     fn new(now: Instant) -> Self {
-        Reported { last: None, at: now }
+        Reported {
+            last: None,
+            at: now,
+        }
     }
 
     /// Whether `counters` (read at `now`) should be sent: they changed, or the last report is
@@ -81,7 +83,11 @@ impl<T: PartialEq> Reported<T> {
 /// packet counters (`rulestats`) and the per-endpoint anti-spoofing drops (`spoofstats`), each
 /// when it changes, and again every [`COUNTERS_RESEND`]. A restarted agent's counters start
 /// from 0: it replaces the flows it finds, and their counts with them.
-pub async fn report_counters(dp: Arc<crate::datapath::Datapath>, client: model::Client, me: String) {
+pub async fn report_counters(
+    dp: Arc<crate::datapath::Datapath>,
+    client: model::Client,
+    me: String,
+) {
     let mut rules_sent = Reported::new(Instant::now());
     let mut spoof_sent = Reported::new(Instant::now());
     let mut spoofed = BTreeMap::new();

@@ -55,10 +55,11 @@ pub fn classify(path: &str) -> Route {
         ["api", "v1", "auth_proxy", ..] => Route::Credentials,
         ["api", "v1", "watch"] => Route::Watch,
         ["api", "v1", "nodes"] => Route::Nodes { name: None },
-        ["api", "v1", "nodes", name]
-        | ["api", "v1", "nodes", name, "rulestats" | "spoofstats"] => Route::Nodes {
-            name: Some(name.to_string()),
-        },
+        ["api", "v1", "nodes", name] | ["api", "v1", "nodes", name, "rulestats" | "spoofstats"] => {
+            Route::Nodes {
+                name: Some(name.to_string()),
+            }
+        }
         ["api", "v1", "endpoints"] => Route::Endpoints { id: None },
         ["api", "v1", "endpoints", id] => Route::Endpoints {
             id: Some(id.to_string()),

@@ -6,10 +6,10 @@ use crate::error::{ApiError, ApiResult};
 use crate::keys;
 use crate::ops::Plan;
 use crate::state::{ServiceState, State, v4};
+use ipnet::Ipv4Net;
 use model::agent::{GroupState, NetworkState};
 use model::net::{SubnetSpec, parse_v4_range, parse_v6_subnet};
 use model::*;
-use ipnet::Ipv4Net;
 use std::net::{IpAddr, Ipv4Addr};
 
 pub(in crate::ops) fn plan_network(s: &State, n: &Network) -> ApiResult<Option<Plan>> {
