@@ -77,6 +77,24 @@ impl<T: PartialEq> Reported<T> {
         self.last = Some(counters);
         self.at = now;
     }
+
+    /// Sends `counters` with `send` if they are [due](Self::due), and remembers them once sent
+    /// (a failed report is tried again at the next look).
+    async fn offer(
+        &mut self,
+        counters: T,
+        empty: bool,
+        what: &str,
+        send: impl AsyncFnOnce(&T) -> Result<(), model::ClientError>,
+    ) {
+        if !self.due(&counters, empty, Instant::now()) {
+            return;
+        }
+        match send(&counters).await {
+            Ok(()) => self.sent(counters, Instant::now()),
+            Err(e) => tracing::debug!(error = %e, "report {what}"),
+        }
+    }
 }
 
 /// Reports this node's counters to netmaster, for as long as the agent runs: the per-rule
@@ -97,31 +115,31 @@ pub async fn report_counters(
             Ok(endpoints) => {
                 warn_spoofing(&endpoints, &spoofed);
                 spoofed.clone_from(&endpoints);
-                if spoof_sent.due(&endpoints, endpoints.is_empty(), Instant::now()) {
-                    let report = SpoofStatsReport {
-                        hostname: me.clone(),
-                        endpoints,
-                    };
-                    match client.report_spoof_stats(&report).await {
-                        Ok(()) => spoof_sent.sent(report.endpoints, Instant::now()),
-                        Err(e) => tracing::debug!(error = %e, "report anti-spoofing counters"),
-                    }
-                }
+                let empty = endpoints.is_empty();
+                spoof_sent
+                    .offer(endpoints, empty, "anti-spoofing counters", async |e| {
+                        let report = SpoofStatsReport {
+                            hostname: me.clone(),
+                            endpoints: e.clone(),
+                        };
+                        client.report_spoof_stats(&report).await
+                    })
+                    .await;
             }
             Err(e) => tracing::debug!(error = %e, "read anti-spoofing counters"),
         }
         match dp.rule_counters().await {
             Ok(rules) => {
-                if rules_sent.due(&rules, rules.is_empty(), Instant::now()) {
-                    let report = RuleStatsReport {
-                        hostname: me.clone(),
-                        rules,
-                    };
-                    match client.report_rule_stats(&report).await {
-                        Ok(()) => rules_sent.sent(report.rules, Instant::now()),
-                        Err(e) => tracing::debug!(error = %e, "report rule counters"),
-                    }
-                }
+                let empty = rules.is_empty();
+                rules_sent
+                    .offer(rules, empty, "rule counters", async |r| {
+                        let report = RuleStatsReport {
+                            hostname: me.clone(),
+                            rules: r.clone(),
+                        };
+                        client.report_rule_stats(&report).await
+                    })
+                    .await;
             }
             Err(e) => tracing::debug!(error = %e, "read rule counters"),
         }
@@ -396,6 +414,29 @@ mod report_tests {
             r.due(&a, false, t0 + COUNTERS_RESEND),
             "unchanged, but the master may have lost it"
         );
+    }
+
+    #[tokio::test]
+    async fn a_failed_report_is_offered_again() {
+        let mut r = Reported::new(Instant::now());
+        let a = counts(&[("e1", 1)]);
+        let mut sent = Vec::new();
+        for fail in [true, false, false] {
+            r.offer(a.clone(), false, "test counters", async |c| {
+                sent.push(c.clone());
+                if fail {
+                    Err(model::ClientError::Unreachable {
+                        url: "http://127.0.0.1:1".into(),
+                        reason: "refused".into(),
+                    })
+                } else {
+                    Ok(())
+                }
+            })
+            .await;
+        }
+        // Failed, sent, then unchanged and fresh: not sent again.
+        assert_eq!(sent, [a.clone(), a]);
     }
 
     #[test]
