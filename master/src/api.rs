@@ -47,6 +47,14 @@ pub fn router(master: Arc<Master>) -> Router {
             axum::routing::put(report_rule_stats),
         )
         .route(
+            "/api/v1/nodes/{name}/spoofstats/",
+            axum::routing::put(report_spoof_stats),
+        )
+        .route(
+            "/api/v1/nodes/{name}/spoofstats",
+            axum::routing::put(report_spoof_stats),
+        )
+        .route(
             "/api/v1/endpoints/",
             get(list_endpoints).post(create_endpoint),
         )
@@ -296,7 +304,10 @@ async fn route_writes(
     use axum::http::Method;
     // A policy's inspect shows the rule counters the agents report, which only the leader
     // holds (they are not written to the store): it is served by the leader too.
-    let leaders_read = req.uri().path().starts_with("/api/v1/inspect/policys/");
+    // So does an endpoint's, for its anti-spoofing drops.
+    let leaders_read = ["/api/v1/inspect/policys/", "/api/v1/inspect/endpoints/"]
+        .iter()
+        .any(|p| req.uri().path().starts_with(p));
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) && !leaders_read {
         return next.run(req).await;
     }
@@ -481,13 +492,7 @@ async fn inspect_endpoint(
     State(m): Shared,
     Path(id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    m.with_state(|s| crate::views::inspect_endpoint(s, &id))
-        .map(Json)
-        .ok_or_else(|| {
-            ApiError::not_found(format!(
-                "no endpoint whose id, container id or container name contains '{id}'"
-            ))
-        })
+    Ok(Json(m.inspect_endpoint(&id)?))
 }
 
 async fn list_nodes(State(m): Shared) -> Json<Vec<model::agent::Node>> {
@@ -517,6 +522,15 @@ async fn report_rule_stats(
     body: Bytes,
 ) -> ApiResult<Json<serde_json::Value>> {
     m.report_rule_stats(&name, parse_body(&body)?)?;
+    Ok(Json(serde_json::Value::String(name)))
+}
+
+async fn report_spoof_stats(
+    State(m): Shared,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    m.report_spoof_stats(&name, parse_body(&body)?)?;
     Ok(Json(serde_json::Value::String(name)))
 }
 

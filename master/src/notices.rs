@@ -1,7 +1,8 @@
 //! What the API accepts but the datapath does not do yet, said where a user looks: a `notice`
 //! field in the `Oper` of an inspect (docs/compat.md, "Accepted, no effect yet"). Only a field
 //! is added; Contiv's names stay as they were. Each notice goes when the issue that makes the
-//! object real lands.
+//! object real lands. The same field says what an object lacks for what users expect of it (a
+//! network without a gateway).
 
 use crate::state::State;
 use model::Kind;
@@ -14,6 +15,8 @@ pub const SERVICE_LB: &str = "service load balancing is not implemented yet: the
 pub const ACI: &str = "ACI is not implemented: this object is stored but no ACI gateway is contacted and the datapath does not use it (see docs/compat.md)";
 /// A network with `encap vlan` (issue 21).
 pub const VLAN: &str = "VLAN networks do not span hosts yet: endpoints of this network on one host reach each other, endpoints on different hosts cannot (see docs/compat.md)";
+/// A network without an IPv4 `gateway` (issue 19: outside and host access go through it).
+pub const NO_GATEWAY: &str = "the network has no gateway: its pods get no outside or host access (delete the network and create it again with a gateway, netctl net create --gateway)";
 /// A network with `nwType infra`.
 pub const INFRA: &str = "nwType infra has no effect yet: the network is a data network and no host gets a port on it (see docs/compat.md)";
 /// `fwdMode routing` (issue 21).
@@ -41,6 +44,9 @@ pub fn notice(s: &State, kind: Kind, key: &str) -> Option<String> {
             }
             if c.nw_type == "infra" {
                 n.push(INFRA);
+            }
+            if c.gateway.is_empty() {
+                n.push(NO_GATEWAY);
             }
         }
         Kind::Global => {
@@ -91,6 +97,26 @@ mod tests {
             Some(DEFAULT_NETWORK)
         );
         assert_eq!(notice(&s, Kind::Network, "t:nope"), None);
+        s.networks.insert(
+            "t:n".into(),
+            crate::state::new_net_entry(
+                model::Network {
+                    tenant_name: "t".into(),
+                    network_name: "n".into(),
+                    subnet: "10.1.2.0/24".into(),
+                    encap: "vlan".into(),
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            notice(&s, Kind::Network, "t:n"),
+            Some(format!("{VLAN}; {NO_GATEWAY}"))
+        );
+        s.networks.get_mut("t:n").unwrap().cfg.gateway = "10.1.2.1".into();
+        assert_eq!(notice(&s, Kind::Network, "t:n").as_deref(), Some(VLAN));
         assert_eq!(notice(&s, Kind::Policy, "t:p"), None);
     }
 }

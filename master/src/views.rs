@@ -285,6 +285,8 @@ pub fn endpoint_oper(s: &State, ep: &Endpoint) -> EndpointOper {
             .get(&ep.host)
             .map(|n| n.vtep_ip.clone())
             .unwrap_or_default(),
+        // Only an endpoint's own inspect shows it (`inspect_endpoint`).
+        spoofed_packets: None,
     }
 }
 
@@ -529,13 +531,34 @@ pub fn inspect(s: &State, kind: Kind, key: &str) -> Option<Value> {
 
 /// `GET /api/v1/inspect/endpoints/<id>/`: the first endpoint (by id) whose id, container id or
 /// container name contains `needle`.
-pub fn inspect_endpoint(s: &State, needle: &str) -> Option<Value> {
+/// Its `spoofedPackets` come from `spoofed`.
+pub fn inspect_endpoint(s: &State, spoofed: &SpoofStats, needle: &str) -> Option<Value> {
     let ep = s.endpoints.values().find(|e| {
         e.endpoint_id.contains(needle)
             || e.container_id.contains(needle)
             || (!e.container_name.is_empty() && e.container_name.contains(needle))
     })?;
-    Some(json!({ "Oper": endpoint_oper(s, ep) }))
+    let mut oper = endpoint_oper(s, ep);
+    oper.spoofed_packets = Some(spoofed_packets(s, spoofed, ep));
+    Some(json!({ "Oper": oper }))
+}
+
+/// The latest anti-spoofing drops each node reported: host -> endpoint id -> frames.
+pub type SpoofStats = BTreeMap<String, BTreeMap<String, u64>>;
+
+/// The frames endpoint `ep` sent under an identity not its own, as its own host last reported
+/// them: another node's report never counts for it (a node reports only what its switch saw,
+/// and may lie about others'). 0 while its host reported none, or is not registered (its
+/// switch may be gone; it reports again when it comes back).
+pub fn spoofed_packets(s: &State, stats: &SpoofStats, ep: &Endpoint) -> u64 {
+    if !s.nodes.contains_key(&ep.host) {
+        return 0;
+    }
+    stats
+        .get(&ep.host)
+        .and_then(|m| m.get(&ep.endpoint_id))
+        .copied()
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -633,5 +656,49 @@ mod tests {
         }
         let got = rule_stats(&s, &stats, "default:p");
         assert_eq!((got[0].packets, got[0].bytes), (u64::MAX, u64::MAX));
+    }
+
+    #[test]
+    fn spoofed_packets_come_from_the_endpoints_own_live_host() {
+        let mut s = State::new();
+        let ep = |id: &str, host: &str| Endpoint {
+            endpoint_id: id.into(),
+            host: host.into(),
+            ip_address: "10.1.2.3".into(),
+            ..Default::default()
+        };
+        for (id, host) in [("a", "h1"), ("b", "h2"), ("c", "gone")] {
+            s.endpoints.insert(id.into(), ep(id, host));
+        }
+        for h in ["h1", "h2"] {
+            s.nodes.insert(
+                h.into(),
+                Node {
+                    hostname: h.into(),
+                    ..Default::default()
+                },
+            );
+        }
+        let mut stats = SpoofStats::new();
+        // h1 counts its own endpoint, and claims one of h2's: only the first counts.
+        stats.insert(
+            "h1".into(),
+            BTreeMap::from([("a".into(), 4), ("b".into(), 9)]),
+        );
+        // A node no longer registered: its last report no longer counts.
+        stats.insert("gone".into(), BTreeMap::from([("c".into(), 7)]));
+        let got = |stats: &SpoofStats, id: &str| spoofed_packets(&s, stats, &s.endpoints[id]);
+        assert_eq!(
+            (got(&stats, "a"), got(&stats, "b"), got(&stats, "c")),
+            (4, 0, 0)
+        );
+        stats.insert("h2".into(), BTreeMap::from([("b".into(), 2)]));
+        assert_eq!(got(&stats, "b"), 2);
+        // Endpoint inspect carries it, always (0 included); other views' lists do not.
+        let v = inspect_endpoint(&s, &stats, "a").unwrap();
+        assert_eq!(v["Oper"]["spoofedPackets"], json!(4));
+        let v = inspect_endpoint(&s, &SpoofStats::new(), "a").unwrap();
+        assert_eq!(v["Oper"]["spoofedPackets"], json!(0));
+        assert_eq!(endpoint_oper(&s, &s.endpoints["a"]).spoofed_packets, None);
     }
 }

@@ -300,6 +300,18 @@ fn table() -> Vec<Case> {
         case(
             "PUT",
             "/api/v1/nodes/evil/rulestats/",
+            bad_reg.clone(),
+            [Forbid, Forbid, Forbid, Forbid, Unauth],
+        ),
+        case(
+            "PUT",
+            "/api/v1/nodes/h1/spoofstats/",
+            bad_reg.clone(),
+            [Forbid, Forbid, Forbid, Pass, Unauth],
+        ),
+        case(
+            "PUT",
+            "/api/v1/nodes/evil/spoofstats/",
             bad_reg,
             [Forbid, Forbid, Forbid, Forbid, Unauth],
         ),

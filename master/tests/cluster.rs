@@ -1,11 +1,14 @@
 //! Several netmasters on a real 3-member etcd cluster: leader election and failover, writes
 //! forwarded by followers, allocation exactly-once through a failover, etcd member loss, node
-//! liveness (reclaim after the grace period), rule counters held by the leader, and migration
+//! liveness (reclaim after the grace period), rule and anti-spoofing counters held by the leader,
+//! and migration
 //! from the embedded store.
 
 mod common;
 use common::{Netmaster, err};
-use model::agent::{EndpointRequest, NodeRegistration, RuleCounters, RuleStatsReport};
+use model::agent::{
+    EndpointRequest, NodeRegistration, RuleCounters, RuleStatsReport, SpoofStatsReport,
+};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -511,6 +514,78 @@ async fn rule_counters_reported_to_a_follower_show_in_every_masters_inspect() {
         )
         .await;
     assert_eq!(s, 400, "{v}");
+}
+
+/// Agents' anti-spoofing counters live in the leader's memory like the rule counters: a report
+/// given to a follower shows in every master's endpoint inspect, only for the reporting node's
+/// own endpoints, and a deleted endpoint's count goes with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoof_counters_show_in_every_masters_endpoint_inspect() {
+    let cluster = Cluster::start(1).await;
+    let ms = [master_on(&cluster, &[]), master_on(&cluster, &[])];
+    let l = wait_leader(&ms.iter().collect::<Vec<_>>(), Duration::from_secs(20)).await;
+    let (s, v) = ms[l]
+        .post(
+            "/api/v1/networks/default:n/",
+            json!({"tenantName":"default","networkName":"n","encap":"vxlan","subnet":"10.8.0.0/24"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let c = ms[1 - l].client();
+    for h in ["h1", "h2"] {
+        c.register_node(&reg(h)).await.unwrap();
+    }
+    c.create_endpoint(&ep_req("forger", "h1")).await.unwrap();
+    c.create_endpoint(&ep_req("victim", "h2")).await.unwrap();
+    let report = |eps: &[(&str, u64)]| SpoofStatsReport {
+        hostname: "h1".into(),
+        endpoints: eps.iter().map(|(id, n)| (id.to_string(), *n)).collect(),
+    };
+    // h1 also claims counts for h2's endpoint and for an endpoint that does not exist.
+    c.report_spoof_stats(&report(&[("forger", 5), ("victim", 9), ("ghost", 3)]))
+        .await
+        .unwrap();
+    let spoofed = |v: &Value| v["Oper"]["spoofedPackets"].clone();
+    for m in &ms {
+        let (s, v) = m.get("/api/v1/inspect/endpoints/forger/").await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(spoofed(&v), json!(5), "{v}");
+        let (s, v) = m.get("/api/v1/inspect/endpoints/victim/").await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(
+            spoofed(&v),
+            json!(0),
+            "another node's report counts for h2's endpoint: {v}"
+        );
+        // The endpoint lists of other views do not carry it.
+        let (_, v) = m.get("/api/v1/inspect/networks/default:n/").await;
+        assert!(
+            v["Oper"]["endpoints"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|e| e.get("spoofedPackets").is_none()),
+            "{v}"
+        );
+    }
+    // Deleted and made again under the same id: it starts from 0.
+    c.delete_endpoint("forger").await.unwrap();
+    c.create_endpoint(&ep_req("forger", "h1")).await.unwrap();
+    let (_, v) = ms[l].get("/api/v1/inspect/endpoints/forger/").await;
+    assert_eq!(spoofed(&v), json!(0), "{v}");
+    // A report under another node's path is refused.
+    let (s, v) = ms[1 - l]
+        .req(
+            "PUT",
+            "/api/v1/nodes/h2/spoofstats/",
+            Some(json!({"hostname": "h1", "endpoints": {}})),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(
+        err(&v),
+        "spoof stats of node 'h1' sent to the path of node 'h2'"
+    );
 }
 
 #[tokio::test]

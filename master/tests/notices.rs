@@ -50,28 +50,40 @@ async fn notices_follow_what_has_no_effect_and_keep_contivs_fields() {
     created(
         &m,
         "/api/v1/networks/default:vx/",
-        json!({"tenantName":"default","networkName":"vx","encap":"vxlan","subnet":"10.1.1.0/24"}),
+        json!({"tenantName":"default","networkName":"vx","encap":"vxlan","subnet":"10.1.1.0/24","gateway":"10.1.1.254"}),
     )
     .await;
     created(
         &m,
         "/api/v1/networks/default:vl/",
-        json!({"tenantName":"default","networkName":"vl","encap":"vlan","pktTag":100,"subnet":"10.1.2.0/24"}),
+        json!({"tenantName":"default","networkName":"vl","encap":"vlan","pktTag":100,"subnet":"10.1.2.0/24","gateway":"10.1.2.254"}),
     )
     .await;
-    // A VXLAN network works across hosts: nothing to say.
+    // A VXLAN network with a gateway works across hosts and reaches out: nothing to say.
     let vx = inspect(&m, "networks/default:vx").await;
     assert!(vx["Oper"].get("notice").is_none(), "{vx}");
     assert_eq!(vx["Oper"]["externalPktTag"], 1, "{vx}");
     // A VLAN network: its Contiv fields, and the notice beside them.
     let vl = inspect(&m, "networks/default:vl").await;
     assert_eq!(vl["Oper"]["pktTag"], 100, "{vl}");
-    assert_eq!(vl["Oper"]["availableIPAddresses"], "10.1.2.1-10.1.2.254");
+    assert_eq!(vl["Oper"]["availableIPAddresses"], "10.1.2.1-10.1.2.253");
     assert_eq!(vl["Oper"]["notice"], master::notices::VLAN);
     assert!(
         master::notices::VLAN.contains("endpoints on different hosts cannot"),
         "{vl}"
     );
+
+    // Without a gateway: its pods get no outside or host access.
+    created(
+        &m,
+        "/api/v1/networks/default:nogw/",
+        json!({"tenantName":"default","networkName":"nogw","encap":"vxlan","subnet":"10.1.3.0/24"}),
+    )
+    .await;
+    let nogw = inspect(&m, "networks/default:nogw").await;
+    assert_eq!(nogw["Oper"]["notice"], master::notices::NO_GATEWAY, "{nogw}");
+    assert_eq!(nogw["Oper"]["availableIPAddresses"], "10.1.3.1-10.1.3.254");
+    assert_eq!(m.delete("/api/v1/networks/default:nogw/").await.0, 200);
 
     // A service: its VIP and the notice.
     created(

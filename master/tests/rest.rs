@@ -514,6 +514,86 @@ async fn immutable_fields_and_global_guards() {
     assert_eq!(s, 200, "{v}");
 }
 
+/// North-south needs the private subnet, the gateways and the nodes' addresses apart: what
+/// would mix them up is refused naming the other party, and a network without a gateway says
+/// what its pods miss.
+#[tokio::test]
+async fn private_subnet_gateways_and_node_addresses_stay_apart() {
+    let m = Netmaster::start();
+    let c = m.client();
+    let reg = |host: &str, vtep: &str| model::agent::NodeRegistration {
+        hostname: host.into(),
+        vtep_ip: vtep.into(),
+        version: "test".into(),
+    };
+    c.register_node(&reg("host1", "10.1.2.1")).await.unwrap();
+    let mut body = net("default", "n", "10.1.2.0/24");
+    body["gateway"] = json!("10.1.2.1");
+    let (s, v) = m.post("/api/v1/networks/default:n/", body.clone()).await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(
+        err(&v),
+        "gateway '10.1.2.1': it is the VTEP address of node host1; the pods' gateway must not be a host's own address: pick another gateway"
+    );
+    body["gateway"] = json!("10.1.2.254");
+    let (s, v) = m.post("/api/v1/networks/default:n/", body).await;
+    assert_eq!(s, 200, "{v}");
+    // A node coming with the gateway's address: 409 naming the network; its next heartbeat
+    // with a good address registers it.
+    let e = c
+        .register_node(&reg("host2", "10.1.2.254"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(409), "{e}");
+    assert!(
+        e.to_string().contains(
+            "vtepIP '10.1.2.254' of node host2: it is the gateway of network default:n; give the node another VTEP address (netplugin --vtep-ip)"
+        ),
+        "{e}"
+    );
+    c.register_node(&reg("host2", "192.0.2.2")).await.unwrap();
+    // The registered one renews as before.
+    c.register_node(&reg("host1", "10.1.2.1")).await.unwrap();
+
+    let (s, v) = m
+        .post(
+            "/api/v1/networks/default:p/",
+            net("default", "p", "172.19.3.0/24"),
+        )
+        .await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        err(&v).starts_with("subnet 172.19.3.0/24: overlaps the private subnet 172.19.0.0/16"),
+        "{v}"
+    );
+    let (s, v) = m
+        .post(
+            "/api/v1/globals/global/",
+            json!({"name":"global","pvtSubnet":"10.1.0.0/16"}),
+        )
+        .await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        err(&v).starts_with(
+            "pvtSubnet '10.1.0.0/16': overlaps the subnet 10.1.2.0/24 of network default:n;"
+        ),
+        "{v}"
+    );
+
+    // Without a gateway, the network's inspect says so in its notice, beside Contiv's fields.
+    create_net(&m, "default", "nogw", "10.3.0.0/24").await;
+    let (_, v) = m.get("/api/v1/inspect/networks/default:nogw/").await;
+    assert!(
+        v["Oper"]["notice"]
+            .as_str()
+            .is_some_and(|n| n
+                .starts_with("the network has no gateway: its pods get no outside or host access")),
+        "{v}"
+    );
+    let (_, v) = m.get("/api/v1/inspect/networks/default:n/").await;
+    assert!(v["Oper"].get("notice").is_none(), "{v}");
+}
+
 /// One answer read off a raw connection.
 #[derive(Debug)]
 struct RawAnswer {

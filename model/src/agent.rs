@@ -64,6 +64,17 @@ pub struct RuleStatsReport {
     pub rules: BTreeMap<String, RuleCounters>,
 }
 
+/// `PUT /api/v1/nodes/{hostname}/spoofstats/`: how many frames each of the node's endpoints
+/// sent under an identity not its own (another MAC or address), which its switch dropped. Each
+/// report replaces the node's previous one; endpoints without any are left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SpoofStatsReport {
+    pub hostname: String,
+    /// Endpoint id -> frames dropped since its flows were installed on the node.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, u64>,
+}
+
 /// `POST /api/v1/endpoints/`: create an endpoint (idempotent for the same `endpointID`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EndpointRequest {

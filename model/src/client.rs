@@ -2,7 +2,7 @@
 
 use crate::agent::{
     Endpoint, EndpointRequest, ErrorBody, Info, NodeLease, NodeRegistration, RuleStatsReport,
-    VersionInfo, WatchEvent,
+    SpoofStatsReport, VersionInfo, WatchEvent,
 };
 use crate::objects::Object;
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -641,10 +641,25 @@ impl Client {
 
     /// Reports the node's rule counters (replacing its previous report).
     pub async fn report_rule_stats(&self, r: &RuleStatsReport) -> Result<(), ClientError> {
+        self.report_counters(&r.hostname, "rulestats", r).await
+    }
+
+    /// Reports the node's per-endpoint anti-spoofing drops (replacing its previous report).
+    pub async fn report_spoof_stats(&self, r: &SpoofStatsReport) -> Result<(), ClientError> {
+        self.report_counters(&r.hostname, "spoofstats", r).await
+    }
+
+    /// `PUT /api/v1/nodes/<host>/<what>/`: one of a node's counter reports.
+    async fn report_counters<T: Serialize>(
+        &self,
+        host: &str,
+        what: &str,
+        body: &T,
+    ) -> Result<(), ClientError> {
         self.call::<serde_json::Value>(
             reqwest::Method::PUT,
-            &format!("/api/v1/nodes/{}/rulestats/", r.hostname),
-            Self::json(r),
+            &format!("/api/v1/nodes/{host}/{what}/"),
+            Self::json(body),
         )
         .await
         .map(drop)

@@ -72,6 +72,16 @@ pub struct EndpointOper {
     pub virtual_port: String,
     #[serde(rename = "vtepIP", default, skip_serializing_if = "String::is_empty")]
     pub vtep_ip: String,
+    /// Frames the endpoint sent under an identity not its own, which its host's switch dropped
+    /// (since its flows were last installed there). Only in an endpoint's own inspect (not in
+    /// the endpoint lists of networks, groups and policies): netmaster keeps the counts its
+    /// host reports.
+    #[serde(
+        rename = "spoofedPackets",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub spoofed_packets: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

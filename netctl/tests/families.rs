@@ -276,12 +276,28 @@ fn endpoint() {
         intf_name: "eth0".into(),
         ..Default::default()
     };
+    // Its node, which counts 3 frames it sent under another identity.
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
-        .block_on(client.create_endpoint(&req))
-        .expect("create endpoint");
+        .block_on(async {
+            client.create_endpoint(&req).await?;
+            client
+                .register_node(&model::agent::NodeRegistration {
+                    hostname: "node1".into(),
+                    vtep_ip: "192.0.2.11".into(),
+                    version: "test".into(),
+                })
+                .await?;
+            client
+                .report_spoof_stats(&model::agent::SpoofStatsReport {
+                    hostname: "node1".into(),
+                    endpoints: [("ep-4a0e1d".to_string(), 3)].into(),
+                })
+                .await
+        })
+        .expect("create endpoint, register its node, report its counters");
     let t = transcript(
         &mut s,
         &[

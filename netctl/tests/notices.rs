@@ -114,13 +114,21 @@ fn inspect_prints_the_notice_on_stderr_and_contivs_json_on_stdout() {
     );
 
     s.ok("net create -e vlan -p 100 -s 10.1.3.0/24 vlan-net");
-    s.ok("net create -s 10.1.2.0/24 contiv-net");
+    s.ok("net create -s 10.1.2.0/24 -g 10.1.2.1 contiv-net");
+    s.ok("net create -s 10.1.4.0/24 nogw");
     let r = s.ok("net inspect vlan-net");
     assert!(!r.stdout.contains("notice"), "{}", r.stdout);
     assert!(r.stdout.contains("\"pktTag\": 100"), "{}", r.stdout);
     assert!(
         notice_line(&r).starts_with("warning: VLAN networks do not span hosts yet:"),
         "{r:?}"
+    );
+    // A network without a gateway: its pods get no outside or host access.
+    let r = s.ok("net inspect nogw");
+    assert!(!r.stdout.contains("notice"), "{}", r.stdout);
+    assert_eq!(
+        notice_line(&r),
+        "warning: the network has no gateway: its pods get no outside or host access (delete the network and create it again with a gateway, netctl net create --gateway)"
     );
     // What works says nothing.
     let r = s.ok("net inspect contiv-net");

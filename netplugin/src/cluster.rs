@@ -4,15 +4,19 @@
 use crate::datapath::ClusterInputs;
 use futures::StreamExt;
 use model::agent::{
-    Endpoint, Node, NodeRegistration, RuleCounters, RuleStatsReport, WatchEvent, WatchEventType,
+    Endpoint, Node, NodeRegistration, RuleStatsReport, SpoofStatsReport, WatchEvent, WatchEventType,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// Registers the node and renews the registration for as long as the agent runs.
 pub async fn heartbeat(client: model::Client, reg: NodeRegistration) {
     let mut registered = false;
+    // The last refusal logged: netmaster refusing the registration (a 409: the VTEP address
+    // is a network's gateway) is said once, not every second.
+    let mut refused = None;
     loop {
         let every = match client.register_node(&reg).await {
             Ok(lease) => {
@@ -20,11 +24,16 @@ pub async fn heartbeat(client: model::Client, reg: NodeRegistration) {
                     tracing::info!(node = %reg.hostname, vtep = %reg.vtep_ip, ttl = lease.ttl_seconds, "registered with netmaster");
                     registered = true;
                 }
+                refused = None;
                 Duration::from_secs(lease.heartbeat_seconds.max(1))
             }
             Err(e) => {
-                if registered {
+                let refusal = e.status().is_some_and(|s| (400..500).contains(&s));
+                if registered || (refusal && refused.as_ref() != Some(&e.to_string())) {
                     tracing::warn!(error = %e, "renew node registration");
+                }
+                if refusal {
+                    refused = Some(e.to_string());
                 }
                 registered = false;
                 Duration::from_secs(1)
@@ -34,47 +43,105 @@ pub async fn heartbeat(client: model::Client, reg: NodeRegistration) {
     }
 }
 
-/// How often the agent reads its rule counters (only while rules have flows here).
-const RULE_STATS_EVERY: Duration = Duration::from_secs(2);
+/// How often the agent reads its counters (rule counters only while rules have flows here).
+const COUNTERS_EVERY: Duration = Duration::from_secs(2);
 /// Unchanged counters are sent again this often: the master keeps them in memory only, and a
 /// new leader (or a restarted master) must get them without waiting for traffic.
-const RULE_STATS_RESEND: Duration = Duration::from_secs(10);
+const COUNTERS_RESEND: Duration = Duration::from_secs(10);
 
-/// Reports the per-rule packet counters of this node's switch to netmaster, for as long as the
-/// agent runs: when they change, and again every [`RULE_STATS_RESEND`].
-pub async fn report_rule_stats(
+/// What the agent last told netmaster of one kind of counters, and when: decides whether the
+/// counters just read are worth a report.
+#[derive(Debug)]
+struct Reported<T> {
+    last: Option<T>,
+    at: Instant,
+}
+
+impl<T: PartialEq> Reported<T> {
+    fn new(now: Instant) -> Self {
+        Reported {
+            last: None,
+            at: now,
+        }
+    }
+
+    /// Whether `counters` (read at `now`) should be sent: they changed, or the last report is
+    /// [`COUNTERS_RESEND`] old. An empty report (nothing to count here) is sent once: the
+    /// master forgets the node's counters, and nothing needs repeating.
+    fn due(&self, counters: &T, empty: bool, now: Instant) -> bool {
+        let fresh = now.saturating_duration_since(self.at) < COUNTERS_RESEND || empty;
+        !(self.last.as_ref() == Some(counters) && fresh)
+    }
+
+    fn sent(&mut self, counters: T, now: Instant) {
+        self.last = Some(counters);
+        self.at = now;
+    }
+
+    /// Sends `counters` with `send` if they are [due](Self::due), and remembers them once sent
+    /// (a failed report is tried again at the next look).
+    async fn offer(
+        &mut self,
+        counters: T,
+        empty: bool,
+        what: &str,
+        send: impl AsyncFnOnce(&T) -> Result<(), model::ClientError>,
+    ) {
+        if !self.due(&counters, empty, Instant::now()) {
+            return;
+        }
+        match send(&counters).await {
+            Ok(()) => self.sent(counters, Instant::now()),
+            Err(e) => tracing::debug!(error = %e, "report {what}"),
+        }
+    }
+}
+
+/// Reports this node's counters to netmaster, for as long as the agent runs: the per-rule
+/// packet counters (`rulestats`) and the per-endpoint anti-spoofing drops (`spoofstats`), each
+/// when it changes, and again every [`COUNTERS_RESEND`]. A restarted agent's counters start
+/// from 0: it replaces the flows it finds, and their counts with them.
+pub async fn report_counters(
     dp: Arc<crate::datapath::Datapath>,
     client: model::Client,
     me: String,
 ) {
-    let mut last: Option<BTreeMap<String, RuleCounters>> = None;
-    let mut sent = tokio::time::Instant::now();
+    let mut rules_sent = Reported::new(Instant::now());
+    let mut spoof_sent = Reported::new(Instant::now());
     let mut spoofed = BTreeMap::new();
     loop {
-        tokio::time::sleep(RULE_STATS_EVERY).await;
-        report_spoofing(&dp, &mut spoofed).await;
-        let rules = match dp.rule_counters().await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::debug!(error = %e, "read rule counters");
-                continue;
+        tokio::time::sleep(COUNTERS_EVERY).await;
+        match dp.spoof_counters().await {
+            Ok(endpoints) => {
+                warn_spoofing(&endpoints, &spoofed);
+                spoofed.clone_from(&endpoints);
+                let empty = endpoints.is_empty();
+                spoof_sent
+                    .offer(endpoints, empty, "anti-spoofing counters", async |e| {
+                        let report = SpoofStatsReport {
+                            hostname: me.clone(),
+                            endpoints: e.clone(),
+                        };
+                        client.report_spoof_stats(&report).await
+                    })
+                    .await;
             }
-        };
-        // An empty report (no rules here) is sent once: the master forgets the node's counters.
-        let fresh = sent.elapsed() < RULE_STATS_RESEND || rules.is_empty();
-        if last.as_ref() == Some(&rules) && fresh {
-            continue;
+            Err(e) => tracing::debug!(error = %e, "read anti-spoofing counters"),
         }
-        let report = RuleStatsReport {
-            hostname: me.clone(),
-            rules,
-        };
-        match client.report_rule_stats(&report).await {
-            Ok(()) => {
-                last = Some(report.rules);
-                sent = tokio::time::Instant::now();
+        match dp.rule_counters().await {
+            Ok(rules) => {
+                let empty = rules.is_empty();
+                rules_sent
+                    .offer(rules, empty, "rule counters", async |r| {
+                        let report = RuleStatsReport {
+                            hostname: me.clone(),
+                            rules: r.clone(),
+                        };
+                        client.report_rule_stats(&report).await
+                    })
+                    .await;
             }
-            Err(e) => tracing::debug!(error = %e, "report rule counters"),
+            Err(e) => tracing::debug!(error = %e, "read rule counters"),
         }
     }
 }
@@ -82,15 +149,8 @@ pub async fn report_rule_stats(
 /// Logs, as a warning per endpoint, the frames a pod sent under another identity since the last
 /// look (the switch dropped them in table 0; docs/security.md "Pod identity"). `seen` holds the
 /// counts last read.
-async fn report_spoofing(dp: &crate::datapath::Datapath, seen: &mut BTreeMap<String, u64>) {
-    let now = match dp.spoof_counters().await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::debug!(error = %e, "read anti-spoofing counters");
-            return;
-        }
-    };
-    for (id, n) in &now {
+fn warn_spoofing(now: &BTreeMap<String, u64>, seen: &BTreeMap<String, u64>) {
+    for (id, n) in now {
         // Below the last count: the flows were replaced and count from 0 again.
         let before = seen.get(id).copied().filter(|b| b <= n).unwrap_or(0);
         if *n > before {
@@ -102,7 +162,6 @@ async fn report_spoofing(dp: &crate::datapath::Datapath, seen: &mut BTreeMap<Str
             );
         }
     }
-    *seen = now;
 }
 
 /// What the agent knows of the cluster, from the watch stream.
@@ -328,6 +387,69 @@ pub async fn reconcile(
                 changed.notify_one();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod report_tests {
+    use super::*;
+
+    fn counts(eps: &[(&str, u64)]) -> BTreeMap<String, u64> {
+        eps.iter().map(|(id, n)| (id.to_string(), *n)).collect()
+    }
+
+    #[test]
+    fn counters_are_reported_when_they_change_and_again_when_stale() {
+        let t0 = Instant::now();
+        let mut r = Reported::new(t0);
+        let a = counts(&[("e1", 3)]);
+        assert!(r.due(&a, false, t0), "never reported");
+        r.sent(a.clone(), t0);
+        assert!(!r.due(&a, false, t0 + Duration::from_secs(2)));
+        assert!(
+            r.due(&counts(&[("e1", 4)]), false, t0 + Duration::from_secs(2)),
+            "changed"
+        );
+        assert!(
+            r.due(&a, false, t0 + COUNTERS_RESEND),
+            "unchanged, but the master may have lost it"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_report_is_offered_again() {
+        let mut r = Reported::new(Instant::now());
+        let a = counts(&[("e1", 1)]);
+        let mut sent = Vec::new();
+        for fail in [true, false, false] {
+            r.offer(a.clone(), false, "test counters", async |c| {
+                sent.push(c.clone());
+                if fail {
+                    Err(model::ClientError::Unreachable {
+                        url: "http://127.0.0.1:1".into(),
+                        reason: "refused".into(),
+                    })
+                } else {
+                    Ok(())
+                }
+            })
+            .await;
+        }
+        // Failed, sent, then unchanged and fresh: not sent again.
+        assert_eq!(sent, [a.clone(), a]);
+    }
+
+    #[test]
+    fn an_empty_report_is_sent_once() {
+        let t0 = Instant::now();
+        let mut r = Reported::new(t0);
+        let empty = counts(&[]);
+        assert!(r.due(&empty, true, t0));
+        r.sent(empty.clone(), t0);
+        assert!(!r.due(&empty, true, t0 + COUNTERS_RESEND * 3));
+        // Counts that go away (the endpoint was deleted) are an empty report again.
+        r.sent(counts(&[("e1", 1)]), t0);
+        assert!(r.due(&empty, true, t0 + Duration::from_secs(2)));
     }
 }
 

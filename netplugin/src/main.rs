@@ -430,8 +430,8 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     let changed = Arc::new(tokio::sync::Notify::new());
     {
         let (dp, client, node) = (dp.clone(), client.clone(), node.clone());
-        supervise::forever("report rule counters", move || {
-            cluster::report_rule_stats(dp.clone(), client.clone(), node.clone())
+        supervise::forever("report counters", move || {
+            cluster::report_counters(dp.clone(), client.clone(), node.clone())
         });
     }
     {

@@ -260,25 +260,44 @@ fn anti_spoofing(agent_args: &[&str], trunks: bool) {
     assert!(n.reaches(&t.ip, Duration::from_secs(10)));
     assert!(n.reaches(&t.ipv6(), Duration::from_secs(10)));
 
-    // The agent read the forger's counter back from the switch and reported it (veth and
-    // pooled ports: on a trunk, frames under a MAC not the sender's count for nobody).
+    // The agent read the forger's counter back from the switch and reported it, in its log and
+    // to netmaster: the forger's endpoint inspect shows it (veth and pooled ports: on a trunk,
+    // frames under a MAC not the sender's count for nobody). Nothing counts for the pods it
+    // posed as.
+    let id = |p: &Pod| {
+        s.m.endpoints()
+            .into_iter()
+            .find(|e| e["ipAddress"].as_str() == Some(p.ip.as_str()))
+            .and_then(|e| e["endpointID"].as_str().map(str::to_string))
+            .expect("the pod's endpoint")
+    };
+    let spoofed = |p: &Pod| {
+        let path = format!("/api/v1/inspect/endpoints/{}/", id(p));
+        let (st, v) = s.m.api("GET", &path, None);
+        assert_eq!(st, 200, "GET {path}: {v}");
+        v["Oper"]["spoofedPackets"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no spoofedPackets in {path}: {v}"))
+    };
     if !trunks {
-        let id =
-            s.m.endpoints()
-                .into_iter()
-                .find(|e| e["ipAddress"].as_str() == Some(a.ip.as_str()))
-                .and_then(|e| e["endpointID"].as_str().map(str::to_string))
-                .unwrap();
+        let forger = id(a);
         wait_for(
             "the agent to report the forger's dropped frames",
             Duration::from_secs(10),
             || {
                 s.h.agent_log()
                     .lines()
-                    .any(|l| l.contains("identity not its own") && l.contains(&id))
+                    .any(|l| l.contains("identity not its own") && l.contains(&forger))
             },
         );
+        wait_for(
+            "the forger's endpoint inspect to show its dropped frames",
+            Duration::from_secs(10),
+            || spoofed(a) > 0,
+        );
     }
+    assert_eq!(spoofed(n), 0, "the neighbour the forger posed as");
+    assert_eq!(spoofed(t), 0, "the target");
 }
 
 #[test]

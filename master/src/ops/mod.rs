@@ -77,6 +77,8 @@ pub struct Master {
     /// The latest per-rule counters of each node. In memory only: agents report them again
     /// every 10 s at most, so a new leader has them back within that (docs/agent-api.md).
     rule_stats: Mutex<crate::views::RuleStats>,
+    /// The latest per-endpoint anti-spoofing drops of each node, kept like `rule_stats`.
+    spoof_stats: Mutex<crate::views::SpoofStats>,
     /// Bumped each time an endpoint create settles (committed or given up), so that a second
     /// create of the same id can wait for the first one's outcome.
     pub(crate) endpoint_settled: tokio::sync::watch::Sender<u64>,
@@ -183,6 +185,7 @@ impl Master {
             last_commit: std::sync::atomic::AtomicU64::new(0),
             applied: tokio::sync::watch::channel(0).0,
             rule_stats: Mutex::new(BTreeMap::new()),
+            spoof_stats: Mutex::new(BTreeMap::new()),
             endpoint_settled: tokio::sync::watch::channel(0).0,
             resync_wanted: tokio::sync::Notify::new(),
             writes_in_flight: std::sync::atomic::AtomicU64::new(0),
@@ -468,6 +471,17 @@ impl Master {
             }
         }
         Ok(v)
+    }
+
+    /// `GET /api/v1/inspect/endpoints/<needle>/`, with the endpoint's anti-spoofing drops.
+    pub fn inspect_endpoint(&self, needle: &str) -> ApiResult<Value> {
+        let s = self.state();
+        let spoofed = self.spoof_stats.lock().unwrap_or_else(|p| p.into_inner());
+        crate::views::inspect_endpoint(&s, &spoofed, needle).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no endpoint whose id, container id or container name contains '{needle}'"
+            ))
+        })
     }
 }
 

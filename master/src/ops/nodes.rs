@@ -1,11 +1,12 @@
 //! The node registry: registrations and their heartbeats on store leases, expiry, and the
-//! per-rule counters nodes report.
+//! counters nodes report (per rule, and per endpoint for anti-spoofing drops).
 
 use super::Master;
 use crate::error::{ApiError, ApiResult};
 use crate::keys;
-use model::agent::{Node, NodeLease, NodeRegistration, RuleStatsReport};
+use model::agent::{Node, NodeLease, NodeRegistration, RuleStatsReport, SpoofStatsReport};
 use model::names;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use store::{Op, Txn};
@@ -13,19 +14,37 @@ use store::{Op, Txn};
 impl Master {
     /// Keeps a node's latest rule counters (an empty report forgets the node's).
     pub fn report_rule_stats(&self, host: &str, r: RuleStatsReport) -> ApiResult<()> {
-        if r.hostname != host {
-            return Err(ApiError::bad_request(format!(
-                "rule stats of node '{}' sent to the path of node '{host}'",
-                r.hostname
-            )));
-        }
-        let mut stats = self.rule_stats.lock().unwrap_or_else(|p| p.into_inner());
-        if r.rules.is_empty() {
-            stats.remove(host);
-        } else {
-            stats.insert(host.to_string(), r.rules);
-        }
+        check_reporter(host, &r.hostname, "rule stats")?;
+        keep_report(&self.rule_stats, host, r.rules);
         Ok(())
+    }
+
+    /// Keeps a node's latest per-endpoint anti-spoofing drops (an empty report forgets the
+    /// node's). Only the node's own endpoints are kept: a count for an endpoint of another
+    /// host, or one deleted meanwhile, is left out.
+    pub fn report_spoof_stats(&self, host: &str, r: SpoofStatsReport) -> ApiResult<()> {
+        check_reporter(host, &r.hostname, "spoof stats")?;
+        let own: BTreeMap<String, u64> = {
+            let s = self.state();
+            r.endpoints
+                .into_iter()
+                .filter(|(id, _)| s.endpoints.get(id).is_some_and(|e| e.host == host))
+                .collect()
+        };
+        keep_report(&self.spoof_stats, host, own);
+        Ok(())
+    }
+
+    /// Forgets the anti-spoofing drops of a deleted endpoint: a new endpoint of the same id
+    /// starts from 0, not from its predecessor's count.
+    pub(super) fn forget_spoof_stats(&self, host: &str, id: &str) {
+        let mut stats = self.spoof_stats.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = stats.get_mut(host) {
+            m.remove(id);
+            if m.is_empty() {
+                stats.remove(host);
+            }
+        }
     }
 
     /// Registers a node, or renews its registration (the heartbeat).
@@ -75,6 +94,8 @@ impl Master {
         }
         // Shared, as endpoint writes: a reload of the state waits for this write.
         let _r = self.gate.read().await;
+        // Under the gate: no network is created meanwhile with this address as its gateway.
+        super::plan::check_node_vtep(&self.state(), name, &reg.vtep_ip)?;
         let new_lease = self.store.grant_lease(ttl).await?;
         let value = serde_json::to_vec(&node).expect("serializable");
         // A node back in time keeps its endpoints: its down marker goes with the registration.
@@ -217,5 +238,29 @@ impl Master {
                 }
             }
         }
+    }
+}
+
+/// A counter report names the node of its path.
+fn check_reporter(path_host: &str, body_host: &str, what: &str) -> ApiResult<()> {
+    if body_host != path_host {
+        return Err(ApiError::bad_request(format!(
+            "{what} of node '{body_host}' sent to the path of node '{path_host}'"
+        )));
+    }
+    Ok(())
+}
+
+/// Replaces a node's report of one kind of counters; an empty one forgets the node's.
+fn keep_report<K: Ord, V>(
+    reports: &std::sync::Mutex<BTreeMap<String, BTreeMap<K, V>>>,
+    host: &str,
+    counters: BTreeMap<K, V>,
+) {
+    let mut reports = reports.lock().unwrap_or_else(|p| p.into_inner());
+    if counters.is_empty() {
+        reports.remove(host);
+    } else {
+        reports.insert(host.to_string(), counters);
     }
 }

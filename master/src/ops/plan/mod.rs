@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub(in crate::ops) use delete::plan_delete;
-pub(in crate::ops) use network::{plan_group, plan_network, plan_service};
+pub(in crate::ops) use network::{check_node_vtep, plan_group, plan_network, plan_service};
 
 pub(super) fn same_config<T: Object>(a: &T, b: &T) -> bool {
     stored_config(a) == stored_config(b)
@@ -165,6 +165,20 @@ pub(in crate::ops) fn plan_global(s: &State, g: &Global) -> ApiResult<Option<Pla
                 list_some(s.bgps.keys().cloned())
             )));
         }
+    }
+    if g.pvt_subnet != old.pvt_subnet
+        && let Ok(pvt) = g.pvt_subnet.parse::<ipnet::Ipv4Net>()
+        && let Some(e) = s.networks.values().find(|e| {
+            let n = &e.spec.net;
+            pvt.contains(&n.network()) || n.contains(&pvt.network())
+        })
+    {
+        return Err(ApiError::conflict(format!(
+            "pvtSubnet '{}': overlaps the subnet {} of network {}; the private subnet must not overlap any network's subnet, and can change only while no network exists",
+            g.pvt_subnet,
+            e.spec.net,
+            e.cfg.key()
+        )));
     }
     if g.pvt_subnet != old.pvt_subnet && nets > 0 {
         return Err(ApiError::conflict(format!(

@@ -6,10 +6,11 @@ use crate::error::{ApiError, ApiResult};
 use crate::keys;
 use crate::ops::Plan;
 use crate::state::{ServiceState, State, v4};
+use ipnet::Ipv4Net;
 use model::agent::{GroupState, NetworkState};
 use model::net::{SubnetSpec, parse_v4_range, parse_v6_subnet};
 use model::*;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 pub(in crate::ops) fn plan_network(s: &State, n: &Network) -> ApiResult<Option<Plan>> {
     let key = n.key();
@@ -57,6 +58,29 @@ pub(in crate::ops) fn plan_network(s: &State, n: &Network) -> ApiResult<Option<P
             )));
         }
     }
+    if let Some(pvt) = private_subnet(s)
+        && (pvt.contains(&spec.net.network()) || spec.net.contains(&pvt.network()))
+    {
+        return Err(ApiError::conflict(format!(
+            "subnet {}: overlaps the private subnet {pvt} (global pvtSubnet, from which hosts get the addresses that give pods host access); pick another subnet, or move the private subnet before creating networks (netctl global set --private-subnet <another /16>)",
+            spec.net
+        )));
+    }
+    for (field, gw) in [("gateway", &n.gateway), ("ipv6Gateway", &n.ipv6_gateway)] {
+        let Ok(ip) = gw.parse::<IpAddr>() else {
+            continue;
+        };
+        if let Some(node) = s
+            .nodes
+            .values()
+            .find(|nd| nd.vtep_ip.parse::<IpAddr>() == Ok(ip))
+        {
+            return Err(ApiError::conflict(format!(
+                "{field} '{gw}': it is the VTEP address of node {}; the pods' gateway must not be a host's own address: pick another {field}",
+                node.hostname
+            )));
+        }
+    }
     let mut p = Plan::default();
     let st = if n.encap == "vlan" {
         let (lo, hi) = s.global.vlan_range();
@@ -97,6 +121,31 @@ pub(in crate::ops) fn plan_network(s: &State, n: &Network) -> ApiResult<Option<P
     };
     p.put_object(n, Some(to_json(&st)));
     Ok(Some(p))
+}
+
+/// The global pvtSubnet, when set (it is a /16 once normalized).
+pub(super) fn private_subnet(s: &State) -> Option<Ipv4Net> {
+    s.global.pvt_subnet.parse().ok()
+}
+
+/// A node's VTEP address must not be a network's gateway (IPv4 or IPv6): the host would answer
+/// for the pods' gateway on its own interface, and the gateway every host serves would shadow
+/// the node. Checked where a registration writes (a new node, or a new address).
+pub(in crate::ops) fn check_node_vtep(s: &State, node: &str, vtep: &str) -> ApiResult<()> {
+    let Ok(ip) = vtep.parse::<IpAddr>() else {
+        return Ok(());
+    };
+    let gateway_of = |e: &crate::state::NetEntry| match ip {
+        IpAddr::V4(a) => e.gateway == Some(a),
+        IpAddr::V6(a) => e.v6.as_ref().is_some_and(|v| v.gateway == Some(a)),
+    };
+    match s.networks.values().find(|e| gateway_of(e)) {
+        Some(e) => Err(ApiError::conflict(format!(
+            "vtepIP '{vtep}' of node {node}: it is the gateway of network {}; give the node another VTEP address (netplugin --vtep-ip), or delete the network and create it with another gateway",
+            e.cfg.key()
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn owner_network(s: &State, f: impl Fn(&crate::state::NetEntry) -> bool) -> String {

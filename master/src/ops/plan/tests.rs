@@ -458,6 +458,95 @@ fn rule_needs_its_policy_and_the_groups_it_names() {
     );
 }
 
+/// Registers a node with this VTEP address, as a registration applies it.
+fn add_node(s: &mut State, name: &str, vtep: &str) {
+    let n = model::agent::Node {
+        hostname: name.into(),
+        vtep_ip: vtep.into(),
+        version: "test".into(),
+    };
+    s.apply_put(&keys::node(name), &serde_json::to_vec(&n).unwrap())
+        .expect("a node applies");
+}
+
+#[test]
+fn network_overlapping_the_private_subnet_is_refused_in_any_tenant() {
+    let mut s = fresh();
+    commit(&mut s, plan_tenant, &tenant("blue"));
+    // Inside the private subnet (172.19.0.0/16 by default), and around it.
+    for (tenant, subnet) in [("default", "172.19.4.0/24"), ("blue", "172.16.0.0/12")] {
+        refused(
+            plan_network(&s, &network(tenant, "n", subnet, "")),
+            StatusCode::CONFLICT,
+            &format!(
+                "subnet {subnet}: overlaps the private subnet 172.19.0.0/16 (global pvtSubnet, from which hosts get the addresses that give pods host access); pick another subnet, or move the private subnet before creating networks (netctl global set --private-subnet <another /16>)"
+            ),
+        );
+    }
+    // Moved first, the same subnet is fine.
+    commit(
+        &mut s,
+        plan_global,
+        &global(|g| g.pvt_subnet = "172.20.0.0/16".into()),
+    );
+    add_network(&mut s, "default", "n", "172.19.4.0/24", "");
+}
+
+#[test]
+fn private_subnet_overlapping_a_network_is_refused_naming_it() {
+    let mut s = fresh();
+    commit(&mut s, plan_tenant, &tenant("blue"));
+    add_network(&mut s, "blue", "b", "10.9.3.0/24", "");
+    refused(
+        plan_global(&s, &global(|g| g.pvt_subnet = "10.9.0.0/16".into())),
+        StatusCode::CONFLICT,
+        "pvtSubnet '10.9.0.0/16': overlaps the subnet 10.9.3.0/24 of network blue:b; the private subnet must not overlap any network's subnet, and can change only while no network exists",
+    );
+}
+
+#[test]
+fn network_gateway_at_a_nodes_vtep_address_is_refused_naming_the_node() {
+    let mut s = fresh();
+    add_node(&mut s, "host1", "10.1.2.1");
+    add_node(&mut s, "host2", "fd00:1::1");
+    refused(
+        plan_network(&s, &network("default", "n", "10.1.2.0/24", "10.1.2.1")),
+        StatusCode::CONFLICT,
+        "gateway '10.1.2.1': it is the VTEP address of node host1; the pods' gateway must not be a host's own address: pick another gateway",
+    );
+    let mut dual = network("default", "n", "10.1.2.0/24", "10.1.2.254");
+    dual.ipv6_subnet = "fd00:1::/64".into();
+    dual.ipv6_gateway = "fd00:1::1".into();
+    refused(
+        plan_network(&s, &ready(dual.clone())),
+        StatusCode::CONFLICT,
+        "ipv6Gateway 'fd00:1::1': it is the VTEP address of node host2; the pods' gateway must not be a host's own address: pick another ipv6Gateway",
+    );
+    dual.ipv6_gateway = "fd00:1::fe".into();
+    commit(&mut s, plan_network, &ready(dual));
+}
+
+#[test]
+fn node_vtep_at_a_networks_gateway_is_refused_naming_the_network() {
+    let mut s = fresh();
+    let mut dual = network("default", "n", "10.1.2.0/24", "10.1.2.1");
+    dual.ipv6_subnet = "fd00:1::/64".into();
+    dual.ipv6_gateway = "fd00:1::1".into();
+    commit(&mut s, plan_network, &ready(dual));
+    for vtep in ["10.1.2.1", "fd00:1::1"] {
+        refused(
+            check_node_vtep(&s, "host1", vtep),
+            StatusCode::CONFLICT,
+            &format!(
+                "vtepIP '{vtep}' of node host1: it is the gateway of network default:n; give the node another VTEP address (netplugin --vtep-ip), or delete the network and create it with another gateway"
+            ),
+        );
+    }
+    check_node_vtep(&s, "host1", "10.1.2.2").expect("an endpoint address is not a gateway");
+    check_node_vtep(&s, "host1", "192.0.2.1").expect("an address elsewhere");
+}
+
+// ------------------------------------------------------------------ global
 // ------------------------------------------------------------------ global
 
 #[test]
