@@ -8,5 +8,8 @@ pub mod net;
 pub mod objects;
 pub mod oper;
 
-pub use client::{Client, ClientError, ClientOptions, install_default_tls_provider};
+pub use client::{
+    Client, ClientError, ClientOptions, DEFAULT_NETMASTER_CA, default_ca_file, https_tls_config,
+    install_default_tls_provider,
+};
 pub use objects::*;
