@@ -54,11 +54,12 @@ impl ClientError {
 /// (`<data dir>/tls/ca.pem`): clients on a master's host trust it by default.
 pub const DEFAULT_NETMASTER_CA: &str = "/var/lib/contiv/tls/ca.pem";
 
-/// [`DEFAULT_NETMASTER_CA`] if it can be read (this is a master's host), for clients given no CA
-/// file.
-pub fn default_ca_file() -> Option<std::path::PathBuf> {
+/// The CA file for clients given none: [`DEFAULT_NETMASTER_CA`] when one of `urls`
+/// (comma-separated) is https and the file can be read (this is a master's host).
+pub fn default_ca_file(urls: &str) -> Option<std::path::PathBuf> {
     let p = std::path::Path::new(DEFAULT_NETMASTER_CA);
-    std::fs::File::open(p).is_ok().then(|| p.to_path_buf())
+    (urls.split(',').any(|u| u.trim().starts_with("https://")) && std::fs::File::open(p).is_ok())
+        .then(|| p.to_path_buf())
 }
 
 /// What to tell the user when the TLS handshake with a netmaster failed with `e`, having trusted
