@@ -99,8 +99,9 @@ struct Opts {
     ready_file: Option<PathBuf>,
 
     /// URL the other netmasters forward writes to when this one leads (default:
-    /// http://<listen address>, with this host's name for an unspecified address; the port is
-    /// the one bound, also when --listen-url asks for port 0).
+    /// https://<listen address>, http:// with --tls off, with this host's name for an
+    /// unspecified address; the port is the one bound, also when --listen-url asks for port 0).
+    /// Its host is among the names of the certificate the cluster CA issues.
     #[arg(long = "advertise-url", env = "CONTIV_NETMASTER_ADVERTISE_URL")]
     advertise_url: Option<String>,
 
