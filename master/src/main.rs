@@ -164,7 +164,11 @@ struct Opts {
 
     /// With --tls-cert, several masters: the CA (PEM) that signed the other masters'
     /// certificates, trusted besides the system's when forwarding writes to the leader.
-    #[arg(long = "tls-ca", env = "CONTIV_NETMASTER_TLS_CA", requires = "tls_cert")]
+    #[arg(
+        long = "tls-ca",
+        env = "CONTIV_NETMASTER_TLS_CA",
+        requires = "tls_cert"
+    )]
     tls_ca: Option<PathBuf>,
 
     /// Accept client certificates signed by this CA (PEM); clients without one still use tokens.

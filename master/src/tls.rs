@@ -181,7 +181,10 @@ pub async fn cluster_ca(store: &dyn Store, data_dir: &Path) -> Result<ClusterCa,
     }
     let dir = data_dir.join(GENERATED_DIR);
     let (old_cert, old_key) = (dir.join(CA_FILE), dir.join(OLD_CA_KEY_FILE));
-    let candidate = match (std::fs::read_to_string(&old_cert), std::fs::read_to_string(&old_key)) {
+    let candidate = match (
+        std::fs::read_to_string(&old_cert),
+        std::fs::read_to_string(&old_key),
+    ) {
         (Ok(cert), Ok(key)) => {
             tracing::info!(ca = %old_cert.display(), "taking the CA of an earlier start into the store");
             ClusterCa { cert, key }.check()?
@@ -332,8 +335,9 @@ pub fn server_config(opts: &TlsOptions, ca: Option<&ClusterCa>) -> Result<Server
         _ => {
             return Err(TlsError::Pem {
                 action: "TLS settings".into(),
-                reason: "give both --tls-cert and --tls-key, or neither (the cluster CA issues one)"
-                    .into(),
+                reason:
+                    "give both --tls-cert and --tls-key, or neither (the cluster CA issues one)"
+                        .into(),
             });
         }
     };
@@ -409,8 +413,10 @@ impl TlsListener {
                     // most likely an http:// client (Contiv's netmaster served http on 9999):
                     // tell it what to use instead of dropping it without a word.
                     let mut first = [0u8; 1];
-                    let peeked =
-                        tokio::time::timeout(std::time::Duration::from_secs(10), stream.peek(&mut first));
+                    let peeked = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        stream.peek(&mut first),
+                    );
                     if let Ok(Ok(1)) = peeked.await
                         && first[0] != 0x16
                     {
@@ -529,7 +535,11 @@ mod tests {
         let tb = server_config(&opts(&b), Some(&second)).unwrap();
         let (fa, fb) = (ta.generated_ca.unwrap(), tb.generated_ca.unwrap());
         assert_eq!(fa.1, fb.1, "one fingerprint");
-        assert_eq!(ta.peer_ca, Some(fa.0.clone()), "followers trust the cluster CA");
+        assert_eq!(
+            ta.peer_ca,
+            Some(fa.0.clone()),
+            "followers trust the cluster CA"
+        );
         assert_eq!(
             std::fs::read_to_string(&fa.0).unwrap(),
             std::fs::read_to_string(&fb.0).unwrap()
@@ -553,7 +563,9 @@ mod tests {
         server_config(&opts(d.path()), Some(&ca)).unwrap();
         let pem = std::fs::read(d.path().join(GENERATED_DIR).join(SERVER_FILE)).unwrap();
         let der = certs(&pem, Path::new("server.pem")).unwrap().remove(0);
-        let ca_der = certs(ca.cert.as_bytes(), Path::new("ca")).unwrap().remove(0);
+        let ca_der = certs(ca.cert.as_bytes(), Path::new("ca"))
+            .unwrap()
+            .remove(0);
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca_der).unwrap();
         let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
@@ -571,7 +583,11 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{name:?}: {e}"));
         }
         let other = rustls::pki_types::ServerName::try_from("elsewhere.example").unwrap();
-        assert!(verifier.verify_server_cert(&der, &[], &other, &[], now).is_err());
+        assert!(
+            verifier
+                .verify_server_cert(&der, &[], &other, &[], now)
+                .is_err()
+        );
     }
 
     #[tokio::test]

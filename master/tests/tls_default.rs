@@ -15,7 +15,10 @@ async fn tls_is_on_without_a_flag() {
     let (s, v) = m.get("/api/v1/tenants/").await;
     assert_eq!(s, 200, "{v}");
     assert!(m.ca_file().exists());
-    assert!(m.log().contains("sha256="), "the CA's fingerprint is logged");
+    assert!(
+        m.log().contains("sha256="),
+        "the CA's fingerprint is logged"
+    );
     assert!(!m.log().contains(OFF_WARNING), "log:\n{}", m.log());
 }
 

@@ -256,7 +256,10 @@ mod tests {
     #[test]
     fn netmaster_flag_then_env_then_this_machine() {
         let cli = parse(&["netctl", "version"]);
-        assert_eq!(netmaster_urls(cli.netmaster, None), "https://127.0.0.1:9999");
+        assert_eq!(
+            netmaster_urls(cli.netmaster, None),
+            "https://127.0.0.1:9999"
+        );
         assert_eq!(
             netmaster_urls(None, Some("http://env:1".into())),
             "http://env:1"

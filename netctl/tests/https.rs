@@ -17,7 +17,11 @@ struct Out {
 
 impl std::fmt::Debug for Out {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}\nstdout:\n{}\nstderr:\n{}", self.code, self.stdout, self.stderr)
+        write!(
+            f,
+            "exit {}\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
@@ -47,17 +51,20 @@ fn netctl(home: &Path, args: &[&str], stdin: &str) -> Out {
 }
 
 fn admin_password(m: &Master) -> String {
-    let cred: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(m.data_dir().join("admin-credential.json")).unwrap(),
-    )
-    .unwrap();
+    let cred: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(m.data_dir().join("admin-credential.json")).unwrap())
+            .unwrap();
     cred["password"].as_str().unwrap().to_string()
 }
 
 #[test]
 fn login_then_commands_over_https_trusting_the_generated_ca() {
     let m = Master::start_with(&[]);
-    assert!(m.url.starts_with("https://"), "TLS is on by default: {}", m.url);
+    assert!(
+        m.url.starts_with("https://"),
+        "TLS is on by default: {}",
+        m.url
+    );
     let ca = m.data_dir().join("tls").join("ca.pem");
     let ca = ca.to_str().unwrap();
     let home = tempfile::tempdir().unwrap();
@@ -69,7 +76,14 @@ fn login_then_commands_over_https_trusting_the_generated_ca() {
     let r = run(&["login"], &format!("admin\n{}\n", admin_password(&m)));
     assert_eq!(r.code, 0, "{r:?}");
     let r = run(
-        &["net", "create", "--subnet=10.1.2.0/24", "-g", "10.1.2.1", "contiv-net"],
+        &[
+            "net",
+            "create",
+            "--subnet=10.1.2.0/24",
+            "-g",
+            "10.1.2.1",
+            "contiv-net",
+        ],
         "",
     );
     assert_eq!(r.code, 0, "{r:?}");
@@ -134,7 +148,8 @@ fn an_https_url_to_a_plain_http_netmaster_says_so() {
     let r = netctl(home.path(), &["--netmaster", &https, "tenant", "ls"], "");
     assert_eq!(r.code, 2, "{r:?}");
     assert!(
-        r.stderr.contains("if netmaster runs with --tls off, use an http:// URL"),
+        r.stderr
+            .contains("if netmaster runs with --tls off, use an http:// URL"),
         "{r:?}"
     );
 }

@@ -390,7 +390,12 @@ fn an_untrusted_certificate_is_refused_with_the_reason() {
         )),
         "{r:?}"
     );
-    for words in ["--cacert FILE", "tls/ca.pem", "/var/lib/contiv/tls/ca.pem", "--insecure"] {
+    for words in [
+        "--cacert FILE",
+        "tls/ca.pem",
+        "/var/lib/contiv/tls/ca.pem",
+        "--insecure",
+    ] {
         assert!(r.stderr.contains(words), "{words}: {r:?}");
     }
     assert!(!config(home.path()).exists());

@@ -59,7 +59,10 @@ impl Netmaster {
 
     /// Whether it serves https (the default, unless `--tls off`).
     pub fn tls(&self) -> bool {
-        !self.extra.windows(2).any(|w| w[0] == "--tls" && w[1] == "off")
+        !self
+            .extra
+            .windows(2)
+            .any(|w| w[0] == "--tls" && w[1] == "off")
     }
 
     /// The cluster CA's certificate this netmaster wrote (with TLS on).
