@@ -279,6 +279,25 @@ mod tests {
     }
 
     #[test]
+    fn ca_file_flag_then_env_then_the_masters_default_for_https_only() {
+        let urls = "https://h:9999";
+        assert_eq!(
+            ca_file(Some("a.pem".into()), Some("b.pem".into()), urls),
+            Some("a.pem".into())
+        );
+        assert_eq!(
+            ca_file(None, Some("b.pem".into()), urls),
+            Some("b.pem".into())
+        );
+        // An empty variable counts as unset; an http netmaster needs no CA.
+        let default = std::path::Path::new(model::DEFAULT_NETMASTER_CA)
+            .exists()
+            .then(|| model::DEFAULT_NETMASTER_CA.into());
+        assert_eq!(ca_file(None, Some("".into()), urls), default);
+        assert_eq!(ca_file(None, None, "http://h:9999"), None);
+    }
+
+    #[test]
     fn aliases() {
         for args in [
             &["netctl", "net", "ls"][..],
