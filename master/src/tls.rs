@@ -30,8 +30,6 @@ const SERVER_FILE: &str = "server.pem";
 const SERVER_KEY_FILE: &str = "server-key.pem";
 /// The store key of the cluster CA ([`ClusterCa`] as JSON).
 pub const CA_STORE_KEY: &str = "/contiv/tls/ca";
-/// The default data dir's CA file: where clients on a master's host find the CA by default.
-pub const DEFAULT_CA_PATH: &str = "/var/lib/contiv/tls/ca.pem";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
