@@ -3,8 +3,10 @@
 # cluster on this machine: a netmaster on the embedded store, and two hosts (network namespaces
 # joined by an underlay), each with its own Open vSwitch and netplugin agent. Containers (network
 # namespaces plumbed by the real `contiv` CNI plugin) on different hosts talk over one VXLAN
-# segment, and two tenants with the same subnet are kept apart. netmaster authenticates every
-# caller (on by default): netctl logs in, agents join with the join token. Leaves nothing running.
+# segment, and two tenants with the same subnet are kept apart. netmaster serves https and
+# authenticates every caller (both on by default): netctl logs in over https trusting the CA
+# netmaster made, agents (in their namespaces, on netmaster's unix socket) join with the join
+# token. Leaves nothing running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,11 +31,15 @@ trap cleanup EXIT
 say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 wait_for() { for _ in $(seq 200); do eval "$1" && return 0; sleep 0.1; done; echo "timed out: $1" >&2; exit 1; }
 
-say "==> netmaster (embedded store in $work/data), authenticating its callers"
-"$B/netmaster" --listen-url 127.0.0.1:0 --listen-unix "$work/netmaster.sock" --data-dir "$work/data" 2>"$work/netmaster.log" &
+say "==> netmaster (embedded store in $work/data), over https, authenticating its callers"
+"$B/netmaster" --listen-url 127.0.0.1:0 --listen-unix "$work/netmaster.sock" --data-dir "$work/data" \
+  --ready-file "$work/ready" 2>"$work/netmaster.log" &
 pids+=($!)
-wait_for "[ -S $work/netmaster.sock ]"
-export NETMASTER="unix://$work/netmaster.sock"
+wait_for "[ -s $work/ready ]"
+# netctl: https, trusting the cluster CA netmaster made at its first start (with the default data
+# dir, /var/lib/contiv, netctl would find it by itself).
+export NETMASTER="https://$(cat "$work/ready")" NETCTL_CACERT="$work/data/tls/ca.pem"
+echo "serving $NETMASTER; its CA is $NETCTL_CACERT ($(grep -o 'sha256=[0-9A-F:]*' "$work/netmaster.log" | head -1), as logged)"
 # netctl keeps its login token in $HOME/.netctl: this demo's own.
 export HOME=$work
 echo "the first admin's password is in $work/data/admin-credential.json, the agents' join token in $work/data/join-token (both root only)"
@@ -62,7 +68,7 @@ host() { # host N: namespace, underlay NIC ul0 = 10.250.0.1N, its own OVS and ne
   # The port pool's namespace is made here: one the agent made under `ip netns exec` would go
   # with it (docs/operations.md).
   ip netns add "${ns}pool"; hosts+=("${ns}pool")
-  ip netns exec "$ns" "$B/netplugin" --netmaster "$NETMASTER" --host "host$n" --vtep-ip "$vtep" --vtep-intf ul0 \
+  ip netns exec "$ns" "$B/netplugin" --netmaster "unix://$work/netmaster.sock" --host "host$n" --vtep-ip "$vtep" --vtep-intf ul0 \
     --ovsdb-sock "$d/db.sock" --ovs-rundir "$d" --bridge contivbr --cni-socket "$d/cni.sock" \
     --port-pool 32 --pool-netns "/run/netns/${ns}pool" \
     --docker-socket "" --docker-state "$d/docker-driver.json" --join-token-file "$work/data/join-token" \

@@ -374,16 +374,21 @@ async fn route_writes(
     }
 }
 
-fn proxy_client() -> &'static reqwest::Client {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    CLIENT.get_or_init(|| {
-        model::install_default_tls_provider();
-        reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(2))
-            .timeout(std::time::Duration::from_secs(60))
-            .build()
-            .expect("build the proxy's HTTP client")
+/// The HTTP client a follower forwards writes with: over https it trusts the system's CAs and
+/// `peer_ca` (the cluster CA, which issued every master's certificate).
+pub(crate) fn forward_client(peer_ca: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
+    use anyhow::Context;
+    let tls = model::https_tls_config(&model::ClientOptions {
+        ca_file: peer_ca.map(Into::into),
+        ..Default::default()
     })
+    .context("set up TLS to the other netmasters")?;
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .timeout(std::time::Duration::from_secs(60))
+        .use_preconfigured_tls(tls)
+        .build()
+        .context("build the HTTP client that forwards writes to the leader")
 }
 
 async fn forward(
@@ -407,15 +412,24 @@ async fn forward(
         header::HeaderValue::from_str(&m.leadership.me.url)
             .unwrap_or(header::HeaderValue::from_static("follower")),
     );
-    let resp = proxy_client()
+    let resp = m
+        .forward
         .request(parts.method.clone(), &url)
         .headers(headers)
         .body(body)
         .send()
         .await
         .map_err(|e| {
+            // reqwest's own text ("error sending request") hides the cause, such as a
+            // certificate this master does not trust: name every cause.
+            let mut why = e.to_string();
+            let mut cur = std::error::Error::source(&e);
+            while let Some(c) = cur {
+                why = format!("{why}: {c}");
+                cur = c.source();
+            }
             ApiError::unavailable(format!(
-                "forward {} {path} to the leader {leader}: {e}; retry in a few seconds",
+                "forward {} {path} to the leader {leader}: {why}; retry in a few seconds",
                 parts.method
             ))
         })?;

@@ -8,6 +8,7 @@
 //! | `/contiv/alloc/<pool>/<value>` | the owner's key: a uniqueness guard checked by every allocating transaction, so that no two writers (several masters, later) can hand out one value twice |
 //! | `/contiv/leader` | the leading master's `leader::LeaderRecord`, attached to its lease |
 //! | `/contiv/masters/<id>` | a running master's advertised URL, attached to its lease (for `/info`) |
+//! | `/contiv/tls/ca` | `tls::ClusterCa`: the cluster CA's certificate and key, made by the first master with TLS on |
 //! | `/contiv/down/<hostname>` | [`DownMarker`]: the node's registration expired at that time; its endpoints are reclaimed after the grace period |
 
 use model::Kind;

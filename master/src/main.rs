@@ -99,8 +99,9 @@ struct Opts {
     ready_file: Option<PathBuf>,
 
     /// URL the other netmasters forward writes to when this one leads (default:
-    /// http://<listen address>, with this host's name for an unspecified address; the port is
-    /// the one bound, also when --listen-url asks for port 0).
+    /// https://<listen address>, http:// with --tls off, with this host's name for an
+    /// unspecified address; the port is the one bound, also when --listen-url asks for port 0).
+    /// Its host is among the names of the certificate the cluster CA issues.
     #[arg(long = "advertise-url", env = "CONTIV_NETMASTER_ADVERTISE_URL")]
     advertise_url: Option<String>,
 
@@ -140,18 +141,20 @@ struct Opts {
     )]
     auth_node_token_ttl: u64,
 
-    /// Serve the API over TLS (`on`) or plain HTTP (`off`). On without --tls-cert: a local CA
-    /// and a server certificate are made under the data dir (tls/) at the first start; clients
-    /// trust tls/ca.pem (its fingerprint is logged).
+    /// Serve the API over TLS: `on`, the default, or `off` (plain http: tokens and passwords
+    /// would cross the network in clear; a warning is logged at every start). On without
+    /// --tls-cert: the cluster CA (made by the first master, kept in the store) issues this
+    /// master's certificate at every start and is written to tls/ca.pem under the data dir for
+    /// clients to trust (its fingerprint is logged).
     #[arg(
         long = "tls",
         env = "CONTIV_NETMASTER_TLS",
-        default_value = "off",
+        default_value = "on",
         value_parser = ["on", "off"]
     )]
     tls: String,
 
-    /// The server's certificate chain (PEM), with --tls-key, instead of the generated one.
+    /// The server's certificate chain (PEM), with --tls-key, instead of one of the cluster CA.
     #[arg(long = "tls-cert", env = "CONTIV_NETMASTER_TLS_CERT")]
     tls_cert: Option<PathBuf>,
 
@@ -159,12 +162,22 @@ struct Opts {
     #[arg(long = "tls-key", env = "CONTIV_NETMASTER_TLS_KEY")]
     tls_key: Option<PathBuf>,
 
+    /// With --tls-cert, several masters: the CA (PEM) that signed the other masters'
+    /// certificates, trusted besides the system's when forwarding writes to the leader.
+    #[arg(
+        long = "tls-ca",
+        env = "CONTIV_NETMASTER_TLS_CA",
+        requires = "tls_cert"
+    )]
+    tls_ca: Option<PathBuf>,
+
     /// Accept client certificates signed by this CA (PEM); clients without one still use tokens.
     #[arg(long = "tls-client-ca", env = "CONTIV_NETMASTER_TLS_CLIENT_CA")]
     tls_client_ca: Option<PathBuf>,
 
-    /// Extra names and addresses for the generated server certificate (comma-separated), besides
-    /// localhost, 127.0.0.1, ::1 and this host's name. Delete tls/server.pem to remake it.
+    /// Extra names and addresses for this master's certificate (comma-separated), besides
+    /// localhost, 127.0.0.1, ::1, this host's name, the --listen-url address and the
+    /// --advertise-url host. Applied at the next start.
     #[arg(
         long = "tls-san",
         env = "CONTIV_NETMASTER_TLS_SAN",
@@ -201,6 +214,11 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Replace the cluster CA in the store (--data-dir's embedded store with no netmaster
+    /// running on it, or --etcd-endpoints) with a new one. Every netmaster uses it from its next
+    /// start; clients must then trust the new tls/ca.pem (docs/operations.md).
+    #[command(name = "new-ca")]
+    NewCa,
 }
 
 #[tokio::main]
@@ -286,6 +304,21 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         println!("copied {n} keys from {from_name} to {to_name}");
         return Ok(());
     }
+    if let Some(Command::NewCa) = &opts.command {
+        let store = if opts.etcd_endpoints.is_empty() {
+            open_embedded(&opts)?.0
+        } else {
+            open_etcd(&opts, false).await?
+        };
+        let ca = master::tls::replace_cluster_ca(store.as_ref())
+            .await
+            .context("new-ca")?;
+        println!(
+            "new cluster CA, sha256 {}\nrestart every netmaster: each issues its certificate from it and writes it to tls/ca.pem under its data dir; then give that file to the clients (netctl --cacert, netplugin --netmaster-cacert)",
+            ca.fingerprint().context("new-ca")?
+        );
+        return Ok(());
+    }
     let (store, store_kind, where_): (Arc<dyn store::Store>, &'static str, String) =
         if opts.etcd_endpoints.is_empty() {
             let (s, db) = open_embedded(&opts)?;
@@ -306,26 +339,20 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
             )
         })?;
     let local = listener.local_addr().context("read listen address")?;
-    let tls = (opts.tls == "on")
-        .then(|| {
-            master::tls::server_config(&master::tls::TlsOptions {
-                cert: opts.tls_cert.clone(),
-                key: opts.tls_key.clone(),
-                client_ca: opts.tls_client_ca.clone(),
-                data_dir: opts.data_dir.clone(),
-                sans: opts.tls_san.clone(),
-            })
-        })
-        .transpose()
-        .context("set up TLS")?;
-    if let Some((ca, fp)) = tls.as_ref().and_then(|t| t.generated_ca.as_ref()) {
+    let scheme = if opts.tls == "on" { "https" } else { "http" };
+    let advertise_url = opts
+        .advertise_url
+        .clone()
+        .map(|u| u.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| default_advertise_url(local, scheme));
+    let tls = if opts.tls == "on" {
+        Some(setup_tls(&opts, store.as_ref(), local, &advertise_url).await?)
+    } else {
         tracing::warn!(
-            ca = %ca.display(),
-            sha256 = %fp,
-            "serving https with a certificate of the local CA: clients trust this CA (netctl --cacert, netplugin --netmaster-cacert); check its fingerprint"
+            "TLS is off (--tls off): the API is plain http, and tokens, passwords and join tokens sent over the network can be read by anyone on the path"
         );
-    }
-    let scheme = if tls.is_some() { "https" } else { "http" };
+        None
+    };
     let master = Master::open(
         store.clone(),
         MasterOptions {
@@ -335,13 +362,10 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
             // Several masters can share etcd only: the embedded store is one process's file.
             election: (store_kind == "etcd").then(|| master::leader::ElectionOptions {
                 ttl: Duration::from_secs(opts.leader_ttl.max(2)),
-                advertise_url: opts
-                    .advertise_url
-                    .clone()
-                    .map(|u| u.trim_end_matches('/').to_string())
-                    .unwrap_or_else(|| default_advertise_url(local, scheme)),
+                advertise_url,
             }),
             node_grace: (opts.node_grace > 0).then(|| Duration::from_secs(opts.node_grace)),
+            peer_ca: tls.as_ref().and_then(|t| t.peer_ca.clone()),
         },
     )
     .await
@@ -409,6 +433,56 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     }
     tracing::info!("netmaster stopped");
     Ok(())
+}
+
+/// The server's TLS: `--tls-cert`, or a certificate the cluster CA (from the store, made by the
+/// first master) issues for this master's names.
+async fn setup_tls(
+    opts: &Opts,
+    store: &dyn store::Store,
+    local: std::net::SocketAddr,
+    advertise_url: &str,
+) -> anyhow::Result<master::tls::ServerTls> {
+    let ca = match &opts.tls_cert {
+        Some(_) => None,
+        None => Some(
+            master::tls::cluster_ca(store, &opts.data_dir)
+                .await
+                .context("set up TLS: the cluster CA")?,
+        ),
+    };
+    // The names others reach this master by: its listen address, the advertised URL's host
+    // (where followers forward writes), and --tls-san.
+    let mut sans = opts.tls_san.clone();
+    if !local.ip().is_unspecified() {
+        sans.push(local.ip().to_string());
+    }
+    if let Some(host) = reqwest::Url::parse(advertise_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+    {
+        sans.push(host);
+    }
+    let tls = master::tls::server_config(
+        &master::tls::TlsOptions {
+            cert: opts.tls_cert.clone(),
+            key: opts.tls_key.clone(),
+            client_ca: opts.tls_client_ca.clone(),
+            peer_ca: opts.tls_ca.clone(),
+            data_dir: opts.data_dir.clone(),
+            sans,
+        },
+        ca.as_ref(),
+    )
+    .context("set up TLS")?;
+    if let Some((ca, fp)) = &tls.generated_ca {
+        tracing::info!(
+            ca = %ca.display(),
+            sha256 = %fp,
+            "serving https with a certificate of the cluster CA: clients trust this CA file (netctl --cacert, netplugin --netmaster-cacert); check its fingerprint"
+        );
+    }
+    Ok(tls)
 }
 
 /// Writes `local` to `path` through a temporary file and a rename, so that a reader never sees

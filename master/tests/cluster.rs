@@ -702,3 +702,107 @@ async fn a_watcher_resumes_on_another_master() {
         }
     }
 }
+
+/// A certificate for 127.0.0.1 and its key (PEM files under `dir`), signed by a CA of its own
+/// that nobody else trusts; the CA's file too.
+fn foreign_cert(dir: &std::path::Path) -> (String, String, String) {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let files = [
+        ("cert.pem", cert.pem()),
+        ("key.pem", key.serialize_pem()),
+        ("ca.pem", ca.pem()),
+    ];
+    let paths: Vec<String> = files
+        .iter()
+        .map(|(name, text)| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            p.to_str().unwrap().to_string()
+        })
+        .collect();
+    (paths[0].clone(), paths[1].clone(), paths[2].clone())
+}
+
+/// TLS on, netmaster's default: the first master makes the cluster CA in etcd, every master
+/// issues its own certificate from it, a follower forwards a write to the leader over https
+/// trusting that CA, and a restart keeps the CA.
+#[tokio::test]
+async fn masters_share_one_generated_ca_and_forward_writes_over_https() {
+    let cluster = Cluster::start(3).await;
+    let mut ms = [
+        master_on(&cluster, &["--tls", "on"]),
+        master_on(&cluster, &["--tls", "on"]),
+    ];
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(p).unwrap();
+    for m in &ms {
+        assert!(m.url.starts_with("https://"), "{}", m.url);
+    }
+    let ca = read(ms[0].ca_file());
+    assert_eq!(ca, read(ms[1].ca_file()), "one CA for the cluster");
+    let server = |m: &Netmaster| read(m.data_dir().join("tls/server.pem"));
+    assert_ne!(server(&ms[0]), server(&ms[1]), "a certificate per master");
+    let l = wait_leader(&[&ms[0], &ms[1]], Duration::from_secs(20)).await;
+    let f = 1 - l;
+    // Through the follower: forwarded to the leader's https URL.
+    let (s, v) = ms[f]
+        .post("/api/v1/tenants/blue/", json!({"tenantName": "blue"}))
+        .await;
+    assert_eq!(s, 200, "write through the follower: {v}\n{}", ms[f].log());
+    let (s, v) = ms[l].get("/api/v1/tenants/blue/").await;
+    assert_eq!(s, 200, "on the leader: {v}");
+    // A restart keeps the CA (clients keep trusting the file they have).
+    ms[f].restart();
+    assert_eq!(read(ms[f].ca_file()), ca);
+    let (s, v) = ms[f]
+        .post("/api/v1/tenants/red/", json!({"tenantName": "red"}))
+        .await;
+    assert_eq!(s, 200, "write through the restarted follower: {v}");
+}
+
+/// A master with a certificate of its own (--tls-cert) trusts only the system's CAs and
+/// --tls-ca when it forwards: without the cluster's CA the write is refused with the reason,
+/// with it (--tls-ca) the write goes through.
+#[tokio::test]
+async fn a_master_with_its_own_certificate_forwards_only_trusting_tls_ca() {
+    let cluster = Cluster::start(3).await;
+    let first = master_on(&cluster, &["--tls", "on"]);
+    wait_leader(&[&first], Duration::from_secs(20)).await;
+    let files = tempfile::tempdir().unwrap();
+    let (cert, key, _) = foreign_cert(files.path());
+    let via_socket = |m: &Netmaster| {
+        model::Client::new(&[format!("unix://{}", m.unix_socket().display())]).unwrap()
+    };
+    let tenant = |name: &str| model::Tenant {
+        tenant_name: name.into(),
+        ..Default::default()
+    };
+    let alone = master_on(
+        &cluster,
+        &["--tls", "on", "--tls-cert", &cert, "--tls-key", &key],
+    );
+    let e = via_socket(&alone).put(&tenant("blue")).await.unwrap_err();
+    assert_eq!(e.status(), Some(503), "{e}");
+    assert!(e.to_string().contains("UnknownIssuer"), "{e}");
+    let ca = first.ca_file();
+    let trusting = master_on(
+        &cluster,
+        &[
+            "--tls",
+            "on",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-ca",
+            ca.to_str().unwrap(),
+        ],
+    );
+    via_socket(&trusting).put(&tenant("blue")).await.unwrap();
+}

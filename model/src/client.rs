@@ -26,10 +26,13 @@ pub enum ClientError {
     #[error("read answer of {url}: {reason}")]
     Decode { url: String, reason: String },
     /// The TLS handshake failed: most often a certificate this client does not trust.
-    #[error(
-        "TLS handshake with {url} failed: {reason} (give the server's CA with --cacert, or skip the check with --insecure)"
-    )]
-    Tls { url: String, reason: String },
+    /// `hint` says what to do about it (which CA file to give, and where netmaster wrote it).
+    #[error("TLS handshake with {url} failed: {reason}; {hint}")]
+    Tls {
+        url: String,
+        reason: String,
+        hint: String,
+    },
     /// A TLS setting could not be used (an unreadable CA file).
     #[error("TLS setup: {0}")]
     TlsConfig(String),
@@ -44,6 +47,44 @@ impl ClientError {
     }
     pub fn is_not_found(&self) -> bool {
         self.status() == Some(404)
+    }
+}
+
+/// Where netmaster writes its cluster CA's certificate with the default data dir
+/// (`<data dir>/tls/ca.pem`): clients on a master's host trust it by default.
+pub const DEFAULT_NETMASTER_CA: &str = "/var/lib/contiv/tls/ca.pem";
+
+/// The CA file for clients given none: [`DEFAULT_NETMASTER_CA`] when one of `urls`
+/// (comma-separated) is https and the file can be read (this is a master's host).
+pub fn default_ca_file(urls: &str) -> Option<std::path::PathBuf> {
+    let p = std::path::Path::new(DEFAULT_NETMASTER_CA);
+    (urls.split(',').any(|u| u.trim().starts_with("https://")) && std::fs::File::open(p).is_ok())
+        .then(|| p.to_path_buf())
+}
+
+/// What to tell the user when the TLS handshake with a netmaster failed with `e`, having trusted
+/// the system's CAs and `ca_file`.
+fn tls_hint(e: &rustls::Error, ca_file: Option<&std::path::Path>) -> String {
+    use rustls::{CertificateError, Error};
+    let give_ca = format!(
+        "give netmaster's CA with --cacert FILE (netplugin: --netmaster-cacert FILE): every netmaster writes it to tls/ca.pem under its data dir ({DEFAULT_NETMASTER_CA} by default) and logs its fingerprint at start; or skip the check with --insecure"
+    );
+    match e {
+        Error::InvalidCertificate(CertificateError::NotValidForName)
+        | Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => {
+            "the certificate is not for the name or address in the URL: use one it holds (localhost, 127.0.0.1, the host's name, netmaster's --advertise-url host), or add it with netmaster --tls-san and restart netmaster".into()
+        }
+        Error::InvalidCertificate(_) => match ca_file {
+            Some(ca) => format!(
+                "the CA in {} did not sign this certificate: {give_ca}",
+                ca.display()
+            ),
+            None => format!("this client trusts only the system's CAs: {give_ca}"),
+        },
+        Error::InvalidMessage(_) => {
+            "the server does not answer in TLS: if netmaster runs with --tls off, use an http:// URL".into()
+        }
+        _ => give_ca,
     }
 }
 
@@ -82,6 +123,8 @@ struct Target {
     http: reqwest::Client,
     /// https or a unix socket: the token may be sent.
     secure: bool,
+    /// The CA file trusted besides the system's (https), for error messages.
+    ca_file: Option<std::path::PathBuf>,
 }
 
 fn header_token(t: &str) -> Result<reqwest::header::HeaderValue, ClientError> {
@@ -106,17 +149,17 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The rustls error behind a request error, if the request failed in the TLS handshake.
-fn tls_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+fn tls_cause(e: &(dyn std::error::Error + 'static)) -> Option<rustls::Error> {
     let mut cur = Some(e);
     while let Some(err) = cur {
         if let Some(t) = err.downcast_ref::<rustls::Error>() {
-            return Some(t.to_string());
+            return Some(t.clone());
         }
         // The rustls error comes inside io errors (one in another), whose `source` skips it.
         let mut io = err.downcast_ref::<std::io::Error>();
         while let Some(inner) = io.and_then(|i| i.get_ref()) {
             if let Some(t) = inner.downcast_ref::<rustls::Error>() {
-                return Some(t.to_string());
+                return Some(t.clone());
             }
             io = inner.downcast_ref::<std::io::Error>();
         }
@@ -285,6 +328,13 @@ pub fn install_default_tls_provider() {
     tls::install_default_provider();
 }
 
+/// The rustls configuration a [`Client`] uses for https with `opts` (the system's CAs plus
+/// `opts.ca_file`), for other HTTP clients that talk to netmaster (a follower forwarding a write
+/// to the leader).
+pub fn https_tls_config(opts: &ClientOptions) -> Result<rustls::ClientConfig, ClientError> {
+    tls::https_config(opts)
+}
+
 impl Client {
     /// `urls`: one or more base URLs (`http://host:9999`, `https://host:10000`, or
     /// `unix:///run/contiv/netmaster.sock`), tried in order; each may itself be a
@@ -349,6 +399,7 @@ impl Client {
                 base: "http://localhost".into(),
                 http,
                 secure: true,
+                ca_file: None,
             });
         }
         let parsed = reqwest::Url::parse(u).map_err(|e| bad(e.to_string()))?;
@@ -371,6 +422,7 @@ impl Client {
             base,
             http,
             secure,
+            ca_file: opts.ca_file.clone(),
         })
     }
 
@@ -429,9 +481,11 @@ impl Client {
                 }
                 Err(e) if tls_cause(&e).is_some() => {
                     // Another URL would not help the user fix this: say it now.
+                    let cause = tls_cause(&e).expect("checked");
                     return Err(ClientError::Tls {
                         url: t.url.clone(),
-                        reason: tls_cause(&e).unwrap_or_default(),
+                        reason: cause.to_string(),
+                        hint: tls_hint(&cause, t.ca_file.as_deref()),
                     });
                 }
                 Err(e) if e.is_connect() || e.is_timeout() => {

@@ -10,5 +10,8 @@ pub mod oper;
 #[cfg(feature = "serve")]
 pub mod parse_errors;
 
-pub use client::{Client, ClientError, ClientOptions, install_default_tls_provider};
+pub use client::{
+    Client, ClientError, ClientOptions, DEFAULT_NETMASTER_CA, default_ca_file, https_tls_config,
+    install_default_tls_provider,
+};
 pub use objects::*;

@@ -8,8 +8,9 @@ use crate::{
 use clap::{Args, Parser, Subcommand};
 use model::{Client, ClientOptions};
 
-/// A netmaster on this machine, so a single-host user needs no flag.
-pub const DEFAULT_NETMASTER: &str = "http://127.0.0.1:9999";
+/// A netmaster on this machine, so a single-host user needs no flag: https, netmaster's default
+/// (its CA is trusted from [`model::DEFAULT_NETMASTER_CA`] when no --cacert is given).
+pub const DEFAULT_NETMASTER: &str = "https://127.0.0.1:9999";
 
 const EXAMPLES: &str = "\
 Examples:
@@ -19,7 +20,7 @@ Examples:
   netctl policy create -t blue web
   netctl policy rule-add -t blue web 1 --direction in --protocol tcp --port 80 --action allow
   netctl group create -t blue -p web contiv-net webgroup
-  netctl --netmaster http://10.0.0.1:9999,http://10.0.0.2:9999 global info
+  netctl --netmaster https://10.0.0.1:9999,https://10.0.0.2:9999 --cacert ca.pem global info
 
 Exit codes: 0 success, 1 usage, 2 request error (netmaster unreachable), 3 refused by the
 netmaster, 4 local I/O error.";
@@ -30,7 +31,7 @@ netmaster, 4 local I/O error.";
 #[command(name = "netctl", version, after_help = EXAMPLES)]
 pub struct Cli {
     /// The netmaster's URL; several, comma-separated, are tried in order [env: NETMASTER]
-    /// [default: http://127.0.0.1:9999]
+    /// [default: https://127.0.0.1:9999]
     // NETMASTER is read by `netmaster_urls`, not by clap: clap would count a variable set in
     // the environment as a flag given, and print it in the usage of every error.
     #[arg(
@@ -44,8 +45,9 @@ pub struct Cli {
     // INSECURE is read by `insecure`, for the same reason as NETMASTER.
     #[arg(long, global = true, help_heading = "Global options")]
     pub insecure: bool,
-    /// A PEM file of CA certificates to trust for https, besides the system's [env:
-    /// NETCTL_CACERT]
+    /// A PEM file of CA certificates to trust for https, besides the system's: netmaster's CA,
+    /// tls/ca.pem under its data dir [env: NETCTL_CACERT] [default:
+    /// /var/lib/contiv/tls/ca.pem when it exists]
     #[arg(
         long,
         global = true,
@@ -147,6 +149,17 @@ pub fn insecure(flag: bool, env: Option<String>) -> bool {
     flag || env.is_some_and(|v| matches!(v.trim().to_lowercase().as_str(), "1" | "t" | "true"))
 }
 
+/// `--cacert`, else `$NETCTL_CACERT` when set and not empty, else, for an https netmaster, the
+/// CA netmaster writes with its default data dir when it exists (this is a master's host).
+pub fn ca_file(
+    flag: Option<std::path::PathBuf>,
+    env: Option<std::ffi::OsString>,
+    urls: &str,
+) -> Option<std::path::PathBuf> {
+    flag.or_else(|| env.filter(|v| !v.is_empty()).map(Into::into))
+        .or_else(|| model::default_ca_file(urls))
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
     if let Family::Completion(args) = &cli.command {
@@ -160,11 +173,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let is_login = matches!(cli.command, Family::Login);
     let opts = ClientOptions {
         insecure: insecure(cli.insecure, std::env::var("INSECURE").ok()),
-        ca_file: cli.cacert.or_else(|| {
-            std::env::var_os("NETCTL_CACERT")
-                .filter(|v| !v.is_empty())
-                .map(Into::into)
-        }),
+        ca_file: ca_file(cli.cacert, std::env::var_os("NETCTL_CACERT"), &urls),
         // The token of `netctl login`.
         auth_token: if secure && !is_login {
             login::saved_token()?
@@ -247,7 +256,10 @@ mod tests {
     #[test]
     fn netmaster_flag_then_env_then_this_machine() {
         let cli = parse(&["netctl", "version"]);
-        assert_eq!(netmaster_urls(cli.netmaster, None), "http://127.0.0.1:9999");
+        assert_eq!(
+            netmaster_urls(cli.netmaster, None),
+            "https://127.0.0.1:9999"
+        );
         assert_eq!(
             netmaster_urls(None, Some("http://env:1".into())),
             "http://env:1"
@@ -264,6 +276,25 @@ mod tests {
             netmaster_urls(cli.netmaster, Some("http://env:1".into())),
             "http://a:1,http://b:2"
         );
+    }
+
+    #[test]
+    fn ca_file_flag_then_env_then_the_masters_default_for_https_only() {
+        let urls = "https://h:9999";
+        assert_eq!(
+            ca_file(Some("a.pem".into()), Some("b.pem".into()), urls),
+            Some("a.pem".into())
+        );
+        assert_eq!(
+            ca_file(None, Some("b.pem".into()), urls),
+            Some("b.pem".into())
+        );
+        // An empty variable counts as unset; an http netmaster needs no CA.
+        let default = std::path::Path::new(model::DEFAULT_NETMASTER_CA)
+            .exists()
+            .then(|| model::DEFAULT_NETMASTER_CA.into());
+        assert_eq!(ca_file(None, Some("".into()), urls), default);
+        assert_eq!(ca_file(None, None, "http://h:9999"), None);
     }
 
     #[test]

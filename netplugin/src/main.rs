@@ -25,15 +25,17 @@ enum DatapathChoice {
 #[derive(Parser, Debug)]
 #[command(name = "netplugin", version)]
 struct Opts {
-    /// netmaster URL(s), comma-separated: http://host:9999 or unix:///path/to/socket.
+    /// netmaster URL(s), comma-separated: https://host:9999, unix:///path/to/socket, or
+    /// http://host:9999 for a netmaster run with --tls off.
     #[arg(
         long,
         env = "CONTIV_NETPLUGIN_NETMASTER",
-        default_value = "http://127.0.0.1:9999"
+        default_value = "https://127.0.0.1:9999"
     )]
     netmaster: String,
-    /// A PEM file of CA certificates to trust for an https netmaster, besides the system's
-    /// (netmaster's generated CA: tls/ca.pem under its data dir).
+    /// A PEM file of CA certificates to trust for an https netmaster, besides the system's:
+    /// netmaster's cluster CA, tls/ca.pem under its data dir (default: /var/lib/contiv/tls/ca.pem
+    /// when it exists, on a master's host).
     #[arg(long = "netmaster-cacert", env = "CONTIV_NETPLUGIN_NETMASTER_CACERT", value_parser = path_or_empty())]
     netmaster_cacert: Option<std::path::PathBuf>,
     /// A file holding the cluster's join token (netmaster writes it to join-token under its data
@@ -325,7 +327,10 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     let client = model::Client::with_options(
         &[opts.netmaster.as_str()],
         &model::ClientOptions {
-            ca_file: opts.netmaster_cacert.clone(),
+            ca_file: opts
+                .netmaster_cacert
+                .clone()
+                .or_else(|| model::default_ca_file(&opts.netmaster)),
             ..Default::default()
         },
     )

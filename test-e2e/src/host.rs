@@ -66,6 +66,17 @@ impl Host {
         Self::netns_with(&master.url(), name)
     }
 
+    /// A file `rel` under the directory of a netmaster this host's agent uses, found from its
+    /// unix socket (the harness's netmaster keeps its socket beside its data dir), if it exists.
+    fn beside_master(&self, rel: &str) -> Option<PathBuf> {
+        self.master_url
+            .split(',')
+            .filter_map(|u| u.trim().strip_prefix("unix://"))
+            .filter_map(|sock| std::path::Path::new(sock).parent())
+            .map(|d| d.join(rel))
+            .find(|p| p.exists())
+    }
+
     fn netns_with(master_url: &str, name: &str) -> Self {
         let ns = unique("h");
         let dir = PathBuf::from(format!("/tmp/{ns}"));
@@ -113,13 +124,7 @@ impl Host {
         }
         // A netmaster with --auth on wrote its join token beside its socket (data/join-token,
         // see Netmaster::join_token_file): the agent joins with it.
-        if let Some(jt) = self
-            .master_url
-            .split(',')
-            .filter_map(|u| u.trim().strip_prefix("unix://"))
-            .filter_map(|sock| std::path::Path::new(sock).parent())
-            .map(|d| d.join("data").join("join-token"))
-            .find(|p| p.exists())
+        if let Some(jt) = self.beside_master("data/join-token")
             && !self
                 .agent_args
                 .iter()
@@ -127,6 +132,18 @@ impl Host {
         {
             self.agent_args
                 .push(format!("--join-token-file={}", jt.display()));
+        }
+        // A netmaster with TLS on (the default) wrote its cluster CA there too (data/tls/ca.pem):
+        // the agent trusts it for https URLs, as agents are set up (the suites' agents reach
+        // netmaster on its unix socket, which is plain HTTP).
+        if let Some(ca) = self.beside_master("data/tls/ca.pem")
+            && !self
+                .agent_args
+                .iter()
+                .any(|a| a.starts_with("--netmaster-cacert"))
+        {
+            self.agent_args
+                .push(format!("--netmaster-cacert={}", ca.display()));
         }
         if self
             .agent_args

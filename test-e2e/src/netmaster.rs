@@ -21,8 +21,9 @@ pub struct Netmaster {
     token: Option<String>,
 }
 
-/// Netmaster authenticates by default, and so the suites run with it: the harness logs in as the
-/// admin and gives agents the join token. CONTIV_E2E_AUTH=0 runs every netmaster with
+/// Netmaster authenticates and serves https by default, and so the suites run with it: the
+/// harness logs in as the admin and gives agents the join token and the cluster CA (followers
+/// of several masters forward writes to the leader over https, trusting that CA). CONTIV_E2E_AUTH=0 runs every netmaster with
 /// `--auth off` instead (to tell an authentication problem from another one).
 fn auth_off_from_env() -> bool {
     std::env::var("CONTIV_E2E_AUTH").is_ok_and(|v| v == "0")
@@ -137,9 +138,12 @@ impl Netmaster {
         false
     }
 
-    /// The loopback URL netmaster is bound to (and advertises to other masters by default).
+    /// The loopback URL netmaster is bound to (and advertises to other masters by default):
+    /// https, netmaster's default, unless started with `--tls off`.
     pub fn tcp_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let tls_off = self.args.windows(2).any(|w| w == ["--tls", "off"]);
+        let scheme = if tls_off { "http" } else { "https" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn url(&self) -> String {

@@ -42,6 +42,9 @@ pub struct MasterOptions {
     /// How long a node may stay unregistered before the leader reclaims its endpoints; None:
     /// never.
     pub node_grace: Option<Duration>,
+    /// The CA file (PEM) the other masters' certificates are checked against, besides the
+    /// system's, when this one forwards writes to the leader over https: the cluster CA's.
+    pub peer_ca: Option<std::path::PathBuf>,
 }
 
 impl MasterOptions {
@@ -53,6 +56,7 @@ impl MasterOptions {
             store_kind,
             election: None,
             node_grace: None,
+            peer_ca: None,
         }
     }
 }
@@ -69,6 +73,8 @@ pub struct Master {
     needs_resync: std::sync::atomic::AtomicBool,
     pub opts: MasterOptions,
     pub leadership: crate::leader::Leadership,
+    /// How a follower reaches the leader (`api::route_writes`): trusting the cluster CA.
+    pub(crate) forward: reqwest::Client,
     /// The highest revision this master committed: a follower that forwarded a write waits
     /// until it has applied it, so that its next read shows the write.
     pub(crate) last_commit: std::sync::atomic::AtomicU64,
@@ -174,7 +180,9 @@ impl Master {
     pub async fn open(store: Arc<dyn Store>, opts: MasterOptions) -> anyhow::Result<Arc<Master>> {
         let (state, node_leases, _) = Self::load(store.as_ref()).await?;
         let leadership = crate::leader::Leadership::new(opts.election.clone(), &opts.listen);
+        let forward = crate::api::forward_client(opts.peer_ca.as_deref())?;
         let m = Arc::new(Master {
+            forward,
             store,
             state: Mutex::new(state),
             gate: tokio::sync::RwLock::new(()),

@@ -2,8 +2,9 @@
 //! (`--listen-url 127.0.0.1:0`, read back from `--ready-file`), killed on drop.
 //!
 //! These suites test the API itself (objects, allocation, watches, clustering), not who may call
-//! it: their netmaster runs with `--auth off` unless the test passes `--auth` itself
-//! (master/tests/auth.rs tests authentication, on by default).
+//! it nor over what: their netmaster runs with `--auth off` and `--tls off` unless the test
+//! passes `--auth` or `--tls` itself (master/tests/auth.rs tests authentication, tls.rs TLS, both
+//! on by default).
 #![allow(dead_code)]
 
 use serde_json::Value;
@@ -45,13 +46,28 @@ impl Netmaster {
         m
     }
 
-    /// `extra`, with `--auth off` unless it says `--auth` itself.
+    /// `extra`, with `--auth off` and `--tls off` unless it says `--auth` or `--tls` itself.
     fn args(extra: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        if !args.iter().any(|a| a == "--auth") {
-            args.extend(["--auth".into(), "off".into()]);
+        for flag in ["--auth", "--tls"] {
+            if !args.iter().any(|a| a == flag) {
+                args.extend([flag.into(), "off".into()]);
+            }
         }
         args
+    }
+
+    /// Whether it serves https (the default, unless `--tls off`).
+    pub fn tls(&self) -> bool {
+        !self
+            .extra
+            .windows(2)
+            .any(|w| w[0] == "--tls" && w[1] == "off")
+    }
+
+    /// The cluster CA's certificate this netmaster wrote (with TLS on).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("tls").join("ca.pem")
     }
 
     /// Starts the process: on port 0 the first time, then on the port it had (clients and other
@@ -85,11 +101,7 @@ impl Netmaster {
                     eprintln!("netmaster moved from port {had} to {bound} (port taken)");
                 }
                 self.port = bound;
-                let tls = self
-                    .extra
-                    .windows(2)
-                    .any(|w| w[0] == "--tls" && w[1] == "on");
-                let scheme = if tls { "https" } else { "http" };
+                let scheme = if self.tls() { "https" } else { "http" };
                 self.url = format!("{scheme}://127.0.0.1:{bound}");
                 return;
             }
@@ -151,8 +163,17 @@ impl Netmaster {
         self.spawn();
     }
 
+    /// A client of its TCP URL, trusting its CA with TLS on.
     pub fn client(&self) -> model::Client {
-        model::Client::new(std::slice::from_ref(&self.url)).unwrap()
+        model::Client::with_options(std::slice::from_ref(&self.url), &self.client_options())
+            .unwrap()
+    }
+
+    pub fn client_options(&self) -> model::ClientOptions {
+        model::ClientOptions {
+            ca_file: self.tls().then(|| self.ca_file()),
+            ..Default::default()
+        }
     }
 
     pub async fn req(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -167,9 +188,12 @@ impl Netmaster {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        // model builds reqwest with rustls and no default crypto provider: install ring.
-        model::install_default_tls_provider();
-        let http = reqwest::Client::new();
+        // Trusting the netmaster's CA with TLS on, as model's client does.
+        let tls = model::https_tls_config(&self.client_options()).unwrap();
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .build()
+            .unwrap();
         let mut r = http.request(method.parse().unwrap(), format!("{}{}", self.url, path));
         if let Some(t) = token {
             r = r.header("x-auth-token", t);

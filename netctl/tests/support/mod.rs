@@ -71,17 +71,24 @@ pub struct Master {
 }
 
 impl Master {
+    /// With an open API over plain http: the tests of netctl's commands and output.
     pub fn start() -> Master {
+        // These tests are about netctl's commands and output over plain http, where netctl
+        // refuses to log in (tests/login.rs and https.rs cover login and https): an open API,
+        // explicitly.
+        Self::start_with(&["--auth", "off", "--tls", "off"])
+    }
+
+    /// With these flags (none: netmaster's defaults, authentication and https on).
+    pub fn start_with(flags: &[&str]) -> Master {
         let bin = netmaster_bin();
         let dir = tempfile::tempdir().expect("temp dir");
         let log = std::fs::File::create(dir.path().join("netmaster.log")).expect("log file");
         // Port 0 and the port netmaster reports: a port found free beforehand could be taken
         // by another test's netmaster first, and the readiness probe would then reach that one.
-        // These tests are about netctl's commands and output over plain http, where netctl
-        // refuses to log in (tests/login.rs covers login): an open API, explicitly.
         let child = Command::new(bin)
             .args(["--listen-url", "127.0.0.1:0", "--log-level", "info"])
-            .args(["--auth", "off"])
+            .args(flags)
             .arg("--ready-file")
             .arg(dir.path().join("ready"))
             .arg("--data-dir")
@@ -99,8 +106,18 @@ impl Master {
         m.port = m
             .wait_ready()
             .unwrap_or_else(|| panic!("netmaster did not start:\n{}", m.log()));
-        m.url = format!("http://127.0.0.1:{}", m.port);
+        let scheme = if flags.windows(2).any(|w| w == ["--tls", "off"]) {
+            "http"
+        } else {
+            "https"
+        };
+        m.url = format!("{scheme}://127.0.0.1:{}", m.port);
         m
+    }
+
+    /// The data dir (the admin's credential, tls/ca.pem).
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// The port netmaster wrote to its `--ready-file` once listening.
