@@ -11,7 +11,6 @@ pub mod migrate;
 pub mod notices;
 pub mod openapi;
 pub mod ops;
-pub mod parse_errors;
 pub mod state;
 pub mod tls;
 pub mod views;

@@ -2,8 +2,8 @@
 
 use anyhow::Context;
 use clap::Parser;
-use master::parse_errors::JsonParseErrors;
 use master::{Master, MasterOptions, api};
+use model::parse_errors::{JsonParseErrors, Shape};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -404,7 +404,7 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
             .with_context(|| format!("listen on unix socket {}", path.display()))?;
         let router = router.clone();
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(JsonParseErrors(ul), router).await {
+            if let Err(e) = axum::serve(JsonParseErrors::new(ul, Shape::Error), router).await {
                 tracing::error!(error = %e, "serve unix socket");
             }
         });
@@ -418,12 +418,12 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         Some(t) => {
             let listener =
                 master::tls::TlsListener::new(listener, t.config).context("read listen address")?;
-            axum::serve(JsonParseErrors(listener), router)
+            axum::serve(JsonParseErrors::new(listener, Shape::Error), router)
                 .with_graceful_shutdown(shutdown())
                 .await
                 .context("serve")?
         }
-        None => axum::serve(JsonParseErrors(listener), router)
+        None => axum::serve(JsonParseErrors::new(listener, Shape::Error), router)
             .with_graceful_shutdown(shutdown())
             .await
             .context("serve")?,

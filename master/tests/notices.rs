@@ -81,7 +81,11 @@ async fn notices_follow_what_has_no_effect_and_keep_contivs_fields() {
     )
     .await;
     let nogw = inspect(&m, "networks/default:nogw").await;
-    assert_eq!(nogw["Oper"]["notice"], master::notices::NO_GATEWAY, "{nogw}");
+    assert_eq!(
+        nogw["Oper"]["notice"],
+        master::notices::NO_GATEWAY,
+        "{nogw}"
+    );
     assert_eq!(nogw["Oper"]["availableIPAddresses"], "10.1.3.1-10.1.3.254");
     assert_eq!(m.delete("/api/v1/networks/default:nogw/").await.0, 200);
 
