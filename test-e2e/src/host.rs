@@ -144,6 +144,25 @@ impl Host {
         self.start_agent();
     }
 
+    /// The name (under /run/netns) of the agent's router namespace of `tenant` (netplugin's
+    /// `names::router_netns` for a plain tenant name).
+    pub fn router_netns(&self, tenant: &str) -> String {
+        format!("contiv-rt-{}-{tenant}", self.bridge)
+    }
+
+    /// The agent's tenant router namespaces now.
+    pub fn router_namespaces(&self) -> Vec<String> {
+        let prefix = format!("contiv-rt-{}-", self.bridge);
+        std::fs::read_dir("/run/netns")
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .filter(|n| n.starts_with(&prefix))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The namespace where the agent's pooled ports wait (with `--port-pool`).
     pub fn pool_ns(&self) -> String {
         format!("{}pool", self.ns)
@@ -278,8 +297,11 @@ impl Host {
             .append(true)
             .open(self.dir.join("netplugin.log"))
             .unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns])
+        // In the host's network namespace but this process's mount namespace (as the agent
+        // runs on a real host): the namespaces it makes (tenant routers) outlive it.
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.ns))
+            .arg("--")
             .arg(bin("netplugin"))
             .args([
                 "--netmaster",
@@ -561,6 +583,9 @@ impl Drop for Host {
             .args(["netns", "del", &self.pool_ns()])
             .stderr(Stdio::null())
             .status();
+        for r in self.router_namespaces() {
+            let _ = Command::new("ip").args(["netns", "del", &r]).status();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
