@@ -97,10 +97,10 @@ pub fn pvt_subnet(s: &str) -> Ipv4Net {
         .trunc()
 }
 
-/// The private address of the endpoint on OpenFlow port `ofport`: the private subnet's base + 1
-/// + (ofport − 32768), in the subnet's lower half (Contiv derived it from the port number the
-/// same way, without the + 1 that keeps the subnet's own address out). None when the subnet's
-/// lower half is too small for that port.
+/// The private address of the endpoint on OpenFlow port `ofport`: the private subnet's base
+/// plus 1 plus (ofport − 32768), in the subnet's lower half (Contiv derived it from the port
+/// number the same way, without the 1 that keeps the subnet's own address out). None when the
+/// subnet's lower half is too small for that port.
 pub fn private_address(pvt: Ipv4Net, ofport: u32) -> Option<Ipv4Addr> {
     let offset = ofport.checked_sub(*crate::datapath::ENDPOINT_OFPORTS.start())? + 1;
     let half = 1u32 << (31 - pvt.prefix_len());

@@ -244,10 +244,10 @@ impl Datapath {
     ) -> Result<u32, DatapathError> {
         let known = self.port_index().routers.get(name).map(|(_, p)| p.ofport);
         let spec = PortSpec::new(name)
-            .external_id(keys::ROUTER, &net.key())
-            .external_id(keys::ROUTER_NID, &net.nid.to_string())
-            .external_id(keys::ROUTER_ZONE, &net.zone.to_string())
-            .external_id(keys::ROUTER_GATEWAY, &net.gateway.to_string());
+            .external_id(keys::ROUTER, net.key())
+            .external_id(keys::ROUTER_NID, net.nid.to_string())
+            .external_id(keys::ROUTER_ZONE, net.zone.to_string())
+            .external_id(keys::ROUTER_GATEWAY, net.gateway.to_string());
         let of = self.add_numbered_port(spec, known).await?;
         self.port_index()
             .routers
@@ -269,6 +269,9 @@ impl Datapath {
         &self,
         routers: BTreeMap<u64, crate::fabric::RouterPort>,
     ) -> Result<(), DatapathError> {
+        if self.fabric.lock().await.inputs.routers == routers {
+            return Ok(());
+        }
         self.change_locals(|st| st.inputs.routers = routers).await
     }
 

@@ -183,6 +183,9 @@ async fn prepare(
     Ok(())
 }
 
+/// A tenant router as made: what it was made from, its transit, its networks' port numbers.
+type Made = (TenantRouter, Transit, Vec<(RouterNet, u32)>);
+
 /// The agent's host side: follows the datapath's inputs for as long as the agent runs.
 pub struct NorthSouth {
     dp: Arc<Datapath>,
@@ -193,6 +196,9 @@ pub struct NorthSouth {
     applied: Option<Desired>,
     /// The private subnet the host namespace's chains were written for.
     host_pvt: Option<ipnet::Ipv4Net>,
+    /// Each tenant router as last made, with its transit and port numbers: a change elsewhere
+    /// (another tenant's pod) leaves it alone while its links are there.
+    made: BTreeMap<String, Made>,
 }
 
 impl NorthSouth {
@@ -203,6 +209,7 @@ impl NorthSouth {
             mtu,
             applied: None,
             host_pvt: None,
+            made: BTreeMap::new(),
         }
     }
 
@@ -270,7 +277,21 @@ impl NorthSouth {
                 tracing::warn!(%tenant, private_subnet = %pvt, "no transit address left in the private subnet's upper half: the tenant gets no router here (set a larger --private-subnet)");
                 continue;
             };
-            let ports = self.ensure_router(tenant, t, tr, &root_links).await?;
+            let links_there = root_links.contains(&transit_ifname(tenant))
+                && t.networks
+                    .values()
+                    .all(|n| root_links.contains(&router_port_ifname(&n.key())));
+            let ports = match self.made.get(tenant) {
+                Some((was, was_tr, ports)) if was == t && *was_tr == tr && links_there => {
+                    ports.clone()
+                }
+                _ => {
+                    let ports = self.ensure_router(tenant, t, tr, &root_links).await?;
+                    self.made
+                        .insert(tenant.clone(), (t.clone(), tr, ports.clone()));
+                    ports
+                }
+            };
             tracing::debug!(%tenant, transit = %tr.host, networks = ports.len(), "tenant router ready");
             for (net, of) in ports {
                 ports_wanted.insert(router_port_ifname(&net.key()));
@@ -297,6 +318,7 @@ impl NorthSouth {
                 host_routes.push(format!("route replace {p}/32 via {} dev {dev}", tr.router));
             }
         }
+        self.made.retain(|t, _| d.tenants.contains_key(t));
         self.dp.set_routers(routers).await?;
         self.fix_host_routes(&host_routes).await?;
         self.remove_departed(d, &ports_wanted).await?;
