@@ -206,8 +206,14 @@ fn two_tenants_with_one_subnet_reach_gateway_hosts_and_outside() {
         &conf,
     );
     assert!(del.ok(), "DEL: {}", del.stdout);
-    wait_for("host1's blue router to go", REACH, || {
+    wait_for("host1's blue router and its port to go", REACH, || {
         c.hosts[0].router_namespaces() == [c.hosts[0].router_netns("default")]
+            && c.hosts[0]
+                .ovs_ports_now()
+                .iter()
+                .filter(|p| p.starts_with("vr"))
+                .count()
+                == 1
     });
     assert!(
         pods[0].2.reaches(Outside::HOST, REACH),
@@ -300,7 +306,7 @@ fn a_network_without_gateway_gets_no_router() {
     assert!(!a.ping(Outside::HOST), "no way out without a gateway");
     assert!(
         c.hosts[0]
-            .ovs_ports()
+            .ovs_ports_now()
             .iter()
             .filter(|p| p.starts_with("vr"))
             .count()

@@ -159,6 +159,12 @@ async fn sysctls(
 
 const FORWARDING: &[(&str, &str)] = &[("ipv4/ip_forward", "1"), ("ipv6/conf/all/forwarding", "1")];
 
+/// The host's IPv4 forwarding. IPv6 forwarding is turned on only once a dual-stack network
+/// needs it ([`FORWARDING6`]): it makes the host stop accepting router advertisements on
+/// interfaces with the default `accept_ra=1`.
+const FORWARDING4: &[(&str, &str)] = &[("ipv4/ip_forward", "1")];
+const FORWARDING6: &[(&str, &str)] = &[("ipv6/conf/all/forwarding", "1")];
+
 /// TX checksum offload off on `names` in `ns` (None: the agent's namespace), IPv6 off on those
 /// of `no_ipv6`: a packet the kernel leaves to "hardware" to checksum reaches the userspace
 /// datapath, which never fills it in.
@@ -196,6 +202,8 @@ pub struct NorthSouth {
     applied: Option<Desired>,
     /// The private subnet the host namespace's chains were written for.
     host_pvt: Option<ipnet::Ipv4Net>,
+    /// Whether the host's IPv6 forwarding was turned on (a dual-stack network has a router).
+    forwarding6: bool,
     /// Each tenant router as last made, with its transit and port numbers: a change elsewhere
     /// (another tenant's pod) leaves it alone while its links are there.
     made: BTreeMap<String, Made>,
@@ -209,6 +217,7 @@ impl NorthSouth {
             mtu,
             applied: None,
             host_pvt: None,
+            forwarding6: false,
             made: BTreeMap::new(),
         }
     }
@@ -243,6 +252,15 @@ impl NorthSouth {
         if self.host_pvt != Some(pvt) {
             self.ensure_host(pvt).await?;
             self.host_pvt = Some(pvt);
+        }
+        let dual_stack = d
+            .tenants
+            .values()
+            .flat_map(|t| t.networks.values())
+            .any(|n| n.gateway6.is_some());
+        if dual_stack && !self.forwarding6 {
+            sysctls(None, FORWARDING6).await?;
+            self.forwarding6 = true;
         }
         // Transit numbers the links already have (an agent restart keeps them).
         let mut have = BTreeMap::new();
@@ -328,7 +346,7 @@ impl NorthSouth {
     /// The host namespace: forwarding on, the agent's chains (masquerade what the tenant routers
     /// send out, accept forwarding to and from them) and the jumps to them.
     async fn ensure_host(&self, pvt: ipnet::Ipv4Net) -> Result<(), NsError> {
-        sysctls(None, FORWARDING).await?;
+        sysctls(None, FORWARDING4).await?;
         let v4 = super::host_chains(&super::transit_range(pvt).to_string());
         restore("write the host's CONTIV chains", None, false, &v4).await?;
         let v6 = super::host_chains(super::TRANSIT6_PREFIX);
@@ -450,7 +468,15 @@ impl NorthSouth {
         prepare(None, fresh.clone(), fresh_ports).await?;
         let mut in_router = gw_links.clone();
         in_router.push(ROUTER_UPLINK.to_string());
-        prepare(Some(Netns::open(&path)?), in_router, Vec::new()).await?;
+        // A network without IPv6: none on its gateway either (no MLD reports or DAD flooded
+        // to its pods), as on its pods' interfaces.
+        let v4_only: Vec<String> = t
+            .networks
+            .values()
+            .filter(|n| n.gateway6.is_none())
+            .map(|n| router_gw_ifname(&n.key()))
+            .collect();
+        prepare(Some(Netns::open(&path)?), in_router, v4_only).await?;
         let host6 = super::transit6(tr.host);
         root.push(format!("addr replace {}/30 dev {up}", tr.host));
         root.push(format!("addr replace {host6}/126 dev {up} nodad"));
