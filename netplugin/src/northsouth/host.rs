@@ -388,8 +388,9 @@ impl NorthSouth {
     ) -> Result<Vec<(RouterNet, u32)>, NsError> {
         let name = router_netns(&self.bridge, tenant);
         let path = PathBuf::from("/run/netns").join(&name);
+        // Made if missing (bind-mounted like `ip netns add`: it outlives the agent).
         let ns = Netns::open_or_create(&path)?;
-        sysctls(Some(Netns::open(&path)?), FORWARDING).await?;
+        sysctls(Some(ns), FORWARDING).await?;
         let inside = link_names(Some(&name)).await?;
         let up = transit_ifname(tenant);
         let mut root = Vec::new();
@@ -538,7 +539,6 @@ impl NorthSouth {
             &super::router_rules_v6(tr),
         )
         .await?;
-        drop(ns);
         for net in t.networks.values() {
             let of = self
                 .dp
