@@ -350,6 +350,9 @@ impl ClusterView {
             if v.get("arpMode").and_then(|m| m.as_str()) == Some("flood") {
                 c.arp_proxy = false;
             }
+            if let Some(p) = v.get("pvtSubnet").and_then(|m| m.as_str()) {
+                c.pvt_subnet = p.to_string();
+            }
         }
         Some(c)
     }

@@ -119,6 +119,24 @@ pub struct Inputs {
     /// OpenFlow ports that are network trunks (`crate::attach::trunk`): several local endpoints share
     /// each, told apart by MAC, so delivery to one may leave by the port it came in on.
     pub trunks: BTreeSet<u32>,
+    /// The tenant router's port of each network (by network id) that has one on this host
+    /// (`crate::northsouth`): the network's distributed gateway.
+    pub routers: BTreeMap<u64, RouterPort>,
+}
+
+/// The MAC of every tenant router's port on every host: one cluster-wide router MAC, so a pod's
+/// gateway neighbour entry stays right wherever the pod's packets are routed (docs/decisions.md
+/// "North-south"). Locally administered; pods' MACs start 02:02, so none collides with it.
+pub const ROUTER_MAC: &str = "02:00:00:11:11:11";
+
+/// A network's gateway on this host: the tenant router's port on the bridge.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouterPort {
+    pub ofport: u32,
+    /// The network's IPv4 gateway (answered by the switch's ARP responder).
+    pub gateway: String,
+    /// The network's conntrack zone (`zone`).
+    pub zone: u32,
 }
 
 /// A group's network profile, as the datapath applies it to each of its endpoints.
@@ -251,6 +269,14 @@ pub fn desired(i: &Inputs) -> BTreeMap<u64, Vec<Flow>> {
                 local_out.push_str(&format!(",output:{t}"));
             }
         }
+        let router = i.routers.get(&nid);
+        // The router hears what local pods flood (so the kernel answers neighbour discovery
+        // for the IPv6 gateway), never what arrives from a tunnel: another host's router
+        // answers for that host's pods.
+        let from_pods_local = match router {
+            Some(r) => format!("{local_out},output:{}", r.ofport),
+            None => local_out.clone(),
+        };
         let mut to_peers = String::new();
         if vxlan && !hosts.is_empty() {
             to_peers = format!(",set_field:{nid}->tun_id");
@@ -265,7 +291,7 @@ pub fn desired(i: &Inputs) -> BTreeMap<u64, Vec<Flow>> {
                 table::L2,
                 50,
                 format!("reg0={FROM_ENDPOINT},metadata={nid:#x}"),
-                format!("{}{}", &local_out[1..], to_peers),
+                format!("{}{}", &from_pods_local[1..], to_peers),
             ),
             // From a tunnel: members here only (never back into the overlay: no loops).
             Flow::new(
@@ -275,6 +301,9 @@ pub fn desired(i: &Inputs) -> BTreeMap<u64, Vec<Flow>> {
                 local_out[1..].to_string(),
             ),
         ];
+        if let Some(r) = router {
+            f.extend(router_flows(nid, r, &local_out[1..]));
+        }
         // Delivery to a trunk's member may be a hairpin (sender and receiver share it).
         for t in &trunks {
             f.push(Flow::new(
@@ -298,6 +327,52 @@ pub fn desired(i: &Inputs) -> BTreeMap<u64, Vec<Flow>> {
         out.insert(c, f.into_iter().map(|x| x.cookie(c)).collect());
     }
     out
+}
+
+/// A network's router port: trusted to send from any address (it routes the outside and the
+/// host into the network), classified like a local endpoint without a group (so `to-ip`/`out`
+/// and `from-ip`/`in` rules with addresses judge outside traffic); the switch answers pods' ARP
+/// requests for the gateway with the router MAC (whatever the ARP mode); unicast to the router
+/// MAC from a local pod goes to it; what it floods reaches this host's members only
+/// (`local_out`), never a tunnel.
+fn router_flows(nid: u64, r: &RouterPort, local_out: &str) -> Vec<Flow> {
+    let port = r.ofport;
+    let mut f = vec![
+        Flow::new(
+            table::CLASSIFY,
+            200,
+            format!("in_port={port}"),
+            format!(
+                "set_field:{nid:#x}->metadata,set_field:{FROM_ENDPOINT}->reg0,set_field:0->reg1,set_field:{}->reg4,resubmit(,{})",
+                r.zone,
+                table::ARP
+            ),
+        ),
+        Flow::new(
+            table::L2,
+            100,
+            format!("reg0={FROM_ENDPOINT},metadata={nid:#x},dl_dst={ROUTER_MAC}"),
+            format!(
+                "set_field:{port}->reg2,set_field:1->reg5,set_field:0->reg3,resubmit(,{})",
+                table::POLICY
+            ),
+        ),
+        // Above the pods' flood (50), which would also send it into the tunnels.
+        Flow::new(
+            table::L2,
+            60,
+            format!("in_port={port},metadata={nid:#x}"),
+            if local_out.is_empty() {
+                "drop".to_string()
+            } else {
+                local_out.to_string()
+            },
+        ),
+    ];
+    if !r.gateway.is_empty() {
+        f.push(arp_reply(nid, &r.gateway, ROUTER_MAC));
+    }
+    f
 }
 
 /// Table-miss flows: nothing is forwarded unless a flow says so. With `policies`, unicast IP
@@ -574,20 +649,23 @@ pub fn remote_flows(c: u64, tunnel_port: u32, ep: &Endpoint, arp_proxy: bool) ->
 /// Answers a local pod's ARP request for `ep`'s address with `ep`'s MAC, out of the port it came
 /// in on: the request never leaves the host.
 fn arp_responder(nid: u64, ep: &Endpoint) -> Flow {
+    arp_reply(nid, &ep.ip_address, &ep.mac_address)
+}
+
+/// Turns a local pod's ARP request for `ip` in network `nid` into the reply from `mac`.
+fn arp_reply(nid: u64, ip: &str, mac: &str) -> Flow {
     Flow::new(
         table::ARP,
         100,
         format!(
             "reg0={FROM_ENDPOINT},metadata={nid:#x},arp,arp_op=1,arp_tpa={}",
-            ep.ip_address
+            ip
         ),
         format!(
             "move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:{mac}->eth_src,\
              set_field:2->arp_op,move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],\
              move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],set_field:{mac}->arp_sha,\
-             set_field:{ip}->arp_spa,IN_PORT",
-            mac = ep.mac_address,
-            ip = ep.ip_address
+             set_field:{ip}->arp_spa,IN_PORT"
         ),
     )
 }
@@ -823,6 +901,75 @@ mod tests {
         }
         // Echo and every other ICMPv6 goes through conntrack and the rules.
         assert!(f.iter().all(|x| !x.matches.contains("icmpv6_type=128")));
+    }
+
+    #[test]
+    fn the_router_port_is_the_gateway_of_its_network_on_this_host() {
+        for arp_proxy in [true, false] {
+            let mut i = inputs();
+            i.arp_proxy = arp_proxy;
+            i.routers.insert(
+                7,
+                RouterPort {
+                    ofport: 40000,
+                    gateway: "10.1.2.1".into(),
+                    zone: 1,
+                },
+            );
+            let d = desired(&i);
+            let net = &d[&cookie::network(7)];
+            let find = |t: u8, m: &str| {
+                net.iter()
+                    .find(|f| f.table == t && f.matches == m)
+                    .unwrap_or_else(|| panic!("no flow {t} {m}: {net:?}"))
+                    .actions
+                    .clone()
+            };
+            // Trusted for any source: no address or MAC in its classification, no group.
+            assert_eq!(
+                find(table::CLASSIFY, "in_port=40000"),
+                "set_field:0x7->metadata,set_field:1->reg0,set_field:0->reg1,set_field:1->reg4,resubmit(,10)"
+            );
+            // Pods' ARP for the gateway is answered with the router MAC in both ARP modes.
+            let arp = find(
+                table::ARP,
+                "reg0=1,metadata=0x7,arp,arp_op=1,arp_tpa=10.1.2.1",
+            );
+            assert!(
+                arp.contains(&format!("set_field:{ROUTER_MAC}->arp_sha")),
+                "{arp}"
+            );
+            assert!(arp.ends_with("IN_PORT"));
+            // Unicast to the router MAC from this host goes to the router port, judged with
+            // no group on the router's side.
+            assert_eq!(
+                find(
+                    table::L2,
+                    &format!("reg0=1,metadata=0x7,dl_dst={ROUTER_MAC}")
+                ),
+                "set_field:40000->reg2,set_field:1->reg5,set_field:0->reg3,resubmit(,20)"
+            );
+            // Pods' floods reach the router; tunnels' floods never do; the router's own floods
+            // stay on this host.
+            assert_eq!(
+                find(table::L2, "reg0=1,metadata=0x7"),
+                "output:5,output:6,output:40000,set_field:7->tun_id,output:9"
+            );
+            assert_eq!(find(table::L2, "reg0=2,metadata=0x7"), "output:5,output:6");
+            let own = net
+                .iter()
+                .find(|f| f.matches == "in_port=40000,metadata=0x7")
+                .unwrap();
+            assert!(own.priority > 50);
+            assert_eq!(own.actions, "output:5,output:6");
+        }
+        // A network without a router here gets none of it.
+        let d = desired(&inputs());
+        assert!(
+            d.values()
+                .flatten()
+                .all(|f| !f.matches.contains(ROUTER_MAC) && !f.actions.contains(ROUTER_MAC))
+        );
     }
 
     #[test]

@@ -452,6 +452,13 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         });
     }
     {
+        // The way out of the networks: tenant routers, the host's routes and chains.
+        let (dp, bridge) = (dp.clone(), opts.bridge.clone());
+        supervise::forever("north-south", move || {
+            netplugin::northsouth::NorthSouth::new(dp.clone(), &bridge, mtu).run()
+        });
+    }
+    {
         let dp = dp.clone();
         supervise::forever("watch ovs-vswitchd", move || watch_vswitchd(dp.clone()));
     }

@@ -96,6 +96,62 @@ pub fn tunnel_ifname(vtep: &str) -> String {
     }
 }
 
+/// The OVS-side name of a network's router port ("tenant/network"), in the host namespace.
+pub fn router_port_ifname(network: &str) -> String {
+    hashed_ifname("vr", network)
+}
+
+/// The router-side name of a network's router port, inside the tenant router's namespace.
+pub fn router_gw_ifname(network: &str) -> String {
+    hashed_ifname("vg", network)
+}
+
+/// Whether `name` is a router port's OVS-side name.
+pub fn is_router_port_ifname(name: &str) -> bool {
+    is_hashed_ifname("vr", name)
+}
+
+/// The host-side name of a tenant router's transit link to the host (its router side is
+/// [`ROUTER_UPLINK`]).
+pub fn transit_ifname(tenant: &str) -> String {
+    hashed_ifname("vu", tenant)
+}
+
+/// Whether `name` is a transit link's host-side name.
+pub fn is_transit_ifname(name: &str) -> bool {
+    is_hashed_ifname("vu", name)
+}
+
+/// The router side of a tenant router's transit link.
+pub const ROUTER_UPLINK: &str = "up0";
+
+/// The prefix of the names (under /run/netns) of the tenant routers of the agent on `bridge`:
+/// simulated hosts share /run/netns, and their bridges' names tell them apart (as the pool
+/// namespace's default name does).
+pub fn router_netns_prefix(bridge: &str) -> String {
+    format!("contiv-rt-{bridge}-")
+}
+
+/// The name (under /run/netns) of the router namespace of `tenant`: readable when the tenant's
+/// name is a plain one, else its hash.
+pub fn router_netns(bridge: &str, tenant: &str) -> String {
+    let plain = !tenant.is_empty()
+        && tenant.len() <= 64
+        && tenant
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && !tenant.starts_with('.');
+    if plain {
+        format!("{}{tenant}", router_netns_prefix(bridge))
+    } else {
+        format!(
+            "{}#{:016x}",
+            router_netns_prefix(bridge),
+            fnv1a(tenant.as_bytes())
+        )
+    }
+}
+
 /// The alias (`IFLA_IFALIAS`) that records which endpoint a shared-lower interface serves.
 pub fn alias(ep_id: &str, cni_network: &str) -> String {
     format!("{ep_id} {}", alias_network(cni_network))
@@ -139,6 +195,12 @@ pub mod ids {
     pub const POOL: &str = "contiv-pool";
     /// On network trunks (`crate::attach::trunk`): the network ("tenant/network") it serves.
     pub const TRUNK: &str = "contiv-trunk";
+    /// On router ports (`crate::northsouth`): the network ("tenant/network") it is the gateway
+    /// of, and what its flows need after a restart: the network id, conntrack zone, gateway.
+    pub const ROUTER: &str = "contiv-router";
+    pub const ROUTER_NID: &str = "contiv-router-nid";
+    pub const ROUTER_ZONE: &str = "contiv-router-zone";
+    pub const ROUTER_GATEWAY: &str = "contiv-router-gateway";
 }
 
 #[cfg(test)]
@@ -169,6 +231,13 @@ mod tests {
         assert!(is_pool_ifname(&p), "{p}");
         assert_ne!(p, new_pool_ifname());
         assert_eq!(tunnel_ifname("10.250.0.11"), "vx0afa000b");
+        let r = router_port_ifname("default/net");
+        assert!(is_router_port_ifname(&r) && !is_host_ifname(&r) && !is_transit_ifname(&r));
+        assert_eq!(r[2..], router_gw_ifname("default/net")[2..]);
+        assert!(is_transit_ifname(&transit_ifname("default")));
+        assert_eq!(router_netns("brX", "blue"), "contiv-rt-brX-blue");
+        assert!(router_netns("brX", "a/b").starts_with("contiv-rt-brX-#"));
+        assert!(router_netns("brX", "..").starts_with("contiv-rt-brX-#"));
     }
 
     #[test]

@@ -278,6 +278,42 @@ mod tests {
         assert_eq!(out.matches, "udp,tp_dst=53,reg0=1,reg1=7,reg3=8");
     }
 
+    /// Traffic to and from the outside passes the network's router port, classified with no
+    /// group (reg1=0 from it, reg3=0 to it): rules with addresses and no peer group must not
+    /// ask for a group on the router's side, or they would never judge outside traffic.
+    #[test]
+    fn address_rules_judge_traffic_through_the_router() {
+        let mut p = PolicyInputs::default();
+        p.groups
+            .insert("default:web".into(), (7, vec!["p".to_string()]));
+        let mut out = rule("1", "out", 5, "tcp", 0, "deny");
+        out.to_ip_address = "10.99.0.0/24".into();
+        p.rules.insert("default:p:1".into(), out);
+        let mut inn = rule("2", "in", 5, "tcp", 0, "deny");
+        inn.from_ip_address = "10.99.0.7".into();
+        p.rules.insert("default:p:2".into(), inn);
+        let f = compile(&p, &BTreeSet::from([7]));
+        let out = &f[&cookie::rule("default:p:1")];
+        assert!(
+            out.iter().any(|x| x.table == table::EGRESS
+                && x.matches == "tcp,reg0=1,reg1=7,nw_dst=10.99.0.0/24"),
+            "{out:?}"
+        );
+        let inn = &f[&cookie::rule("default:p:2")];
+        assert!(
+            inn.iter()
+                .any(|x| x.table == table::INGRESS
+                    && x.matches == "tcp,reg5=1,reg3=7,nw_src=10.99.0.7"),
+            "{inn:?}"
+        );
+        for x in out.iter().chain(inn) {
+            assert!(
+                !x.matches.contains("reg3=0") && !x.matches.contains("reg1=0"),
+                "{x:?}"
+            );
+        }
+    }
+
     #[test]
     fn rules_of_groups_without_local_endpoints_are_not_installed() {
         assert!(compile(&inputs(), &BTreeSet::from([8])).is_empty());

@@ -66,6 +66,15 @@ fn inputs() -> Inputs {
     i.remote
         .insert("d".into(), ep("d", "h2", "10.9.0.2", 8, ("", 0)));
     i.tunnels.insert("h2".into(), 3);
+    // Network 7's gateway on this host (north-south): its router port's flows too.
+    i.routers.insert(
+        7,
+        netplugin::fabric::RouterPort {
+            ofport: 32771,
+            gateway: "10.1.2.1".into(),
+            zone: 1,
+        },
+    );
     i.profiles.insert(
         "default:web".into(),
         Profile {

@@ -161,6 +161,25 @@ impl Host {
         self.start_agent();
     }
 
+    /// The name (under /run/netns) of the agent's router namespace of `tenant` (netplugin's
+    /// `names::router_netns` for a plain tenant name).
+    pub fn router_netns(&self, tenant: &str) -> String {
+        format!("contiv-rt-{}-{tenant}", self.bridge)
+    }
+
+    /// The agent's tenant router namespaces now.
+    pub fn router_namespaces(&self) -> Vec<String> {
+        let prefix = format!("contiv-rt-{}-", self.bridge);
+        std::fs::read_dir("/run/netns")
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .filter(|n| n.starts_with(&prefix))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The namespace where the agent's pooled ports wait (with `--port-pool`).
     pub fn pool_ns(&self) -> String {
         format!("{}pool", self.ns)
@@ -295,8 +314,11 @@ impl Host {
             .append(true)
             .open(self.dir.join("netplugin.log"))
             .unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns])
+        // In the host's network namespace but this process's mount namespace (as the agent
+        // runs on a real host): the namespaces it makes (tenant routers) outlive it.
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.ns))
+            .arg("--")
             .arg(bin("netplugin"))
             .args([
                 "--netmaster",
@@ -363,7 +385,7 @@ impl Host {
     /// a DEL removes flows and address, queues port and veth and returns, and the agent
     /// deletes the queue at a lull (the veths through a link group). Done means: no port of an
     /// endpoint netmaster no longer has, no link in that group, and every agent veth (`vc...`)
-    /// has its port and every agent port its veth.
+    /// has its port and every agent port its veth. North-south links are left out.
     pub fn links(&self) -> Vec<String> {
         let group = GRAVEYARD_GROUP.to_string();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -391,7 +413,7 @@ impl Host {
                 && vethless.is_empty()
                 && released.is_empty()
             {
-                return all;
+                return all.into_iter().filter(|n| !is_north_south(n)).collect();
             }
             assert!(
                 Instant::now() < deadline,
@@ -470,10 +492,13 @@ impl Host {
     }
 
     /// Ports on the integration bridge (the bridge's own port left out), once the agent has
-    /// deleted those of removed endpoints (see [`Host::links`]).
+    /// deleted those of removed endpoints (see [`Host::links`]); router ports left out.
     pub fn ovs_ports(&self) -> Vec<String> {
         self.links();
         self.ovs_ports_now()
+            .into_iter()
+            .filter(|n| !is_north_south(n))
+            .collect()
     }
 
     /// Ports on the integration bridge now, removed endpoints' included.
@@ -558,6 +583,14 @@ impl Host {
     }
 }
 
+/// Whether `name` is one of the agent's north-south links (a router port `vr...` or a
+/// transit `vu...`): [`Host::links`] and [`Host::ovs_ports`] leave them out, since they follow
+/// a host's endpoints asynchronously (made just after the first, removed just after the last);
+/// tests/north_south.rs checks them.
+fn is_north_south(name: &str) -> bool {
+    name.len() == 14 && (name.starts_with("vr") || name.starts_with("vu"))
+}
+
 /// The names of the links in network namespace `ns` (none if it does not exist).
 pub(crate) fn link_names_in(ns: &str) -> Vec<String> {
     let out = run(Command::new("ip").args(["-n", ns, "-o", "link", "show"]));
@@ -578,6 +611,9 @@ impl Drop for Host {
             .args(["netns", "del", &self.pool_ns()])
             .stderr(Stdio::null())
             .status();
+        for r in self.router_namespaces() {
+            let _ = Command::new("ip").args(["netns", "del", &r]).status();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -13,6 +13,7 @@ mod host;
 mod image;
 pub mod modes;
 mod netmaster;
+mod outside;
 mod pod;
 mod process;
 mod underlay;
@@ -22,6 +23,7 @@ pub use cni::{CniOutput, cni_call, cni_call_with};
 pub use host::{GRAVEYARD_GROUP, Host};
 pub use image::busybox_image_tar;
 pub use netmaster::Netmaster;
+pub use outside::Outside;
 pub use pod::Pod;
 pub use process::{
     PREFIX, bin, cleanup_leftovers, cli_arg, in_netns, kill_processes_naming, unique, wait_for,

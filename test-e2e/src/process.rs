@@ -83,7 +83,11 @@ pub fn cleanup_leftovers() {
     if let Ok(out) = out {
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let name = line.split_whitespace().next().unwrap_or_default();
-            if let Some(owner) = owner_pid(name)
+            // A host's tenant routers are named after its bridge, `br` + the host's name.
+            let router_of = name
+                .strip_prefix("contiv-rt-br")
+                .and_then(|rest| owner_pid(&format!("{PREFIX}{rest}")));
+            if let Some(owner) = owner_pid(name).or(router_of)
                 && !pid_alive(owner)
             {
                 // Kill whatever still runs inside, then remove it.

@@ -27,6 +27,8 @@ pub(super) struct FabricState {
     /// Every endpoint (local and remote) the flows were last computed from: id -> its
     /// conntrack identity. When one goes, its connections are forgotten (see `forget_departed`).
     pub(super) tracked: BTreeMap<String, Tracked>,
+    /// `global.pvtSubnet`, from the cluster view (empty: Contiv's default).
+    pub pvt_subnet: String,
 }
 
 /// What identifies an endpoint's connections in conntrack, and what they were judged by.
@@ -135,6 +137,7 @@ impl Datapath {
             st.meters.remove(&id);
         }
         self.forget_departed(st).await;
+        self.changes.send_modify(|g| *g = g.wrapping_add(1));
         if sets.is_empty() {
             return Ok(());
         }
@@ -230,7 +233,7 @@ impl Datapath {
 
     /// Changes the local endpoints under the fabric lock and returns once that change is
     /// installed (see [`Datapath::commit`]).
-    async fn change_locals(
+    pub(super) async fn change_locals(
         &self,
         change: impl FnOnce(&mut FabricState),
     ) -> Result<(), DatapathError> {

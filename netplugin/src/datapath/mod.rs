@@ -88,6 +88,8 @@ pub struct Datapath {
     /// The latest generation of the fabric inputs known installed; taken before the fabric lock.
     committed: tokio::sync::Mutex<u64>,
     ports: Mutex<PortIndex>,
+    /// Bumped after every apply: the host side (`crate::northsouth`) follows the inputs.
+    pub(super) changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Datapath {
@@ -123,6 +125,7 @@ impl Datapath {
             }),
             committed: tokio::sync::Mutex::new(0),
             ports: Mutex::new(PortIndex::default()),
+            changes: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -138,6 +141,7 @@ impl Datapath {
         idx.endpoints.clear();
         idx.pool.clear();
         idx.trunks.clear();
+        idx.routers.clear();
         idx.used.clear();
         for p in &ports {
             idx.used.extend(p.ofport);
@@ -160,6 +164,27 @@ impl Datapath {
                 p.ofport.or(p.ofport_request),
             ) {
                 idx.trunks.insert(p.name.clone(), of);
+            }
+            if let (Some(nid), Some(of)) = (
+                p.external_ids
+                    .get(keys::ROUTER_NID)
+                    .and_then(|n| n.parse::<u64>().ok()),
+                p.ofport.or(p.ofport_request),
+            ) {
+                let port = crate::fabric::RouterPort {
+                    ofport: of,
+                    gateway: p
+                        .external_ids
+                        .get(keys::ROUTER_GATEWAY)
+                        .cloned()
+                        .unwrap_or_default(),
+                    zone: p
+                        .external_ids
+                        .get(keys::ROUTER_ZONE)
+                        .and_then(|z| z.parse().ok())
+                        .unwrap_or(0),
+                };
+                idx.routers.insert(p.name.clone(), (nid, port));
             }
         }
         // Go on after the highest number in use: numbers just freed by an earlier agent's DELs
@@ -197,8 +222,83 @@ impl Datapath {
             .wait_for_bridge(&self.bridge, Duration::from_secs(10))
             .await?;
         let mut st = self.fabric.lock().await;
+        // Router ports found on the bridge keep their flows from the start: a restarting
+        // agent must not cut the way out (the host side reconciles them once synced).
+        st.inputs.routers = self
+            .port_index()
+            .routers
+            .values()
+            .map(|(nid, p)| (*nid, p.clone()))
+            .collect();
         self.learn_installed(&mut st).await?;
         self.apply(&mut st).await
+    }
+
+    /// Adds (or finds) a network's router port (`crate::northsouth`) with an OpenFlow port
+    /// number of the agent's choosing, recording in `external_ids` what its flows need after
+    /// a restart; returns the number. The flows follow [`Datapath::set_routers`].
+    pub async fn add_router_port(
+        &self,
+        name: &str,
+        net: &crate::northsouth::RouterNet,
+    ) -> Result<u32, DatapathError> {
+        let known = self.port_index().routers.get(name).map(|(_, p)| p.ofport);
+        let spec = PortSpec::new(name)
+            .external_id(keys::ROUTER, net.key())
+            .external_id(keys::ROUTER_NID, net.nid.to_string())
+            .external_id(keys::ROUTER_ZONE, net.zone.to_string())
+            .external_id(keys::ROUTER_GATEWAY, net.gateway.to_string());
+        let of = self.add_numbered_port(spec, known).await?;
+        self.port_index()
+            .routers
+            .insert(name.to_string(), (net.nid, net.port(of)));
+        Ok(of)
+    }
+
+    /// The router ports on the bridge: name -> network id.
+    pub fn router_ports(&self) -> BTreeMap<String, u64> {
+        self.port_index()
+            .routers
+            .iter()
+            .map(|(n, (nid, _))| (n.clone(), *nid))
+            .collect()
+    }
+
+    /// Sets the router ports the flows use (network id -> port) and installs the change.
+    pub async fn set_routers(
+        &self,
+        routers: BTreeMap<u64, crate::fabric::RouterPort>,
+    ) -> Result<(), DatapathError> {
+        if self.fabric.lock().await.inputs.routers == routers {
+            return Ok(());
+        }
+        self.change_locals(|st| st.inputs.routers = routers).await
+    }
+
+    /// What the host side is computed from; None until this host's endpoints and the cluster
+    /// view are known (before, it must not remove what running pods use).
+    pub async fn northsouth_inputs(&self) -> Option<crate::northsouth::NsInputs> {
+        let st = self.fabric.lock().await;
+        if !(st.locals_loaded && st.synced) {
+            return None;
+        }
+        Some(crate::northsouth::NsInputs {
+            local: st
+                .inputs
+                .local
+                .iter()
+                .map(|(id, (of, ep))| {
+                    (id.clone(), (*of, ep.clone(), st.inputs.trunks.contains(of)))
+                })
+                .collect(),
+            remote: st.inputs.remote.clone(),
+            pvt_subnet: st.pvt_subnet.clone(),
+        })
+    }
+
+    /// Follows changes of the flows' inputs (see [`Datapath::northsouth_inputs`]).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Adds (or fixes) an endpoint's port with an OpenFlow port number of the agent's choosing,
@@ -373,6 +473,9 @@ impl Datapath {
         }
         if let Some(of) = idx.trunks.remove(ifname) {
             idx.used.remove(&of);
+        }
+        if let Some((_, p)) = idx.routers.remove(ifname) {
+            idx.used.remove(&p.ofport);
         }
         Ok(())
     }

@@ -19,6 +19,8 @@ pub(super) struct PortIndex {
     pub pool: HashMap<String, u32>,
     /// Network trunk name -> OpenFlow port number.
     pub trunks: HashMap<String, u32>,
+    /// Router port name -> (network id, what its flows need).
+    pub routers: HashMap<String, (u64, crate::fabric::RouterPort)>,
     /// Numbers held or requested by any port of the bridge, or reserved by an ADD in flight.
     pub used: BTreeSet<u32>,
     /// Where the next search for a free number starts: numbers go round the range, so a number

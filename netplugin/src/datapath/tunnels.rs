@@ -17,6 +17,8 @@ pub struct ClusterInputs {
     pub arp_proxy: bool,
     pub policy: crate::policy::PolicyInputs,
     pub profiles: BTreeMap<String, crate::fabric::Profile>,
+    /// `global.pvtSubnet` (empty: Contiv's default).
+    pub pvt_subnet: String,
 }
 
 /// Makes the host resolve a peer VTEP's MAC now, by sending it one UDP datagram (to the discard
@@ -81,6 +83,7 @@ impl Datapath {
             st.inputs.policy = c.policy;
             st.inputs.profiles = c.profiles;
             st.peers = c.peers.clone();
+            st.pvt_subnet = c.pvt_subnet.clone();
             st.synced = true;
             self.apply(&mut st).await?;
         }
@@ -112,6 +115,14 @@ impl Datapath {
                 && let Some(t) = st.inputs.tunnels.get_mut(h)
             {
                 *t = of;
+            }
+            if let Some(nid) = p
+                .external_ids
+                .get(ids::ROUTER_NID)
+                .and_then(|n| n.parse::<u64>().ok())
+                && let Some(r) = st.inputs.routers.get_mut(&nid)
+            {
+                r.ofport = of;
             }
         }
         // A new ovs-vswitchd starts with no flows and no meters: nothing to learn, everything

@@ -1,0 +1,501 @@
+//! North-south: the way out of a Contiv network (docs/decisions.md "North-south").
+//!
+//! Per tenant with endpoints here, a tenant router: a network namespace (the VRF this kernel
+//! lacks) holding, per network with a gateway, the router side of a veth whose other end is a
+//! port of the bridge (the network's distributed gateway: its gateway addresses, the
+//! cluster-wide router MAC), and a transit veth to the host's namespace (`up0` inside). The
+//! router masquerades what leaves by `up0` to its transit address, the host masquerades that
+//! to its own address. The kernel does ARP/ND, ICMP, PMTU, NAT and conntrack per tenant.
+//!
+//! This file is the pure part: what the host side should be, from the agent's endpoints, and
+//! the rules rendered for `iptables-restore`. `host.rs` makes the kernel match it.
+
+mod host;
+
+pub use host::{NorthSouth, NsError};
+
+use crate::fabric::{RouterPort, network_id, zone};
+use ipnet::{Ipv4Net, Ipv6Net};
+use model::agent::Endpoint;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Contiv's default private subnet (`global.pvtSubnet`).
+pub const DEFAULT_PVT_SUBNET: &str = "172.19.0.0/16";
+
+/// The IPv6 prefix of the transit links (host-local: the host masquerades what comes from it,
+/// nothing outside the host ever sees it). A transit's IPv6 addresses are this prefix with its
+/// IPv4 addresses as the last 32 bits ("contiv" in the hex of the first 48).
+pub const TRANSIT6_PREFIX: &str = "fd63:6f6e:7469:76::/64";
+
+/// What the host side is computed from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NsInputs {
+    /// This host's endpoints: id -> (OpenFlow port, endpoint, whether the port is shared by
+    /// several endpoints (a network trunk)).
+    pub local: BTreeMap<String, (u32, Endpoint, bool)>,
+    /// Other hosts' endpoints.
+    pub remote: BTreeMap<String, Endpoint>,
+    /// `global.pvtSubnet`.
+    pub pvt_subnet: String,
+}
+
+/// One network's gateway on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterNet {
+    pub tenant: String,
+    pub network: String,
+    pub nid: u64,
+    pub zone: u32,
+    pub gateway: Ipv4Addr,
+    pub subnet: Ipv4Net,
+    /// The IPv6 gateway and subnet of a dual-stack network.
+    pub gateway6: Option<(Ipv6Addr, Ipv6Net)>,
+    /// Every endpoint of the network, here and elsewhere: its addresses -> its MAC. The router
+    /// resolves no neighbour over the wire (a remote pod would answer to its own host's router).
+    pub neighbours: BTreeMap<IpAddr, String>,
+}
+
+impl RouterNet {
+    /// "tenant/network": the key of its names.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.tenant, self.network)
+    }
+
+    /// What the flows need of it, once its port has a number.
+    pub fn port(&self, ofport: u32) -> RouterPort {
+        RouterPort {
+            ofport,
+            gateway: self.gateway.to_string(),
+            zone: self.zone,
+        }
+    }
+}
+
+/// A tenant router as it should be.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TenantRouter {
+    /// Networks with a gateway and endpoints here, by network name.
+    pub networks: BTreeMap<String, RouterNet>,
+    /// Host access: each local endpoint's private address -> its IPv4 address.
+    pub private: BTreeMap<Ipv4Addr, Ipv4Addr>,
+}
+
+/// The host side as it should be: tenant routers by tenant name.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Desired {
+    pub tenants: BTreeMap<String, TenantRouter>,
+    pub pvt: Option<Ipv4Net>,
+}
+
+/// The private subnet, or Contiv's default when unset or unreadable (netmaster validates it).
+pub fn pvt_subnet(s: &str) -> Ipv4Net {
+    s.parse::<Ipv4Net>()
+        .ok()
+        .filter(|n| n.prefix_len() <= 28)
+        .unwrap_or_else(|| DEFAULT_PVT_SUBNET.parse().expect("a valid default"))
+        .trunc()
+}
+
+/// The private address of the endpoint on OpenFlow port `ofport`: the private subnet's base
+/// plus 1 plus (ofport − 32768), in the subnet's lower half (Contiv derived it from the port
+/// number the same way, without the 1 that keeps the subnet's own address out). None when the
+/// subnet's lower half is too small for that port.
+pub fn private_address(pvt: Ipv4Net, ofport: u32) -> Option<Ipv4Addr> {
+    let offset = ofport.checked_sub(*crate::datapath::ENDPOINT_OFPORTS.start())? + 1;
+    let half = 1u32 << (31 - pvt.prefix_len());
+    (offset < half).then(|| Ipv4Addr::from(u32::from(pvt.network()) + offset))
+}
+
+/// A tenant router's transit link: the /30 number `index` of the private subnet's upper half.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transit {
+    pub host: Ipv4Addr,
+    pub router: Ipv4Addr,
+}
+
+/// The number of transit links the private subnet's upper half holds.
+pub fn transit_capacity(pvt: Ipv4Net) -> u32 {
+    (1u32 << (31 - pvt.prefix_len())) / 4
+}
+
+/// The addresses of transit link `index`.
+pub fn transit(pvt: Ipv4Net, index: u32) -> Option<Transit> {
+    if index >= transit_capacity(pvt) {
+        return None;
+    }
+    let half = 1u32 << (31 - pvt.prefix_len());
+    let base = u32::from(pvt.network()) + half + index * 4;
+    Some(Transit {
+        host: Ipv4Addr::from(base + 1),
+        router: Ipv4Addr::from(base + 2),
+    })
+}
+
+/// The transit number of a host-side transit address, if it is one in `pvt`.
+pub fn transit_index(pvt: Ipv4Net, host: Ipv4Addr) -> Option<u32> {
+    let half = 1u32 << (31 - pvt.prefix_len());
+    let off = u32::from(host).checked_sub(u32::from(pvt.network()) + half)?;
+    (off % 4 == 1 && off / 4 < transit_capacity(pvt)).then_some(off / 4)
+}
+
+/// The transit range (the private subnet's upper half): what the host masquerades.
+pub fn transit_range(pvt: Ipv4Net) -> Ipv4Net {
+    let half = 1u32 << (31 - pvt.prefix_len());
+    Ipv4Net::new(
+        Ipv4Addr::from(u32::from(pvt.network()) + half),
+        pvt.prefix_len() + 1,
+    )
+    .expect("a prefix below 32")
+}
+
+/// A transit address's IPv6 twin (see [`TRANSIT6_PREFIX`]).
+pub fn transit6(a: Ipv4Addr) -> Ipv6Addr {
+    let p: Ipv6Net = TRANSIT6_PREFIX.parse().expect("a valid prefix");
+    Ipv6Addr::from(u128::from(p.network()) | u128::from(u32::from(a)))
+}
+
+/// Gives each tenant a transit number: the one it has (`have`, read back from the links),
+/// else the lowest free one. Tenants beyond the capacity get none (and no router).
+pub fn assign_transits<'a>(
+    have: &BTreeMap<String, u32>,
+    tenants: impl IntoIterator<Item = &'a String>,
+    capacity: u32,
+) -> BTreeMap<String, u32> {
+    let tenants: Vec<&String> = tenants.into_iter().collect();
+    let mut out: BTreeMap<String, u32> = tenants
+        .iter()
+        .filter_map(|t| have.get(*t).map(|i| ((*t).clone(), *i)))
+        .filter(|(_, i)| *i < capacity)
+        .collect();
+    let mut used: BTreeSet<u32> = out.values().copied().collect();
+    let mut next = 0;
+    for t in tenants {
+        if out.contains_key(t) {
+            continue;
+        }
+        while used.contains(&next) {
+            next += 1;
+        }
+        if next >= capacity {
+            break;
+        }
+        used.insert(next);
+        out.insert(t.clone(), next);
+    }
+    out
+}
+
+/// The network of an endpoint as its router sees it; None without an IPv4 gateway (such a
+/// network gets no router and no way out: Contiv's rule).
+fn router_net(ep: &Endpoint) -> Option<RouterNet> {
+    let gateway: Ipv4Addr = ep.gateway.parse().ok()?;
+    let subnet = Ipv4Net::new(gateway, ep.prefix_len).ok()?.trunc();
+    let gateway6 = ep
+        .ipv6_gateway
+        .parse::<Ipv6Addr>()
+        .ok()
+        .and_then(|g| Some((g, Ipv6Net::new(g, ep.ipv6_prefix_len).ok()?.trunc())));
+    Some(RouterNet {
+        tenant: ep.tenant_name.clone(),
+        network: ep.network_name.clone(),
+        nid: network_id(ep),
+        zone: zone(ep),
+        gateway,
+        subnet,
+        gateway6,
+        neighbours: BTreeMap::new(),
+    })
+}
+
+/// The host side as it should be.
+pub fn desired(i: &NsInputs) -> Desired {
+    let pvt = pvt_subnet(&i.pvt_subnet);
+    let mut tenants: BTreeMap<String, TenantRouter> = BTreeMap::new();
+    for (ofport, ep, shared) in i.local.values() {
+        let Some(net) = router_net(ep) else {
+            tracing::debug!(endpoint = %ep.endpoint_id, network = %ep.network_name, tenant = %ep.tenant_name, "network without a gateway: no router, no way out");
+            continue;
+        };
+        let t = tenants.entry(ep.tenant_name.clone()).or_default();
+        t.networks.entry(ep.network_name.clone()).or_insert(net);
+        // Trunk-mates share one port number: no private address of theirs (docs/compat.md).
+        if !shared && let (Some(p), Ok(ip)) = (private_address(pvt, *ofport), ep.ip_address.parse())
+        {
+            t.private.insert(p, ip);
+        }
+    }
+    let all = i
+        .local
+        .values()
+        .map(|(_, ep, _)| ep)
+        .chain(i.remote.values());
+    for ep in all {
+        let Some(net) = tenants
+            .get_mut(&ep.tenant_name)
+            .and_then(|t| t.networks.get_mut(&ep.network_name))
+        else {
+            continue;
+        };
+        if ep.mac_address.is_empty() {
+            continue;
+        }
+        for a in [&ep.ip_address, &ep.ipv6_address] {
+            if let Ok(ip) = a.parse::<IpAddr>() {
+                net.neighbours.insert(ip, ep.mac_address.clone());
+            }
+        }
+    }
+    Desired {
+        tenants,
+        pvt: Some(pvt),
+    }
+}
+
+/// The mark the router puts on what enters from the host, to source-NAT it on the way into a
+/// network (replies then come back to the router whatever the pod's routes).
+const FROM_HOST_MARK: &str = "0x4000/0x4000";
+
+/// A tenant router's whole ruleset for `iptables-restore` (IPv4): the namespace is the agent's,
+/// so the tables are replaced whole. Networks of a tenant stay apart (issue 21's routing mode
+/// will open that); each reaches the host and the outside by `up0`, masqueraded to the transit
+/// address; the host reaches endpoints by their private addresses (1:1 DNAT).
+pub fn router_rules_v4(t: &TenantRouter, tr: Transit) -> String {
+    let up = crate::names::ROUTER_UPLINK;
+    let mut s = String::from(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n",
+    );
+    for (p, ip) in &t.private {
+        s.push_str(&format!(
+            "-A PREROUTING -i {up} -d {p}/32 -j DNAT --to-destination {ip}\n"
+        ));
+    }
+    s.push_str(&format!(
+        "-A POSTROUTING -o {up} -j SNAT --to-source {r}\n-A POSTROUTING -m mark --mark {FROM_HOST_MARK} -j SNAT --to-source {r}\nCOMMIT\n",
+        r = tr.router
+    ));
+    s.push_str(&mangle_and_filter(up));
+    s
+}
+
+/// The same for IPv6 (no private addresses: the host reaches pods by IPv6 only in the default
+/// tenant, by their own addresses).
+pub fn router_rules_v6(tr: Transit) -> String {
+    let up = crate::names::ROUTER_UPLINK;
+    let r = transit6(tr.router);
+    let mut s = format!(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -o {up} -j SNAT --to-source {r}\n-A POSTROUTING -m mark --mark {FROM_HOST_MARK} -j SNAT --to-source {r}\nCOMMIT\n"
+    );
+    s.push_str(&mangle_and_filter(up));
+    s
+}
+
+fn mangle_and_filter(up: &str) -> String {
+    format!(
+        "*mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n-A PREROUTING -i {up} -j MARK --set-xmark {FROM_HOST_MARK}\nCOMMIT\n\
+         *filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n-A FORWARD -i {up} -j ACCEPT\n-A FORWARD -o {up} -j ACCEPT\nCOMMIT\n"
+    )
+}
+
+/// The host namespace's chains (for `iptables-restore --noflush`: declaring a chain flushes
+/// it, nothing else is touched): what comes from a transit range and leaves by an interface
+/// that is no transit is masqueraded to the host's address; forwarding to and from transits
+/// is accepted. `range` is the transit range of the family.
+pub fn host_chains(range: &str) -> String {
+    format!(
+        "*nat\n:{POSTROUTING_CHAIN} - [0:0]\n-A {POSTROUTING_CHAIN} -s {range} ! -o vu+ -j MASQUERADE\nCOMMIT\n\
+         *filter\n:{FORWARD_CHAIN} - [0:0]\n-A {FORWARD_CHAIN} -i vu+ -j ACCEPT\n-A {FORWARD_CHAIN} -o vu+ -j ACCEPT\nCOMMIT\n"
+    )
+}
+
+/// The agent's chains in the host namespace, jumped to from the built-in ones.
+pub const POSTROUTING_CHAIN: &str = "CONTIV-POSTROUTING";
+pub const FORWARD_CHAIN: &str = "CONTIV-FORWARD";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(tenant: &str, net: &str, host: &str, ip: &str, gw: &str) -> Endpoint {
+        Endpoint {
+            endpoint_id: format!("{tenant}-{host}-{ip}"),
+            tenant_name: tenant.into(),
+            network_name: net.into(),
+            host: host.into(),
+            ip_address: ip.into(),
+            prefix_len: 24,
+            gateway: gw.into(),
+            mac_address: format!(
+                "02:02:0a:01:02:{:02x}",
+                ip.rsplit('.').next().unwrap().parse::<u8>().unwrap()
+            ),
+            encap: "vxlan".into(),
+            pkt_tag: 1,
+            ext_pkt_tag: if tenant == "blue" { 8 } else { 7 },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn private_addresses_and_transits_split_the_private_subnet() {
+        let pvt = pvt_subnet("172.19.0.0/16");
+        assert_eq!(
+            private_address(pvt, 32768),
+            Some("172.19.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            private_address(pvt, 32768 + 300),
+            Some("172.19.1.45".parse().unwrap())
+        );
+        assert_eq!(
+            private_address(pvt, 0xfeff),
+            Some("172.19.127.0".parse().unwrap())
+        );
+        assert_eq!(private_address(pvt, 5), None, "not an endpoint port");
+        // A small subnet: only the ports that fit.
+        let small = pvt_subnet("10.9.0.0/24");
+        assert_eq!(
+            private_address(small, 32768 + 126),
+            Some("10.9.0.127".parse().unwrap())
+        );
+        assert_eq!(private_address(small, 32768 + 127), None);
+        let t = transit(pvt, 0).unwrap();
+        assert_eq!(
+            (t.host.to_string(), t.router.to_string()),
+            ("172.19.128.1".into(), "172.19.128.2".into())
+        );
+        assert_eq!(transit(pvt, 3).unwrap().host.to_string(), "172.19.128.13");
+        assert_eq!(
+            transit_index(pvt, "172.19.128.13".parse().unwrap()),
+            Some(3)
+        );
+        assert_eq!(transit_index(pvt, "172.19.128.14".parse().unwrap()), None);
+        assert_eq!(transit_index(pvt, "172.19.0.13".parse().unwrap()), None);
+        assert_eq!(transit_capacity(pvt), 8192);
+        assert!(transit(pvt, 8192).is_none());
+        assert_eq!(transit_range(pvt).to_string(), "172.19.128.0/17");
+        assert_eq!(
+            transit6(t.router).to_string(),
+            "fd63:6f6e:7469:76::ac13:8002"
+        );
+        // Unset: Contiv's default.
+        assert_eq!(pvt_subnet(""), pvt);
+    }
+
+    #[test]
+    fn transits_are_kept_and_new_tenants_get_the_lowest_free() {
+        let have = BTreeMap::from([("blue".to_string(), 1), ("gone".to_string(), 0)]);
+        let want = ["blue".to_string(), "default".to_string(), "red".to_string()];
+        let got = assign_transits(&have, &want, 8);
+        assert_eq!(got["blue"], 1, "stable across restarts");
+        assert_eq!(
+            got["default"], 0,
+            "a departed tenant's number is free again"
+        );
+        assert_eq!(got["red"], 2);
+        let full = assign_transits(&BTreeMap::new(), &want, 2);
+        assert_eq!(full.len(), 2, "no number beyond the capacity");
+    }
+
+    #[test]
+    fn two_tenants_with_one_subnet_get_routers_of_their_own() {
+        let mut i = NsInputs::default();
+        i.local.insert(
+            "a".into(),
+            (
+                32769,
+                ep("default", "net", "h1", "10.1.2.2", "10.1.2.1"),
+                false,
+            ),
+        );
+        i.local.insert(
+            "b".into(),
+            (
+                32770,
+                ep("blue", "net", "h1", "10.1.2.2", "10.1.2.1"),
+                false,
+            ),
+        );
+        // A trunk's pods share a port: no private address.
+        i.local.insert(
+            "c".into(),
+            (32771, ep("blue", "net", "h1", "10.1.2.5", "10.1.2.1"), true),
+        );
+        // No gateway: no router.
+        i.local.insert(
+            "d".into(),
+            (32772, ep("green", "net", "h1", "10.1.2.2", ""), false),
+        );
+        i.remote
+            .insert("e".into(), ep("blue", "net", "h2", "10.1.2.3", "10.1.2.1"));
+        // A remote endpoint of a tenant with nothing here: not needed.
+        i.remote
+            .insert("f".into(), ep("red", "net", "h2", "10.1.2.3", "10.1.2.1"));
+        let d = desired(&i);
+        assert_eq!(d.tenants.keys().collect::<Vec<_>>(), ["blue", "default"]);
+        let blue = &d.tenants["blue"];
+        let net = &blue.networks["net"];
+        assert_eq!(net.subnet.to_string(), "10.1.2.0/24");
+        assert_eq!(net.nid, 8);
+        let n: Vec<String> = net.neighbours.keys().map(|a| a.to_string()).collect();
+        assert_eq!(
+            n,
+            ["10.1.2.2", "10.1.2.3", "10.1.2.5"],
+            "local and remote, own tenant only"
+        );
+        assert_eq!(
+            blue.private,
+            BTreeMap::from([("172.19.0.3".parse().unwrap(), "10.1.2.2".parse().unwrap())])
+        );
+        assert_eq!(
+            d.tenants["default"].private,
+            BTreeMap::from([("172.19.0.2".parse().unwrap(), "10.1.2.2".parse().unwrap())])
+        );
+    }
+
+    #[test]
+    fn dual_stack_networks_get_the_ipv6_gateway_and_neighbours() {
+        let mut e = ep("default", "net", "h1", "10.1.2.2", "10.1.2.1");
+        e.ipv6_address = "fd00:1::2".into();
+        e.ipv6_gateway = "fd00:1::1".into();
+        e.ipv6_prefix_len = 64;
+        let mut i = NsInputs::default();
+        i.local.insert("a".into(), (32769, e, false));
+        let d = desired(&i);
+        let net = &d.tenants["default"].networks["net"];
+        let (g, s) = net.gateway6.unwrap();
+        assert_eq!(
+            (g.to_string(), s.to_string()),
+            ("fd00:1::1".into(), "fd00:1::/64".into())
+        );
+        assert!(
+            net.neighbours
+                .contains_key(&"fd00:1::2".parse::<IpAddr>().unwrap())
+        );
+    }
+
+    #[test]
+    fn router_rules_keep_networks_apart_and_nat_both_ways() {
+        let mut t = TenantRouter::default();
+        t.private
+            .insert("172.19.0.2".parse().unwrap(), "10.1.2.2".parse().unwrap());
+        let tr = transit(pvt_subnet(""), 0).unwrap();
+        let r = router_rules_v4(&t, tr);
+        assert!(
+            r.contains("-A PREROUTING -i up0 -d 172.19.0.2/32 -j DNAT --to-destination 10.1.2.2\n"),
+            "{r}"
+        );
+        assert!(r.contains("-A POSTROUTING -o up0 -j SNAT --to-source 172.19.128.2\n"));
+        assert!(r.contains(":FORWARD DROP"), "network to network is dropped");
+        assert!(r.contains("-A FORWARD -i up0 -j ACCEPT\n-A FORWARD -o up0 -j ACCEPT\n"));
+        assert_eq!(r.matches("COMMIT").count(), 3);
+        let r6 = router_rules_v6(tr);
+        assert!(
+            r6.contains("--to-source fd63:6f6e:7469:76::ac13:8002"),
+            "{r6}"
+        );
+        let h = host_chains("172.19.128.0/17");
+        assert!(h.contains("-A CONTIV-POSTROUTING -s 172.19.128.0/17 ! -o vu+ -j MASQUERADE"));
+        assert!(h.contains(":CONTIV-FORWARD - [0:0]"));
+    }
+}

@@ -1,0 +1,368 @@
+//! North-south (issue 19, first slice): the distributed gateway, pods to the hosts and the
+//! outside, the host to its pods, for two tenants with one subnet, IPv4 and IPv6, with real
+//! packets in the simulated cluster and an "outside" namespace on the underlay.
+
+use serde_json::json;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+use test_e2e::{Cluster, Host, Outside, Pod, modes, wait_for};
+
+const REACH: Duration = Duration::from_secs(10);
+
+/// Two hosts and the outside router, the hosts routing the internet host through it.
+fn cluster() -> (Cluster, Outside) {
+    let c = Cluster::start(2, &[]);
+    let o = Outside::new(&c.underlay);
+    for h in &c.hosts {
+        o.route_from(h);
+    }
+    (c, o)
+}
+
+/// Opens a TCP connection from `pod` to the internet host at `dst`, gets an answer back over
+/// it, and returns the source address the outside saw.
+fn tcp_to_outside(o: &Outside, pod: &Pod, dst: &str, port: u16) -> String {
+    let l = o.listen(dst, port);
+    l.set_nonblocking(true).unwrap();
+    let server = std::thread::spawn(move || {
+        let deadline = Instant::now() + REACH;
+        loop {
+            match l.accept() {
+                Ok((mut c, peer)) => {
+                    c.set_nonblocking(false).unwrap();
+                    c.write_all(b"from outside").unwrap();
+                    return Some(peer.ip().to_string());
+                }
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(_) => return None,
+            }
+        }
+    });
+    let to = std::net::SocketAddr::new(dst.parse().unwrap(), port);
+    let mut s = pod
+        .in_ns(move || std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("{} connects to the outside {dst}: {e}", pod.netns));
+    s.set_read_timeout(Some(REACH)).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert_eq!(got, b"from outside", "the outside's answer reaches the pod");
+    server
+        .join()
+        .unwrap()
+        .expect("the outside accepted the connection")
+}
+
+/// The private address the agent gave the endpoint with address `ip` in `tenant` on `host`:
+/// the tenant router's 1:1 mapping (made just after ADD).
+fn private_address(host: &Host, tenant: &str, ip: &str) -> String {
+    let ns = host.router_netns(tenant);
+    let mut found = String::new();
+    wait_for("the pod's private address", REACH, || {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "iptables",
+                "-w",
+                "-t",
+                "nat",
+                "-S",
+                "PREROUTING",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let rule = text
+            .lines()
+            .find(|l| l.ends_with(&format!("--to-destination {ip}")));
+        if let Some(r) = rule {
+            let d = r.split_whitespace().skip_while(|w| *w != "-d").nth(1);
+            found = d.unwrap_or_default().trim_end_matches("/32").to_string();
+        }
+        !found.is_empty()
+    });
+    found
+}
+
+/// Whether the host's own namespace reaches `ip` by ping (bounded).
+fn host_reaches(host: &Host, ip: &str) -> bool {
+    let end = Instant::now() + REACH;
+    while Instant::now() < end {
+        if host
+            .exec(&["ping", "-c", "1", "-W", "1", ip])
+            .status
+            .success()
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether the host's own namespace opens a TCP connection to a listener in `pod` at `ip`.
+fn host_connects(host: &Host, pod: &Pod, ip: &str, port: u16) -> bool {
+    let l = pod.tcp_listener(port);
+    let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().unwrap();
+    let ok = host
+        .in_ns(move || std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).is_ok());
+    drop(l);
+    ok
+}
+
+#[test]
+fn two_tenants_with_one_subnet_reach_gateway_hosts_and_outside() {
+    let (c, o) = cluster();
+    for t in ["default", "blue"] {
+        c.master.network(t, "net", "10.1.2.0/24", "10.1.2.1");
+    }
+    // Each tenant on each host: the same addresses in both tenants.
+    let pods: Vec<(usize, &str, Pod)> = [(0, "default"), (0, "blue"), (1, "default"), (1, "blue")]
+        .into_iter()
+        .map(|(h, t)| (h, t, c.pod(h, "net", t)))
+        .collect();
+    for (h, t, p) in &pods {
+        let me = &c.hosts[*h];
+        let other = &c.hosts[1 - h];
+        assert!(
+            p.reaches("10.1.2.1", REACH),
+            "{t} pod on {} pings its gateway; agent log:\n{}",
+            me.name,
+            me.agent_log()
+        );
+        assert!(
+            p.reaches(&me.vtep, REACH),
+            "{t} pod reaches its host {}",
+            me.vtep
+        );
+        assert!(
+            p.reaches(&other.vtep, REACH),
+            "{t} pod reaches node {}",
+            other.vtep
+        );
+        assert!(
+            p.reaches(Outside::HOST, REACH),
+            "{t} pod on {} pings the outside",
+            me.name
+        );
+        let seen = tcp_to_outside(&o, p, Outside::HOST, 8080);
+        assert_eq!(
+            seen, me.vtep,
+            "the outside sees the node's address for a {t} pod"
+        );
+    }
+    // Each tenant has its own router on each host; a gateway network per tenant.
+    for h in &c.hosts {
+        let mut r = h.router_namespaces();
+        r.sort();
+        assert_eq!(r, [h.router_netns("blue"), h.router_netns("default")]);
+    }
+
+    // The host reaches the pods it runs: the default tenant's by pod address, every tenant's
+    // by private address (the two pods of a host may share one address).
+    for (h, t, p) in &pods {
+        let host = &c.hosts[*h];
+        if *t == "default" {
+            assert!(
+                host_reaches(host, &p.ip),
+                "{} pings its pod {}",
+                host.name,
+                p.ip
+            );
+            assert!(
+                host_connects(host, p, &p.ip, 9090),
+                "{} connects to its pod",
+                host.name
+            );
+        }
+        if modes::trunks() {
+            eprintln!("trunks: trunk-mates share a port number, no private addresses");
+            continue;
+        }
+        let pvt = private_address(host, t, &p.ip);
+        assert!(pvt.starts_with("172.19."), "{pvt}");
+        assert!(
+            host_reaches(host, &pvt),
+            "{} pings its {t} pod at {pvt}",
+            host.name
+        );
+        assert!(
+            host_connects(host, p, &pvt, 9091),
+            "{} connects to its {t} pod at {pvt}",
+            host.name
+        );
+    }
+
+    // The last endpoint of a tenant on a host gone: its router goes too.
+    let (_, _, blue0) = &pods[1];
+    let conf = c.hosts[0].conf("1.0.0", json!({"network": "net", "tenant": "blue"}));
+    let del = c.hosts[0].cni(
+        "DEL",
+        &blue0.container_id,
+        &blue0.netns_path(),
+        "eth0",
+        &conf,
+    );
+    assert!(del.ok(), "DEL: {}", del.stdout);
+    wait_for("host1's blue router and its port to go", REACH, || {
+        c.hosts[0].router_namespaces() == [c.hosts[0].router_netns("default")]
+            && c.hosts[0]
+                .ovs_ports_now()
+                .iter()
+                .filter(|p| p.starts_with("vr"))
+                .count()
+                == 1
+    });
+    assert!(
+        pods[0].2.reaches(Outside::HOST, REACH),
+        "the default tenant keeps its way out"
+    );
+}
+
+#[test]
+fn dual_stack_pods_reach_the_ipv6_gateway_and_outside() {
+    let (c, o) = cluster();
+    let (s, v) = c.master.api(
+        "POST",
+        "/api/v1/networks/default:v6net/",
+        Some(
+            json!({"tenantName": "default", "networkName": "v6net", "encap": "vxlan",
+            "subnet": "10.3.0.0/24", "gateway": "10.3.0.1",
+            "ipv6Subnet": "fd00:3::/64", "ipv6Gateway": "fd00:3::1"}),
+        ),
+    );
+    assert_eq!(s, 200, "{v}");
+    for h in 0..2 {
+        let p = c.pod(h, "v6net", "default");
+        let me = &c.hosts[h];
+        let reaches6 = |ip: &str| {
+            let end = Instant::now() + REACH;
+            while Instant::now() < end {
+                if p.exec(&["ping", "-6", "-c", "1", "-W", "1", ip])
+                    .status
+                    .success()
+                {
+                    return true;
+                }
+            }
+            false
+        };
+        assert!(
+            reaches6("fd00:3::1"),
+            "the IPv6 gateway answers on {}",
+            me.name
+        );
+        assert!(
+            reaches6(Outside::HOST6),
+            "the IPv6 outside from {}",
+            me.name
+        );
+        let seen = tcp_to_outside(&o, &p, Outside::HOST6, 8086);
+        assert_eq!(
+            seen,
+            Outside::host6(me),
+            "masqueraded to the node's IPv6 address"
+        );
+        assert!(p.reaches(Outside::HOST, REACH), "and IPv4 too");
+        assert!(
+            host_reaches(me, &p.ipv6()),
+            "{} pings its pod over IPv6",
+            me.name
+        );
+    }
+}
+
+#[test]
+fn a_network_without_gateway_gets_no_router() {
+    let (c, _o) = cluster();
+    c.master.api(
+        "POST",
+        "/api/v1/tenants/green/",
+        Some(json!({"tenantName": "green"})),
+    );
+    let (s, v) = c.master.api(
+        "POST",
+        "/api/v1/networks/green:closed/",
+        Some(
+            json!({"tenantName": "green", "networkName": "closed", "encap": "vxlan",
+            "subnet": "10.4.0.0/24"}),
+        ),
+    );
+    assert_eq!(s, 200, "{v}");
+    let a = c.pod(0, "closed", "green");
+    let b = c.pod(1, "closed", "green");
+    assert!(a.reaches(&b.ip, REACH), "the network itself works");
+    // Given a chance to appear, no router is made for it and its pods do not get out.
+    c.master
+        .network("default", "open", "10.5.0.0/24", "10.5.0.1");
+    let d = c.pod(0, "open", "default");
+    assert!(d.reaches(Outside::HOST, REACH));
+    assert_eq!(
+        c.hosts[0].router_namespaces(),
+        [c.hosts[0].router_netns("default")]
+    );
+    assert!(!a.ping(Outside::HOST), "no way out without a gateway");
+    assert!(
+        c.hosts[0]
+            .ovs_ports_now()
+            .iter()
+            .filter(|p| p.starts_with("vr"))
+            .count()
+            == 1,
+        "one router port: the open network's"
+    );
+}
+
+#[test]
+fn agent_restart_keeps_the_way_out() {
+    let (mut c, _o) = cluster();
+    c.master
+        .network("default", "net", "10.1.2.0/24", "10.1.2.1");
+    let p = c.pod(0, "net", "default");
+    assert!(p.reaches(Outside::HOST, REACH));
+    let transit = |h: &Host| {
+        let out = h.exec(&["ip", "-o", "link", "show"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.contains(": vu"))
+            .map(|l| l.split(':').next().unwrap().to_string())
+            .expect("a transit link")
+    };
+    let before = transit(&c.hosts[0]);
+    let child = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &p.netns, "ping", "-i", "0.1", "-W", "1", "-c", "40",
+        ])
+        .arg(Outside::HOST)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    c.hosts[0].kill_agent();
+    c.hosts[0].start_agent();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let line = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("ping output: {text}"));
+    let nums: Vec<u32> = line
+        .split(|ch: char| !ch.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .take(2)
+        .collect();
+    eprintln!("agent restart: {} sent, {} received", nums[0], nums[1]);
+    assert!(
+        nums[0] - nums[1] <= 1,
+        "pings to the outside lost over an agent restart: {line}"
+    );
+    assert_eq!(
+        transit(&c.hosts[0]),
+        before,
+        "the transit link was left in place"
+    );
+    assert!(p.reaches(Outside::HOST, REACH));
+}
