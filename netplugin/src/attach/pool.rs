@@ -16,7 +16,7 @@
 
 use super::{
     Attach, Host, Port, Prepared, Restore, Undo, delete_pod_link, endpoint_mac,
-    finish_macvlan_pod_side, log_added, make_waiting_pair, prepare_pod_side,
+    finish_macvlan_pod_side, log_added, prepare_pod_side, waiting_mac,
 };
 use crate::kernel::{MacVlanMode, Ns};
 use crate::manager::{AddRequest, ErrorKind, ManagerError};
@@ -75,6 +75,14 @@ const MAX_BATCH: usize = 8;
 /// How long an ADD that finds the pool empty waits for the batch being made before making a
 /// port of its own (a refill that hangs must not hang ADDs).
 const WAIT_FOR_BATCH: Duration = Duration::from_secs(5);
+
+/// A link of a pair being made that is gone.
+fn vanished(name: &str, ns: &Ns) -> LinkError {
+    LinkError::other(
+        format!("find {name} in namespace {}", ns.path().display()),
+        "vanished",
+    )
+}
 
 /// How many pairs of a batch are being made at once.
 const MAKE_AT_ONCE: usize = 32;
@@ -276,23 +284,34 @@ impl PoolMode {
         r
     }
 
+    /// The batch in three passes, so that the link events ovs-vswitchd sees (it reconfigures
+    /// the bridge for those that came while it was busy, all at once) come in two short bursts
+    /// rather than spread over the whole batch: measured on a netdev bridge, 64 ports made pair
+    /// by pair cost it 21-76 reconfigurations and 320-370 ms of CPU, made in bursts 4-6 and
+    /// 100 ms (docs/decisions.md "Pooled ports").
     async fn make_named(&self, names: &[String]) -> Result<Vec<Pair>, ManagerError> {
-        // Many at a time: the link events they cause in ovs-vswitchd's namespace come close
-        // together, and it handles the events that came while it was busy in one
-        // reconfiguration (made one by one, a large batch cost it one per few pairs).
-        let mut made = Vec::with_capacity(names.len());
+        // 1. The pairs, host ends down: a link event each in ovs-vswitchd's namespace.
         for chunk in names.chunks(MAKE_AT_ONCE) {
-            made.extend(
-                futures::future::try_join_all(
-                    chunk
-                        .iter()
-                        .map(|name| make_waiting_pair(&self.host.ns, &self.side, name, self.mtu)),
-                )
-                .await?,
+            futures::future::try_join_all(chunk.iter().map(|n| self.new_pair(n))).await?;
+        }
+        // 2. The waiting ends up (the host ends being down, nothing changes on their side)
+        // and their checksums: nothing ovs-vswitchd sees.
+        let mut indexes = Vec::with_capacity(names.len());
+        for chunk in names.chunks(MAKE_AT_ONCE) {
+            indexes.extend(
+                futures::future::try_join_all(chunk.iter().map(|n| self.waiting_end_up(n)))
+                    .await?,
             );
         }
-        // One visit to the side namespace for every pair's checksum setting.
         self.side.disable_tx_checksums(names).await?;
+        // 3. The host ends without IPv6, then up (with their carrier: one event each). Up
+        // before they are added: ovs-vswitchd writes back the flags it read.
+        let mut macs = Vec::with_capacity(names.len());
+        for chunk in names.chunks(MAKE_AT_ONCE) {
+            macs.extend(
+                futures::future::try_join_all(chunk.iter().map(|n| self.host_end_up(n))).await?,
+            );
+        }
         let ofports = self
             .host
             .switch
@@ -301,7 +320,7 @@ impl PoolMode {
             .map_err(|e| ManagerError::from(e).context("add pooled ports to the bridge"))?;
         Ok(names
             .iter()
-            .zip(made)
+            .zip(indexes.into_iter().zip(macs))
             .zip(ofports)
             .map(|((name, (index, host_mac)), ofport)| Pair {
                 name: name.clone(),
@@ -312,6 +331,34 @@ impl PoolMode {
                 last: None,
             })
             .collect())
+    }
+
+    /// A veth pair: the host end `name` here, down; the waiting end `name` in the side
+    /// namespace.
+    async fn new_pair(&self, name: &str) -> Result<(), LinkError> {
+        self.host
+            .ns
+            .create_veth(name, name, waiting_mac(), self.mtu, self.side.as_ref(), false)
+            .await
+    }
+
+    /// Brings waiting end `name` up: its index.
+    async fn waiting_end_up(&self, name: &str) -> Result<u32, LinkError> {
+        let idx = self.side.index(name).await?.ok_or_else(|| vanished(name, &self.side))?;
+        self.side.set_up(name, idx).await?;
+        Ok(idx)
+    }
+
+    /// Host end `name` without IPv6 (it is only a switch port: no router solicitations or MLD
+    /// reports of its own), then up: its MAC.
+    async fn host_end_up(&self, name: &str) -> Result<String, LinkError> {
+        let host = &self.host.ns;
+        if let Err(e) = host.set_ipv6(name, false).await {
+            tracing::debug!(port = %name, error = %e, "disable IPv6 on the host side");
+        }
+        let idx = host.index(name).await?.ok_or_else(|| vanished(name, host))?;
+        host.set_up(name, idx).await?;
+        Ok(host.mac(name).await?.unwrap_or_default())
     }
 
     /// Takes a pooled port (or makes one when the pool is empty) and makes the pod's interface
