@@ -299,8 +299,7 @@ impl PoolMode {
         let mut indexes = Vec::with_capacity(names.len());
         for chunk in names.chunks(MAKE_AT_ONCE) {
             indexes.extend(
-                futures::future::try_join_all(chunk.iter().map(|n| self.waiting_end_up(n)))
-                    .await?,
+                futures::future::try_join_all(chunk.iter().map(|n| self.waiting_end_up(n))).await?,
             );
         }
         self.side.disable_tx_checksums(names).await?;
@@ -338,13 +337,24 @@ impl PoolMode {
     async fn new_pair(&self, name: &str) -> Result<(), LinkError> {
         self.host
             .ns
-            .create_veth(name, name, waiting_mac(), self.mtu, self.side.as_ref(), false)
+            .create_veth(
+                name,
+                name,
+                waiting_mac(),
+                self.mtu,
+                self.side.as_ref(),
+                false,
+            )
             .await
     }
 
     /// Brings waiting end `name` up: its index.
     async fn waiting_end_up(&self, name: &str) -> Result<u32, LinkError> {
-        let idx = self.side.index(name).await?.ok_or_else(|| vanished(name, &self.side))?;
+        let idx = self
+            .side
+            .index(name)
+            .await?
+            .ok_or_else(|| vanished(name, &self.side))?;
         self.side.set_up(name, idx).await?;
         Ok(idx)
     }
@@ -356,7 +366,10 @@ impl PoolMode {
         if let Err(e) = host.set_ipv6(name, false).await {
             tracing::debug!(port = %name, error = %e, "disable IPv6 on the host side");
         }
-        let idx = host.index(name).await?.ok_or_else(|| vanished(name, host))?;
+        let idx = host
+            .index(name)
+            .await?
+            .ok_or_else(|| vanished(name, host))?;
         host.set_up(name, idx).await?;
         Ok(host.mac(name).await?.unwrap_or_default())
     }
