@@ -70,7 +70,7 @@ struct State {
 const BURST_WINDOW: Duration = Duration::from_secs(1);
 
 /// The largest refill, in pool sizes: a burst's refills are few and large.
-const MAX_BATCH: usize = 8;
+const MAX_BATCH: usize = 4;
 
 /// How long an ADD that finds the pool empty waits for the batch being made before making a
 /// port of its own (a refill that hangs must not hang ADDs).
@@ -111,12 +111,13 @@ impl State {
     }
 
     /// The watermarks (low, high): the refill starts when fewer than `low` ports are free or
-    /// coming, and makes up to `high`. `high` is the pool's size, or during a burst two
-    /// windows' worth of its demand (up to [`MAX_BATCH`] sizes), so that the burst is served by
-    /// a few large batches, each one OVSDB transaction and a few reconfigurations of the bridge
-    /// whatever its size, started early enough that ADDs rarely wait for one.
+    /// coming, and makes up to `high`. `high` is the pool's size, or during a burst one window's
+    /// worth of its demand (up to [`MAX_BATCH`] sizes), so that the burst is served by a few
+    /// large batches, each one OVSDB transaction and a few reconfigurations of the bridge. Two
+    /// windows' worth made half as many batches but half again as many ports in a benchmark
+    /// (each made and later deleted: BENCHMARKS.md, issue 18 pods/s).
     fn watermarks(&mut self, target: usize) -> (usize, usize) {
-        let high = (2 * self.demand()).clamp(target, MAX_BATCH * target.max(1));
+        let high = self.demand().clamp(target, MAX_BATCH * target.max(1));
         (high.div_ceil(2), high)
     }
 
@@ -769,13 +770,13 @@ mod tests {
             last: None,
         }));
         assert_eq!(st.plan(4), 0, "full");
-        // A burst: 10 takes within the window leave 0 free; the next batch covers two
-        // windows' worth of that demand.
+        // A burst: 10 takes within the window leave 0 free; the next batch covers that
+        // demand.
         for _ in 0..10 {
             let _ = st.take(true);
         }
         assert!(st.low(4));
-        assert_eq!(st.plan(4), 20);
+        assert_eq!(st.plan(4), 10);
         st.making = 0;
         // A larger burst is capped at MAX_BATCH pool sizes.
         for _ in 0..100 {
