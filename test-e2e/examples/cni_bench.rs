@@ -25,11 +25,13 @@
 //! call as the runtime sees it (spawn to exit). ADD/s and DEL/s are pods over the phase's wall
 //! time; pods/s is full cycles: pods / (ADD phase + DEL phase). CPU per pod counts every process
 //! involved (plugin processes and their children, agent with its `ovs-ofctl` children,
-//! ovs-vswitchd, ovsdb-server, netmaster) from /proc.
+//! ovs-vswitchd, ovsdb-server, netmaster) from /proc, and ovs-vswitchd's bridge reconfigurations
+//! per phase (its `bridge_reconfigure` coverage counter: each port change, and each link event in
+//! its namespace, costs one that visits every port).
 //!
 //! Then a breakdown of contiv's ADD and DEL from the agent's log: its own time per call against
 //! the plugin call, and its time step by step as the endpoint manager marks it
-//! (`netplugin::steps`: the real code path, not a replica).
+//! (`netplugin::steps`: the real code path, not a replica), and the port pool's refills.
 //!
 //! Ctrl-C stops after the calls in flight; daemons, namespaces and temp dirs are always removed.
 

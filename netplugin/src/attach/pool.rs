@@ -84,9 +84,6 @@ fn vanished(name: &str, ns: &Ns) -> LinkError {
     )
 }
 
-/// How many pairs of a batch are being made at once.
-const MAKE_AT_ONCE: usize = 32;
-
 /// What [`State::take`] found.
 enum Take {
     Port(Pair),
@@ -114,8 +111,8 @@ impl State {
     /// coming, and makes up to `high`. `high` is the pool's size, or during a burst one window's
     /// worth of its demand (up to [`MAX_BATCH`] sizes), so that the burst is served by a few
     /// large batches, each one OVSDB transaction and a few reconfigurations of the bridge. Two
-    /// windows' worth made half as many batches but half again as many ports in a benchmark
-    /// (each made and later deleted: BENCHMARKS.md, issue 18 pods/s).
+    /// windows' worth made about a third more ports in the CNI benchmark (each made, then
+    /// deleted as surplus) for 11 batches instead of 13-14 (BENCHMARKS.md, issue 18 pods/s).
     fn watermarks(&mut self, target: usize) -> (usize, usize) {
         let high = self.demand().clamp(target, MAX_BATCH * target.max(1));
         (high.div_ceil(2), high)
@@ -291,26 +288,25 @@ impl PoolMode {
     /// by pair cost it 21-76 reconfigurations and 320-370 ms of CPU, made in bursts 4-6 and
     /// 100 ms (docs/decisions.md "Pooled ports").
     async fn make_named(&self, names: &[String]) -> Result<Vec<Pair>, ManagerError> {
+        // One pair at a time in each pass: the ADDs' own link changes (under the same kernel
+        // lock) come in between. With 32 requests at once the 8-parallel ADD p50 was 32-55 ms
+        // against the old agent's 25-36 in alternate runs.
         // 1. The pairs, host ends down: a link event each in ovs-vswitchd's namespace.
-        for chunk in names.chunks(MAKE_AT_ONCE) {
-            futures::future::try_join_all(chunk.iter().map(|n| self.new_pair(n))).await?;
+        for n in names {
+            self.new_pair(n).await?;
         }
         // 2. The waiting ends up (the host ends being down, nothing changes on their side)
         // and their checksums: nothing ovs-vswitchd sees.
         let mut indexes = Vec::with_capacity(names.len());
-        for chunk in names.chunks(MAKE_AT_ONCE) {
-            indexes.extend(
-                futures::future::try_join_all(chunk.iter().map(|n| self.waiting_end_up(n))).await?,
-            );
+        for n in names {
+            indexes.push(self.waiting_end_up(n).await?);
         }
         self.side.disable_tx_checksums(names).await?;
         // 3. The host ends without IPv6, then up (with their carrier: one event each). Up
         // before they are added: ovs-vswitchd writes back the flags it read.
         let mut macs = Vec::with_capacity(names.len());
-        for chunk in names.chunks(MAKE_AT_ONCE) {
-            macs.extend(
-                futures::future::try_join_all(chunk.iter().map(|n| self.host_end_up(n))).await?,
-            );
+        for n in names {
+            macs.push(self.host_end_up(n).await?);
         }
         let ofports = self
             .host
