@@ -22,7 +22,11 @@ cleanup() {
   set +e
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
   for f in "$work"/*/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
-  for n in "${pods[@]}" "${hosts[@]}" "$underlay"; do ip netns del "$n" 2>/dev/null; done
+  # The tenant routers the agents made are named after their bridges (one per simulated host:
+  # simulated hosts share /run/netns, real ones do not).
+  for n in "${pods[@]}" "${hosts[@]}" "$underlay" $(ip netns list | grep -o "^contiv-rt-${tag}b[0-9]-[^ ]*"); do
+    ip netns del "$n" 2>/dev/null
+  done
   wait 2>/dev/null
   rm -rf "$work"
 }
@@ -44,10 +48,11 @@ echo "serving $NETMASTER; its CA is $NETCTL_CACERT ($(grep -o 'sha256=[0-9A-F:]*
 export HOME=$work
 echo "the first admin's password is in $work/data/admin-credential.json, the agents' join token in $work/data/join-token (both root only)"
 
-say "==> the underlay: a switch that joins the hosts (10.250.0.0/24)"
+say "==> the underlay: a switch that joins the hosts (10.250.0.0/24), and 10.250.0.1 on it: the outside"
 ip netns add "$underlay"
 ip -n "$underlay" link add br0 type bridge
 ip -n "$underlay" link set br0 up
+ip -n "$underlay" addr add 10.250.0.1/24 dev br0
 
 host() { # host N: namespace, underlay NIC ul0 = 10.250.0.1N, its own OVS and netplugin
   local n=$1 ns="${tag}h$1" d="$work/host$1" vtep="10.250.0.1$1"
@@ -68,8 +73,10 @@ host() { # host N: namespace, underlay NIC ul0 = 10.250.0.1N, its own OVS and ne
   # The port pool's namespace is made here: one the agent made under `ip netns exec` would go
   # with it (docs/operations.md).
   ip netns add "${ns}pool"; hosts+=("${ns}pool")
-  ip netns exec "$ns" "$B/netplugin" --netmaster "unix://$work/netmaster.sock" --host "host$n" --vtep-ip "$vtep" --vtep-intf ul0 \
-    --ovsdb-sock "$d/db.sock" --ovs-rundir "$d" --bridge contivbr --cni-socket "$d/cni.sock" \
+  # nsenter, not `ip netns exec`: the agent then shares this shell's mount namespace, as on a real
+  # host, so the tenant routers' namespaces it makes under /run/netns are everyone's.
+  nsenter --net="/run/netns/$ns" -- "$B/netplugin" --netmaster "unix://$work/netmaster.sock" --host "host$n" --vtep-ip "$vtep" --vtep-intf ul0 \
+    --ovsdb-sock "$d/db.sock" --ovs-rundir "$d" --bridge "${tag}b$n" --cni-socket "$d/cni.sock" \
     --port-pool 32 --pool-netns "/run/netns/${ns}pool" \
     --docker-socket "" --docker-state "$d/docker-driver.json" --join-token-file "$work/data/join-token" \
     2>"$d/netplugin.log" &
@@ -80,8 +87,8 @@ host() { # host N: namespace, underlay NIC ul0 = 10.250.0.1N, its own OVS and ne
 say "==> two hosts, each a network namespace with its own Open vSwitch (userspace datapath) and netplugin"
 host 1
 host 2
-wait_for "ovs-vsctl --db=unix:$work/host1/db.sock list-ports contivbr | grep -q '^vx'"
-echo "host1's tunnel to host2: $(ovs-vsctl --db="unix:$work/host1/db.sock" list-ports contivbr | grep '^vx')"
+wait_for "ovs-vsctl --db=unix:$work/host1/db.sock list-ports ${tag}b1 | grep -q '^vx'"
+echo "host1's tunnel to host2: $(ovs-vsctl --db="unix:$work/host1/db.sock" list-ports "${tag}b1" | grep '^vx')"
 
 run() { echo; echo "\$ netctl $*"; "$B/netctl" "$@"; }
 say "==> log in as admin (netctl reads the user name and password from stdin when it is not a terminal)"
@@ -119,5 +126,15 @@ before=$(ip netns exec "${tag}db" cat /sys/class/net/eth0/statistics/rx_packets)
 ip netns exec "${tag}x" ping -c 3 -i 0.2 -q 10.1.2.3 >/dev/null
 after=$(ip netns exec "${tag}db" cat /sys/class/net/eth0/statistics/rx_packets)
 echo "packets tenant default's db received while blue's x pinged 10.1.2.3: $((after - before))"
+say "==> out of the network: the gateway (answered on every host), the host, the outside"
+for p in web x; do
+  for dst in 10.1.2.1 10.250.0.11 10.250.0.1; do
+    printf '%-4s -> %-12s %s\n' "$p" "$dst" "$(ip netns exec "$tag$p" ping -c 1 -W 2 "$dst" | grep -o '[0-9]* received')"
+  done
+done
+echo "(web and x have the same address, 10.1.2.2, in two tenants: each tenant has its own router"
+echo " namespace on the host, and the outside sees the host's address: $(ip netns exec "${tag}h1" iptables -t nat -S CONTIV-POSTROUTING | grep -c MASQUERADE) masquerade rule(s) in CONTIV-POSTROUTING)"
+say "==> host1 reaches the pod it runs (what kubelet's probes need): web by its pod address"
+ip netns exec "${tag}h1" ping -c 2 -i 0.2 10.1.2.2 | tail -2
 run endpoint inspect "${tag}web"
 say "==> Done. Everything started here is being removed."
