@@ -20,7 +20,7 @@ pub const NO_GATEWAY: &str = "the network has no gateway: its pods get no outsid
 /// A network with `nwType infra`.
 pub const INFRA: &str = "nwType infra has no effect yet: the network is a data network and no host gets a port on it (see docs/compat.md)";
 /// `fwdMode routing` (issue 21).
-pub const ROUTING: &str = "fwdMode routing is not implemented yet: networks are still bridged (one L2 segment over VXLAN), nothing is routed, and pvtSubnet gives no host access (see docs/compat.md)";
+pub const ROUTING: &str = "fwdMode routing is not implemented yet: networks are still bridged (one L2 segment over VXLAN), nothing is routed between a tenant's networks (their pods still reach the gateway, the host and the outside through the tenant's router; see docs/compat.md)";
 /// `networkInfraType aci` or `aci-opflex`.
 pub const ACI_FABRIC: &str = "fabric mode ACI is not implemented: no ACI gateway is driven, groups get no VLAN of their own and policies are still enforced by the switches (see docs/compat.md)";
 /// A group's `extContractsGrps`.

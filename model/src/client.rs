@@ -651,6 +651,34 @@ impl Client {
         Ok(bytes.to_vec())
     }
 
+    /// `POST /api/v1/auth_proxy/tokens/`: an API token for automation, named `name`, of `role`
+    /// (`admin` or `ops`) on `tenants` (ops: `*` is every tenant), living `ttl_seconds`.
+    /// Returns the token and when it expires (seconds since the epoch).
+    pub async fn create_token(
+        &self,
+        name: &str,
+        role: &str,
+        tenants: &[String],
+        ttl_seconds: u64,
+    ) -> Result<(String, u64), ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            token: String,
+            expires: u64,
+        }
+        let body = serde_json::json!({
+            "name": name, "role": role, "tenants": tenants, "ttlSeconds": ttl_seconds,
+        });
+        let a: Answer = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/auth_proxy/tokens/",
+                Self::json(&body),
+            )
+            .await?;
+        Ok((a.token, a.expires))
+    }
+
     /// Presents the cluster's join token for `hostname`; returns netmaster's node credential and
     /// how many seconds it lives.
     pub async fn join(

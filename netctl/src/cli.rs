@@ -3,7 +3,7 @@
 use crate::error::Result;
 use crate::{
     aci_gw, app_profile, bgp, completion, endpoint, ext_contracts, global, group, login,
-    netprofile, network, policy, service, tenant, version,
+    netprofile, network, policy, service, tenant, token, version,
 };
 use clap::{Args, Parser, Subcommand};
 use model::{Client, ClientOptions};
@@ -102,6 +102,9 @@ pub enum Family {
     /// Tenant manipulation tools
     #[command(subcommand)]
     Tenant(tenant::Cmd),
+    /// API tokens for automation (the Docker driver, scripts); admin only
+    #[command(subcommand)]
+    Token(token::Cmd),
     /// Version information of netctl and of the netmaster
     Version,
 }
@@ -198,6 +201,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Family::Policy(c) => policy::run(c, &client).await,
         Family::Service(c) => service::run(c, &client).await,
         Family::Tenant(c) => tenant::run(c, &client).await,
+        Family::Token(c) => token::run(c, &client).await,
         Family::Version => version::run(&client).await,
     };
     if done.is_ok() {

@@ -24,6 +24,7 @@ mod policy;
 mod service;
 mod table;
 mod tenant;
+mod token;
 mod version;
 
 use clap::{CommandFactory, FromArgMatches, error::ErrorKind};

@@ -15,7 +15,6 @@ const EXT_CONTRACTS: &str =
 const ROUTING: &str = "forwarding mode routing is not implemented yet: networks are still bridged over VXLAN (docs/compat.md)";
 const FABRIC_ACI: &str =
     "fabric mode ACI is not implemented: it is stored but has no effect (docs/compat.md)";
-const PRIVATE_SUBNET: &str = "the private subnet has no effect yet: it serves routing mode only, which is not implemented (docs/compat.md)";
 const VLAN: &str = "VLAN networks do not span hosts yet: pods of this network on different hosts cannot reach each other (docs/compat.md)";
 const INFRA: &str =
     "network type infra has no effect yet: the network behaves as a data network (docs/compat.md)";
@@ -41,9 +40,6 @@ pub fn of_command(cmd: &Family) -> Vec<&'static str> {
                 .is_some_and(|m| m.starts_with("aci"))
             {
                 w.push(FABRIC_ACI);
-            }
-            if a.private_subnet.is_some() {
-                w.push(PRIVATE_SUBNET);
             }
         }
         Family::Network(network::Cmd::Create(a)) => {

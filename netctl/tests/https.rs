@@ -153,3 +153,92 @@ fn an_https_url_to_a_plain_http_netmaster_says_so() {
         "{r:?}"
     );
 }
+
+#[test]
+fn token_create_mints_a_tenant_scoped_token_that_works_for_its_tenant_only() {
+    let m = Master::start_with(&[]);
+    let ca = m.data_dir().join("tls").join("ca.pem");
+    let ca = ca.to_str().unwrap();
+    let admin_home = tempfile::tempdir().unwrap();
+    let run = |home: &Path, args: &[&str], stdin: &str| {
+        let mut all = vec!["--netmaster", m.url.as_str(), "--cacert", ca];
+        all.extend_from_slice(args);
+        netctl(home, &all, stdin)
+    };
+    let r = run(
+        admin_home.path(),
+        &["login"],
+        &format!("admin\n{}\n", admin_password(&m)),
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    for t in ["blue", "red"] {
+        let r = run(admin_home.path(), &["tenant", "create", t], "");
+        assert_eq!(r.code, 0, "{r:?}");
+    }
+    // An ops token without tenants is refused before any request, saying what to add.
+    let r = run(admin_home.path(), &["token", "create", "ci"], "");
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(r.stderr.contains("-t TENANT"), "{r:?}");
+    let r = run(
+        admin_home.path(),
+        &["token", "create", "ci", "--ttl", "0h"],
+        "",
+    );
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("more than 0 seconds"), "{r:?}");
+
+    let r = run(
+        admin_home.path(),
+        &[
+            "token",
+            "create",
+            "docker-node1",
+            "-t",
+            "blue",
+            "--ttl",
+            "1h",
+        ],
+        "",
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let token = r.stdout.trim().to_string();
+    assert!(
+        token.starts_with("ctv1."),
+        "only the token on stdout: {r:?}"
+    );
+    assert!(r.stderr.contains("ops on blue"), "{r:?}");
+
+    // The token, where netctl keeps a login's: it sees and changes tenant blue only.
+    let ops_home = tempfile::tempdir().unwrap();
+    std::fs::create_dir(ops_home.path().join(".netctl")).unwrap();
+    std::fs::write(
+        ops_home.path().join(".netctl").join("config.json"),
+        serde_json::json!({ "token": token }).to_string(),
+    )
+    .unwrap();
+    let r = run(ops_home.path(), &["tenant", "ls", "-q"], "");
+    assert_eq!((r.code, r.stdout.as_str()), (0, "blue\n"), "{r:?}");
+    let r = run(
+        ops_home.path(),
+        &["net", "create", "-t", "blue", "-s", "10.9.0.0/24", "n"],
+        "",
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = run(
+        ops_home.path(),
+        &["net", "create", "-t", "red", "-s", "10.9.0.0/24", "n"],
+        "",
+    );
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("red"),
+        "the refusal names the tenant: {r:?}"
+    );
+    // An ops token cannot mint tokens.
+    let r = run(
+        ops_home.path(),
+        &["token", "create", "more", "-t", "blue"],
+        "",
+    );
+    assert_ne!(r.code, 0, "{r:?}");
+}

@@ -190,7 +190,7 @@ impl DockerToken {
     /// The client holding the file's token as it is now: the file is read at each use (a
     /// network create or delete, rare), so a rotated token is used without a restart.
     fn current(&self) -> DriverResult<&model::Client> {
-        let fix = "write an API token there (POST /api/v1/auth_proxy/tokens/, see docs/security.md) or leave --docker-token-file out";
+        let fix = "write an API token there (netctl token create NAME --role ops -t TENANT, see docs/security.md) or leave --docker-token-file out";
         let token = std::fs::read_to_string(&self.path).map_err(|e| {
             DriverError::new(format!(
                 "read the Docker token file {} (--docker-token-file): {e}: {fix}",
@@ -310,11 +310,11 @@ impl DockerDriver {
                     None => format!("delete it with netctl (netctl net rm -t {tenant} {net})"),
                 };
                 DriverError::new(format!(
-                    "{action}: netmaster refused the agent's node credential ({e}). A node may not write networks: {instead}, or give the agent a token that may, of an admin or of an ops user authorized on tenant {tenant} (netplugin --docker-token-file FILE; make one with POST /api/v1/auth_proxy/tokens/, see docs/security.md)"
+                    "{action}: netmaster refused the agent's node credential ({e}). A node may not write networks: {instead}, or give the agent a token that may, of an admin or of an ops user authorized on tenant {tenant} (netplugin --docker-token-file FILE; make one with netctl token create NAME --role ops -t {tenant}, see docs/security.md)"
                 ))
             }
             Some(tok) => DriverError::new(format!(
-                "{action}: netmaster refused the token in {} (--docker-token-file): {e}. Write a valid token there, of an admin or of an ops user authorized on tenant {} (POST /api/v1/auth_proxy/tokens/, see docs/security.md): the agent reads the file at each use",
+                "{action}: netmaster refused the token in {} (--docker-token-file): {e}. Write a valid token there, of an admin or of an ops user authorized on tenant {} (netctl token create, see docs/security.md): the agent reads the file at each use",
                 tok.path.display(),
                 t.tenant
             )),
@@ -1028,7 +1028,7 @@ mod tests {
         assert!(
             e.contains(&path.display().to_string())
                 && e.contains("--docker-token-file")
-                && e.contains("auth_proxy/tokens"),
+                && e.contains("netctl token create"),
             "{e}"
         );
         std::fs::write(&path, "\n").unwrap();

@@ -46,7 +46,7 @@ struct Opts {
     /// A file holding a user's API token for the Docker driver: with authentication on, it is
     /// what creates and deletes the Contiv networks of `docker network create -d contiv` (the
     /// node credential may not write networks). An admin's, or an ops user's authorized on the
-    /// tenants Docker uses (POST /api/v1/auth_proxy/tokens/). Read at each use: rotate it by
+    /// tenants Docker uses (`netctl token create`). Read at each use: rotate it by
     /// rewriting the file. Without it, Docker can only use networks made with netctl.
     #[arg(long = "docker-token-file", env = "CONTIV_NETPLUGIN_DOCKER_TOKEN_FILE", value_parser = path_or_empty())]
     docker_token_file: Option<std::path::PathBuf>,
