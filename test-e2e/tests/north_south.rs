@@ -366,3 +366,78 @@ fn agent_restart_keeps_the_way_out() {
     );
     assert!(p.reaches(Outside::HOST, REACH));
 }
+
+/// Sends `len` bytes from `pod` over TCP to the far host (behind the outside router) and
+/// returns how many bytes the far host received.
+fn tcp_send_far(o: &Outside, pod: &Pod, port: u16, len: usize) -> usize {
+    let l = o.listen_far(port);
+    l.set_nonblocking(true).unwrap();
+    let server = std::thread::spawn(move || {
+        let deadline = Instant::now() + REACH;
+        let mut c = loop {
+            match l.accept() {
+                Ok((c, _)) => break c,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => panic!("the far host got no connection: {e}"),
+            }
+        };
+        c.set_nonblocking(false).unwrap();
+        c.set_read_timeout(Some(REACH)).unwrap();
+        let mut got = Vec::new();
+        let r = c.read_to_end(&mut got);
+        let _ = c.write_all(got.len().to_string().as_bytes());
+        (got.len(), r.err())
+    });
+    let to = std::net::SocketAddr::new(Outside::FAR_HOST.parse().unwrap(), port);
+    let mut s = pod
+        .in_ns(move || std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("{} connects to the far host: {e}", pod.netns));
+    s.set_write_timeout(Some(REACH)).unwrap();
+    s.set_read_timeout(Some(REACH)).unwrap();
+    let sent = s.write_all(&vec![7u8; len]);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut ack = String::new();
+    let _ = s.read_to_string(&mut ack);
+    let (got, err) = server.join().unwrap();
+    eprintln!(
+        "{}: sent {sent:?}, the far host got {got} bytes ({err:?}), said {ack:?}",
+        pod.netns
+    );
+    got
+}
+
+#[test]
+fn a_narrower_link_beyond_the_router_does_not_stop_tcp() {
+    let (c, o) = cluster();
+    // The pods' 1450-byte packets no longer fit past the outside router: it answers with ICMP
+    // "fragmentation needed", which must come back through the node's and the tenant router's
+    // NAT to the pod.
+    o.narrow_far_link(1400);
+    for t in ["default", "blue"] {
+        c.master.network(t, "net", "10.1.2.0/24", "10.1.2.1");
+    }
+    let mut port = 7000;
+    for (h, t) in [(0, "default"), (0, "blue"), (1, "default")] {
+        let p = c.pod(h, "net", t);
+        assert!(
+            p.reaches(Outside::FAR_HOST, REACH),
+            "{t} pod pings the far host"
+        );
+        port += 1;
+        assert_eq!(
+            tcp_send_far(&o, &p, port, 1 << 20),
+            1 << 20,
+            "1 MB from a {t} pod on {} over the narrow link",
+            c.hosts[h].name
+        );
+        // It got through by path MTU discovery: the router's ICMP error reached the pod.
+        let route = p.exec(&["ip", "route", "get", Outside::FAR_HOST]);
+        let route = String::from_utf8_lossy(&route.stdout).to_string();
+        assert!(
+            route.contains("mtu 1400"),
+            "the {t} pod learned the path MTU: {route}"
+        );
+    }
+}
