@@ -212,3 +212,57 @@ impl Drop for Pod {
         }
     }
 }
+
+/// A ping running in the background from a pod: `count` echo requests 0.1 s apart, each
+/// waited for at most 1 s. Killed if dropped unfinished (a failing test).
+pub struct PingRun(Option<std::process::Child>);
+
+/// The interval of [`PingRun`]'s echo requests.
+pub const PING_INTERVAL: Duration = Duration::from_millis(100);
+
+impl Pod {
+    /// Starts pinging `ip` from the pod in the background (see [`PingRun`]).
+    pub fn ping_start(&self, ip: &str, count: u32) -> PingRun {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.netns, "ping", "-W", "1"])
+            .args(["-i", &format!("{}", PING_INTERVAL.as_secs_f64())])
+            .args(["-c", &count.to_string(), ip])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start ping");
+        PingRun(Some(child))
+    }
+}
+
+impl PingRun {
+    /// Waits for the pings to end; (sent, received).
+    pub fn finish(mut self) -> (u32, u32) {
+        let out = self
+            .0
+            .take()
+            .expect("a running ping")
+            .wait_with_output()
+            .expect("wait for ping");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let line = text
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or_else(|| panic!("ping output: {text}"));
+        let nums: Vec<u32> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .take(2)
+            .map(|s| s.parse().expect("a count"))
+            .collect();
+        (nums[0], nums[1])
+    }
+}
+
+impl Drop for PingRun {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -5,7 +5,7 @@
 use serde_json::json;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
-use test_e2e::{Cluster, Host, Outside, Pod, modes, wait_for};
+use test_e2e::{Cluster, Host, Outside, PING_INTERVAL, Pod, modes, wait_for};
 
 const REACH: Duration = Duration::from_secs(10);
 
@@ -331,33 +331,15 @@ fn agent_restart_keeps_the_way_out() {
             .expect("a transit link")
     };
     let before = transit(&c.hosts[0]);
-    let child = std::process::Command::new("ip")
-        .args([
-            "netns", "exec", &p.netns, "ping", "-i", "0.1", "-W", "1", "-c", "40",
-        ])
-        .arg(Outside::HOST)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let ping = p.ping_start(Outside::HOST, 40);
     std::thread::sleep(Duration::from_millis(500));
     c.hosts[0].kill_agent();
     c.hosts[0].start_agent();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let line = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or_else(|| panic!("ping output: {text}"));
-    let nums: Vec<u32> = line
-        .split(|ch: char| !ch.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().unwrap())
-        .take(2)
-        .collect();
-    eprintln!("agent restart: {} sent, {} received", nums[0], nums[1]);
+    let (sent, got) = ping.finish();
+    eprintln!("agent restart: {sent} sent, {got} received");
     assert!(
-        nums[0] - nums[1] <= 1,
-        "pings to the outside lost over an agent restart: {line}"
+        sent - got <= 1,
+        "pings to the outside lost over an agent restart: {got} of {sent} received"
     );
     assert_eq!(
         transit(&c.hosts[0]),
@@ -440,4 +422,37 @@ fn a_narrower_link_beyond_the_router_does_not_stop_tcp() {
             "the {t} pod learned the path MTU: {route}"
         );
     }
+}
+
+#[test]
+fn a_vswitchd_restart_costs_the_way_out_no_more_than_pod_to_pod() {
+    let (mut c, _o) = cluster();
+    c.master
+        .network("default", "net", "10.1.2.0/24", "10.1.2.1");
+    let a = c.pod(0, "net", "default");
+    let b = c.pod(1, "net", "default");
+    assert!(a.reaches(&b.ip, REACH) && a.reaches(Outside::HOST, REACH));
+    // Both paths start at host1's ovs-vswitchd, which crashes and comes back while both pings
+    // run: the way out (OVS, the tenant router, the host's NAT) must come back with the flows.
+    let east_west = a.ping_start(&b.ip, 60);
+    let north_south = a.ping_start(Outside::HOST, 60);
+    std::thread::sleep(Duration::from_millis(500));
+    c.hosts[0].kill_vswitchd();
+    c.hosts[0].start_vswitchd();
+    let (ew_sent, ew_got) = east_west.finish();
+    let (ns_sent, ns_got) = north_south.finish();
+    eprintln!(
+        "ovs-vswitchd restart: pod to pod {ew_got}/{ew_sent}, pod to outside {ns_got}/{ns_sent} \
+         received ({PING_INTERVAL:?} apart)"
+    );
+    // The two pings sample the same outage at phases up to one interval apart: each of its
+    // two edges may cost one of them a request more than the other.
+    assert!(
+        ns_sent - ns_got <= ew_sent - ew_got + 2,
+        "the way out lost {} of {ns_sent} pings, pod to pod {} of {ew_sent}; agent:\n{}",
+        ns_sent - ns_got,
+        ew_sent - ew_got,
+        c.hosts[0].agent_log()
+    );
+    assert!(a.reaches(Outside::HOST, REACH) && a.reaches(&b.ip, REACH));
 }
