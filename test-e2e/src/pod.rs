@@ -97,45 +97,7 @@ impl Pod {
 
     /// One iperf3 TCP stream from `from` to `to`; Gbit/s received.
     pub fn iperf3_to(&self, to: &Pod, seconds: u64) -> f64 {
-        let mut server = Command::new("ip")
-            .args([
-                "netns", "exec", &to.netns, "iperf3", "-s", "-1", "-p", "5201",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("iperf3 server");
-        let start = Instant::now();
-        let out = loop {
-            let out = self.exec(&[
-                "iperf3",
-                "-c",
-                &to.ip,
-                "-p",
-                "5201",
-                "-t",
-                &seconds.to_string(),
-                "-J",
-            ]);
-            let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-            if v["end"]["sum_received"]["bits_per_second"].is_number() {
-                break v;
-            }
-            // The server may not listen yet.
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "iperf3 {} -> {} failed: {}",
-                self.ip,
-                to.ip,
-                String::from_utf8_lossy(&out.stdout)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        let _ = server.wait();
-        out["end"]["sum_received"]["bits_per_second"]
-            .as_f64()
-            .unwrap()
-            / 1e9
+        iperf3(&self.netns, &to.netns, &to.ip, seconds)
     }
 
     /// Runs `f` on a thread inside the pod's namespace (sockets made there stay there).
@@ -265,4 +227,48 @@ impl Drop for PingRun {
             let _ = c.wait();
         }
     }
+}
+
+/// One iperf3 TCP stream from namespace `client_ns` to an iperf3 server started in namespace
+/// `server_ns`, connecting to `dst` (an address of the server's namespace); Gbit/s received.
+pub fn iperf3(client_ns: &str, server_ns: &str, dst: &str, seconds: u64) -> f64 {
+    let mut server = Command::new("ip")
+        .args([
+            "netns", "exec", server_ns, "iperf3", "-s", "-1", "-p", "5201",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("iperf3 server");
+    let start = Instant::now();
+    let out = loop {
+        let out = run(Command::new("ip").args(["netns", "exec", client_ns]).args([
+            "iperf3",
+            "-c",
+            dst,
+            "-p",
+            "5201",
+            "-t",
+            &seconds.to_string(),
+            "-J",
+        ]));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if v["end"]["sum_received"]["bits_per_second"].is_number() {
+            break v;
+        }
+        // The server may not listen yet.
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "iperf3 {} -> {} failed: {}",
+            client_ns,
+            dst,
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = server.wait();
+    out["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap()
+        / 1e9
 }
