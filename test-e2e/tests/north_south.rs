@@ -456,3 +456,32 @@ fn a_vswitchd_restart_costs_the_way_out_no_more_than_pod_to_pod() {
     );
     assert!(a.reaches(Outside::HOST, REACH) && a.reaches(&b.ip, REACH));
 }
+
+#[test]
+fn a_pod_that_asks_for_its_gateway_before_the_router_is_made_gets_an_answer() {
+    let (c, _o) = cluster();
+    c.master
+        .network("default", "net", "10.1.2.0/24", "10.1.2.1");
+    let h = &c.hosts[0];
+    // The tenant's first pod on the host: its router is made just after the ADD returns. The
+    // pod pings the outside at once and asks for its gateway's MAC only once (so no second
+    // ARP request, a second later, hides a first one lost before the router port was there).
+    let p = Pod::new();
+    let conf = h.conf("1.0.0", json!({"network": "net", "tenant": "default"}));
+    let add = h.cni("ADD", &p.container_id, &p.netns_path(), "eth0", &conf);
+    assert!(add.ok(), "ADD: {}", add.stdout);
+    let script = format!(
+        "sysctl -qw net.ipv4.neigh.eth0.mcast_solicit=1 && ping -c 1 -W 3 {}",
+        Outside::HOST
+    );
+    let out = p.exec(&["sh", "-c", &script]);
+    let neigh = p.exec(&["ip", "neigh"]);
+    assert!(
+        out.status.success(),
+        "the pod's first ping out: {}; its neighbours: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&neigh.stdout)
+    );
+    let del = h.cni("DEL", &p.container_id, &p.netns_path(), "eth0", &conf);
+    assert!(del.ok(), "DEL: {}", del.stdout);
+}
