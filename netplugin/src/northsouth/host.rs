@@ -413,14 +413,22 @@ impl NorthSouth {
         }
         self.made.retain(|t, _| d.tenants.contains_key(t));
         self.dp.set_routers(routers).await?;
-        // The new gateways' flows are in: tell the pods that asked for them too early.
+        // The new gateways' flows are in: tell the pods that asked for them too early. A few
+        // times: the switch may start reading a port just added a moment after its flows are
+        // in (the userspace datapath), and what it has not read yet is lost.
         for (tenant, gateways) in announce {
-            let ns = Netns::open(
-                &PathBuf::from("/run/netns").join(router_netns(&self.bridge, &tenant)),
-            )?;
-            if let Err(e) = announce_gateways(&ns, gateways) {
-                tracing::warn!(%tenant, error = %e, "announce the tenant router's gateways (pods that asked before it was there wait a second for ARP)");
-            }
+            let path = PathBuf::from("/run/netns").join(router_netns(&self.bridge, &tenant));
+            tokio::spawn(async move {
+                for wait in [0, 50, 250] {
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    // Gone again (its last pod left): nothing to announce.
+                    let Ok(ns) = Netns::open(&path) else { return };
+                    if let Err(e) = announce_gateways(&ns, gateways.clone()) {
+                        tracing::warn!(%tenant, error = %e, "announce the tenant router's gateways (a pod that asked before the router was there waits a second for ARP)");
+                        return;
+                    }
+                }
+            });
         }
         self.fix_host_routes(&host_routes).await?;
         self.remove_departed(d, &ports_wanted).await?;
