@@ -485,3 +485,70 @@ fn a_pod_that_asks_for_its_gateway_before_the_router_is_made_gets_an_answer() {
     let del = h.cni("DEL", &p.container_id, &p.netns_path(), "eth0", &conf);
     assert!(del.ok(), "DEL: {}", del.stdout);
 }
+
+#[test]
+fn a_docker_container_on_a_contiv_network_reaches_the_outside() {
+    use test_e2e::docker::{Dockerd, IMAGE, PluginSocket};
+    let c = Cluster::start(1, &[]);
+    let o = Outside::new(&c.underlay);
+    let plugin = PluginSocket::new();
+    let args = c.master.docker_agent_args(&plugin.path);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let h = Host::start_on_masters_with(&c.master.url(), &c.underlay, "dock", &args);
+    plugin.wait();
+    o.route_from(&h);
+    let docker = Dockerd::start(&h);
+    let d = &plugin.name;
+    docker.ok(
+        &[
+            "network",
+            "create",
+            "-d",
+            d,
+            "--ipam-driver",
+            d,
+            "--subnet",
+            "10.73.0.0/24",
+            "--gateway",
+            "10.73.0.1",
+            "-o",
+            "network=dnet",
+            "dnet",
+        ],
+        &h,
+    );
+    docker.ok(
+        &[
+            "run",
+            "-d",
+            "--name",
+            "out1",
+            "--network",
+            "dnet",
+            IMAGE,
+            "sleep",
+            "100000",
+        ],
+        &h,
+    );
+    let pings = || {
+        docker
+            .run(&["exec", "out1", "ping", "-c", "1", "-W", "2", Outside::HOST])
+            .status
+            .success()
+    };
+    assert!(
+        (0..5).any(|_| pings()),
+        "the container pings the outside; agent log:\n{}",
+        h.agent_log()
+    );
+    let pid = docker.ok(&["inspect", "-f", "{{.State.Pid}}", "out1"], &h);
+    let p = Pod::of_process(&pid, "out1", "");
+    assert_eq!(
+        tcp_to_outside(&o, &p, Outside::HOST, 8088),
+        h.vtep,
+        "the outside sees the node's address for the container"
+    );
+    drop(p);
+    docker.ok(&["rm", "-f", "out1"], &h);
+}
