@@ -312,6 +312,28 @@ pub fn host_chains(range: &str) -> String {
 pub const POSTROUTING_CHAIN: &str = "CONTIV-POSTROUTING";
 pub const FORWARD_CHAIN: &str = "CONTIV-FORWARD";
 
+/// A gratuitous ARP from `mac` for `ip` (Ethernet broadcast): what the tenant router
+/// sends from a gateway interface once its port's flows are in. A pod whose first packet went
+/// out before the router port existed holds an unanswered ("incomplete") neighbour entry for
+/// its gateway and would ask again only a second later; the kernel fills such an entry from
+/// this announcement and sends the packets it queued at once. A reply, not the usual request:
+/// the bridge answers ARP requests for the gateway itself (table 10), a request from the router
+/// port would come back to the router instead of reaching the pods.
+pub fn gratuitous_arp(mac: [u8; 6], ip: Ipv4Addr) -> [u8; 42] {
+    let mut f = [0u8; 42];
+    f[0..6].copy_from_slice(&[0xff; 6]);
+    f[6..12].copy_from_slice(&mac);
+    f[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    // Ethernet, IPv4, address lengths 6 and 4, reply.
+    f[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]);
+    f[22..28].copy_from_slice(&mac);
+    f[28..32].copy_from_slice(&ip.octets());
+    // To everyone (target hardware address broadcast), about the sender's own address.
+    f[32..38].copy_from_slice(&[0xff; 6]);
+    f[38..42].copy_from_slice(&ip.octets());
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,5 +519,28 @@ mod tests {
         let h = host_chains("172.19.128.0/17");
         assert!(h.contains("-A CONTIV-POSTROUTING -s 172.19.128.0/17 ! -o vu+ -j MASQUERADE"));
         assert!(h.contains(":CONTIV-FORWARD - [0:0]"));
+    }
+
+    #[test]
+    fn a_gratuitous_arp_announces_the_gateway_to_everyone() {
+        let f = gratuitous_arp([2, 0, 0, 0x11, 0x11, 0x11], "10.1.2.1".parse().unwrap());
+        let hex: String = f.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            concat!(
+                "ffffffffffff",
+                "020000111111",
+                "0806",
+                "0001",
+                "0800",
+                "06",
+                "04",
+                "0002",
+                "020000111111",
+                "0a010201",
+                "ffffffffffff",
+                "0a010201",
+            )
+        );
     }
 }

@@ -24,7 +24,7 @@ pub use host::{GRAVEYARD_GROUP, Host};
 pub use image::busybox_image_tar;
 pub use netmaster::Netmaster;
 pub use outside::Outside;
-pub use pod::Pod;
+pub use pod::{PING_INTERVAL, PingRun, Pod, iperf3};
 pub use process::{
     PREFIX, bin, cleanup_leftovers, cli_arg, in_netns, kill_processes_naming, unique, wait_for,
 };

@@ -9,6 +9,10 @@ use std::process::{Command, Output};
 /// from a node's own address, and its replies go back there.
 pub struct Outside {
     pub ns: String,
+    /// A second internet host one hop behind the router, over a link whose MTU tests may
+    /// lower on the router's side ([`Outside::narrow_far_link`]): the router then has to fragment or send ICMP
+    /// "fragmentation needed" back to the pods' nodes, as a real internet path may.
+    pub far: String,
 }
 
 impl Outside {
@@ -18,6 +22,8 @@ impl Outside {
     /// The internet host's addresses.
     pub const HOST: &'static str = "10.99.0.1";
     pub const HOST6: &'static str = "fd99:1::1";
+    /// The far internet host's address (behind the router's link `fr0`).
+    pub const FAR_HOST: &'static str = "10.99.1.1";
 
     /// Plugs the outside into `underlay`.
     pub fn new(underlay: &Underlay) -> Self {
@@ -67,7 +73,53 @@ impl Outside {
         // A real router's NIC computes its checksums; a veth leaves them to "hardware", and
         // the nodes' uplinks are ports of the userspace datapath, which never fills them in.
         must(Command::new("ip").args(["netns", "exec", &ns, "ethtool", "-K", "ul0", "tx", "off"]));
-        Outside { ns }
+        let far = unique("f");
+        must(Command::new("ip").args(["netns", "add", &far]));
+        ip(
+            &ns,
+            &[
+                "link", "add", "fr0", "type", "veth", "peer", "name", "eth0", "netns", &far,
+            ],
+        );
+        ip(&ns, &["addr", "add", "10.99.1.254/24", "dev", "fr0"]);
+        ip(&ns, &["link", "set", "fr0", "up"]);
+        ip(
+            &far,
+            &[
+                "addr",
+                "add",
+                &format!("{}/24", Self::FAR_HOST),
+                "dev",
+                "eth0",
+            ],
+        );
+        ip(&far, &["link", "set", "eth0", "up"]);
+        ip(&far, &["link", "set", "lo", "up"]);
+        ip(&far, &["route", "add", "default", "via", "10.99.1.254"]);
+        must(Command::new("ip").args([
+            "netns",
+            "exec",
+            &ns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]));
+        Outside { ns, far }
+    }
+
+    /// Lowers the MTU of the router's end of the link to the far host. The far host keeps
+    /// 1500 and so offers a TCP MSS the pods' packets exceed past the router: only path MTU
+    /// discovery (ICMP "fragmentation needed" from the router) gets them through.
+    pub fn narrow_far_link(&self, mtu: u32) {
+        must(Command::new("ip").args([
+            "-n",
+            &self.ns,
+            "link",
+            "set",
+            "fr0",
+            "mtu",
+            &mtu.to_string(),
+        ]));
     }
 
     /// Makes `host` route the internet host through the outside router, over IPv4 and IPv6
@@ -103,6 +155,14 @@ impl Outside {
         ]);
         h(&[
             "ip",
+            "route",
+            "add",
+            &format!("{}/32", Self::FAR_HOST),
+            "via",
+            Self::GATEWAY,
+        ]);
+        h(&[
+            "ip",
             "-6",
             "route",
             "add",
@@ -125,21 +185,33 @@ impl Outside {
 
     /// A TCP listener on the internet host's `addr:port`.
     pub fn listen(&self, addr: &str, port: u16) -> std::net::TcpListener {
-        let a: std::net::SocketAddr = if addr.contains(':') {
-            format!("[{addr}]:{port}")
-        } else {
-            format!("{addr}:{port}")
-        }
-        .parse()
-        .expect("address");
-        in_netns(&format!("/var/run/netns/{}", self.ns), move || {
-            std::net::TcpListener::bind(a).expect("listen outside")
-        })
+        listen_in(&self.ns, addr, port)
     }
+
+    /// A TCP listener on the far host's `port`.
+    pub fn listen_far(&self, port: u16) -> std::net::TcpListener {
+        listen_in(&self.far, Self::FAR_HOST, port)
+    }
+}
+
+/// A TCP listener on `addr:port` in namespace `ns`.
+fn listen_in(ns: &str, addr: &str, port: u16) -> std::net::TcpListener {
+    let a: std::net::SocketAddr = if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
+    }
+    .parse()
+    .expect("address");
+    in_netns(&format!("/var/run/netns/{ns}"), move || {
+        std::net::TcpListener::bind(a).expect("listen outside")
+    })
 }
 
 impl Drop for Outside {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        for ns in [&self.far, &self.ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
     }
 }

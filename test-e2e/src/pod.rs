@@ -97,45 +97,7 @@ impl Pod {
 
     /// One iperf3 TCP stream from `from` to `to`; Gbit/s received.
     pub fn iperf3_to(&self, to: &Pod, seconds: u64) -> f64 {
-        let mut server = Command::new("ip")
-            .args([
-                "netns", "exec", &to.netns, "iperf3", "-s", "-1", "-p", "5201",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("iperf3 server");
-        let start = Instant::now();
-        let out = loop {
-            let out = self.exec(&[
-                "iperf3",
-                "-c",
-                &to.ip,
-                "-p",
-                "5201",
-                "-t",
-                &seconds.to_string(),
-                "-J",
-            ]);
-            let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-            if v["end"]["sum_received"]["bits_per_second"].is_number() {
-                break v;
-            }
-            // The server may not listen yet.
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "iperf3 {} -> {} failed: {}",
-                self.ip,
-                to.ip,
-                String::from_utf8_lossy(&out.stdout)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        let _ = server.wait();
-        out["end"]["sum_received"]["bits_per_second"]
-            .as_f64()
-            .unwrap()
-            / 1e9
+        iperf3(&self.netns, &to.netns, &to.ip, seconds)
     }
 
     /// Runs `f` on a thread inside the pod's namespace (sockets made there stay there).
@@ -211,4 +173,102 @@ impl Drop for Pod {
                 .status();
         }
     }
+}
+
+/// A ping running in the background from a pod: `count` echo requests 0.1 s apart, each
+/// waited for at most 1 s. Killed if dropped unfinished (a failing test).
+pub struct PingRun(Option<std::process::Child>);
+
+/// The interval of [`PingRun`]'s echo requests.
+pub const PING_INTERVAL: Duration = Duration::from_millis(100);
+
+impl Pod {
+    /// Starts pinging `ip` from the pod in the background (see [`PingRun`]).
+    pub fn ping_start(&self, ip: &str, count: u32) -> PingRun {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.netns, "ping", "-W", "1"])
+            .args(["-i", &format!("{}", PING_INTERVAL.as_secs_f64())])
+            .args(["-c", &count.to_string(), ip])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start ping");
+        PingRun(Some(child))
+    }
+}
+
+impl PingRun {
+    /// Waits for the pings to end; (sent, received).
+    pub fn finish(mut self) -> (u32, u32) {
+        let out = self
+            .0
+            .take()
+            .expect("a running ping")
+            .wait_with_output()
+            .expect("wait for ping");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let line = text
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or_else(|| panic!("ping output: {text}"));
+        let nums: Vec<u32> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .take(2)
+            .map(|s| s.parse().expect("a count"))
+            .collect();
+        (nums[0], nums[1])
+    }
+}
+
+impl Drop for PingRun {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// One iperf3 TCP stream from namespace `client_ns` to an iperf3 server started in namespace
+/// `server_ns`, connecting to `dst` (an address of the server's namespace); Gbit/s received.
+pub fn iperf3(client_ns: &str, server_ns: &str, dst: &str, seconds: u64) -> f64 {
+    let mut server = Command::new("ip")
+        .args([
+            "netns", "exec", server_ns, "iperf3", "-s", "-1", "-p", "5201",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("iperf3 server");
+    let start = Instant::now();
+    let out = loop {
+        let out = run(Command::new("ip").args(["netns", "exec", client_ns]).args([
+            "iperf3",
+            "-c",
+            dst,
+            "-p",
+            "5201",
+            "-t",
+            &seconds.to_string(),
+            "-J",
+        ]));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if v["end"]["sum_received"]["bits_per_second"].is_number() {
+            break v;
+        }
+        // The server may not listen yet.
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "iperf3 {} -> {} failed: {}",
+            client_ns,
+            dst,
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = server.wait();
+    out["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap()
+        / 1e9
 }

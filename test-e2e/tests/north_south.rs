@@ -5,7 +5,7 @@
 use serde_json::json;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
-use test_e2e::{Cluster, Host, Outside, Pod, modes, wait_for};
+use test_e2e::{Cluster, Host, Outside, PING_INTERVAL, Pod, modes, wait_for};
 
 const REACH: Duration = Duration::from_secs(10);
 
@@ -331,33 +331,15 @@ fn agent_restart_keeps_the_way_out() {
             .expect("a transit link")
     };
     let before = transit(&c.hosts[0]);
-    let child = std::process::Command::new("ip")
-        .args([
-            "netns", "exec", &p.netns, "ping", "-i", "0.1", "-W", "1", "-c", "40",
-        ])
-        .arg(Outside::HOST)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let ping = p.ping_start(Outside::HOST, 40);
     std::thread::sleep(Duration::from_millis(500));
     c.hosts[0].kill_agent();
     c.hosts[0].start_agent();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let line = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or_else(|| panic!("ping output: {text}"));
-    let nums: Vec<u32> = line
-        .split(|ch: char| !ch.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().unwrap())
-        .take(2)
-        .collect();
-    eprintln!("agent restart: {} sent, {} received", nums[0], nums[1]);
+    let (sent, got) = ping.finish();
+    eprintln!("agent restart: {sent} sent, {got} received");
     assert!(
-        nums[0] - nums[1] <= 1,
-        "pings to the outside lost over an agent restart: {line}"
+        sent - got <= 1,
+        "pings to the outside lost over an agent restart: {got} of {sent} received"
     );
     assert_eq!(
         transit(&c.hosts[0]),
@@ -365,4 +347,208 @@ fn agent_restart_keeps_the_way_out() {
         "the transit link was left in place"
     );
     assert!(p.reaches(Outside::HOST, REACH));
+}
+
+/// Sends `len` bytes from `pod` over TCP to the far host (behind the outside router) and
+/// returns how many bytes the far host received.
+fn tcp_send_far(o: &Outside, pod: &Pod, port: u16, len: usize) -> usize {
+    let l = o.listen_far(port);
+    l.set_nonblocking(true).unwrap();
+    let server = std::thread::spawn(move || {
+        let deadline = Instant::now() + REACH;
+        let mut c = loop {
+            match l.accept() {
+                Ok((c, _)) => break c,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => panic!("the far host got no connection: {e}"),
+            }
+        };
+        c.set_nonblocking(false).unwrap();
+        c.set_read_timeout(Some(REACH)).unwrap();
+        let mut got = Vec::new();
+        let r = c.read_to_end(&mut got);
+        let _ = c.write_all(got.len().to_string().as_bytes());
+        (got.len(), r.err())
+    });
+    let to = std::net::SocketAddr::new(Outside::FAR_HOST.parse().unwrap(), port);
+    let mut s = pod
+        .in_ns(move || std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("{} connects to the far host: {e}", pod.netns));
+    s.set_write_timeout(Some(REACH)).unwrap();
+    s.set_read_timeout(Some(REACH)).unwrap();
+    let sent = s.write_all(&vec![7u8; len]);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut ack = String::new();
+    let _ = s.read_to_string(&mut ack);
+    let (got, err) = server.join().unwrap();
+    eprintln!(
+        "{}: sent {sent:?}, the far host got {got} bytes ({err:?}), said {ack:?}",
+        pod.netns
+    );
+    got
+}
+
+#[test]
+fn a_narrower_link_beyond_the_router_does_not_stop_tcp() {
+    let (c, o) = cluster();
+    // The pods' 1450-byte packets no longer fit past the outside router: it answers with ICMP
+    // "fragmentation needed", which must come back through the node's and the tenant router's
+    // NAT to the pod.
+    o.narrow_far_link(1400);
+    for t in ["default", "blue"] {
+        c.master.network(t, "net", "10.1.2.0/24", "10.1.2.1");
+    }
+    let mut port = 7000;
+    for (h, t) in [(0, "default"), (0, "blue"), (1, "default")] {
+        let p = c.pod(h, "net", t);
+        assert!(
+            p.reaches(Outside::FAR_HOST, REACH),
+            "{t} pod pings the far host"
+        );
+        port += 1;
+        assert_eq!(
+            tcp_send_far(&o, &p, port, 1 << 20),
+            1 << 20,
+            "1 MB from a {t} pod on {} over the narrow link",
+            c.hosts[h].name
+        );
+        // It got through by path MTU discovery: the router's ICMP error reached the pod.
+        let route = p.exec(&["ip", "route", "get", Outside::FAR_HOST]);
+        let route = String::from_utf8_lossy(&route.stdout).to_string();
+        assert!(
+            route.contains("mtu 1400"),
+            "the {t} pod learned the path MTU: {route}"
+        );
+    }
+}
+
+#[test]
+fn a_vswitchd_restart_costs_the_way_out_no_more_than_pod_to_pod() {
+    let (mut c, _o) = cluster();
+    c.master
+        .network("default", "net", "10.1.2.0/24", "10.1.2.1");
+    let a = c.pod(0, "net", "default");
+    let b = c.pod(1, "net", "default");
+    assert!(a.reaches(&b.ip, REACH) && a.reaches(Outside::HOST, REACH));
+    // Both paths start at host1's ovs-vswitchd, which crashes and comes back while both pings
+    // run: the way out (OVS, the tenant router, the host's NAT) must come back with the flows.
+    let east_west = a.ping_start(&b.ip, 60);
+    let north_south = a.ping_start(Outside::HOST, 60);
+    std::thread::sleep(Duration::from_millis(500));
+    c.hosts[0].kill_vswitchd();
+    c.hosts[0].start_vswitchd();
+    let (ew_sent, ew_got) = east_west.finish();
+    let (ns_sent, ns_got) = north_south.finish();
+    eprintln!(
+        "ovs-vswitchd restart: pod to pod {ew_got}/{ew_sent}, pod to outside {ns_got}/{ns_sent} \
+         received ({PING_INTERVAL:?} apart)"
+    );
+    // The two pings sample the same outage at phases up to one interval apart: each of its
+    // two edges may cost one of them a request more than the other.
+    assert!(
+        ns_sent - ns_got <= ew_sent - ew_got + 2,
+        "the way out lost {} of {ns_sent} pings, pod to pod {} of {ew_sent}; agent:\n{}",
+        ns_sent - ns_got,
+        ew_sent - ew_got,
+        c.hosts[0].agent_log()
+    );
+    assert!(a.reaches(Outside::HOST, REACH) && a.reaches(&b.ip, REACH));
+}
+
+#[test]
+fn a_pod_that_asks_for_its_gateway_before_the_router_is_made_gets_an_answer() {
+    let (c, _o) = cluster();
+    c.master
+        .network("default", "net", "10.1.2.0/24", "10.1.2.1");
+    let h = &c.hosts[0];
+    // The tenant's first pod on the host: its router is made just after the ADD returns. The
+    // pod pings the outside at once and asks for its gateway's MAC only once (so no second
+    // ARP request, a second later, hides a first one lost before the router port was there).
+    let p = Pod::new();
+    let conf = h.conf("1.0.0", json!({"network": "net", "tenant": "default"}));
+    let add = h.cni("ADD", &p.container_id, &p.netns_path(), "eth0", &conf);
+    assert!(add.ok(), "ADD: {}", add.stdout);
+    let script = format!(
+        "sysctl -qw net.ipv4.neigh.eth0.mcast_solicit=1 && ping -c 1 -W 3 {}",
+        Outside::HOST
+    );
+    let out = p.exec(&["sh", "-c", &script]);
+    let neigh = p.exec(&["ip", "neigh"]);
+    assert!(
+        out.status.success(),
+        "the pod's first ping out: {}; its neighbours: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&neigh.stdout)
+    );
+    let del = h.cni("DEL", &p.container_id, &p.netns_path(), "eth0", &conf);
+    assert!(del.ok(), "DEL: {}", del.stdout);
+}
+
+#[test]
+fn a_docker_container_on_a_contiv_network_reaches_the_outside() {
+    use test_e2e::docker::{Dockerd, IMAGE, PluginSocket};
+    let c = Cluster::start(1, &[]);
+    let o = Outside::new(&c.underlay);
+    let plugin = PluginSocket::new();
+    let args = c.master.docker_agent_args(&plugin.path);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let h = Host::start_on_masters_with(&c.master.url(), &c.underlay, "dock", &args);
+    plugin.wait();
+    o.route_from(&h);
+    let docker = Dockerd::start(&h);
+    let d = &plugin.name;
+    docker.ok(
+        &[
+            "network",
+            "create",
+            "-d",
+            d,
+            "--ipam-driver",
+            d,
+            "--subnet",
+            "10.73.0.0/24",
+            "--gateway",
+            "10.73.0.1",
+            "-o",
+            "network=dnet",
+            "dnet",
+        ],
+        &h,
+    );
+    docker.ok(
+        &[
+            "run",
+            "-d",
+            "--name",
+            "out1",
+            "--network",
+            "dnet",
+            IMAGE,
+            "sleep",
+            "100000",
+        ],
+        &h,
+    );
+    let pings = || {
+        docker
+            .run(&["exec", "out1", "ping", "-c", "1", "-W", "2", Outside::HOST])
+            .status
+            .success()
+    };
+    assert!(
+        (0..5).any(|_| pings()),
+        "the container pings the outside; agent log:\n{}",
+        h.agent_log()
+    );
+    let pid = docker.ok(&["inspect", "-f", "{{.State.Pid}}", "out1"], &h);
+    let p = Pod::of_process(&pid, "out1", "");
+    assert_eq!(
+        tcp_to_outside(&o, &p, Outside::HOST, 8088),
+        h.vtep,
+        "the outside sees the node's address for the container"
+    );
+    drop(p);
+    docker.ok(&["rm", "-f", "out1"], &h);
 }

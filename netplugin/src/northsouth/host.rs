@@ -157,6 +157,73 @@ async fn sysctls(
     Ok(())
 }
 
+/// Sends a gratuitous ARP for each (gateway interface, gateway address) from inside the
+/// router namespace `ns` (see [`super::gratuitous_arp`]).
+fn announce_gateways(ns: &Netns, gateways: Vec<(String, Ipv4Addr)>) -> Result<(), LinkError> {
+    let mac: Vec<u8> = ROUTER_MAC
+        .split(':')
+        .filter_map(|b| u8::from_str_radix(b, 16).ok())
+        .collect();
+    let mac: [u8; 6] = mac.try_into().unwrap_or([2, 0, 0, 0x11, 0x11, 0x11]);
+    ns.run(move || {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let proto = (libc::ETH_P_ARP as u16).to_be();
+        // SAFETY: plain socket(2); the descriptor is owned (and closed) by `fd` at once.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                proto as i32,
+            )
+        };
+        if raw < 0 {
+            return Err(format!(
+                "open a packet socket: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: `raw` is a fresh descriptor nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        for (ifname, gw) in gateways {
+            let name = std::ffi::CString::new(ifname.as_str()).map_err(|e| e.to_string())?;
+            // SAFETY: a valid NUL-terminated name alive for the call.
+            let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            if index == 0 {
+                return Err(format!(
+                    "find {ifname}: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            // SAFETY: all-zero is a valid sockaddr_ll; the fields that matter are set below.
+            let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            to.sll_family = libc::AF_PACKET as u16;
+            to.sll_protocol = proto;
+            to.sll_ifindex = index as i32;
+            to.sll_halen = 6;
+            to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+            let frame = super::gratuitous_arp(mac, gw);
+            // SAFETY: `frame` and `to` are alive and sized as passed.
+            let sent = unsafe {
+                libc::sendto(
+                    fd.as_raw_fd(),
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    (&to as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            if sent < 0 {
+                return Err(format!(
+                    "send a gratuitous ARP for {gw} on {ifname}: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+        Ok(())
+    })
+}
+
 const FORWARDING: &[(&str, &str)] = &[("ipv4/ip_forward", "1"), ("ipv6/conf/all/forwarding", "1")];
 
 /// The host's IPv4 forwarding. IPv6 forwarding is turned on only once a dual-stack network
@@ -289,6 +356,7 @@ impl NorthSouth {
         let mut routers: BTreeMap<u64, RouterPort> = BTreeMap::new();
         let mut host_routes: Vec<String> = Vec::new();
         let mut ports_wanted = BTreeSet::new();
+        let mut announce: Vec<(String, Vec<(String, Ipv4Addr)>)> = Vec::new();
         let root_links = link_names(None).await?;
         for (tenant, t) in &d.tenants {
             let Some(tr) = index.get(tenant).and_then(|i| super::transit(pvt, *i)) else {
@@ -305,6 +373,13 @@ impl NorthSouth {
                 }
                 _ => {
                     let ports = self.ensure_router(tenant, t, tr, &root_links).await?;
+                    announce.push((
+                        tenant.clone(),
+                        ports
+                            .iter()
+                            .map(|(n, _)| (router_gw_ifname(&n.key()), n.gateway))
+                            .collect(),
+                    ));
                     self.made
                         .insert(tenant.clone(), (t.clone(), tr, ports.clone()));
                     ports
@@ -338,6 +413,23 @@ impl NorthSouth {
         }
         self.made.retain(|t, _| d.tenants.contains_key(t));
         self.dp.set_routers(routers).await?;
+        // The new gateways' flows are in: tell the pods that asked for them too early. A few
+        // times: the switch may start reading a port just added a moment after its flows are
+        // in (the userspace datapath), and what it has not read yet is lost.
+        for (tenant, gateways) in announce {
+            let path = PathBuf::from("/run/netns").join(router_netns(&self.bridge, &tenant));
+            tokio::spawn(async move {
+                for wait in [0, 50, 250] {
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    // Gone again (its last pod left): nothing to announce.
+                    let Ok(ns) = Netns::open(&path) else { return };
+                    if let Err(e) = announce_gateways(&ns, gateways.clone()) {
+                        tracing::warn!(%tenant, error = %e, "announce the tenant router's gateways (a pod that asked before the router was there waits a second for ARP)");
+                        return;
+                    }
+                }
+            });
+        }
         self.fix_host_routes(&host_routes).await?;
         self.remove_departed(d, &ports_wanted).await?;
         Ok(())
