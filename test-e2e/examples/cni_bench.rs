@@ -25,13 +25,11 @@
 //! call as the runtime sees it (spawn to exit). ADD/s and DEL/s are pods over the phase's wall
 //! time; pods/s is full cycles: pods / (ADD phase + DEL phase). CPU per pod counts every process
 //! involved (plugin processes and their children, agent with its `ovs-ofctl` children,
-//! ovs-vswitchd, ovsdb-server, netmaster) from /proc, and ovs-vswitchd's bridge reconfigurations
-//! per phase (its `bridge_reconfigure` coverage counter: each port change, and each link event in
-//! its namespace, costs one that visits every port).
+//! ovs-vswitchd, ovsdb-server, netmaster) from /proc.
 //!
 //! Then a breakdown of contiv's ADD and DEL from the agent's log: its own time per call against
 //! the plugin call, and its time step by step as the endpoint manager marks it
-//! (`netplugin::steps`: the real code path, not a replica), and the port pool's refills.
+//! (`netplugin::steps`: the real code path, not a replica).
 //!
 //! Ctrl-C stops after the calls in flight; daemons, namespaces and temp dirs are always removed.
 
@@ -199,8 +197,6 @@ const CPU_WHO: [&str; 5] = [
 
 struct Procs {
     daemons: [Option<u32>; 4],
-    /// ovs-vswitchd's control socket, for its coverage counters.
-    vswitchd_ctl: PathBuf,
 }
 
 impl Procs {
@@ -227,7 +223,6 @@ impl Procs {
                 pidfile("ovsdb.pid"),
                 by_cmdline("netmaster", &m.socket.display().to_string()),
             ],
-            vswitchd_ctl: h.dir.join("vswitchd.ctl"),
         };
         for (who, pid) in CPU_WHO[1..].iter().zip(&p.daemons) {
             if pid.is_none() {
@@ -235,28 +230,6 @@ impl Procs {
             }
         }
         p
-    }
-
-    /// How many times ovs-vswitchd has reconfigured its bridges so far (its `bridge_reconfigure`
-    /// coverage counter: every port added or deleted, and every link event in its namespace,
-    /// costs one, and each visits every port). ovs-vswitchd folds its threads' counts into the
-    /// total about once a second, so a phase's count may lag by that much.
-    fn reconfigures(&self) -> Option<u64> {
-        let out = std::process::Command::new("ovs-appctl")
-            .arg("-t")
-            .arg(&self.vswitchd_ctl)
-            .arg("coverage/show")
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        // A counter never hit is not listed.
-        Some(
-            text.lines()
-                .find(|l| l.split_whitespace().next() == Some("bridge_reconfigure"))
-                .and_then(|l| l.rsplit_once("total:"))
-                .and_then(|(_, n)| n.trim().parse().ok())
-                .unwrap_or(0),
-        )
     }
 
     /// CPU seconds so far of each of [`CPU_WHO`].
@@ -298,8 +271,6 @@ struct Phase {
     results: Vec<Value>,
     /// CPU seconds spent during the phase by each of [`CPU_WHO`].
     cpu: [f64; 5],
-    /// ovs-vswitchd's bridge reconfigurations during the phase.
-    reconf: Option<u64>,
 }
 
 impl Phase {
@@ -328,7 +299,6 @@ fn phase(
     let error: Mutex<Option<String>> = Mutex::new(None);
     let barrier = Barrier::new(workers + 1);
     let cpu0 = procs.snapshot();
-    let reconf0 = procs.reconfigures();
     let mut start = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..workers {
@@ -390,10 +360,6 @@ fn phase(
     let wall = start.elapsed();
     let cpu1 = procs.snapshot();
     let cpu = std::array::from_fn(|i| cpu1[i] - cpu0[i]);
-    let reconf = procs
-        .reconfigures()
-        .zip(reconf0)
-        .map(|(b, a)| b.saturating_sub(a));
     if let Some(e) = error.into_inner().unwrap() {
         return Err(e);
     }
@@ -411,7 +377,6 @@ fn phase(
         wall,
         results,
         cpu,
-        reconf,
     })
 }
 
@@ -857,7 +822,7 @@ fn print_cpu(results: &[RunResult]) {
     for w in CPU_WHO {
         print!(" {w:>16}");
     }
-    println!(" {:>8} {:>16}", "total", "reconf ADD/DEL");
+    println!(" {:>8}", "total");
     for r in results {
         let n = r.add.lat.len() as f64;
         let per: Vec<f64> = (0..5)
@@ -867,16 +832,8 @@ fn print_cpu(results: &[RunResult]) {
         for v in &per {
             print!(" {v:>16.2}");
         }
-        let count = |p: &Phase| p.reconf.map_or("?".to_string(), |n| n.to_string());
-        println!(
-            " {:>8.2} {:>16}",
-            per.iter().sum::<f64>(),
-            format!("{}/{}", count(&r.add), count(&r.del))
-        );
+        println!(" {:>8.2}", per.iter().sum::<f64>());
     }
-    println!(
-        "  (reconf: ovs-vswitchd's bridge_reconfigure count during the ADD / DEL phase, to about a second)"
-    );
 }
 
 /// The agent's own time per call (its `CNI call done ... ms= steps=` log line) against the
@@ -901,31 +858,6 @@ fn print_agent_split(h: &Host, results: &[RunResult]) {
                 .collect();
             calls.insert((c.to_string(), id.to_string()), (ms, steps));
         }
-    }
-    // The port pool's refills (its log: one line per batch), over the whole benchmark.
-    let refills: Vec<(u64, u64)> = log
-        .lines()
-        .filter(|l| l.contains("port pool refilled"))
-        .filter_map(|l| {
-            let kv: HashMap<&str, &str> = l
-                .split_whitespace()
-                .filter_map(|t| t.split_once('='))
-                .collect();
-            Some((kv.get("ports")?.parse().ok()?, kv.get("ms")?.parse().ok()?))
-        })
-        .collect();
-    if !refills.is_empty() {
-        println!();
-        println!(
-            "contiv: {} pool refills, {} ports in all (ports/ms each: {})",
-            refills.len(),
-            refills.iter().map(|r| r.0).sum::<u64>(),
-            refills
-                .iter()
-                .map(|(n, ms)| format!("{n}/{ms}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
     }
     println!();
     println!(
@@ -968,12 +900,10 @@ fn print_agent_split(h: &Host, results: &[RunResult]) {
             for name in order {
                 let t = &times[name];
                 let mean = t.iter().sum::<Duration>().as_secs_f64() * 1e3 / t.len() as f64;
-                // Steps only some calls take (a pooled port made on the ADD's path) say how many.
                 println!(
-                    "      {name:<12} p50 {:>7.2}  p99 {:>7.2}  mean {mean:>7.2} ms  ({} calls)",
+                    "      {name:<12} p50 {:>7.2}  p99 {:>7.2}  mean {mean:>7.2} ms",
                     pct(t, 50.0),
                     pct(t, 99.0),
-                    t.len(),
                 );
             }
         }

@@ -369,14 +369,6 @@ pub async fn delete_pod_link(
     }
 }
 
-/// A MAC for a waiting end: random, locally administered, unicast (a pooled port's is replaced
-/// by the pod's MAC at each ADD).
-pub fn waiting_mac() -> [u8; 6] {
-    let mut mac = *uuid::Uuid::new_v4().as_bytes();
-    mac[0] = (mac[0] & 0xfe) | 0x02;
-    mac[..6].try_into().unwrap_or([2, 0, 0, 0, 0, 1])
-}
-
 /// Makes a veth pair whose ends are both called `name`: the host end in the agent's namespace
 /// (a switch port to be), the waiting end in `side`, both up, no IPv6 on the host end. Returns
 /// the waiting end's index and the host end's MAC. TX checksum offload on the waiting end and
@@ -387,7 +379,10 @@ pub async fn make_waiting_pair(
     name: &str,
     mtu: u32,
 ) -> Result<(u32, String), LinkError> {
-    let mac = waiting_mac();
+    // Locally administered, unicast; a pooled port's is replaced by the pod's MAC at each ADD.
+    let mut mac = *uuid::Uuid::new_v4().as_bytes();
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    let mac: [u8; 6] = mac[..6].try_into().unwrap_or([2, 0, 0, 0, 0, 1]);
     // The host end born up (it must be up before the port is added: ovs-vswitchd writes back
     // the flags it read): each link event in the agent's namespace costs ovs-vswitchd a
     // reconfiguration of the bridge.

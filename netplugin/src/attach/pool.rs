@@ -16,7 +16,7 @@
 
 use super::{
     Attach, Host, Port, Prepared, Restore, Undo, delete_pod_link, endpoint_mac,
-    finish_macvlan_pod_side, log_added, prepare_pod_side, waiting_mac,
+    finish_macvlan_pod_side, log_added, make_waiting_pair, prepare_pod_side,
 };
 use crate::kernel::{MacVlanMode, Ns};
 use crate::manager::{AddRequest, ErrorKind, ManagerError};
@@ -60,7 +60,7 @@ pub struct Bound {
 struct State {
     free: VecDeque<Pair>,
     bound: HashMap<String, Bound>,
-    /// Pairs in the batch the refill is making (one batch at a time).
+    /// Pairs being made by the refill.
     making: usize,
     /// When ports were taken in the last [`BURST_WINDOW`].
     recent: VecDeque<Instant>,
@@ -69,33 +69,11 @@ struct State {
 /// How far back the pool looks to size itself for a burst of pods.
 const BURST_WINDOW: Duration = Duration::from_secs(1);
 
-/// The largest refill, in pool sizes: a burst's refills are few and large.
-const MAX_BATCH: usize = 4;
-
-/// How long an ADD that finds the pool empty waits for the batch being made before making a
-/// port of its own (a refill that hangs must not hang ADDs).
-const WAIT_FOR_BATCH: Duration = Duration::from_secs(5);
-
-/// A link of a pair being made that is gone.
-fn vanished(name: &str, ns: &Ns) -> LinkError {
-    LinkError::other(
-        format!("find {name} in namespace {}", ns.path().display()),
-        "vanished",
-    )
-}
-
-/// What [`State::take`] found.
-enum Take {
-    Port(Pair),
-    /// None free, but a batch is being made: wait for it.
-    Wait,
-    /// None free and none coming: make one.
-    Make,
-}
-
 impl State {
-    /// Takes in the last [`BURST_WINDOW`].
-    fn demand(&mut self) -> usize {
+    /// How many free ports to aim for: the pool's size, or as many as pods came in the last
+    /// [`BURST_WINDOW`] during a burst (up to four times the size), so that a burst is served by
+    /// a few large refills (each one reconfiguration of the bridge) rather than many small ones.
+    fn want(&mut self, target: usize) -> usize {
         let now = Instant::now();
         while self
             .recent
@@ -104,49 +82,7 @@ impl State {
         {
             self.recent.pop_front();
         }
-        self.recent.len()
-    }
-
-    /// The watermarks (low, high): the refill starts when fewer than `low` ports are free or
-    /// coming, and makes up to `high`. `high` is the pool's size, or during a burst one window's
-    /// worth of its demand (up to [`MAX_BATCH`] sizes), so that the burst is served by a few
-    /// large batches, each one OVSDB transaction and a few reconfigurations of the bridge. Two
-    /// windows' worth made about a third more ports in the CNI benchmark (each made, then
-    /// deleted as surplus) for 11 batches instead of 13-14 (BENCHMARKS.md, issue 18 pods/s).
-    fn watermarks(&mut self, target: usize) -> (usize, usize) {
-        let high = self.demand().clamp(target, MAX_BATCH * target.max(1));
-        (high.div_ceil(2), high)
-    }
-
-    /// How many ports the refill should make now (and counts them as being made): none while
-    /// a batch is being made or while at least the low watermark is free.
-    fn plan(&mut self, target: usize) -> usize {
-        let (low, high) = self.watermarks(target);
-        if self.making > 0 || self.free.len() >= low {
-            return 0;
-        }
-        let n = high - self.free.len();
-        self.making = n;
-        n
-    }
-
-    /// A free port, or what to do without one. `first`: the ADD's first try (counted in the
-    /// demand).
-    fn take(&mut self, first: bool) -> Take {
-        if first {
-            self.recent.push_back(Instant::now());
-        }
-        match self.free.pop_front() {
-            Some(p) => Take::Port(p),
-            None if self.making > 0 => Take::Wait,
-            None => Take::Make,
-        }
-    }
-
-    /// Whether the refill should be woken: fewer than the low watermark free, none coming.
-    fn low(&mut self, target: usize) -> bool {
-        let (low, _) = self.watermarks(target);
-        self.making == 0 && self.free.len() < low
+        self.recent.len().clamp(target, 4 * target)
     }
 }
 
@@ -159,10 +95,7 @@ pub struct PoolMode {
     /// The ports' MTU: the largest a pod on them can have.
     mtu: u32,
     state: Mutex<State>,
-    /// Wakes the refill.
     refill: tokio::sync::Notify,
-    /// Wakes the ADDs waiting for the batch being made, when it lands (or fails).
-    landed: tokio::sync::Notify,
 }
 
 /// What [`Attach::prepare`] hands to [`Attach::finish`]: the port and the pod's interface.
@@ -187,7 +120,6 @@ impl PoolMode {
             mtu,
             state: Mutex::new(State::default()),
             refill: tokio::sync::Notify::new(),
-            landed: tokio::sync::Notify::new(),
         })
     }
 
@@ -195,42 +127,16 @@ impl PoolMode {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A free port: one from the pool, or the batch being made when the pool is empty (making
-    /// one of its own would cost ovs-vswitchd a reconfiguration of the bridge per ADD, beside the
-    /// batch's own), or, when no batch is coming (or it does not land in time), one made here.
-    /// Wakes the refill when the pool runs low.
-    async fn take(&self) -> Result<Pair, ManagerError> {
-        let give_up = tokio::time::Instant::now() + WAIT_FOR_BATCH;
-        let mut first = true;
-        loop {
-            // Registered before looking, so that a batch landing in between is not missed.
-            let landed = self.landed.notified();
-            tokio::pin!(landed);
-            landed.as_mut().enable();
-            let took = {
-                let mut st = self.st();
-                let took = st.take(first);
-                if st.low(self.target) {
-                    self.refill.notify_one();
-                }
-                took
-            };
-            first = false;
-            match took {
-                Take::Port(p) => return Ok(p),
-                Take::Wait if tokio::time::Instant::now() < give_up => {
-                    crate::steps::mark("pool_wait");
-                    let _ = tokio::time::timeout_at(give_up, landed).await;
-                }
-                Take::Wait | Take::Make => {
-                    let p = self.make(1).await?.into_iter().next().ok_or_else(|| {
-                        ManagerError::new(ErrorKind::Internal, "make a pooled port: none made")
-                    })?;
-                    crate::steps::mark("pool_make");
-                    return Ok(p);
-                }
-            }
+    /// A free port, if any; wakes the refill when the pool runs low.
+    fn take(&self) -> Option<Pair> {
+        let mut st = self.st();
+        let p = st.free.pop_front();
+        st.recent.push_back(Instant::now());
+        let want = st.want(self.target);
+        if st.free.len() + st.making < want.div_ceil(2) {
+            self.refill.notify_one();
         }
+        p
     }
 
     /// Puts a port back: at the end of the queue, so that an earlier pod's interface on it (its
@@ -282,32 +188,13 @@ impl PoolMode {
         r
     }
 
-    /// The batch in three passes, so that the link events ovs-vswitchd sees (it reconfigures
-    /// the bridge for those that came while it was busy, all at once) come in two short bursts
-    /// rather than spread over the whole batch: measured on a netdev bridge, 64 ports made pair
-    /// by pair cost it 21-76 reconfigurations and 320-370 ms of CPU, made in bursts 4-6 and
-    /// 100 ms (docs/decisions.md "Pooled ports").
     async fn make_named(&self, names: &[String]) -> Result<Vec<Pair>, ManagerError> {
-        // One pair at a time in each pass: the ADDs' own link changes (under the same kernel
-        // lock) come in between. With 32 requests at once the 8-parallel ADD p50 was 32-55 ms
-        // against the old agent's 25-36 in alternate runs.
-        // 1. The pairs, host ends down: a link event each in ovs-vswitchd's namespace.
-        for n in names {
-            self.new_pair(n).await?;
+        let mut made = Vec::new();
+        for name in names {
+            made.push(make_waiting_pair(&self.host.ns, &self.side, name, self.mtu).await?);
         }
-        // 2. The waiting ends up (the host ends being down, nothing changes on their side)
-        // and their checksums: nothing ovs-vswitchd sees.
-        let mut indexes = Vec::with_capacity(names.len());
-        for n in names {
-            indexes.push(self.waiting_end_up(n).await?);
-        }
+        // One visit to the side namespace for every pair's checksum setting.
         self.side.disable_tx_checksums(names).await?;
-        // 3. The host ends without IPv6, then up (with their carrier: one event each). Up
-        // before they are added: ovs-vswitchd writes back the flags it read.
-        let mut macs = Vec::with_capacity(names.len());
-        for n in names {
-            macs.push(self.host_end_up(n).await?);
-        }
         let ofports = self
             .host
             .switch
@@ -316,7 +203,7 @@ impl PoolMode {
             .map_err(|e| ManagerError::from(e).context("add pooled ports to the bridge"))?;
         Ok(names
             .iter()
-            .zip(indexes.into_iter().zip(macs))
+            .zip(made)
             .zip(ofports)
             .map(|((name, (index, host_mac)), ofport)| Pair {
                 name: name.clone(),
@@ -329,48 +216,6 @@ impl PoolMode {
             .collect())
     }
 
-    /// A veth pair: the host end `name` here, down; the waiting end `name` in the side
-    /// namespace.
-    async fn new_pair(&self, name: &str) -> Result<(), LinkError> {
-        self.host
-            .ns
-            .create_veth(
-                name,
-                name,
-                waiting_mac(),
-                self.mtu,
-                self.side.as_ref(),
-                false,
-            )
-            .await
-    }
-
-    /// Brings waiting end `name` up: its index.
-    async fn waiting_end_up(&self, name: &str) -> Result<u32, LinkError> {
-        let idx = self
-            .side
-            .index(name)
-            .await?
-            .ok_or_else(|| vanished(name, &self.side))?;
-        self.side.set_up(name, idx).await?;
-        Ok(idx)
-    }
-
-    /// Host end `name` without IPv6 (it is only a switch port: no router solicitations or MLD
-    /// reports of its own), then up: its MAC.
-    async fn host_end_up(&self, name: &str) -> Result<String, LinkError> {
-        let host = &self.host.ns;
-        if let Err(e) = host.set_ipv6(name, false).await {
-            tracing::debug!(port = %name, error = %e, "disable IPv6 on the host side");
-        }
-        let idx = host
-            .index(name)
-            .await?
-            .ok_or_else(|| vanished(name, host))?;
-        host.set_up(name, idx).await?;
-        Ok(host.mac(name).await?.unwrap_or_default())
-    }
-
     /// Takes a pooled port (or makes one when the pool is empty) and makes the pod's interface
     /// on it. A port an earlier pod's interface still holds (its namespace outlived its DEL) is
     /// freed by deleting that interface if its namespace is known, else skipped; after three
@@ -381,7 +226,12 @@ impl PoolMode {
                 .create_macvlan(index, ifname, mtu, pod.as_ref(), MacVlanMode::Passthrough)
         };
         for _ in 0..8 {
-            let mut pair = self.take().await?;
+            let mut pair = match self.take() {
+                Some(p) => p,
+                None => self.make(1).await?.into_iter().next().ok_or_else(|| {
+                    ManagerError::new(ErrorKind::Internal, "make a pooled port: none made")
+                })?,
+            };
             let r = async {
                 if create(pair.index).await? {
                     return Ok(true);
@@ -676,196 +526,33 @@ impl Attach for PoolMode {
         }
     }
 
-    /// Keeps the pool's size of free ports ready (more during a burst: `State::watermarks`):
-    /// makes what is missing whenever the pool runs low (at start, and when a take finds it
-    /// below the low watermark), one batch at a time.
+    /// Keeps the pool's size of free ports ready (more during a burst: `State::want`): makes
+    /// what is missing whenever the pool runs low (at start, and when a take finds it half
+    /// empty).
     async fn upkeep(&self) {
         loop {
-            let need = self.st().plan(self.target);
-            if need == 0 {
-                self.refill.notified().await;
-                continue;
-            }
-            let t0 = Instant::now();
-            let made = self.make(need).await;
-            if !self.land(made, t0) {
-                // Tried again when a take finds the pool low (demand that outran a batch that
-                // landed is looked at again at once).
-                self.refill.notified().await;
-            }
-        }
-    }
-}
-
-impl PoolMode {
-    /// Ends the batch being made: its ports join the free ones, and the ADDs waiting for it
-    /// take them (or, if it failed, make their own). Whether it was made.
-    fn land(&self, made: Result<Vec<Pair>, ManagerError>, since: Instant) -> bool {
-        let ok = {
-            let mut st = self.st();
-            st.making = 0;
-            match made {
-                Ok(pairs) => {
-                    tracing::info!(
-                        ports = pairs.len(),
-                        ms = since.elapsed().as_millis() as u64,
-                        "port pool refilled"
-                    );
-                    st.free.extend(pairs);
-                    true
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "refill the port pool; ADDs make their own ports meanwhile");
-                    false
+            let need = {
+                let mut st = self.st();
+                let want = st.want(self.target);
+                let n = want.saturating_sub(st.free.len() + st.making);
+                st.making += n;
+                n
+            };
+            if need > 0 {
+                let made = self.make(need).await;
+                let mut st = self.st();
+                st.making -= need;
+                match made {
+                    Ok(pairs) => {
+                        tracing::debug!(ports = pairs.len(), "port pool refilled");
+                        st.free.extend(pairs);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "refill the port pool; ADDs make their own ports meanwhile")
+                    }
                 }
             }
-        };
-        self.landed.notify_waiters();
-        ok
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::kernel::fake::FakeKernel;
-    use crate::switch::fake::FakeSwitch;
-
-    async fn pool(target: usize) -> (Arc<PoolMode>, Arc<FakeSwitch>) {
-        let switch = Arc::new(FakeSwitch::default());
-        let host = Arc::new(Host::new(Arc::new(FakeKernel::default()), switch.clone()));
-        let p = PoolMode::open(host, std::path::Path::new("/run/netns/side"), target, 1450)
-            .await
-            .expect("open the pool");
-        (Arc::new(p), switch)
-    }
-
-    /// The batches the switch was asked for: how many ports each.
-    fn batches(switch: &FakeSwitch) -> Vec<usize> {
-        switch
-            .calls()
-            .iter()
-            .filter_map(|c| c.strip_prefix("add_pool_ports "))
-            .map(|names| names.split(',').count())
-            .collect()
-    }
-
-    #[test]
-    fn refills_are_sized_to_the_demand_one_batch_at_a_time() {
-        let mut st = State::default();
-        // Idle: the pool's size, once.
-        assert_eq!(st.plan(4), 4);
-        assert_eq!(st.plan(4), 0, "a batch is being made");
-        st.making = 0;
-        st.free.extend((0..4).map(|i| Pair {
-            name: format!("p{i}"),
-            index: i,
-            ofport: i,
-            host_mac: String::new(),
-            strikes: 0,
-            last: None,
-        }));
-        assert_eq!(st.plan(4), 0, "full");
-        // A burst: 10 takes within the window leave 0 free; the next batch covers that
-        // demand.
-        for _ in 0..10 {
-            let _ = st.take(true);
+            self.refill.notified().await;
         }
-        assert!(st.low(4));
-        assert_eq!(st.plan(4), 10);
-        st.making = 0;
-        // A larger burst is capped at MAX_BATCH pool sizes.
-        for _ in 0..100 {
-            let _ = st.take(true);
-        }
-        assert_eq!(st.plan(4), MAX_BATCH * 4);
-    }
-
-    #[test]
-    fn an_empty_pool_waits_for_the_batch_being_made_or_makes_one() {
-        let mut st = State::default();
-        assert!(matches!(st.take(true), Take::Make));
-        st.making = 3;
-        assert!(matches!(st.take(false), Take::Wait));
-        assert_eq!(st.recent.len(), 1, "a retry is not counted as demand again");
-    }
-
-    #[tokio::test]
-    async fn adds_finding_the_pool_empty_take_the_batch_being_made() {
-        let (p, switch) = pool(2).await;
-        // A batch is on its way.
-        p.st().making = 2;
-        let takers: Vec<_> = (0..2)
-            .map(|_| {
-                let p = p.clone();
-                tokio::spawn(async move { p.take().await })
-            })
-            .collect();
-        // Both wait: neither makes a port of its own.
-        tokio::task::yield_now().await;
-        for t in &takers {
-            assert!(!t.is_finished());
-        }
-        assert!(batches(&switch).is_empty(), "{:?}", switch.calls());
-        // The batch lands.
-        let made = p.make(2).await.expect("make a batch");
-        {
-            let mut st = p.st();
-            st.making = 0;
-            st.free.extend(made.clone());
-        }
-        p.landed.notify_waiters();
-        let mut got = Vec::new();
-        for t in takers {
-            got.push(t.await.expect("join").expect("take").name);
-        }
-        got.sort();
-        let mut want: Vec<String> = made.into_iter().map(|p| p.name).collect();
-        want.sort();
-        assert_eq!(got, want);
-        assert_eq!(batches(&switch), [2], "only the batch was made");
-    }
-
-    #[tokio::test]
-    async fn an_add_makes_its_own_port_when_no_batch_comes() {
-        let (p, switch) = pool(2).await;
-        let pair = p.take().await.expect("take");
-        assert!(is_pool_ifname(&pair.name));
-        assert_eq!(batches(&switch), [1]);
-        // The refill was woken for the pool's size.
-        assert_eq!(p.st().plan(2), 2);
-    }
-
-    #[tokio::test]
-    async fn a_failed_batch_releases_the_adds_waiting_for_it() {
-        let (p, switch) = pool(2).await;
-        let need = p.st().plan(2);
-        let taker = {
-            let p = p.clone();
-            tokio::spawn(async move { p.take().await })
-        };
-        tokio::task::yield_now().await;
-        assert!(!taker.is_finished(), "waits for the batch");
-        switch.fail_next("add_pool_ports");
-        assert!(!p.land(p.make(need).await, Instant::now()));
-        // The ADD makes its own port.
-        let pair = taker.await.expect("join").expect("take");
-        assert!(is_pool_ifname(&pair.name));
-        assert_eq!(batches(&switch), [2, 1]);
-    }
-
-    #[tokio::test]
-    async fn the_batch_being_made_lands_for_the_adds_waiting() {
-        let (p, switch) = pool(2).await;
-        let need = p.st().plan(2);
-        let taker = {
-            let p = p.clone();
-            tokio::spawn(async move { p.take().await })
-        };
-        tokio::task::yield_now().await;
-        assert!(p.land(p.make(need).await, Instant::now()));
-        taker.await.expect("join").expect("take");
-        assert_eq!(batches(&switch), [2], "the ADD made no port of its own");
-        assert_eq!(p.st().free.len(), 1);
     }
 }
