@@ -44,26 +44,9 @@ fn rx_packets(p: &Pod) -> u64 {
 /// Pings at 10 per second from `from` to `ip` while `during` runs, then until the count of sent
 /// pings reaches `at_least`; returns (sent, received).
 fn ping_through(from: &Pod, ip: &str, at_least: u32, during: impl FnOnce()) -> (u32, u32) {
-    let child = std::process::Command::new("ip")
-        .args(["netns", "exec", &from.netns, "ping", "-i", "0.1", "-W", "1"])
-        .args(["-c", &at_least.to_string(), ip])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let run = from.ping_start(ip, at_least);
     during();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let line = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or_else(|| panic!("ping output: {text}"));
-    let nums: Vec<u32> = line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .take(2)
-        .map(|s| s.parse().unwrap())
-        .collect();
-    (nums[0], nums[1])
+    run.finish()
 }
 
 #[test]
