@@ -6,48 +6,12 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use support::{Master, NETCTL};
-
-struct Out {
-    stdout: String,
-    stderr: String,
-    code: i32,
-}
-
-impl std::fmt::Debug for Out {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\nstdout:\n{}\nstderr:\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
+use support::{Master, Out, netctl_at_home};
 
 /// netctl with `HOME=home` and `stdin`, and nothing from this process's environment that would
 /// change its target or trust.
 fn netctl(home: &Path, args: &[&str], stdin: &str) -> Out {
-    use std::io::Write;
-    let mut child = Command::new(NETCTL)
-        .args(args)
-        .env("HOME", home)
-        .env_remove("NETMASTER")
-        .env_remove("INSECURE")
-        .env_remove("NETCTL_CACERT")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run netctl");
-    // netctl may exit before reading its input (a refused command).
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    let out = child.wait_with_output().unwrap();
-    Out {
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-        code: out.status.code().unwrap(),
-    }
+    netctl_at_home(home, args, stdin, &[])
 }
 
 fn admin_password(m: &Master) -> String {

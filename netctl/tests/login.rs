@@ -3,12 +3,10 @@
 
 mod support;
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use support::NETCTL;
+use support::netctl_at_home as netctl;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 const TOKEN: &str = "tok-3f9a";
@@ -192,46 +190,6 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, seen: Seen) {
 }
 
 /// What one netctl run printed.
-#[derive(Debug)]
-struct Out {
-    stdout: String,
-    stderr: String,
-    code: i32,
-}
-
-/// Runs netctl with `HOME=home`, `stdin` as its input and `env` set (NETMASTER, INSECURE and
-/// NETCTL_CACERT are cleared first).
-fn netctl(home: &Path, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Out {
-    let mut cmd = Command::new(NETCTL);
-    cmd.args(args)
-        .env("HOME", home)
-        .env_remove("NETMASTER")
-        .env_remove("INSECURE")
-        .env_remove("NETCTL_CACERT")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("run netctl");
-    // netctl may refuse (an http URL, a bad flag) and exit before reading its input: a broken
-    // pipe then is expected, and what it printed is what the test checks.
-    if let Err(e) = child.stdin.take().unwrap().write_all(stdin.as_bytes()) {
-        assert_eq!(
-            e.kind(),
-            std::io::ErrorKind::BrokenPipe,
-            "write netctl's stdin: {e}"
-        );
-    }
-    let out = child.wait_with_output().unwrap();
-    Out {
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-        code: out.status.code().unwrap(),
-    }
-}
-
 const CREDS: &str = "admin\ns3cret pass\n";
 
 fn config(home: &Path) -> PathBuf {

@@ -3,6 +3,7 @@
 //! transcript.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -323,4 +324,45 @@ pub fn redact_port(s: &str, port: u16, name: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// What a netctl run printed, and its exit code.
+#[derive(Debug)]
+pub struct Out {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: i32,
+}
+
+/// Runs netctl with `HOME=home`, `stdin` as its input and `env` set (NETMASTER, INSECURE and
+/// NETCTL_CACERT are cleared first).
+pub fn netctl_at_home(home: &Path, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Out {
+    let mut cmd = Command::new(NETCTL);
+    cmd.args(args)
+        .env("HOME", home)
+        .env_remove("NETMASTER")
+        .env_remove("INSECURE")
+        .env_remove("NETCTL_CACERT")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("run netctl");
+    // netctl may refuse (an http URL, a bad flag) and exit before reading its input: a broken
+    // pipe then is expected, and what it printed is what the test checks.
+    if let Err(e) = child.stdin.take().unwrap().write_all(stdin.as_bytes()) {
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe,
+            "write netctl's stdin: {e}"
+        );
+    }
+    let out = child.wait_with_output().unwrap();
+    Out {
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+        code: out.status.code().unwrap(),
+    }
 }
