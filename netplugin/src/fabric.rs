@@ -122,6 +122,10 @@ pub struct Inputs {
     /// The tenant router's port of each network (by network id) that has one on this host
     /// (`crate::northsouth`): the network's distributed gateway.
     pub routers: BTreeMap<u64, RouterPort>,
+    /// Each peer host's node (VTEP) address: the source the peer's tenant routers give what
+    /// they route into a network from their host (`crate::northsouth`), so replies to it are
+    /// sent back to that host ([`return_flows`]).
+    pub vteps: BTreeMap<String, String>,
 }
 
 /// The MAC of every tenant router's port on every host: one cluster-wide router MAC, so a pod's
@@ -303,6 +307,13 @@ pub fn desired(i: &Inputs) -> BTreeMap<u64, Vec<Flow>> {
         ];
         if let Some(r) = router {
             f.extend(router_flows(nid, r, &local_out[1..]));
+            if vxlan {
+                let peers: Vec<(&str, u32)> = hosts
+                    .iter()
+                    .filter_map(|h| Some((i.vteps.get(*h)?.as_str(), *i.tunnels.get(*h)?)))
+                    .collect();
+                f.extend(return_flows(nid, r, &peers));
+            }
         }
         // Delivery to a trunk's member may be a hairpin (sender and receiver share it).
         for t in &trunks {
@@ -371,6 +382,43 @@ fn router_flows(nid: u64, r: &RouterPort, local_out: &str) -> Vec<Flow> {
     ];
     if !r.gateway.is_empty() {
         f.push(arp_reply(nid, &r.gateway, ROUTER_MAC));
+    }
+    f
+}
+
+/// What comes into a network through another host's tenant router (a NodePort, the host
+/// reaching a pod elsewhere) is source-NATed there to that host's node address; the pod's
+/// replies go to its gateway, the router MAC, which on its own host would be its own host's
+/// router, one that never saw the connection. So unicast to the router MAC for a peer's node
+/// address goes into the tunnel to that peer (`peers`: (VTEP address, tunnel port) of each
+/// host with members of the network), and what a tunnel brings for the router MAC goes to the
+/// router port here, whose conntrack undoes the NAT (docs/decisions.md "North-south: in from
+/// the outside"). A pod's own traffic to another node's address takes the same way, through
+/// that node's router, symmetric both ways.
+fn return_flows(nid: u64, r: &RouterPort, peers: &[(&str, u32)]) -> Vec<Flow> {
+    let mut f = vec![Flow::new(
+        table::L2,
+        100,
+        format!("reg0={FROM_TUNNEL},metadata={nid:#x},dl_dst={ROUTER_MAC}"),
+        format!(
+            "set_field:{}->reg2,set_field:1->reg5,set_field:0->reg3,resubmit(,{})",
+            r.ofport,
+            table::POLICY
+        ),
+    )];
+    for (vtep, tunnel) in peers {
+        if vtep.parse::<std::net::Ipv4Addr>().is_err() {
+            continue;
+        }
+        f.push(Flow::new(
+            table::L2,
+            110,
+            format!("reg0={FROM_ENDPOINT},metadata={nid:#x},ip,dl_dst={ROUTER_MAC},nw_dst={vtep}"),
+            format!(
+                "set_field:{nid}->tun_id,set_field:{tunnel}->reg2,set_field:0->reg3,resubmit(,{})",
+                table::POLICY
+            ),
+        ));
     }
     f
 }
@@ -969,6 +1017,50 @@ mod tests {
             d.values()
                 .flatten()
                 .all(|f| !f.matches.contains(ROUTER_MAC) && !f.actions.contains(ROUTER_MAC))
+        );
+    }
+
+    #[test]
+    fn replies_to_a_peer_node_address_go_back_through_its_router() {
+        let mut i = inputs();
+        i.vteps.insert("h2".into(), "10.250.0.12".into());
+        // A peer without members of the network gets no flow of it.
+        i.vteps.insert("h3".into(), "10.250.0.13".into());
+        i.tunnels.insert("h3".into(), 10);
+        let without_router = desired(&i);
+        assert!(
+            without_router[&cookie::network(7)]
+                .iter()
+                .all(|f| !f.matches.contains("nw_dst=10.250.0.12")),
+            "no router here: nothing was routed in here either"
+        );
+        i.routers.insert(
+            7,
+            RouterPort {
+                ofport: 40000,
+                gateway: "10.1.2.1".into(),
+                zone: 1,
+            },
+        );
+        let d = desired(&i);
+        let net = &d[&cookie::network(7)];
+        let find = |m: &str| net.iter().find(|f| f.table == table::L2 && f.matches == m);
+        let back = find(&format!(
+            "reg0=1,metadata=0x7,ip,dl_dst={ROUTER_MAC},nw_dst=10.250.0.12"
+        ))
+        .unwrap_or_else(|| panic!("{net:?}"));
+        assert_eq!(
+            back.actions,
+            "set_field:7->tun_id,set_field:9->reg2,set_field:0->reg3,resubmit(,20)"
+        );
+        assert!(back.priority > 100, "above the local router's own flow");
+        assert!(net.iter().all(|f| !f.matches.contains("10.250.0.13")));
+        // What a tunnel brings for the router MAC goes to the router here.
+        assert_eq!(
+            find(&format!("reg0=2,metadata=0x7,dl_dst={ROUTER_MAC}"))
+                .unwrap()
+                .actions,
+            "set_field:40000->reg2,set_field:1->reg5,set_field:0->reg3,resubmit(,20)"
         );
     }
 

@@ -455,7 +455,9 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         // The way out of the networks: tenant routers, the host's routes and chains.
         let (dp, bridge) = (dp.clone(), opts.bridge.clone());
         supervise::forever("north-south", move || {
-            netplugin::northsouth::NorthSouth::new(dp.clone(), &bridge, mtu).run()
+            netplugin::northsouth::NorthSouth::new(dp.clone(), &bridge, mtu)
+                .with_node_address(vtep)
+                .run()
         });
     }
     {

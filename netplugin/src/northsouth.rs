@@ -79,6 +79,10 @@ pub struct TenantRouter {
     pub networks: BTreeMap<String, RouterNet>,
     /// Host access: each local endpoint's private address -> its IPv4 address.
     pub private: BTreeMap<Ipv4Addr, Ipv4Addr>,
+    /// The IPv4 addresses of the tenant's endpoints on this host (trunk-mates included): what
+    /// the host routes in to them keeps its source; to any other address it is source-NATed
+    /// to the node's address (see [`router_rules_v4`]).
+    pub local_ips: BTreeSet<Ipv4Addr>,
 }
 
 /// The host side as it should be: tenant routers by tenant name.
@@ -219,6 +223,9 @@ pub fn desired(i: &NsInputs) -> Desired {
         };
         let t = tenants.entry(ep.tenant_name.clone()).or_default();
         t.networks.entry(ep.network_name.clone()).or_insert(net);
+        if let Ok(ip) = ep.ip_address.parse() {
+            t.local_ips.insert(ip);
+        }
         // Trunk-mates share one port number: no private address of theirs (docs/compat.md).
         if !shared && let (Some(p), Ok(ip)) = (private_address(pvt, *ofport), ep.ip_address.parse())
         {
@@ -252,15 +259,43 @@ pub fn desired(i: &NsInputs) -> Desired {
     }
 }
 
-/// The mark the router puts on what enters from the host, to source-NAT it on the way into a
-/// network (replies then come back to the router whatever the pod's routes).
-const FROM_HOST_MARK: &str = "0x4000/0x4000";
+/// The mark the router puts on what enters from the host, and (as a connection mark) on the
+/// replies to it: to source-NAT it on the way into a network, and to route the replies back
+/// to the host (see [`REPLY_TABLE`]).
+pub(crate) const FROM_HOST_MARK: &str = "0x4000/0x4000";
+
+/// The routing table of a tenant router that sends everything to the host: replies to what
+/// came in from the host (marked by their connection) are routed by it, so they go back
+/// through the host's conntrack even when addressed to a pod of the router's own networks
+/// (a pod that reached a Service whose backend is another pod: kube-proxy's DNAT is in the
+/// host, only the host can undo it).
+pub const REPLY_TABLE: u32 = 100;
+
+/// The default tenant: the one whose subnets the host routes and whose pods keep their own
+/// addresses into the host (kube-proxy's rules and the host's own services see them).
+pub const DEFAULT_TENANT: &str = "default";
 
 /// A tenant router's whole ruleset for `iptables-restore` (IPv4): the namespace is the agent's,
 /// so the tables are replaced whole. Networks of a tenant stay apart (issue 21's routing mode
-/// will open that); each reaches the host and the outside by `up0`, masqueraded to the transit
-/// address; the host reaches endpoints by their private addresses (1:1 DNAT).
-pub fn router_rules_v4(t: &TenantRouter, tr: Transit) -> String {
+/// will open that); each reaches the host and the outside by `up0`; the host reaches endpoints
+/// by their private addresses (1:1 DNAT).
+///
+/// What the tenant's pods send to the host keeps its source in the default tenant (its subnets
+/// are the host's routes: the host masquerades them on the way out, [`host_chains`]); other
+/// tenants' is source-NATed to the router's transit address (their subnets may overlap).
+///
+/// What enters from the host (`node`: this host's node address, None: not known) is
+/// source-NATed to `node` when it goes to an endpoint on another host, so the endpoint's
+/// replies find their way back to this host's router (`fabric::return_flows`), or when it
+/// comes from one of the tenant's own subnets (a pod through a host's DNAT to a pod: the reply
+/// must not go from pod to pod directly). What goes to an endpoint here from elsewhere keeps
+/// its source: the pod and its `from-ip` rules see the outside client.
+pub fn router_rules_v4(
+    t: &TenantRouter,
+    tr: Transit,
+    node: Option<Ipv4Addr>,
+    default_tenant: bool,
+) -> String {
     let up = crate::names::ROUTER_UPLINK;
     let mut s = String::from(
         "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n",
@@ -270,16 +305,40 @@ pub fn router_rules_v4(t: &TenantRouter, tr: Transit) -> String {
             "-A PREROUTING -i {up} -d {p}/32 -j DNAT --to-destination {ip}\n"
         ));
     }
-    s.push_str(&format!(
-        "-A POSTROUTING -o {up} -j SNAT --to-source {r}\n-A POSTROUTING -m mark --mark {FROM_HOST_MARK} -j SNAT --to-source {r}\nCOMMIT\n",
-        r = tr.router
-    ));
+    let r = tr.router;
+    if !default_tenant {
+        s.push_str(&format!("-A POSTROUTING -o {up} -j SNAT --to-source {r}\n"));
+    }
+    let m = FROM_HOST_MARK;
+    match node {
+        Some(n) => {
+            for net in t.networks.values() {
+                s.push_str(&format!(
+                    "-A POSTROUTING -m mark --mark {m} -s {} -j SNAT --to-source {n}\n",
+                    net.subnet
+                ));
+            }
+            for ip in &t.local_ips {
+                s.push_str(&format!(
+                    "-A POSTROUTING -m mark --mark {m} -d {ip}/32 -j RETURN\n"
+                ));
+            }
+            s.push_str(&format!(
+                "-A POSTROUTING -m mark --mark {m} -j SNAT --to-source {n}\n"
+            ));
+        }
+        None => s.push_str(&format!(
+            "-A POSTROUTING -m mark --mark {m} -j SNAT --to-source {r}\n"
+        )),
+    }
+    s.push_str("COMMIT\n");
     s.push_str(&mangle_and_filter(up));
     s
 }
 
 /// The same for IPv6 (no private addresses: the host reaches pods by IPv6 only in the default
-/// tenant, by their own addresses).
+/// tenant, by their own addresses; what the host sends in is source-NATed to the router's
+/// transit address, so IPv6 from the host reaches only the pods of this host).
 pub fn router_rules_v6(tr: Transit) -> String {
     let up = crate::names::ROUTER_UPLINK;
     let r = transit6(tr.router);
@@ -292,20 +351,37 @@ pub fn router_rules_v6(tr: Transit) -> String {
 
 fn mangle_and_filter(up: &str) -> String {
     format!(
-        "*mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n-A PREROUTING -i {up} -j MARK --set-xmark {FROM_HOST_MARK}\nCOMMIT\n\
+        "*mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n-A PREROUTING -i {up} -j MARK --set-xmark {FROM_HOST_MARK}\n-A PREROUTING -i {up} -m conntrack --ctstate NEW -j CONNMARK --set-xmark {FROM_HOST_MARK}\n-A PREROUTING ! -i {up} -m connmark --mark {FROM_HOST_MARK} -j MARK --set-xmark {FROM_HOST_MARK}\nCOMMIT\n\
          *filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n-A FORWARD -i {up} -j ACCEPT\n-A FORWARD -o {up} -j ACCEPT\nCOMMIT\n"
     )
 }
 
 /// The host namespace's chains (for `iptables-restore --noflush`: declaring a chain flushes
-/// it, nothing else is touched): what comes from a transit range and leaves by an interface
-/// that is no transit is masqueraded to the host's address; forwarding to and from transits
-/// is accepted. `range` is the transit range of the family.
-pub fn host_chains(range: &str) -> String {
-    format!(
-        "*nat\n:{POSTROUTING_CHAIN} - [0:0]\n-A {POSTROUTING_CHAIN} -s {range} ! -o vu+ -j MASQUERADE\nCOMMIT\n\
-         *filter\n:{FORWARD_CHAIN} - [0:0]\n-A {FORWARD_CHAIN} -i vu+ -j ACCEPT\n-A {FORWARD_CHAIN} -o vu+ -j ACCEPT\nCOMMIT\n"
-    )
+/// it, nothing else is touched): what comes from `sources` (the family's transit range, and
+/// over IPv4 the default tenant's subnets, whose pods keep their addresses into the host) and
+/// leaves by an interface that is no transit is masqueraded to the host's address; forwarding
+/// to and from transits is accepted.
+pub fn host_chains(sources: &[String]) -> String {
+    let mut s = format!("*nat\n:{POSTROUTING_CHAIN} - [0:0]\n");
+    for src in sources {
+        s.push_str(&format!(
+            "-A {POSTROUTING_CHAIN} -s {src} ! -o vu+ -j MASQUERADE\n"
+        ));
+    }
+    s.push_str(&format!(
+        "COMMIT\n*filter\n:{FORWARD_CHAIN} - [0:0]\n-A {FORWARD_CHAIN} -i vu+ -j ACCEPT\n-A {FORWARD_CHAIN} -o vu+ -j ACCEPT\nCOMMIT\n"
+    ));
+    s
+}
+
+/// The sources the host masquerades (see [`host_chains`]): IPv4, IPv6.
+pub fn host_sources(d: &Desired) -> (Vec<String>, Vec<String>) {
+    let pvt = d.pvt.unwrap_or_else(|| pvt_subnet(""));
+    let mut v4 = vec![transit_range(pvt).to_string()];
+    if let Some(t) = d.tenants.get(DEFAULT_TENANT) {
+        v4.extend(t.networks.values().map(|n| n.subnet.to_string()));
+    }
+    (v4, vec![TRANSIT6_PREFIX.to_string()])
 }
 
 /// The agent's chains in the host namespace, jumped to from the built-in ones.
@@ -502,7 +578,7 @@ mod tests {
         t.private
             .insert("172.19.0.2".parse().unwrap(), "10.1.2.2".parse().unwrap());
         let tr = transit(pvt_subnet(""), 0).unwrap();
-        let r = router_rules_v4(&t, tr);
+        let r = router_rules_v4(&t, tr, None, false);
         assert!(
             r.contains("-A PREROUTING -i up0 -d 172.19.0.2/32 -j DNAT --to-destination 10.1.2.2\n"),
             "{r}"
@@ -516,9 +592,78 @@ mod tests {
             r6.contains("--to-source fd63:6f6e:7469:76::ac13:8002"),
             "{r6}"
         );
-        let h = host_chains("172.19.128.0/17");
+        let h = host_chains(&["172.19.128.0/17".into(), "10.1.2.0/24".into()]);
         assert!(h.contains("-A CONTIV-POSTROUTING -s 172.19.128.0/17 ! -o vu+ -j MASQUERADE"));
+        assert!(h.contains("-A CONTIV-POSTROUTING -s 10.1.2.0/24 ! -o vu+ -j MASQUERADE"));
         assert!(h.contains(":CONTIV-FORWARD - [0:0]"));
+    }
+
+    #[test]
+    fn what_the_host_routes_in_keeps_its_source_to_local_pods_only() {
+        let mut i = NsInputs::default();
+        i.local.insert(
+            "a".into(),
+            (
+                32769,
+                ep("default", "net", "h1", "10.1.2.2", "10.1.2.1"),
+                false,
+            ),
+        );
+        // A trunk-mate has no private address but is local all the same.
+        i.local.insert(
+            "b".into(),
+            (
+                32770,
+                ep("default", "net", "h1", "10.1.2.5", "10.1.2.1"),
+                true,
+            ),
+        );
+        i.remote.insert(
+            "c".into(),
+            ep("default", "net", "h2", "10.1.2.3", "10.1.2.1"),
+        );
+        let d = desired(&i);
+        let t = &d.tenants["default"];
+        assert_eq!(
+            t.local_ips
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>(),
+            ["10.1.2.2", "10.1.2.5"]
+        );
+        let tr = transit(pvt_subnet(""), 0).unwrap();
+        let node: Ipv4Addr = "10.250.0.11".parse().unwrap();
+        let r = router_rules_v4(t, tr, Some(node), true);
+        let post: Vec<&str> = r
+            .lines()
+            .filter(|l| l.starts_with("-A POSTROUTING"))
+            .collect();
+        let m = FROM_HOST_MARK;
+        assert_eq!(
+            post,
+            [
+                // A pod through the host's DNAT to a pod: the reply must go back the same way.
+                format!(
+                    "-A POSTROUTING -m mark --mark {m} -s 10.1.2.0/24 -j SNAT --to-source 10.250.0.11"
+                ),
+                // A pod here sees the client.
+                format!("-A POSTROUTING -m mark --mark {m} -d 10.1.2.2/32 -j RETURN"),
+                format!("-A POSTROUTING -m mark --mark {m} -d 10.1.2.5/32 -j RETURN"),
+                // A pod elsewhere sees this node, whose router its replies are steered to.
+                format!("-A POSTROUTING -m mark --mark {m} -j SNAT --to-source 10.250.0.11"),
+            ],
+            "the default tenant keeps its pods' addresses on the way to the host: {r}"
+        );
+        // Replies to what came from the host go back to it (policy routing by connection mark).
+        assert!(r.contains(&format!(
+            "-A PREROUTING -i up0 -m conntrack --ctstate NEW -j CONNMARK --set-xmark {m}\n-A PREROUTING ! -i up0 -m connmark --mark {m} -j MARK --set-xmark {m}\n"
+        )));
+        // Another tenant's pods are hidden behind the transit address on the way out.
+        let blue = router_rules_v4(t, tr, Some(node), false);
+        assert!(blue.contains("-A POSTROUTING -o up0 -j SNAT --to-source 172.19.128.2\n"));
+        let (v4, v6) = host_sources(&d);
+        assert_eq!(v4, ["172.19.128.0/17", "10.1.2.0/24"]);
+        assert_eq!(v6, [TRANSIT6_PREFIX]);
     }
 
     #[test]

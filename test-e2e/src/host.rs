@@ -167,6 +167,36 @@ impl Host {
         format!("contiv-rt-{}-{tenant}", self.bridge)
     }
 
+    /// The private address the agent gave the endpoint with address `ip` in `tenant` here:
+    /// the tenant router's 1:1 mapping (made just after ADD; waited for up to `timeout`).
+    pub fn private_address(&self, tenant: &str, ip: &str, timeout: std::time::Duration) -> String {
+        let ns = self.router_netns(tenant);
+        let mut found = String::new();
+        crate::wait_for("the pod's private address", timeout, || {
+            let out = run(Command::new("ip").args([
+                "netns",
+                "exec",
+                &ns,
+                "iptables",
+                "-w",
+                "-t",
+                "nat",
+                "-S",
+                "PREROUTING",
+            ]));
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            let rule = text
+                .lines()
+                .find(|l| l.ends_with(&format!("--to-destination {ip}")));
+            if let Some(r) = rule {
+                let d = r.split_whitespace().skip_while(|w| *w != "-d").nth(1);
+                found = d.unwrap_or_default().trim_end_matches("/32").to_string();
+            }
+            !found.is_empty()
+        });
+        found
+    }
+
     /// The agent's tenant router namespaces now.
     pub fn router_namespaces(&self) -> Vec<String> {
         let prefix = format!("contiv-rt-{}-", self.bridge);

@@ -188,10 +188,99 @@ impl Outside {
         listen_in(&self.ns, addr, port)
     }
 
+    /// Opens a TCP connection from the internet host's address ([`Outside::HOST`]) to
+    /// `to` (a node's address: inbound traffic, NodePort-style), bounded by `timeout`.
+    pub fn connect(
+        &self,
+        to: std::net::SocketAddrV4,
+        timeout: std::time::Duration,
+    ) -> std::io::Result<std::net::TcpStream> {
+        let from: std::net::Ipv4Addr = Self::HOST.parse().expect("address");
+        in_netns(&format!("/var/run/netns/{}", self.ns), move || {
+            connect_from(from, to, timeout)
+        })
+    }
+
     /// A TCP listener on the far host's `port`.
     pub fn listen_far(&self, port: u16) -> std::net::TcpListener {
         listen_in(&self.far, Self::FAR_HOST, port)
     }
+}
+
+/// A TCP connection from `from` (bound before connecting: std cannot) to `to`, within
+/// `timeout` (a dropped SYN is an error, not a two-minute wait).
+fn connect_from(
+    from: std::net::Ipv4Addr,
+    to: std::net::SocketAddrV4,
+    timeout: std::time::Duration,
+) -> std::io::Result<std::net::TcpStream> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let sockaddr = |a: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(a).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let err = std::io::Error::last_os_error;
+    // SAFETY: plain socket(2); the descriptor is owned by `fd` at once.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
+    if raw < 0 {
+        return Err(err());
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let local = sockaddr(from, 0);
+    // SAFETY: `local` is a valid sockaddr_in of `len` bytes.
+    if unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&local as *const libc::sockaddr_in).cast(),
+            len,
+        )
+    } < 0
+    {
+        return Err(err());
+    }
+    let remote = sockaddr(*to.ip(), to.port());
+    // SAFETY: as above.
+    let r = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&remote as *const libc::sockaddr_in).cast(),
+            len,
+        )
+    };
+    if r < 0 && err().raw_os_error() != Some(libc::EINPROGRESS) {
+        return Err(err());
+    }
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut p, 1, timeout.as_millis() as libc::c_int) };
+    if n == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("connect to {to} from {from}"),
+        ));
+    }
+    let s = std::net::TcpStream::from(fd);
+    if let Some(e) = s.take_error()? {
+        return Err(e);
+    }
+    s.set_nonblocking(false)?;
+    Ok(s)
 }
 
 /// A TCP listener on `addr:port` in namespace `ns`.

@@ -54,39 +54,6 @@ fn tcp_to_outside(o: &Outside, pod: &Pod, dst: &str, port: u16) -> String {
         .expect("the outside accepted the connection")
 }
 
-/// The private address the agent gave the endpoint with address `ip` in `tenant` on `host`:
-/// the tenant router's 1:1 mapping (made just after ADD).
-fn private_address(host: &Host, tenant: &str, ip: &str) -> String {
-    let ns = host.router_netns(tenant);
-    let mut found = String::new();
-    wait_for("the pod's private address", REACH, || {
-        let out = std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns,
-                "iptables",
-                "-w",
-                "-t",
-                "nat",
-                "-S",
-                "PREROUTING",
-            ])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let rule = text
-            .lines()
-            .find(|l| l.ends_with(&format!("--to-destination {ip}")));
-        if let Some(r) = rule {
-            let d = r.split_whitespace().skip_while(|w| *w != "-d").nth(1);
-            found = d.unwrap_or_default().trim_end_matches("/32").to_string();
-        }
-        !found.is_empty()
-    });
-    found
-}
-
 /// Whether the host's own namespace reaches `ip` by ping (bounded).
 fn host_reaches(host: &Host, ip: &str) -> bool {
     let end = Instant::now() + REACH;
@@ -181,7 +148,7 @@ fn two_tenants_with_one_subnet_reach_gateway_hosts_and_outside() {
             eprintln!("trunks: trunk-mates share a port number, no private addresses");
             continue;
         }
-        let pvt = private_address(host, t, &p.ip);
+        let pvt = host.private_address(t, &p.ip, REACH);
         assert!(pvt.starts_with("172.19."), "{pvt}");
         assert!(
             host_reaches(host, &pvt),

@@ -82,6 +82,7 @@ impl Datapath {
             st.inputs.arp_proxy = c.arp_proxy;
             st.inputs.policy = c.policy;
             st.inputs.profiles = c.profiles;
+            st.inputs.vteps = c.peers.clone();
             st.peers = c.peers.clone();
             st.pvt_subnet = c.pvt_subnet.clone();
             st.synced = true;

@@ -256,6 +256,54 @@ async fn prepare(
     Ok(())
 }
 
+/// The policy routing rules of a tenant router (`super::REPLY_TABLE`): what enters from the
+/// host is routed by the main table; anything else carrying the from-host mark (a reply to a
+/// connection the host opened) by the reply table, whose only route leads back to the host.
+/// Added once (rules are not replaced in place like routes): found by their preference.
+async fn ensure_reply_rules(ns: &str) -> Result<(), NsError> {
+    let table = super::REPLY_TABLE.to_string();
+    for fam in ["-4", "-6"] {
+        let have: BTreeSet<u64> = ip_json(
+            "read a tenant router's rules",
+            Some(ns),
+            &[fam, "rule", "show"],
+        )
+        .await?
+        .iter()
+        .filter_map(|r| r["priority"].as_u64())
+        .collect();
+        let want: [(u64, Vec<&str>); 2] = [
+            (
+                REPLY_RULE_PREF,
+                vec!["iif", ROUTER_UPLINK, "lookup", "main"],
+            ),
+            (
+                REPLY_RULE_PREF + 1,
+                vec!["fwmark", super::FROM_HOST_MARK, "lookup", &table],
+            ),
+        ];
+        for (pref, sel) in want {
+            if have.contains(&pref) {
+                continue;
+            }
+            let pref = pref.to_string();
+            let mut args = vec!["-n", ns, fam, "rule", "add", "pref", &pref];
+            args.extend(sel);
+            run(
+                "route a tenant router's replies back to the host",
+                "ip",
+                &args,
+                "",
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The preference of the first of a tenant router's two rules (before `main`, 32766).
+const REPLY_RULE_PREF: u64 = 100;
+
 /// A tenant router as made: what it was made from, its transit, its networks' port numbers.
 type Made = (TenantRouter, Transit, Vec<(RouterNet, u32)>);
 
@@ -267,8 +315,11 @@ pub struct NorthSouth {
     mtu: u32,
     /// What was last made real (None: nothing yet since start).
     applied: Option<Desired>,
-    /// The private subnet the host namespace's chains were written for.
-    host_pvt: Option<ipnet::Ipv4Net>,
+    /// The sources the host namespace's chains were written for (IPv4, IPv6).
+    host_sources: Option<(Vec<String>, Vec<String>)>,
+    /// This host's node (VTEP) address: the source what the host routes to pods on other
+    /// hosts is given, so their replies come back here (`fabric::return_flows`).
+    node: Option<Ipv4Addr>,
     /// Whether the host's IPv6 forwarding was turned on (a dual-stack network has a router).
     forwarding6: bool,
     /// Each tenant router as last made, with its transit and port numbers: a change elsewhere
@@ -283,10 +334,20 @@ impl NorthSouth {
             bridge: bridge.to_string(),
             mtu,
             applied: None,
-            host_pvt: None,
+            host_sources: None,
+            node: None,
             forwarding6: false,
             made: BTreeMap::new(),
         }
+    }
+
+    /// This host's node address (an IPv6 one is not used: IPv6 into another host's pods is
+    /// not routed, docs/decisions.md).
+    pub fn with_node_address(mut self, node: std::net::IpAddr) -> Self {
+        if let std::net::IpAddr::V4(a) = node {
+            self.node = Some(a);
+        }
+        self
     }
 
     /// Follows the datapath: at every change of its inputs, makes the host side match.
@@ -316,9 +377,10 @@ impl NorthSouth {
 
     async fn apply(&mut self, d: &Desired) -> Result<(), NsError> {
         let pvt = d.pvt.unwrap_or_else(|| super::pvt_subnet(""));
-        if self.host_pvt != Some(pvt) {
-            self.ensure_host(pvt).await?;
-            self.host_pvt = Some(pvt);
+        let sources = super::host_sources(d);
+        if self.host_sources.as_ref() != Some(&sources) {
+            self.ensure_host(&sources).await?;
+            self.host_sources = Some(sources);
         }
         let dual_stack = d
             .tenants
@@ -437,11 +499,11 @@ impl NorthSouth {
 
     /// The host namespace: forwarding on, the agent's chains (masquerade what the tenant routers
     /// send out, accept forwarding to and from them) and the jumps to them.
-    async fn ensure_host(&self, pvt: ipnet::Ipv4Net) -> Result<(), NsError> {
+    async fn ensure_host(&self, sources: &(Vec<String>, Vec<String>)) -> Result<(), NsError> {
         sysctls(None, FORWARDING4).await?;
-        let v4 = super::host_chains(&super::transit_range(pvt).to_string());
+        let v4 = super::host_chains(&sources.0);
         restore("write the host's CONTIV chains", None, false, &v4).await?;
-        let v6 = super::host_chains(super::TRANSIT6_PREFIX);
+        let v6 = super::host_chains(&sources.1);
         restore("write the host's CONTIV chains (IPv6)", None, true, &v6).await?;
         for bin in ["iptables", "ip6tables"] {
             for (table, builtin, chain) in [
@@ -587,6 +649,15 @@ impl NorthSouth {
         router.push(format!(
             "route replace default via {host6} dev {ROUTER_UPLINK}"
         ));
+        // Replies to what came in from the host go back to it (`super::REPLY_TABLE`).
+        let table = super::REPLY_TABLE;
+        router.push(format!(
+            "route replace default via {} dev {ROUTER_UPLINK} table {table}",
+            tr.host
+        ));
+        router.push(format!(
+            "route replace default via {host6} dev {ROUTER_UPLINK} table {table}"
+        ));
         ip_batch("set up the host side of a tenant router", None, &root).await?;
         ip_batch("set up a tenant router", Some(&name), &router).await?;
         // Neighbour entries of endpoints that left, and networks that left this router.
@@ -621,9 +692,10 @@ impl NorthSouth {
             "write a tenant router's rules",
             Some(&name),
             false,
-            &super::router_rules_v4(t, tr),
+            &super::router_rules_v4(t, tr, self.node, tenant == super::DEFAULT_TENANT),
         )
         .await?;
+        ensure_reply_rules(&name).await?;
         restore(
             "write a tenant router's rules (IPv6)",
             Some(&name),
