@@ -67,6 +67,17 @@ pub trait Backend: Send + Sync + 'static {
     async fn leave(&self, _r: EndpointRequest) -> DriverResult<()> {
         Ok(())
     }
+    /// Docker's published ports (`docker run -p`) for the endpoint, in
+    /// `Options["com.docker.network.portmap"]`.
+    async fn program_external_connectivity(
+        &self,
+        _r: ExternalConnectivityRequest,
+    ) -> DriverResult<()> {
+        Ok(())
+    }
+    async fn revoke_external_connectivity(&self, _r: EndpointRequest) -> DriverResult<()> {
+        Ok(())
+    }
 
     async fn ipam_capabilities(&self) -> IpamCapabilitiesResponse {
         IpamCapabilitiesResponse::default()
@@ -248,10 +259,9 @@ async fn handle(
         "NetworkDriver.EndpointOperInfo" => run!(endpoint_oper_info),
         "NetworkDriver.Join" => run!(join),
         "NetworkDriver.Leave" => run!(leave, empty),
-        "NetworkDriver.DiscoverNew"
-        | "NetworkDriver.DiscoverDelete"
-        | "NetworkDriver.ProgramExternalConnectivity"
-        | "NetworkDriver.RevokeExternalConnectivity" => reply(Ok(EMPTY)),
+        "NetworkDriver.ProgramExternalConnectivity" => run!(program_external_connectivity, empty),
+        "NetworkDriver.RevokeExternalConnectivity" => run!(revoke_external_connectivity, empty),
+        "NetworkDriver.DiscoverNew" | "NetworkDriver.DiscoverDelete" => reply(Ok(EMPTY)),
         "IpamDriver.GetCapabilities" => reply(Ok(b.ipam_capabilities().await)),
         "IpamDriver.GetDefaultAddressSpaces" => reply(Ok(b.address_spaces().await)),
         "IpamDriver.RequestPool" => run!(request_pool),

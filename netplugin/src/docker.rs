@@ -30,6 +30,57 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+/// The option libnetwork passes a container's published ports (`docker run -p`) in.
+const PORTMAP: &str = "com.docker.network.portmap";
+
+/// The published ports of `ProgramExternalConnectivity`'s options (libnetwork's
+/// `[]types.PortBinding`: `Proto` 6 or 17, `Port`, `HostIP`, `HostPort`). IPv6 host addresses
+/// are left out (Contiv networks in Docker are IPv4); a port without a host port, or another
+/// protocol, is refused: nothing would forward it.
+fn published_ports(
+    opts: &BTreeMap<String, serde_json::Value>,
+) -> DriverResult<Vec<crate::northsouth::Published>> {
+    let Some(list) = opts.get(PORTMAP).and_then(|v| v.as_array()) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for b in list {
+        let num = |k: &str| b[k].as_u64().unwrap_or(0);
+        let proto = match num("Proto") {
+            6 => "tcp",
+            17 => "udp",
+            p => {
+                return Err(DriverError::new(format!(
+                    "published port {}: protocol {p} is not supported on Contiv networks (tcp and udp are)",
+                    num("Port")
+                )));
+            }
+        };
+        let host_ip = match b["HostIP"].as_str().unwrap_or("") {
+            "" | "0.0.0.0" => None,
+            ip => match ip.parse::<Ipv4Addr>() {
+                Ok(a) => Some(a),
+                Err(_) => continue,
+            },
+        };
+        let (port, host_port) = (num("Port") as u16, num("HostPort") as u16);
+        if host_port == 0 {
+            return Err(DriverError::new(format!(
+                "published port {port}/{proto} has no host port: Contiv networks forward only ports given one (-p HOSTPORT:{port})"
+            )));
+        }
+        out.push(crate::northsouth::Published {
+            proto: proto.to_string(),
+            host_ip,
+            host_port,
+            port,
+        });
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 /// Prefix of the netmaster endpoints Docker's IPAM reserves.
 pub const RESERVATION_PREFIX: &str = "docker-";
 
@@ -505,6 +556,15 @@ impl DockerDriver {
         }))
     }
 
+    /// The OVS port (`vc…`) of Docker endpoint `docker_ep`, if plumbed here.
+    async fn ovs_port_of(&self, docker_ep: &str) -> DriverResult<Option<String>> {
+        let ports = self.ports().await?;
+        Ok(ports
+            .into_iter()
+            .find(|p| p.external_ids.get(ids::CONTAINER).map(String::as_str) == Some(docker_ep))
+            .map(|p| p.name))
+    }
+
     /// Ends a Docker network's binding; deletes the Contiv network made for it. A swarm
     /// network's binding ends only with the manager's FreeNetwork (`free`).
     async fn unbind_network(&self, network_id: &str, free: bool) -> DriverResult<()> {
@@ -950,6 +1010,33 @@ impl Backend for DockerDriver {
         Ok(EndpointOperInfoResponse { value })
     }
 
+    #[tracing::instrument(name = "docker", skip_all, fields(call = "ProgramExternalConnectivity", container = %r.endpoint_id))]
+    async fn program_external_connectivity(
+        &self,
+        r: ExternalConnectivityRequest,
+    ) -> DriverResult<()> {
+        let list = published_ports(&r.options)?;
+        let Some(port) = self.ovs_port_of(&r.endpoint_id).await? else {
+            return Err(DriverError::new(format!(
+                "endpoint {} has no Contiv port on this host: Docker must create it (CreateEndpoint) before publishing its ports",
+                short(&r.endpoint_id)
+            )));
+        };
+        self.m.set_published(&port, &list).await.map_err(mgr)?;
+        if !list.is_empty() {
+            tracing::info!(port = %port, published = %crate::northsouth::Published::encode(&list), "published ports");
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(name = "docker", skip_all, fields(call = "RevokeExternalConnectivity", container = %r.endpoint_id))]
+    async fn revoke_external_connectivity(&self, r: EndpointRequest) -> DriverResult<()> {
+        if let Some(port) = self.ovs_port_of(&r.endpoint_id).await? {
+            self.m.set_published(&port, &[]).await.map_err(mgr)?;
+        }
+        Ok(())
+    }
+
     #[tracing::instrument(name = "docker", skip_all, fields(call = "Join", container = %r.endpoint_id))]
     async fn join(&self, r: JoinRequest) -> DriverResult<JoinResponse> {
         let (ep_id, ifname) = self.port_of(&r.endpoint_id).await?.ok_or_else(|| {
@@ -995,6 +1082,32 @@ mod tests {
         kv.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn published_ports_come_from_libnetworks_port_bindings() {
+        let o = |v: serde_json::Value| BTreeMap::from([(PORTMAP.to_string(), v)]);
+        let got = published_ports(&o(serde_json::json!([
+            {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 8080, "HostPortEnd": 8080},
+            {"Proto": 17, "IP": "", "Port": 53, "HostIP": "127.0.0.1", "HostPort": 5353, "HostPortEnd": 5353},
+            {"Proto": 6, "IP": "", "Port": 80, "HostIP": "::", "HostPort": 8080, "HostPortEnd": 8080},
+        ])))
+        .unwrap();
+        assert_eq!(
+            crate::northsouth::Published::encode(&got),
+            "tcp::8080:80,udp:127.0.0.1:5353:53"
+        );
+        assert_eq!(published_ports(&BTreeMap::new()).unwrap(), []);
+        let e = published_ports(&o(
+            serde_json::json!([{"Proto": 6, "Port": 80, "HostPort": 0}]),
+        ))
+        .unwrap_err();
+        assert!(e.0.contains("-p HOSTPORT:80"), "{e}");
+        let e = published_ports(&o(
+            serde_json::json!([{"Proto": 132, "Port": 80, "HostPort": 1}]),
+        ))
+        .unwrap_err();
+        assert!(e.0.contains("protocol 132"), "{e}");
     }
 
     #[test]

@@ -545,6 +545,15 @@ impl Manager {
         Ok(removed)
     }
 
+    /// Records the published ports of the endpoint on port `ifname` (`docker run -p`).
+    pub async fn set_published(
+        &self,
+        ifname: &str,
+        list: &[crate::northsouth::Published],
+    ) -> Result<(), ManagerError> {
+        Ok(self.host.switch.set_published(ifname, list).await?)
+    }
+
     /// The endpoint ports on the bridge (a veth's each, with the endpoint in `external_ids`).
     pub async fn endpoint_ports(&self) -> Result<Vec<ovs::PortInfo>, ManagerError> {
         Ok(self.host.switch.agent_ports().await?.endpoints)

@@ -201,6 +201,9 @@ pub mod ids {
     pub const ROUTER_NID: &str = "contiv-router-nid";
     pub const ROUTER_ZONE: &str = "contiv-router-zone";
     pub const ROUTER_GATEWAY: &str = "contiv-router-gateway";
+    /// On a Docker container's endpoint port: its published ports (`docker run -p`), in
+    /// `crate::northsouth::Published::encode`'s form; the host's DNAT rules follow them.
+    pub const PUBLISHED: &str = "contiv-published";
 }
 
 #[cfg(test)]

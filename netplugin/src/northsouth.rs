@@ -38,6 +38,57 @@ pub struct NsInputs {
     pub remote: BTreeMap<String, Endpoint>,
     /// `global.pvtSubnet`.
     pub pvt_subnet: String,
+    /// Published ports (`docker run -p`) of local endpoints, by endpoint id.
+    pub published: BTreeMap<String, Vec<Published>>,
+}
+
+/// A published port (`docker run -p HOST:PORT`): `proto` (`tcp` or `udp`) `host_port` on the
+/// host's own addresses (only `host_ip` when given) is forwarded to `port` of an endpoint here.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Published {
+    pub proto: String,
+    pub host_ip: Option<Ipv4Addr>,
+    pub host_port: u16,
+    pub port: u16,
+}
+
+impl Published {
+    /// The form kept in the endpoint port's `external_ids` (`contiv-published`), so the rules
+    /// outlive an agent restart: `proto:host_ip:host_port:port` (host_ip may be empty), comma
+    /// separated.
+    pub fn encode(list: &[Published]) -> String {
+        list.iter()
+            .map(|p| {
+                let ip = p.host_ip.map(|a| a.to_string()).unwrap_or_default();
+                format!("{}:{ip}:{}:{}", p.proto, p.host_port, p.port)
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The list [`Published::encode`] wrote; what does not parse is left out.
+    pub fn decode(s: &str) -> Vec<Published> {
+        s.split(',')
+            .filter_map(|e| {
+                let mut f = e.split(':');
+                let proto = f.next()?.to_string();
+                let ip = f.next()?;
+                let host_ip = if ip.is_empty() {
+                    None
+                } else {
+                    Some(ip.parse().ok()?)
+                };
+                let host_port = f.next()?.parse().ok()?;
+                let port = f.next()?.parse().ok()?;
+                (proto == "tcp" || proto == "udp").then_some(Published {
+                    proto,
+                    host_ip,
+                    host_port,
+                    port,
+                })
+            })
+            .collect()
+    }
 }
 
 /// One network's gateway on this host.
@@ -90,6 +141,9 @@ pub struct TenantRouter {
 pub struct Desired {
     pub tenants: BTreeMap<String, TenantRouter>,
     pub pvt: Option<Ipv4Net>,
+    /// Published ports and the address the host forwards each to: the endpoint's own address
+    /// in the default tenant (the host routes its subnets), its private address in the others.
+    pub published: Vec<(Published, Ipv4Addr)>,
 }
 
 /// The private subnet, or Contiv's default when unset or unreadable (netmaster validates it).
@@ -216,6 +270,7 @@ fn router_net(ep: &Endpoint) -> Option<RouterNet> {
 pub fn desired(i: &NsInputs) -> Desired {
     let pvt = pvt_subnet(&i.pvt_subnet);
     let mut tenants: BTreeMap<String, TenantRouter> = BTreeMap::new();
+    let mut published = Vec::new();
     for (ofport, ep, shared) in i.local.values() {
         let Some(net) = router_net(ep) else {
             tracing::debug!(endpoint = %ep.endpoint_id, network = %ep.network_name, tenant = %ep.tenant_name, "network without a gateway: no router, no way out");
@@ -227,9 +282,25 @@ pub fn desired(i: &NsInputs) -> Desired {
             t.local_ips.insert(ip);
         }
         // Trunk-mates share one port number: no private address of theirs (docs/compat.md).
-        if !shared && let (Some(p), Ok(ip)) = (private_address(pvt, *ofport), ep.ip_address.parse())
-        {
+        let private = (!shared)
+            .then(|| private_address(pvt, *ofport))
+            .flatten()
+            .zip(ep.ip_address.parse().ok());
+        if let Some((p, ip)) = private {
             t.private.insert(p, ip);
+        }
+        if let Some(list) = i.published.get(&ep.endpoint_id) {
+            let target = if ep.tenant_name == DEFAULT_TENANT {
+                ep.ip_address.parse().ok()
+            } else {
+                private.map(|(p, _)| p)
+            };
+            match target {
+                Some(to) => published.extend(list.iter().map(|p| (p.clone(), to))),
+                None => {
+                    tracing::warn!(endpoint = %ep.endpoint_id, tenant = %ep.tenant_name, "published ports of an endpoint without a private address (a trunk-mate): not forwarded")
+                }
+            }
         }
     }
     let all = i
@@ -253,9 +324,11 @@ pub fn desired(i: &NsInputs) -> Desired {
             }
         }
     }
+    published.sort();
     Desired {
         tenants,
         pvt: Some(pvt),
+        published,
     }
 }
 
@@ -360,12 +433,21 @@ fn mangle_and_filter(up: &str) -> String {
 /// it, nothing else is touched): what comes from `sources` (the family's transit range, and
 /// over IPv4 the default tenant's subnets, whose pods keep their addresses into the host) and
 /// leaves by an interface that is no transit is masqueraded to the host's address; forwarding
-/// to and from transits is accepted.
-pub fn host_chains(sources: &[String]) -> String {
-    let mut s = format!("*nat\n:{POSTROUTING_CHAIN} - [0:0]\n");
+/// to and from transits is accepted; `published` ports are forwarded to their endpoints.
+pub fn host_chains(sources: &[String], published: &[(Published, Ipv4Addr)]) -> String {
+    let mut s = format!("*nat\n:{POSTROUTING_CHAIN} - [0:0]\n:{DNAT_CHAIN} - [0:0]\n");
     for src in sources {
         s.push_str(&format!(
             "-A {POSTROUTING_CHAIN} -s {src} ! -o vu+ -j MASQUERADE\n"
+        ));
+    }
+    for (p, to) in published {
+        let dst = p.host_ip.map(|a| format!(" -d {a}/32")).unwrap_or_default();
+        s.push_str(&format!(
+            "-A {DNAT_CHAIN}{dst} -p {proto} -m {proto} --dport {} -j DNAT --to-destination {to}:{}\n",
+            p.host_port,
+            p.port,
+            proto = p.proto
         ));
     }
     s.push_str(&format!(
@@ -374,19 +456,51 @@ pub fn host_chains(sources: &[String]) -> String {
     s
 }
 
-/// The sources the host masquerades (see [`host_chains`]): IPv4, IPv6.
-pub fn host_sources(d: &Desired) -> (Vec<String>, Vec<String>) {
+/// The host's chains as they should be: IPv4, IPv6 (see [`host_chains`]).
+pub fn host_rules(d: &Desired) -> (String, String) {
     let pvt = d.pvt.unwrap_or_else(|| pvt_subnet(""));
     let mut v4 = vec![transit_range(pvt).to_string()];
     if let Some(t) = d.tenants.get(DEFAULT_TENANT) {
         v4.extend(t.networks.values().map(|n| n.subnet.to_string()));
     }
-    (v4, vec![TRANSIT6_PREFIX.to_string()])
+    (
+        host_chains(&v4, &d.published),
+        host_chains(&[TRANSIT6_PREFIX.to_string()], &[]),
+    )
 }
+
+/// The jumps from the built-in chains to the agent's: (table, chain, match, target). Published
+/// ports are the host's own addresses' (from outside, and from the host itself but for
+/// loopback, as Docker's own `DOCKER` chain).
+pub const JUMPS: &[(&str, &str, &[&str], &str)] = &[
+    ("nat", "POSTROUTING", &[], POSTROUTING_CHAIN),
+    ("filter", "FORWARD", &[], FORWARD_CHAIN),
+    (
+        "nat",
+        "PREROUTING",
+        &["-m", "addrtype", "--dst-type", "LOCAL"],
+        DNAT_CHAIN,
+    ),
+    (
+        "nat",
+        "OUTPUT",
+        &[
+            "!",
+            "-d",
+            "127.0.0.0/8",
+            "-m",
+            "addrtype",
+            "--dst-type",
+            "LOCAL",
+        ],
+        DNAT_CHAIN,
+    ),
+];
 
 /// The agent's chains in the host namespace, jumped to from the built-in ones.
 pub const POSTROUTING_CHAIN: &str = "CONTIV-POSTROUTING";
 pub const FORWARD_CHAIN: &str = "CONTIV-FORWARD";
+pub const DNAT_CHAIN: &str = "CONTIV-DNAT";
 
 /// A gratuitous ARP from `mac` for `ip` (Ethernet broadcast): what the tenant router
 /// sends from a gateway interface once its port's flows are in. A pod whose first packet went
@@ -592,7 +706,7 @@ mod tests {
             r6.contains("--to-source fd63:6f6e:7469:76::ac13:8002"),
             "{r6}"
         );
-        let h = host_chains(&["172.19.128.0/17".into(), "10.1.2.0/24".into()]);
+        let h = host_chains(&["172.19.128.0/17".into(), "10.1.2.0/24".into()], &[]);
         assert!(h.contains("-A CONTIV-POSTROUTING -s 172.19.128.0/17 ! -o vu+ -j MASQUERADE"));
         assert!(h.contains("-A CONTIV-POSTROUTING -s 10.1.2.0/24 ! -o vu+ -j MASQUERADE"));
         assert!(h.contains(":CONTIV-FORWARD - [0:0]"));
@@ -661,9 +775,44 @@ mod tests {
         // Another tenant's pods are hidden behind the transit address on the way out.
         let blue = router_rules_v4(t, tr, Some(node), false);
         assert!(blue.contains("-A POSTROUTING -o up0 -j SNAT --to-source 172.19.128.2\n"));
-        let (v4, v6) = host_sources(&d);
-        assert_eq!(v4, ["172.19.128.0/17", "10.1.2.0/24"]);
-        assert_eq!(v6, [TRANSIT6_PREFIX]);
+        let (v4, v6) = host_rules(&d);
+        assert!(v4.contains("-A CONTIV-POSTROUTING -s 172.19.128.0/17 ! -o vu+ -j MASQUERADE\n-A CONTIV-POSTROUTING -s 10.1.2.0/24 ! -o vu+ -j MASQUERADE\n"), "{v4}");
+        assert!(!v6.contains("10.1.2.0/24"), "{v6}");
+    }
+
+    #[test]
+    fn published_ports_are_forwarded_to_the_endpoint_or_its_private_address() {
+        let list = Published::decode("tcp::8080:80,udp:127.0.0.1:5353:53,sctp::1:1,bad");
+        assert_eq!(
+            Published::encode(&list),
+            "tcp::8080:80,udp:127.0.0.1:5353:53"
+        );
+        let mut i = NsInputs::default();
+        let d0 = ep("default", "net", "h1", "10.1.2.2", "10.1.2.1");
+        let b0 = ep("blue", "net", "h1", "10.1.2.2", "10.1.2.1");
+        i.published
+            .insert(d0.endpoint_id.clone(), list[..1].to_vec());
+        i.published
+            .insert(b0.endpoint_id.clone(), list[1..].to_vec());
+        // A departed endpoint's list is not forwarded.
+        i.published
+            .insert("gone".into(), Published::decode("tcp::9999:1"));
+        i.local.insert("a".into(), (32769, d0, false));
+        i.local.insert("b".into(), (32770, b0, false));
+        let d = desired(&i);
+        let (v4, v6) = host_rules(&d);
+        assert!(
+            v4.contains(
+                "-A CONTIV-DNAT -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.1.2.2:80\n"
+            ),
+            "the default tenant's endpoint by its own address: {v4}"
+        );
+        assert!(
+            v4.contains("-A CONTIV-DNAT -d 127.0.0.1/32 -p udp -m udp --dport 5353 -j DNAT --to-destination 172.19.0.3:53\n"),
+            "another tenant's by its private address: {v4}"
+        );
+        assert!(!v4.contains("9999"));
+        assert!(v6.contains(":CONTIV-DNAT - [0:0]") && !v6.contains("-A CONTIV-DNAT"));
     }
 
     #[test]

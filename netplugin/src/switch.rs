@@ -50,12 +50,28 @@ pub trait Switch: Send + Sync + 'static {
     async fn agent_ports(&self) -> Result<AgentPorts, DatapathError>;
     /// Every port of the bridge, as OVS has it now (CHECK).
     async fn list_ports(&self) -> Result<Vec<PortInfo>, DatapathError>;
+    /// Records an endpoint's published ports (`docker run -p`) on its port `ifname`; the host
+    /// side forwards them. The fake has none to forward.
+    async fn set_published(
+        &self,
+        _ifname: &str,
+        _list: &[crate::northsouth::Published],
+    ) -> Result<(), DatapathError> {
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
 impl Switch for Datapath {
     fn bridge(&self) -> &str {
         &self.bridge
+    }
+    async fn set_published(
+        &self,
+        ifname: &str,
+        list: &[crate::northsouth::Published],
+    ) -> Result<(), DatapathError> {
+        Datapath::set_published(self, ifname, list).await
     }
     fn userspace(&self) -> bool {
         self.kind == DatapathType::Userspace

@@ -364,9 +364,12 @@ fn kube_proxy_rules(web: &[&str], near: &str) -> String {
 #[test]
 fn kube_proxys_services_reach_backends_on_another_host() {
     let (c, o) = cluster();
-    c.master
-        .network("default", "net", "10.1.2.0/24", "10.1.2.1");
+    // Another tenant with the same subnet: its pods are clients of Services like the outside.
+    for t in ["default", "blue"] {
+        c.master.network(t, "net", "10.1.2.0/24", "10.1.2.1");
+    }
     let client = c.pod(0, "net", "default");
+    let blue = c.pod(0, "net", "blue");
     let near = c.pod(0, "net", "default");
     let k1 = c.pod(1, "net", "default");
     let k2 = c.pod(1, "net", "default");
@@ -418,6 +421,13 @@ fn kube_proxys_services_reach_backends_on_another_host() {
         a.as_deref().map(|a| a.split(' ').next()),
         Some(Some("near"))
     );
+    // A pod of another tenant (its address may be a default pod's too) reaches the ClusterIP
+    // as an outside client would: masqueraded by kube-proxy, the backend sees the node.
+    let a = first_answer(|| from_pod(&blue, "10.96.0.10", 80)).unwrap_or_default();
+    assert!(
+        a == format!("k1 {}", h0.vtep) || a == format!("k2 {}", h0.vtep),
+        "a blue pod reaches the ClusterIP: {a:?}"
+    );
     // The outside reaches the NodePort of host1, with both backends on host2.
     let a = first_answer(|| from_outside(&o, &h0.vtep, 30080)).unwrap_or_default();
     assert!(
@@ -434,4 +444,108 @@ fn kube_proxys_services_reach_backends_on_another_host() {
         "the outside through {}'s NodePort: {a:?}",
         h1.name
     );
+}
+
+/// GETs `/` from the internet host through `node:port`; the body, if any.
+fn http_from_outside(o: &Outside, node: &str, port: u16) -> Option<String> {
+    let to = SocketAddrV4::new(node.parse().unwrap(), port);
+    let mut s = o.connect(to, TRY).ok()?;
+    s.set_read_timeout(Some(TRY)).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut got = String::new();
+    s.read_to_string(&mut got).ok()?;
+    got.contains("200 OK").then_some(got)
+}
+
+/// The agent's DNAT rules for published ports in the host.
+fn published_rules(h: &Host) -> Vec<String> {
+    let out = h.exec(&["iptables", "-w", "-t", "nat", "-S", "CONTIV-DNAT"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("-A "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_docker_containers_published_port_serves_the_outside() {
+    use test_e2e::docker::{Dockerd, IMAGE, PluginSocket};
+    let c = Cluster::start(1, &[]);
+    let o = Outside::new(&c.underlay);
+    let plugin = PluginSocket::new();
+    let args = c.master.docker_agent_args(&plugin.path);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut h = Host::start_on_masters_with(&c.master.url(), &c.underlay, "dock", &args);
+    plugin.wait();
+    o.route_from(&h);
+    let docker = Dockerd::start(&h);
+    let d = &plugin.name;
+    docker.ok(
+        &[
+            "network",
+            "create",
+            "-d",
+            d,
+            "--ipam-driver",
+            d,
+            "--subnet",
+            "10.74.0.0/24",
+            "--gateway",
+            "10.74.0.1",
+            "-o",
+            "network=pubnet",
+            "pubnet",
+        ],
+        &h,
+    );
+    docker.ok(
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "-p",
+            "8080:80",
+            "--network",
+            "pubnet",
+            IMAGE,
+            "sh",
+            "-c",
+            "mkdir -p /www && echo hello-web > /www/index.html && httpd -p 80 -h /www && exec sleep 100000",
+        ],
+        &h,
+    );
+    let served = || first_answer(|| http_from_outside(&o, &h.vtep, 8080));
+    let got = served().unwrap_or_default();
+    assert!(
+        got.contains("hello-web"),
+        "the outside gets the container's page through {}:8080: {got:?}; rules: {:?}; agent log:\n{}",
+        h.vtep,
+        published_rules(&h),
+        h.agent_log()
+    );
+    // An agent restart keeps it: the rules stay while the agent is away, and the new agent
+    // finds the published ports in OVS and writes the same rules.
+    let before = published_rules(&h);
+    h.kill_agent();
+    assert!(served().is_some_and(|g| g.contains("hello-web")));
+    h.start_agent();
+    plugin.wait();
+    let end = Instant::now() + REACH;
+    while Instant::now() < end && published_rules(&h) != before {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        published_rules(&h),
+        before,
+        "rewritten alike after a restart"
+    );
+    assert!(served().is_some_and(|g| g.contains("hello-web")));
+    // The container gone, its port is no longer forwarded.
+    docker.ok(&["rm", "-f", "web"], &h);
+    let end = Instant::now() + REACH;
+    while Instant::now() < end && !published_rules(&h).is_empty() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(published_rules(&h), Vec::<String>::new());
 }

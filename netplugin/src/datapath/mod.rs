@@ -142,6 +142,7 @@ impl Datapath {
         idx.pool.clear();
         idx.trunks.clear();
         idx.routers.clear();
+        idx.published.clear();
         idx.used.clear();
         for p in &ports {
             idx.used.extend(p.ofport);
@@ -152,6 +153,13 @@ impl Datapath {
                 p.ofport.or(p.ofport_request),
             ) {
                 idx.endpoints.insert(p.name.clone(), (id.clone(), of));
+            }
+            if let (Some(id), Some(list)) = (
+                p.external_ids.get(keys::ENDPOINT),
+                p.external_ids.get(keys::PUBLISHED),
+            ) {
+                let list = crate::northsouth::Published::decode(list);
+                idx.published.insert(id.clone(), list);
             }
             if let (true, Some(of)) = (
                 p.external_ids.contains_key(keys::POOL),
@@ -293,7 +301,53 @@ impl Datapath {
                 .collect(),
             remote: st.inputs.remote.clone(),
             pvt_subnet: st.pvt_subnet.clone(),
+            published: self
+                .port_index()
+                .published
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         })
+    }
+
+    /// Records the published ports (`docker run -p`) of the endpoint on port `ifname` in its
+    /// `external_ids` (they outlive an agent restart there) and has the host side follow.
+    pub async fn set_published(
+        &self,
+        ifname: &str,
+        list: &[crate::northsouth::Published],
+    ) -> Result<(), DatapathError> {
+        let Some(port) = self
+            .vs
+            .list_ports(&self.bridge)
+            .await?
+            .into_iter()
+            .find(|p| p.name == ifname)
+        else {
+            return Ok(());
+        };
+        let mut ids = port.external_ids.clone();
+        if list.is_empty() {
+            ids.remove(keys::PUBLISHED);
+        } else {
+            ids.insert(
+                keys::PUBLISHED.to_string(),
+                crate::northsouth::Published::encode(list),
+            );
+        }
+        if ids != port.external_ids {
+            self.vs.set_port_external_ids(ifname, &ids).await?;
+        }
+        if let Some(id) = port.external_ids.get(keys::ENDPOINT) {
+            let mut idx = self.port_index();
+            if list.is_empty() {
+                idx.published.remove(id);
+            } else {
+                idx.published.insert(id.clone(), list.to_vec());
+            }
+        }
+        self.changes.send_modify(|g| *g = g.wrapping_add(1));
+        Ok(())
     }
 
     /// Follows changes of the flows' inputs (see [`Datapath::northsouth_inputs`]).
@@ -465,7 +519,8 @@ impl Datapath {
         crate::steps::mark("ovsdb_port");
         // The number is free once the port is gone from OVS (and its flows long before).
         let mut idx = self.port_index();
-        if let Some((_, of)) = idx.endpoints.remove(ifname) {
+        if let Some((id, of)) = idx.endpoints.remove(ifname) {
+            idx.published.remove(&id);
             idx.used.remove(&of);
         }
         if let Some(of) = idx.pool.remove(ifname) {

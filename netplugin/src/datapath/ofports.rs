@@ -21,6 +21,8 @@ pub(super) struct PortIndex {
     pub trunks: HashMap<String, u32>,
     /// Router port name -> (network id, what its flows need).
     pub routers: HashMap<String, (u64, crate::fabric::RouterPort)>,
+    /// Endpoint id -> its published ports (`docker run -p`), from its port's `external_ids`.
+    pub published: HashMap<String, Vec<crate::northsouth::Published>>,
     /// Numbers held or requested by any port of the bridge, or reserved by an ADD in flight.
     pub used: BTreeSet<u32>,
     /// Where the next search for a free number starts: numbers go round the range, so a number

@@ -301,6 +301,44 @@ async fn ensure_reply_rules(ns: &str) -> Result<(), NsError> {
     Ok(())
 }
 
+/// The host namespace: forwarding on, the agent's chains (`rules`: IPv4, IPv6; masquerade
+/// what the tenant routers send out, accept forwarding to and from them, published ports) and
+/// the jumps to them.
+async fn ensure_host(rules: &(String, String)) -> Result<(), NsError> {
+    sysctls(None, FORWARDING4).await?;
+    restore("write the host's CONTIV chains", None, false, &rules.0).await?;
+    restore(
+        "write the host's CONTIV chains (IPv6)",
+        None,
+        true,
+        &rules.1,
+    )
+    .await?;
+    for bin in ["iptables", "ip6tables"] {
+        for (table, builtin, matches, chain) in super::JUMPS {
+            let rule = |op: &'static str| {
+                let mut a = vec!["-w", "-t", table, op, builtin];
+                if op == "-I" {
+                    a.push("1");
+                }
+                a.extend_from_slice(matches);
+                a.extend(["-j", chain]);
+                a
+            };
+            if run("check a jump", bin, &rule("-C"), "").await.is_err() {
+                run(
+                    &format!("jump from {builtin} to {chain}"),
+                    bin,
+                    &rule("-I"),
+                    "",
+                )
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The preference of the first of a tenant router's two rules (before `main`, 32766).
 const REPLY_RULE_PREF: u64 = 100;
 
@@ -315,8 +353,8 @@ pub struct NorthSouth {
     mtu: u32,
     /// What was last made real (None: nothing yet since start).
     applied: Option<Desired>,
-    /// The sources the host namespace's chains were written for (IPv4, IPv6).
-    host_sources: Option<(Vec<String>, Vec<String>)>,
+    /// The host namespace's chains as last written (IPv4, IPv6).
+    host_rules: Option<(String, String)>,
     /// This host's node (VTEP) address: the source what the host routes to pods on other
     /// hosts is given, so their replies come back here (`fabric::return_flows`).
     node: Option<Ipv4Addr>,
@@ -334,7 +372,7 @@ impl NorthSouth {
             bridge: bridge.to_string(),
             mtu,
             applied: None,
-            host_sources: None,
+            host_rules: None,
             node: None,
             forwarding6: false,
             made: BTreeMap::new(),
@@ -377,10 +415,10 @@ impl NorthSouth {
 
     async fn apply(&mut self, d: &Desired) -> Result<(), NsError> {
         let pvt = d.pvt.unwrap_or_else(|| super::pvt_subnet(""));
-        let sources = super::host_sources(d);
-        if self.host_sources.as_ref() != Some(&sources) {
-            self.ensure_host(&sources).await?;
-            self.host_sources = Some(sources);
+        let rules = super::host_rules(d);
+        if self.host_rules.as_ref() != Some(&rules) {
+            ensure_host(&rules).await?;
+            self.host_rules = Some(rules);
         }
         let dual_stack = d
             .tenants
@@ -494,40 +532,6 @@ impl NorthSouth {
         }
         self.fix_host_routes(&host_routes).await?;
         self.remove_departed(d, &ports_wanted).await?;
-        Ok(())
-    }
-
-    /// The host namespace: forwarding on, the agent's chains (masquerade what the tenant routers
-    /// send out, accept forwarding to and from them) and the jumps to them.
-    async fn ensure_host(&self, sources: &(Vec<String>, Vec<String>)) -> Result<(), NsError> {
-        sysctls(None, FORWARDING4).await?;
-        let v4 = super::host_chains(&sources.0);
-        restore("write the host's CONTIV chains", None, false, &v4).await?;
-        let v6 = super::host_chains(&sources.1);
-        restore("write the host's CONTIV chains (IPv6)", None, true, &v6).await?;
-        for bin in ["iptables", "ip6tables"] {
-            for (table, builtin, chain) in [
-                ("nat", "POSTROUTING", super::POSTROUTING_CHAIN),
-                ("filter", "FORWARD", super::FORWARD_CHAIN),
-            ] {
-                let check = run(
-                    "check a jump",
-                    bin,
-                    &["-w", "-t", table, "-C", builtin, "-j", chain],
-                    "",
-                )
-                .await;
-                if check.is_err() {
-                    run(
-                        &format!("jump from {builtin} to {chain}"),
-                        bin,
-                        &["-w", "-t", table, "-I", builtin, "1", "-j", chain],
-                        "",
-                    )
-                    .await?;
-                }
-            }
-        }
         Ok(())
     }
 
