@@ -60,6 +60,12 @@ struct Opts {
         default_value = "127.0.0.1"
     )]
     vtep_ip: String,
+    /// Removes what the agent made on this host for north-south (docs/operations.md
+    /// "Uninstalling"): its iptables chains (`CONTIV-*`) and the jumps to them, the tenant
+    /// router namespaces of --bridge and their ports, then exits. Run it with the agent
+    /// stopped: a running agent makes them again.
+    #[arg(long = "uninstall-northsouth")]
+    uninstall_northsouth: bool,
     /// The NIC that carries the VTEP address. With the userspace datapath the agent makes it a
     /// port of the uplink bridge and moves the address there (OVS tunnels need that); with the
     /// kernel datapath it only sets the default MTU.
@@ -297,6 +303,16 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
             opts.ovsdb_sock.display()
         )
     })?;
+    if opts.uninstall_northsouth {
+        dp.load_ports()
+            .await
+            .with_context(|| format!("read the ports of bridge {}", opts.bridge))?;
+        netplugin::northsouth::uninstall(&dp, &opts.bridge)
+            .await
+            .context("remove the north-south host side")?;
+        tracing::info!(bridge = %opts.bridge, "north-south host side removed");
+        return Ok(());
+    }
     let kernel = Arc::new(NetlinkKernel::new().context("open netlink")?);
     let host = kernel.host_netlink();
     let vtep: std::net::IpAddr = opts.vtep_ip.parse().with_context(|| {

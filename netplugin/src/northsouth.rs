@@ -12,7 +12,7 @@
 
 mod host;
 
-pub use host::{NorthSouth, NsError};
+pub use host::{NorthSouth, NsError, uninstall};
 
 use crate::fabric::{RouterPort, network_id, zone};
 use ipnet::{Ipv4Net, Ipv6Net};

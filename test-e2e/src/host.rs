@@ -395,6 +395,21 @@ impl Host {
         });
     }
 
+    /// Runs netplugin once in the host's namespace with the agent's OVS and bridge settings
+    /// and `args` (a one-shot command such as `--uninstall-northsouth`), to its end.
+    pub fn netplugin_once(&self, args: &[&str]) -> Output {
+        run(Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.ns))
+            .arg("--")
+            .arg(bin("netplugin"))
+            .args(["--bridge", &self.bridge, "--datapath", "userspace"])
+            .arg("--ovsdb-sock")
+            .arg(self.db_sock())
+            .arg("--ovs-rundir")
+            .arg(&self.dir)
+            .args(args))
+    }
+
     /// Kills the agent (SIGKILL, no cleanup), as a crash would.
     pub fn kill_agent(&mut self) {
         kill_child(&mut self.agent);

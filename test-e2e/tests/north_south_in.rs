@@ -515,7 +515,8 @@ fn a_docker_containers_published_port_serves_the_outside() {
         ],
         &h,
     );
-    let served = || first_answer(|| http_from_outside(&o, &h.vtep, 8080));
+    let vtep = h.vtep.clone();
+    let served = || first_answer(|| http_from_outside(&o, &vtep, 8080));
     let got = served().unwrap_or_default();
     assert!(
         got.contains("hello-web"),
@@ -548,4 +549,68 @@ fn a_docker_containers_published_port_serves_the_outside() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(published_rules(&h), Vec::<String>::new());
+}
+
+/// The agent's chains and jumps in the host, IPv4 and IPv6 (`iptables -S` lines naming them).
+fn contiv_rules(h: &Host) -> Vec<String> {
+    let mut out = Vec::new();
+    for bin in ["iptables", "ip6tables"] {
+        for table in ["nat", "filter"] {
+            let o = h.exec(&[bin, "-w", "-t", table, "-S"]);
+            out.extend(
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter(|l| l.contains("CONTIV-"))
+                    .map(|l| format!("{bin} {table}: {l}")),
+            );
+        }
+    }
+    out
+}
+
+#[test]
+fn uninstall_removes_the_host_side_and_a_restart_makes_it_again() {
+    let (mut c, o) = cluster();
+    c.master
+        .network("default", "net", "10.1.2.0/24", "10.1.2.1");
+    let p = c.pod(0, "net", "default");
+    assert!(p.reaches(Outside::HOST, REACH));
+    let h = &c.hosts[0];
+    let made = contiv_rules(h);
+    assert!(
+        made.iter().any(|l| l.contains("-j CONTIV-DNAT")),
+        "{made:?}"
+    );
+    c.hosts[0].kill_agent();
+    let h = &c.hosts[0];
+    let out = h.netplugin_once(&["--uninstall-northsouth"]);
+    assert!(
+        out.status.success(),
+        "uninstall: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(contiv_rules(h), Vec::<String>::new(), "no chain, no jump");
+    assert_eq!(h.router_namespaces(), Vec::<String>::new());
+    assert!(
+        !h.ovs_ports_now().iter().any(|p| p.starts_with("vr")),
+        "no router port"
+    );
+    let links = String::from_utf8_lossy(&h.exec(&["ip", "-o", "link", "show"]).stdout).to_string();
+    assert!(!links.contains(": vu"), "no transit: {links}");
+    // Run twice: nothing left is no error.
+    assert!(
+        h.netplugin_once(&["--uninstall-northsouth"])
+            .status
+            .success()
+    );
+    // The agent back: the host side is made again, alike.
+    c.hosts[0].start_agent();
+    let h = &c.hosts[0];
+    let end = Instant::now() + REACH;
+    while Instant::now() < end && contiv_rules(h) != made {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(contiv_rules(h), made);
+    assert!(p.reaches(Outside::HOST, REACH));
+    drop(o);
 }

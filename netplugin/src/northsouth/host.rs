@@ -339,6 +339,48 @@ async fn ensure_host(rules: &(String, String)) -> Result<(), NsError> {
     Ok(())
 }
 
+/// Removes the host side (`netplugin --uninstall-northsouth`, with the agent stopped): the
+/// router ports of the bridge, the tenant router namespaces of `bridge` (their veths, the
+/// transits and the routes through them go with them), the jumps to the agent's chains and
+/// the chains, IPv4 and IPv6. What is already gone is not an error. Forwarding is left on (the
+/// host may have had it on before).
+pub async fn uninstall(dp: &Datapath, bridge: &str) -> Result<(), NsError> {
+    for name in dp.router_ports().into_keys() {
+        dp.remove_port(&name).await?;
+        tracing::info!(port = %name, "router port removed");
+    }
+    let prefix = router_netns_prefix(bridge);
+    if let Ok(dir) = std::fs::read_dir("/run/netns") {
+        for e in dir.flatten() {
+            let n = e.file_name().to_string_lossy().to_string();
+            if n.starts_with(&prefix) {
+                run("remove a tenant router", "ip", &["netns", "del", &n], "").await?;
+                tracing::info!(netns = %n, "tenant router removed");
+            }
+        }
+    }
+    for bin in ["iptables", "ip6tables"] {
+        for (table, builtin, matches, chain) in super::JUMPS {
+            let mut a = vec!["-w", "-t", table, "-D", builtin];
+            a.extend_from_slice(matches);
+            a.extend(["-j", chain]);
+            // Once per copy (an interrupted start may have added one twice).
+            while run("remove a jump", bin, &a, "").await.is_ok() {}
+        }
+        for (table, chain) in [
+            ("nat", super::POSTROUTING_CHAIN),
+            ("nat", super::DNAT_CHAIN),
+            ("filter", super::FORWARD_CHAIN),
+        ] {
+            for op in ["-F", "-X"] {
+                // A chain that is not there is what we want.
+                let _ = run("remove a chain", bin, &["-w", "-t", table, op, chain], "").await;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The preference of the first of a tenant router's two rules (before `main`, 32766).
 const REPLY_RULE_PREF: u64 = 100;
 
