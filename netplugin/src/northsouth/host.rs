@@ -315,7 +315,10 @@ async fn ensure_host(rules: &(String, String)) -> Result<(), NsError> {
     )
     .await?;
     for bin in ["iptables", "ip6tables"] {
-        for (table, builtin, matches, chain) in super::JUMPS {
+        for (v4_only, table, builtin, matches, chain) in super::JUMPS {
+            if *v4_only && bin == "ip6tables" {
+                continue;
+            }
             let rule = |op: &'static str| {
                 let mut a = vec!["-w", "-t", table, op, builtin];
                 if op == "-I" {
@@ -360,7 +363,10 @@ pub async fn uninstall(dp: &Datapath, bridge: &str) -> Result<(), NsError> {
         }
     }
     for bin in ["iptables", "ip6tables"] {
-        for (table, builtin, matches, chain) in super::JUMPS {
+        for (v4_only, table, builtin, matches, chain) in super::JUMPS {
+            if *v4_only && bin == "ip6tables" {
+                continue;
+            }
             let mut a = vec!["-w", "-t", table, "-D", builtin];
             a.extend_from_slice(matches);
             a.extend(["-j", chain]);
