@@ -66,6 +66,8 @@ fn inputs() -> Inputs {
     i.remote
         .insert("d".into(), ep("d", "h2", "10.9.0.2", 8, ("", 0)));
     i.tunnels.insert("h2".into(), 3);
+    // h2's node address: the return flows to its router (north-south, inbound).
+    i.vteps.insert("h2".into(), "10.250.0.12".into());
     // Network 7's gateway on this host (north-south): its router port's flows too.
     i.routers.insert(
         7,
