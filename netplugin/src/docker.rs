@@ -1017,6 +1017,10 @@ impl Backend for DockerDriver {
     ) -> DriverResult<()> {
         let list = published_ports(&r.options)?;
         let Some(port) = self.ovs_port_of(&r.endpoint_id).await? else {
+            if list.is_empty() {
+                // Nothing to publish: no reason to fail the container's start.
+                return Ok(());
+            }
             return Err(DriverError::new(format!(
                 "endpoint {} has no Contiv port on this host: Docker must create it (CreateEndpoint) before publishing its ports",
                 short(&r.endpoint_id)
