@@ -29,8 +29,8 @@ const BOOKMARK_EVERY: Duration = Duration::from_millis(300);
 
 #[derive(Clone, Debug)]
 enum Obj {
-    Pod(Pod),
-    Ns(Namespace),
+    Pod(Box<Pod>),
+    Ns(Box<Namespace>),
 }
 
 impl Obj {
@@ -307,7 +307,7 @@ impl KubeApi {
             } else {
                 EventType::Added
             };
-            s.record(t, Obj::Pod(pod));
+            s.record(t, Obj::Pod(Box::new(pod)));
         });
     }
 
@@ -326,7 +326,7 @@ impl KubeApi {
         self.change(move |s| {
             if let Some(mut p) = s.pods.remove(&key) {
                 p.metadata.resource_version = Some(s.rv.to_string());
-                s.record(EventType::Deleted, Obj::Pod(p));
+                s.record(EventType::Deleted, Obj::Pod(Box::new(p)));
             }
         });
     }
@@ -358,7 +358,7 @@ impl KubeApi {
             } else {
                 EventType::Added
             };
-            s.record(t, Obj::Ns(ns));
+            s.record(t, Obj::Ns(Box::new(ns)));
         });
     }
 
@@ -530,7 +530,7 @@ fn collection(
             let items = s
                 .namespaces
                 .values()
-                .filter(|n| Obj::Ns((*n).clone()).matches(Kind::Ns, &sel))
+                .filter(|n| Obj::Ns(Box::new((*n).clone())).matches(Kind::Ns, &sel))
                 .cloned()
                 .collect();
             json(
@@ -553,8 +553,8 @@ fn event_line(t: EventType, o: &Obj) -> Bytes {
         }
     }
     let mut v = match o {
-        Obj::Pod(p) => serde_json::to_vec(&ev(t, p)),
-        Obj::Ns(n) => serde_json::to_vec(&ev(t, n)),
+        Obj::Pod(p) => serde_json::to_vec(&ev(t, p.as_ref())),
+        Obj::Ns(n) => serde_json::to_vec(&ev(t, n.as_ref())),
     }
     .unwrap();
     v.push(b'\n');
