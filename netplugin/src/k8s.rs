@@ -195,13 +195,16 @@ pub enum KubeError {
     },
 }
 
-/// A cache kept by a watch: ready once the first list is in, healthy while the watch works.
+/// A cache kept by a watch, usable once the first list is in. It stays usable while the watch is
+/// broken (the API server restarting, a relist after 410 Gone), as informers' caches do: the
+/// last known labels place a pod better than refusing its ADD, and kube's watcher swallows the
+/// bookmarks and successful re-watches that would tell a recovered watch from a silent one.
 struct Cache<K: kube::Resource + 'static>
 where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     store: Store<K>,
-    healthy: Arc<AtomicBool>,
+    ready: Arc<AtomicBool>,
 }
 
 impl<K> Cache<K>
@@ -225,38 +228,37 @@ where
         trim: fn(&mut K),
     ) -> Self {
         let (store, writer) = reflector::store();
-        let healthy = Arc::new(AtomicBool::new(false));
-        let h = healthy.clone();
+        let ready = Arc::new(AtomicBool::new(false));
+        let r = ready.clone();
         let stream =
             reflector::reflector(writer, watcher(api, config).modify(trim).default_backoff());
         tasks.push(tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
+            // Logs a failing watch once, not at every retry.
+            let mut failing = false;
             while let Some(ev) = stream.next().await {
                 match ev {
                     Ok(ev) => {
-                        if matches!(ev, watcher::Event::InitDone) && !h.swap(true, Ordering::SeqCst)
-                        {
-                            tracing::info!(what, "Kubernetes watch synced");
+                        if matches!(ev, watcher::Event::InitDone) {
+                            r.store(true, Ordering::SeqCst);
+                            tracing::info!(what, "Kubernetes watch synced (listed)");
+                            failing = false;
                         }
                     }
-                    Err(e) => {
-                        // The store keeps its last state; ADDs go to the API directly until
-                        // the watch is back (a relist on the next InitDone).
-                        if h.swap(false, Ordering::SeqCst) {
-                            tracing::warn!(what, error = %e, "Kubernetes watch failed; retrying with backoff");
-                        } else {
-                            tracing::debug!(what, error = %e, "Kubernetes watch still failing");
-                        }
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(what, error = %e, "Kubernetes watch failed; retrying with backoff, meanwhile ADDs use the last known state");
                     }
+                    Err(e) => tracing::debug!(what, error = %e, "Kubernetes watch still failing"),
                 }
                 changed.send_modify(|n| *n += 1);
             }
         }));
-        Cache { store, healthy }
+        Cache { store, ready }
     }
 
     fn usable(&self) -> bool {
-        self.healthy.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst)
     }
 }
 
@@ -366,8 +368,8 @@ impl KubeClient {
         Ok(Some(labels))
     }
 
-    /// The pod from the cache, waiting up to [`CACHE_WAIT`] for it while the watch works; else
-    /// from the API directly.
+    /// The pod from the cache, waiting up to [`CACHE_WAIT`] for it once the cache is listed;
+    /// else (not listed yet, or not there) from the API directly.
     async fn pod(&self, namespace: &str, name: &str) -> Result<Option<Arc<Pod>>, KubeError> {
         let key = ObjectRef::new(name).within(namespace);
         let mut changed = self.inner.changed.clone();
@@ -395,7 +397,7 @@ impl KubeClient {
             })
     }
 
-    /// The namespace from the cache when the watch works, else from the API.
+    /// The namespace from the cache once it is listed and has it, else from the API.
     async fn namespace(&self, name: &str) -> Result<Option<Arc<Namespace>>, KubeError> {
         if self.inner.namespaces.usable()
             && let Some(ns) = self.inner.namespaces.store.get(&ObjectRef::new(name))

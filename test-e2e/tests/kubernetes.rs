@@ -2,7 +2,7 @@
 //! HTTPS with in-cluster credentials from the API stand-in (test_e2e::kube_api), kept in the
 //! agent's watch cache across an API restart and an expired resourceVersion.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use test_e2e::kube_api::KubeApi;
@@ -89,23 +89,39 @@ fn placement(m: &Netmaster, container: &str) -> (String, String, String) {
     )
 }
 
-/// ADDs the pod until it is placed in `network` (the agent's cache follows the API's watch
-/// events, which arrive in their own time), DELeting each wrong attachment; panics after 20 s.
-fn add_until_in(m: &Netmaster, h: &Host, p: &Pod, ns: &str, name: &str, network: &str) {
+/// ADDs the pod until it is placed in `tenant`/`network` (the agent's caches follow the API's
+/// watch events, which arrive in their own time and, for pods and namespaces, in no set order:
+/// an ADD in between may fail or land elsewhere), DELeting each wrong attempt; panics after 20 s.
+fn add_until_in(
+    m: &Netmaster,
+    h: &Host,
+    p: &Pod,
+    ns: &str,
+    name: &str,
+    tenant: &str,
+    network: &str,
+) {
     let container = format!("{ns}/{name}");
-    wait_for(
-        &format!("{container} placed in {network}"),
-        Duration::from_secs(20),
-        || {
-            let out = add(h, p, ns, name);
-            assert!(out.ok(), "{} {}", out.stdout, h.agent_log());
-            if placement(m, &container).1 == network {
-                return true;
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = add(h, p, ns, name);
+        let last = if out.ok() {
+            let (t, n, _) = placement(m, &container);
+            if (t.as_str(), n.as_str()) == (tenant, network) {
+                return;
             }
-            del(h, p);
-            false
-        },
-    );
+            format!("placed in {t}/{n}")
+        } else {
+            out.stdout.clone()
+        };
+        del(h, p);
+        assert!(
+            Instant::now() < end,
+            "{container} not placed in {tenant}/{network} within 20 s; last ADD: {last}\n{}",
+            h.agent_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -190,8 +206,7 @@ fn pods_are_placed_by_labels_from_the_https_api_with_in_cluster_credentials() {
     );
     // The namespace still gives the tenant; the pod's network label wins over the namespace's.
     api.put_namespace("shop", &[(TENANT, "default")], &[(NETWORK, "web-net")]);
-    add_until_in(&m, &h, &p, "shop", "front-1", "default-net");
-    assert_eq!(placement(&m, "shop/front-1").0, "default");
+    add_until_in(&m, &h, &p, "shop", "front-1", "default", "default-net");
     assert_eq!(
         api.served().pod_gets,
         1,
@@ -217,7 +232,7 @@ fn the_cache_survives_an_api_restart_and_an_expired_resource_version() {
     boot_in_cluster(&mut h, &api);
     wait_watching(&api, 0);
     let p = Pod::new();
-    add_until_in(&m, &h, &p, "shop", "front-1", "web-net");
+    add_until_in(&m, &h, &p, "shop", "front-1", "blue", "web-net");
     del(&h, &p);
 
     // Bookmarks: changes the agent does not watch (another node's pod) still move its
@@ -247,7 +262,7 @@ fn the_cache_survives_an_api_restart_and_an_expired_resource_version() {
         served.pod_watch_versions[before.pod_watches as usize], rv,
         "the watch resumed from the bookmark's version: {served:?}"
     );
-    add_until_in(&m, &h, &p, "shop", "front-1", "default-net");
+    add_until_in(&m, &h, &p, "shop", "front-1", "default", "default-net");
     del(&h, &p);
 
     // The history the agent's version points into is compacted while the API is down: its
@@ -263,7 +278,7 @@ fn the_cache_survives_an_api_restart_and_an_expired_resource_version() {
             && s.pod_lists > before.pod_lists
             && s.pod_watches > before.pod_watches + 1
     });
-    add_until_in(&m, &h, &p, "shop", "front-1", "web-net");
+    add_until_in(&m, &h, &p, "shop", "front-1", "blue", "web-net");
     let served = api.served();
     assert_eq!(
         served.pod_gets, 0,
@@ -299,4 +314,45 @@ fn a_wrong_token_is_refused_and_the_add_says_so() {
         out.stdout
     );
     assert!(api.served().unauthorized > 0);
+}
+
+/// The agent as a host service with a kubeconfig (server, CA file, token file): the same watch
+/// and placement.
+#[test]
+fn a_kubeconfig_file_works_too() {
+    let (m, mut h, api) = setup();
+    api.put_namespace("shop", &[(TENANT, "blue")], &[]);
+    api.put_pod(
+        "shop",
+        "front-1",
+        "host1",
+        &[(NETWORK, "web-net"), (GROUP, "web")],
+    );
+    let kubeconfig = h.dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: test\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: agent\n  user:\n    tokenFile: {}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: agent\n",
+            api.url(),
+            api.ca_file().display(),
+            api.token_file().display()
+        ),
+    )
+    .unwrap();
+    h.boot(&[&format!("--kubeconfig={}", kubeconfig.display())]);
+    wait_watching(&api, 0);
+    let p = Pod::new();
+    let out = add(&h, &p, "shop", "front-1");
+    assert!(out.ok(), "{} {}", out.stdout, h.agent_log());
+    assert_eq!(
+        placement(&m, "shop/front-1"),
+        ("blue".into(), "web-net".into(), "web".into())
+    );
+    let served = api.served();
+    assert_eq!(
+        (served.pod_gets, served.namespace_gets),
+        (0, 0),
+        "{served:?}"
+    );
+    del(&h, &p);
 }
