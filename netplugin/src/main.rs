@@ -180,24 +180,20 @@ struct Opts {
     /// Kubernetes API server (https://host:port, or http://): when set, pods are placed by
     /// their io.contiv.tenant / io.contiv.network / io.contiv.net-group labels, with their
     /// namespace's as defaults. See also --k8s-in-cluster and --kubeconfig.
-    #[arg(long = "k8s-api", env = "CONTIV_NETPLUGIN_K8S_API", conflicts_with_all = ["k8s_in_cluster", "kubeconfig"])]
+    #[arg(long = "k8s-api", env = "CONTIV_NETPLUGIN_K8S_API")]
     k8s_api: Option<String>,
     /// Reach the Kubernetes API as a pod does: KUBERNETES_SERVICE_HOST/PORT, with the service
     /// account's token and CA (or --k8s-token-file / --k8s-ca-file).
-    #[arg(
-        long = "k8s-in-cluster",
-        env = "CONTIV_NETPLUGIN_K8S_IN_CLUSTER",
-        conflicts_with = "kubeconfig"
-    )]
+    #[arg(long = "k8s-in-cluster", env = "CONTIV_NETPLUGIN_K8S_IN_CLUSTER")]
     k8s_in_cluster: bool,
     /// A kubeconfig file (its current context) for the Kubernetes API.
-    #[arg(long = "kubeconfig", env = "CONTIV_NETPLUGIN_KUBECONFIG")]
+    #[arg(long = "kubeconfig", env = "CONTIV_NETPLUGIN_KUBECONFIG", value_parser = path_or_empty())]
     kubeconfig: Option<PathBuf>,
     /// File holding a bearer token for the Kubernetes API (re-read as it rotates).
-    #[arg(long = "k8s-token-file", env = "CONTIV_NETPLUGIN_K8S_TOKEN_FILE")]
+    #[arg(long = "k8s-token-file", env = "CONTIV_NETPLUGIN_K8S_TOKEN_FILE", value_parser = path_or_empty())]
     k8s_token_file: Option<PathBuf>,
     /// PEM file of the CA that signed the Kubernetes API server's certificate.
-    #[arg(long = "k8s-ca-file", env = "CONTIV_NETPLUGIN_K8S_CA_FILE")]
+    #[arg(long = "k8s-ca-file", env = "CONTIV_NETPLUGIN_K8S_CA_FILE", value_parser = path_or_empty())]
     k8s_ca_file: Option<PathBuf>,
     /// This node's name in Kubernetes (the pods' spec.nodeName), whose pods the agent watches.
     /// Default: the agent's host name (--host).
@@ -228,6 +224,9 @@ impl Opts {
             &mut self.netmaster_cacert,
             &mut self.join_token_file,
             &mut self.docker_token_file,
+            &mut self.k8s_token_file,
+            &mut self.k8s_ca_file,
+            &mut self.kubeconfig,
         ] {
             if p.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
                 *p = None;
@@ -262,23 +261,33 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
-/// How the agent reaches the Kubernetes API, if it does.
+/// How the agent reaches the Kubernetes API, if it does: one of --k8s-api, --k8s-in-cluster,
+/// --kubeconfig (an empty value counts as unset, as for the path settings).
 fn kube_source(opts: &Opts) -> anyhow::Result<Option<netplugin::k8s::ApiSource>> {
     use netplugin::k8s::ApiSource;
-    Ok(if let Some(url) = &opts.k8s_api {
+    let api = opts.k8s_api.as_ref().filter(|s| !s.is_empty());
+    let kubeconfig = opts.kubeconfig.as_ref();
+    let given = [api.is_some(), opts.k8s_in_cluster, kubeconfig.is_some()];
+    if given.iter().filter(|g| **g).count() > 1 {
+        anyhow::bail!(
+            "more than one of --k8s-api, --k8s-in-cluster and --kubeconfig (or their CONTIV_NETPLUGIN_* variables) given: choose one way to reach the Kubernetes API"
+        );
+    }
+    let (token_file, ca_file) = (opts.k8s_token_file.clone(), opts.k8s_ca_file.clone());
+    Ok(if let Some(url) = api {
         Some(ApiSource::Url {
             url: url.clone(),
-            token_file: opts.k8s_token_file.clone(),
-            ca_file: opts.k8s_ca_file.clone(),
+            token_file,
+            ca_file,
         })
     } else if opts.k8s_in_cluster {
         Some(ApiSource::in_cluster(
             |k| std::env::var(k).ok(),
-            opts.k8s_token_file.clone(),
-            opts.k8s_ca_file.clone(),
+            token_file,
+            ca_file,
         )?)
-    } else if let Some(path) = &opts.kubeconfig {
-        if opts.k8s_token_file.is_some() || opts.k8s_ca_file.is_some() {
+    } else if let Some(path) = kubeconfig {
+        if token_file.is_some() || ca_file.is_some() {
             anyhow::bail!(
                 "--kubeconfig with --k8s-token-file or --k8s-ca-file: the kubeconfig names its own credentials; give one or the other"
             );
