@@ -184,15 +184,55 @@ pub enum KubeError {
     Client {
         api: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
-    #[error("read {what} from the Kubernetes API at {api}: {source}")]
+    /// `detail`: the error's causes (kube's top-level text is often just "client error") and
+    /// what to check.
+    #[error("read {what} from the Kubernetes API at {api}: {detail}")]
     Request {
         what: String,
         api: String,
+        detail: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
+}
+
+impl KubeError {
+    fn request(what: String, api: &str, source: kube::Error) -> Self {
+        KubeError::Request {
+            what,
+            api: api.to_string(),
+            detail: explain(&source),
+            source: Box::new(source),
+        }
+    }
+}
+
+/// An API error with its causes and, where the cause is a usual mistake, its fix.
+fn explain(e: &kube::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s = format!("{s}: {t}");
+        }
+        cause = c.source();
+    }
+    let hint = match e {
+        kube::Error::Api(st) if st.code == 401 => {
+            "; the API server refused the token: check --k8s-token-file (in a pod: its service account's token)"
+        }
+        kube::Error::Api(st) if st.code == 403 => {
+            "; the account lacks rights: it needs get, list and watch on pods and namespaces (conf/kubernetes/rbac.yaml)"
+        }
+        kube::Error::Service(_) | kube::Error::HyperError(_) => {
+            "; check that the API server is reachable there and, for https, that --k8s-ca-file (or the kubeconfig's CA) is the CA that signed its certificate"
+        }
+        _ => "",
+    };
+    s + hint
 }
 
 /// A cache kept by a watch, usable once the first list is in. It stays usable while the watch is
@@ -247,7 +287,13 @@ where
                     }
                     Err(e) if !failing => {
                         failing = true;
-                        tracing::warn!(what, error = %e, "Kubernetes watch failed; retrying with backoff, meanwhile ADDs use the last known state");
+                        let error = match &e {
+                            watcher::Error::InitialListFailed(k)
+                            | watcher::Error::WatchStartFailed(k)
+                            | watcher::Error::WatchFailed(k) => explain(k),
+                            other => other.to_string(),
+                        };
+                        tracing::warn!(what, %error, "Kubernetes watch failed; retrying with backoff, meanwhile ADDs use the last known state");
                     }
                     Err(e) => tracing::debug!(what, error = %e, "Kubernetes watch still failing"),
                 }
@@ -305,9 +351,9 @@ impl KubeClient {
                     "Kubernetes API settings from {api}: {e}; check the CA and token files and the server URL"
                 ))
             })?;
-        let client = kube::Client::try_from(config).map_err(|source| KubeError::Client {
+        let client = kube::Client::try_from(config).map_err(|e| KubeError::Client {
             api: api.clone(),
-            source,
+            source: Box::new(e),
         })?;
         let (tx, rx) = tokio::sync::watch::channel(0u64);
         let mut tasks = Vec::new();
@@ -390,11 +436,7 @@ impl KubeClient {
             .get_opt(name)
             .await
             .map(|p| p.map(Arc::new))
-            .map_err(|source| KubeError::Request {
-                what: format!("pod {namespace}/{name}"),
-                api: self.inner.api.clone(),
-                source,
-            })
+            .map_err(|e| KubeError::request(format!("pod {namespace}/{name}"), &self.inner.api, e))
     }
 
     /// The namespace from the cache once it is listed and has it, else from the API.
@@ -408,11 +450,7 @@ impl KubeClient {
             .get_opt(name)
             .await
             .map(|n| n.map(Arc::new))
-            .map_err(|source| KubeError::Request {
-                what: format!("namespace {name}"),
-                api: self.inner.api.clone(),
-                source,
-            })
+            .map_err(|e| KubeError::request(format!("namespace {name}"), &self.inner.api, e))
     }
 
     /// How many of this node's pods the cache holds (for logs and tests).

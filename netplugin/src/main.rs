@@ -189,7 +189,8 @@ struct Opts {
     /// A kubeconfig file (its current context) for the Kubernetes API.
     #[arg(long = "kubeconfig", env = "CONTIV_NETPLUGIN_KUBECONFIG", value_parser = path_or_empty())]
     kubeconfig: Option<PathBuf>,
-    /// File holding a bearer token for the Kubernetes API (re-read as it rotates).
+    /// File holding a bearer token for the Kubernetes API (re-read about once a minute: service
+    /// account tokens rotate).
     #[arg(long = "k8s-token-file", env = "CONTIV_NETPLUGIN_K8S_TOKEN_FILE", value_parser = path_or_empty())]
     k8s_token_file: Option<PathBuf>,
     /// PEM file of the CA that signed the Kubernetes API server's certificate.

@@ -313,7 +313,33 @@ fn a_wrong_token_is_refused_and_the_add_says_so() {
         "{}",
         out.stdout
     );
+    assert!(
+        out.stdout.contains("refused the token") && out.stdout.contains("--k8s-token-file"),
+        "{}",
+        out.stdout
+    );
     assert!(api.served().unauthorized > 0);
+}
+
+#[test]
+fn a_server_certificate_from_another_ca_is_refused_and_the_add_says_so() {
+    let (_m, mut h, api) = setup();
+    api.put_pod("shop", "front-1", "host1", &[(TENANT, "blue")]);
+    // Another stand-in's CA did not sign this one's certificate.
+    let other = KubeApi::start(&format!("/var/run/netns/{}", h.ns), &h.dir.join("other"));
+    let token = format!("--k8s-token-file={}", api.token_file().display());
+    let ca = format!("--k8s-ca-file={}", other.ca_file().display());
+    h.boot(&["--k8s-api", &api.url(), &token, &ca]);
+    let p = Pod::new();
+    let out = add(&h, &p, "shop", "front-1");
+    assert!(!out.ok(), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(&api.url()) && out.stdout.contains("--k8s-ca-file"),
+        "{}",
+        out.stdout
+    );
+    let served = api.served();
+    assert_eq!((served.pod_gets, served.pod_lists), (0, 0), "{served:?}");
 }
 
 /// The agent as a host service with a kubeconfig (server, CA file, token file): the same watch
