@@ -183,13 +183,29 @@ struct Opts {
     /// agent restart, not a reboot). Default: /run/contiv/netplugin-<bridge>.
     #[arg(long = "state-dir", env = "CONTIV_NETPLUGIN_STATE_DIR")]
     state_dir: Option<PathBuf>,
-    /// Kubernetes API server (http://host:port): when set, pods are placed by their
-    /// io.contiv.tenant / io.contiv.network / io.contiv.net-group labels.
+    /// Kubernetes API server (https://host:port, or http://): when set, pods are placed by
+    /// their io.contiv.tenant / io.contiv.network / io.contiv.net-group labels, with their
+    /// namespace's as defaults. See also --k8s-in-cluster and --kubeconfig.
     #[arg(long = "k8s-api", env = "CONTIV_NETPLUGIN_K8S_API")]
     k8s_api: Option<String>,
-    /// File holding a bearer token for the Kubernetes API.
-    #[arg(long = "k8s-token-file", env = "CONTIV_NETPLUGIN_K8S_TOKEN_FILE")]
+    /// Reach the Kubernetes API as a pod does: KUBERNETES_SERVICE_HOST/PORT, with the service
+    /// account's token and CA (or --k8s-token-file / --k8s-ca-file).
+    #[arg(long = "k8s-in-cluster", env = "CONTIV_NETPLUGIN_K8S_IN_CLUSTER")]
+    k8s_in_cluster: bool,
+    /// A kubeconfig file (its current context) for the Kubernetes API.
+    #[arg(long = "kubeconfig", env = "CONTIV_NETPLUGIN_KUBECONFIG", value_parser = path_or_empty())]
+    kubeconfig: Option<PathBuf>,
+    /// File holding a bearer token for the Kubernetes API (re-read about once a minute: service
+    /// account tokens rotate).
+    #[arg(long = "k8s-token-file", env = "CONTIV_NETPLUGIN_K8S_TOKEN_FILE", value_parser = path_or_empty())]
     k8s_token_file: Option<PathBuf>,
+    /// PEM file of the CA that signed the Kubernetes API server's certificate.
+    #[arg(long = "k8s-ca-file", env = "CONTIV_NETPLUGIN_K8S_CA_FILE", value_parser = path_or_empty())]
+    k8s_ca_file: Option<PathBuf>,
+    /// This node's name in Kubernetes (the pods' spec.nodeName), whose pods the agent watches.
+    /// Default: the agent's host name (--host).
+    #[arg(long = "k8s-node-name", env = "CONTIV_NETPLUGIN_K8S_NODE_NAME")]
+    k8s_node_name: Option<String>,
     /// Log level, or a tracing filter.
     #[arg(
         long = "log-level",
@@ -215,6 +231,9 @@ impl Opts {
             &mut self.netmaster_cacert,
             &mut self.join_token_file,
             &mut self.docker_token_file,
+            &mut self.k8s_token_file,
+            &mut self.k8s_ca_file,
+            &mut self.kubeconfig,
         ] {
             if p.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
                 *p = None;
@@ -249,6 +268,43 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
+/// How the agent reaches the Kubernetes API, if it does: one of --k8s-api, --k8s-in-cluster,
+/// --kubeconfig (an empty value counts as unset, as for the path settings).
+fn kube_source(opts: &Opts) -> anyhow::Result<Option<netplugin::k8s::ApiSource>> {
+    use netplugin::k8s::ApiSource;
+    let api = opts.k8s_api.as_ref().filter(|s| !s.is_empty());
+    let kubeconfig = opts.kubeconfig.as_ref();
+    let given = [api.is_some(), opts.k8s_in_cluster, kubeconfig.is_some()];
+    if given.iter().filter(|g| **g).count() > 1 {
+        anyhow::bail!(
+            "more than one of --k8s-api, --k8s-in-cluster and --kubeconfig (or their CONTIV_NETPLUGIN_* variables) given: choose one way to reach the Kubernetes API"
+        );
+    }
+    let (token_file, ca_file) = (opts.k8s_token_file.clone(), opts.k8s_ca_file.clone());
+    Ok(if let Some(url) = api {
+        Some(ApiSource::Url {
+            url: url.clone(),
+            token_file,
+            ca_file,
+        })
+    } else if opts.k8s_in_cluster {
+        Some(ApiSource::in_cluster(
+            |k| std::env::var(k).ok(),
+            token_file,
+            ca_file,
+        )?)
+    } else if let Some(path) = kubeconfig {
+        if token_file.is_some() || ca_file.is_some() {
+            anyhow::bail!(
+                "--kubeconfig with --k8s-token-file or --k8s-ca-file: the kubeconfig names its own credentials; give one or the other"
+            );
+        }
+        Some(ApiSource::Kubeconfig(path.clone()))
+    } else {
+        None
+    })
+}
+
 async fn run(opts: Opts) -> anyhow::Result<()> {
     // An empty --host (a managed plugin's unset setting) means the hostname too.
     let node = opts
@@ -256,7 +312,20 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         .clone()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(hostname);
-    // Before touching anything: a bad token file is a mistake to report at once.
+    // Before touching anything: bad Kubernetes settings or files are mistakes to report at once
+    // (the watches start now and sync while the agent waits for netmaster).
+    let kube = match kube_source(&opts)? {
+        None => None,
+        Some(source) => {
+            let k8s_node = opts.k8s_node_name.clone().unwrap_or_else(|| node.clone());
+            Some(
+                netplugin::k8s::KubeClient::start(&source, &k8s_node)
+                    .await
+                    .context("set up the Kubernetes API client")?,
+            )
+        }
+    };
+    // a bad token file is a mistake to report at once.
     let docker_token = match &opts.docker_token_file {
         None => None,
         Some(path) => {
@@ -377,21 +446,6 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
                 )
             })?;
     }
-    let kube = match &opts.k8s_api {
-        None => None,
-        Some(api) => {
-            let token = match &opts.k8s_token_file {
-                Some(f) => Some(
-                    std::fs::read_to_string(f)
-                        .with_context(|| format!("read Kubernetes token file {}", f.display()))?
-                        .trim()
-                        .to_string(),
-                ),
-                None => None,
-            };
-            Some(netplugin::k8s::KubeClient::new(api, token).map_err(anyhow::Error::msg)?)
-        }
-    };
     let side_netns = opts
         .pool_netns
         .clone()

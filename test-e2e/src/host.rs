@@ -24,6 +24,8 @@ pub struct Host {
     agent: Option<Child>,
     agent_starts: u32,
     agent_args: Vec<String>,
+    /// Environment variables for the agent (as kubelet gives a pod KUBERNETES_SERVICE_HOST).
+    agent_env: Vec<(String, String)>,
     /// The underlay address, when on an [`Underlay`].
     pub vtep: String,
 }
@@ -92,10 +94,17 @@ impl Host {
             agent: None,
             agent_starts: 0,
             agent_args: Vec::new(),
+            agent_env: Vec::new(),
             vtep: String::new(),
         };
         h.exec(&["ip", "link", "set", "lo", "up"]);
         h
+    }
+
+    /// Sets an environment variable for the agent's next start.
+    pub fn set_agent_env(&mut self, key: &str, value: &str) {
+        self.agent_env.retain(|(k, _)| k != key);
+        self.agent_env.push((key.to_string(), value.to_string()));
     }
 
     /// Starts OVS and the agent (with `agent_args`) on a host made by [`Host::netns_only`].
@@ -378,6 +387,7 @@ impl Host {
                 .then_some("--docker-socket="),
             )
             .args(&self.agent_args)
+            .envs(self.agent_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -11,6 +11,7 @@ pub mod docker;
 pub mod forge;
 mod host;
 mod image;
+pub mod kube_api;
 pub mod modes;
 mod netmaster;
 mod outside;
