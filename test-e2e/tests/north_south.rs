@@ -183,6 +183,20 @@ fn two_tenants_with_one_subnet_reach_gateway_hosts_and_outside() {
         }
         let pvt = private_address(host, t, &p.ip);
         assert!(pvt.starts_with("172.19."), "{pvt}");
+        // Endpoint inspect shows it, as the agent reports it (every 2 s).
+        let end = Instant::now() + REACH;
+        let shown = loop {
+            let out = c.master.netctl(&["endpoint", "inspect", &p.container_id]);
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+            if v["Oper"]["privateIPAddress"] == pvt.as_str() || Instant::now() > end {
+                break v;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(
+            shown["Oper"]["privateIPAddress"] == pvt.as_str(),
+            "netctl endpoint inspect shows the {t} pod's private address {pvt}: {shown}"
+        );
         assert!(
             host_reaches(host, &pvt),
             "{} pings its {t} pod at {pvt}",
