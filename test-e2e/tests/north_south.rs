@@ -500,6 +500,42 @@ fn a_pod_that_asks_for_its_gateway_before_the_router_is_made_gets_an_answer() {
     assert!(del.ok(), "DEL: {}", del.stdout);
 }
 
+/// The IPv6 twin of the test above: the agent's unsolicited neighbour advertisement for the
+/// IPv6 gateway answers the pod's one neighbour solicitation, lost before the router existed.
+#[test]
+fn a_pod_that_asks_for_its_ipv6_gateway_before_the_router_is_made_gets_an_answer() {
+    let (c, _o) = cluster();
+    let (s, v) = c.master.api(
+        "POST",
+        "/api/v1/networks/default:v6net/",
+        Some(
+            json!({"tenantName": "default", "networkName": "v6net", "encap": "vxlan",
+            "subnet": "10.3.0.0/24", "gateway": "10.3.0.1",
+            "ipv6Subnet": "fd00:3::/64", "ipv6Gateway": "fd00:3::1"}),
+        ),
+    );
+    assert_eq!(s, 200, "{v}");
+    let h = &c.hosts[0];
+    let p = Pod::new();
+    let conf = h.conf("1.0.0", json!({"network": "v6net", "tenant": "default"}));
+    let add = h.cni("ADD", &p.container_id, &p.netns_path(), "eth0", &conf);
+    assert!(add.ok(), "ADD: {}", add.stdout);
+    let script = format!(
+        "sysctl -qw net.ipv6.neigh.eth0.mcast_solicit=1 && ping -6 -c 1 -W 3 {}",
+        Outside::HOST6
+    );
+    let out = p.exec(&["sh", "-c", &script]);
+    let neigh = p.exec(&["ip", "-6", "neigh"]);
+    assert!(
+        out.status.success(),
+        "the pod's first IPv6 ping out: {}; its neighbours: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&neigh.stdout)
+    );
+    let del = h.cni("DEL", &p.container_id, &p.netns_path(), "eth0", &conf);
+    assert!(del.ok(), "DEL: {}", del.stdout);
+}
+
 #[test]
 fn a_docker_container_on_a_contiv_network_reaches_the_outside() {
     use test_e2e::docker::{Dockerd, IMAGE, PluginSocket};
