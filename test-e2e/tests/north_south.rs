@@ -500,6 +500,39 @@ fn a_pod_that_asks_for_its_gateway_before_the_router_is_made_gets_an_answer() {
     assert!(del.ok(), "DEL: {}", del.stdout);
 }
 
+/// A tenant's router made again right after its last pod left (the namespace is gone from
+/// /run/netns, the kernel still tearing it down with the host end of its transit): the new
+/// router is made at the first attempt (it used to fail on the missing peer and be made only
+/// a second later, after a warning), and the new pod reaches the outside.
+#[test]
+fn a_router_made_again_at_once_is_made_at_the_first_attempt() {
+    let (c, _o) = cluster();
+    c.master.network("blue", "net", "10.1.3.0/24", "10.1.3.1");
+    let h = &c.hosts[0];
+    let conf = h.conf("1.0.0", json!({"network": "net", "tenant": "blue"}));
+    let router = h.router_netns("blue");
+    for round in 0..6 {
+        wait_for("blue's router to go", REACH, || {
+            !h.router_namespaces().contains(&router)
+        });
+        let p = Pod::new();
+        let add = h.cni("ADD", &p.container_id, &p.netns_path(), "eth0", &conf);
+        assert!(add.ok(), "ADD: {}", add.stdout);
+        assert!(
+            p.reaches(Outside::HOST, REACH),
+            "round {round}: the pod reaches the outside; agent log:\n{}",
+            h.agent_log()
+        );
+        let del = h.cni("DEL", &p.container_id, &p.netns_path(), "eth0", &conf);
+        assert!(del.ok(), "DEL: {}", del.stdout);
+    }
+    let log = h.agent_log();
+    assert!(
+        !log.contains("set up the tenant routers (the way out of the networks); retrying"),
+        "a router failed to be made at the first attempt:\n{log}"
+    );
+}
+
 /// The IPv6 twin of the test above: the agent's unsolicited neighbour advertisement for the
 /// IPv6 gateway answers the pod's one neighbour solicitation, lost before the router existed.
 #[test]
