@@ -511,7 +511,7 @@ fn a_router_made_again_at_once_is_made_at_the_first_attempt() {
     let h = &c.hosts[0];
     let conf = h.conf("1.0.0", json!({"network": "net", "tenant": "blue"}));
     let router = h.router_netns("blue");
-    for round in 0..6 {
+    for round in 0..10 {
         wait_for("blue's router to go", REACH, || {
             !h.router_namespaces().contains(&router)
         });
