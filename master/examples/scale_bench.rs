@@ -66,6 +66,8 @@ struct Row {
     cpu_per_create: Duration,
     /// netmaster CPU per second with the nodes watching and heartbeating, before the creates.
     idle_cpu_per_s: Duration,
+    /// Once every node has read its listing, before the creates.
+    synced_rss_mib: u64,
     rss_mib: u64,
     peak_rss_mib: u64,
     exit: Option<Duration>,
@@ -92,7 +94,9 @@ async fn main() -> Result<()> {
     );
     let mut rows = Vec::new();
     for &n in &a.nodes {
-        let row = run(&a, n).await.with_context(|| format!("run with {n} nodes"))?;
+        let row = run(&a, n)
+            .await
+            .with_context(|| format!("run with {n} nodes"))?;
         print_rows(std::slice::from_ref(&row));
         rows.push(row);
     }
@@ -107,12 +111,12 @@ fn print_rows(rows: &[Row]) {
             .unwrap_or_else(|| "-".into())
     };
     println!(
-        "| nodes | creates/s | fan-out p50 | fan-out p99 | not at every node | CPU per create | idle CPU (heartbeats) | RSS (peak) | exit on SIGTERM | streams ended | out of order | cut off |"
+        "| nodes | creates/s | fan-out p50 | fan-out p99 | not at every node | CPU per create | idle CPU (heartbeats) | RSS synced / after / peak | exit on SIGTERM | streams ended | out of order | cut off |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!(
-            "| {} | {:.0} | {} | {} | {} | {:.2} ms | {:.1} ms/s | {} MiB ({} MiB) | {} | {} | {} | {} |",
+            "| {} | {:.0} | {} | {} | {} | {:.2} ms | {:.1} ms/s | {} / {} / {} MiB | {} | {} | {} | {} |",
             r.nodes,
             r.creates_per_s,
             ms(r.fanout_p50),
@@ -120,6 +124,7 @@ fn print_rows(rows: &[Row]) {
             r.undelivered,
             r.cpu_per_create.as_secs_f64() * 1e3,
             r.idle_cpu_per_s.as_secs_f64() * 1e3,
+            r.synced_rss_mib,
             r.rss_mib,
             r.peak_rss_mib,
             ms(r.exit),
@@ -343,42 +348,45 @@ async fn run(a: &Args, n: usize) -> Result<Row> {
         out_of_order: AtomicU64::new(0),
         cut_off: AtomicU64::new(0),
     });
-    // The nodes: join and register (64 at a time, as a cluster's agents start over a while),
-    // then watch and heartbeat.
+    // The nodes join and register (64 at a time), all of them before any watches: else each
+    // registration is an event for every node already watching, N²/2 events at start.
     let gate = Arc::new(tokio::sync::Semaphore::new(64));
-    let mut nodes = Vec::new();
+    let mut joining = Vec::new();
     for i in 0..n {
-        let (http, url, jt, fan, gate) = (
-            http.clone(),
-            url.clone(),
-            join_token.clone(),
-            fan.clone(),
-            gate.clone(),
-        );
-        nodes.push(tokio::spawn(async move {
+        let (http, url, jt, gate) = (http.clone(), url.clone(), join_token.clone(), gate.clone());
+        joining.push(tokio::spawn(async move {
+            let _g = gate.acquire().await?;
             let host = format!("node-{i}");
-            let (token, lease) = {
-                let _g = gate.acquire().await?;
-                let token = join(&http, &url, &host, &jt).await?;
-                let reg = NodeRegistration {
-                    hostname: host.clone(),
-                    vtep_ip: format!("10.{}.{}.{}", 16 + i / 65536, (i / 256) % 256, i % 256),
-                    version: "bench".into(),
-                };
-                let lease: NodeLease = http
-                    .put(format!("{url}/api/v1/nodes/{host}/"))
-                    .header("x-auth-token", &token)
-                    .json(&reg)
-                    .send()
-                    .await?
-                    .error_for_status()?
-                    .json()
-                    .await?;
-                (token, (reg, lease))
+            let token = join(&http, &url, &host, &jt).await?;
+            let reg = NodeRegistration {
+                hostname: host.clone(),
+                vtep_ip: format!("10.{}.{}.{}", 16 + i / 65536, (i / 256) % 256, i % 256),
+                version: "bench".into(),
             };
+            let lease: NodeLease = http
+                .put(format!("{url}/api/v1/nodes/{host}/"))
+                .header("x-auth-token", &token)
+                .json(&reg)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            Ok::<_, anyhow::Error>((token, reg, lease))
+        }));
+    }
+    let mut joined = Vec::new();
+    for j in joining {
+        joined.push(j.await??);
+    }
+    // Then every node watches and heartbeats.
+    let mut nodes = Vec::new();
+    for (i, (token, reg, lease)) in joined.into_iter().enumerate() {
+        let (http, url, fan) = (http.clone(), url.clone(), fan.clone());
+        nodes.push(tokio::spawn(async move {
             let heartbeat = {
-                let (http, url, token, fan) = (http.clone(), url.clone(), token.clone(), fan.clone());
-                let (reg, lease) = lease;
+                let (http, url, token, fan) =
+                    (http.clone(), url.clone(), token.clone(), fan.clone());
                 tokio::spawn(async move {
                     let every = Duration::from_secs(lease.heartbeat_seconds.max(1));
                     // Spread over the period, as agents started at different times are.
@@ -402,7 +410,10 @@ async fn run(a: &Args, n: usize) -> Result<Row> {
     let deadline = Instant::now() + Duration::from_secs(600);
     while fan.synced.load(Ordering::Acquire) < n {
         if Instant::now() > deadline {
-            bail!("only {} of {n} nodes synced in 600 s", fan.synced.load(Ordering::Acquire));
+            bail!(
+                "only {} of {n} nodes synced in 600 s",
+                fan.synced.load(Ordering::Acquire)
+            );
         }
         if let Some(failed) = nodes.iter().position(|t| t.is_finished()) {
             let r = nodes.remove(failed).await?;
@@ -412,6 +423,7 @@ async fn run(a: &Args, n: usize) -> Result<Row> {
     }
 
     // netmaster at rest with every node watching and heartbeating.
+    let synced_rss_mib = m.rss()?.0;
     let idle_from = (m.cpu()?, Instant::now());
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle_cpu_per_s = (m.cpu()? - idle_from.0).div_f64(idle_from.1.elapsed().as_secs_f64());
@@ -507,6 +519,7 @@ async fn run(a: &Args, n: usize) -> Result<Row> {
         undelivered,
         cpu_per_create,
         idle_cpu_per_s,
+        synced_rss_mib,
         rss_mib,
         peak_rss_mib,
         exit,
@@ -536,6 +549,8 @@ async fn watch(http: &reqwest::Client, url: &str, token: &str, fan: &Fanout) -> 
         let mut body = resp.bytes_stream();
         let mut buf: Vec<u8> = Vec::new();
         let mut last_rev = 0u64;
+        // A listing comes in key order; only what follows it is in revision order.
+        let mut listing = resume.is_none();
         let mut relist = false;
         'stream: while let Some(chunk) = body.next().await {
             let Ok(chunk) = chunk else { break };
@@ -551,6 +566,7 @@ async fn watch(http: &reqwest::Client, url: &str, token: &str, fan: &Fanout) -> 
                             fan.synced.fetch_add(1, Ordering::AcqRel);
                         }
                         last_rev = line.revision;
+                        listing = false;
                     }
                     "error" => {
                         fan.cut_off.fetch_add(1, Ordering::AcqRel);
@@ -558,10 +574,12 @@ async fn watch(http: &reqwest::Client, url: &str, token: &str, fan: &Fanout) -> 
                         break 'stream;
                     }
                     _ => {
-                        if line.revision < last_rev {
+                        if !listing && line.revision < last_rev {
                             fan.out_of_order.fetch_add(1, Ordering::AcqRel);
                         }
-                        last_rev = line.revision;
+                        if !listing {
+                            last_rev = line.revision;
+                        }
                         if line.t == "put"
                             && line.kind == "endpoint"
                             && let Some(i) = line

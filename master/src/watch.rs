@@ -36,6 +36,12 @@ const CHUNK: usize = 64 * 1024;
 /// Store events taken from the store watch and published to the watchers at once.
 const BATCH: usize = 1024;
 
+/// A watcher writes at most once per this interval: under a stream of events, each write carries
+/// the events of the interval (one wake-up, one TLS record and one syscall per watcher for many
+/// events instead of one each), which is what keeps the cost per event flat as watchers grow.
+/// An event after a quiet interval goes out at once.
+const FLUSH_EVERY: Duration = Duration::from_millis(20);
+
 /// Pause before watching the store again after its watch broke.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -232,6 +238,7 @@ impl WatchCache {
             cursor,
             head,
             done: false,
+            flushed: None,
         };
         Ok(futures::stream::unfold(state, Watcher::next))
     }
@@ -496,6 +503,8 @@ struct Watcher {
     cursor: Cursor,
     head: tokio::sync::watch::Receiver<u64>,
     done: bool,
+    /// When this watcher last wrote live events.
+    flushed: Option<tokio::time::Instant>,
 }
 
 impl Watcher {
@@ -508,11 +517,23 @@ impl Watcher {
             if self.done || self.cache.is_closed() {
                 return None;
             }
+            if let Some(at) = self.flushed
+                && at.elapsed() < FLUSH_EVERY
+            {
+                // Paced: what comes in meanwhile goes out in this one write.
+                tokio::time::sleep_until(at + FLUSH_EVERY).await;
+                if self.cache.is_closed() {
+                    return None;
+                }
+            }
             // Marked seen before the ring is read: a publish after the read wakes us.
             self.head.borrow_and_update();
             match self.cache.read_from(&mut self.cursor) {
                 Read::Lines(b) if b.is_empty() => continue,
-                Read::Lines(b) => return Some((b, self)),
+                Read::Lines(b) => {
+                    self.flushed = Some(tokio::time::Instant::now());
+                    return Some((b, self));
+                }
                 Read::Cut(why) => {
                     self.done = true;
                     return Some((error_line(why), self));
