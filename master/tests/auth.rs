@@ -670,9 +670,9 @@ async fn watch_events_are_filtered_per_tenant() {
     assert!(got.contains(&"put network/A:n2".to_string()), "{got:?}");
     assert!(got.contains(&"put endpoint/eA".to_string()), "{got:?}");
 
-    // Resuming from the first live event's revision (from the watch cache's ring): the same
-    // events, still only A's; a node resuming there sees B's too.
-    let first = live[0]["revision"].as_u64().unwrap();
+    // Resuming right after the listing (from the watch cache's ring): the same events, still
+    // only A's; a node resuming there sees B's too.
+    let first = initial.last().unwrap()["revision"].as_u64().unwrap() + 1;
     let resume = |token: String| {
         let url = format!("{}/api/v1/watch?revision={first}", c.m.url);
         async move {
