@@ -31,7 +31,7 @@ use store::{EventKind, Revision, Store, StoreError};
 pub const DEFAULT_HISTORY: usize = 100_000;
 
 /// A watcher's read, and a snapshot's chunks, are cut at about this size: one write each.
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 16 * 1024;
 
 /// Store events taken from the store watch and published to the watchers at once.
 const BATCH: usize = 1024;
