@@ -74,6 +74,7 @@ struct Row {
     streams_ended: usize,
     out_of_order: u64,
     cut_off: u64,
+    retries: u64,
 }
 
 #[tokio::main]
@@ -111,12 +112,12 @@ fn print_rows(rows: &[Row]) {
             .unwrap_or_else(|| "-".into())
     };
     println!(
-        "| nodes | creates/s | fan-out p50 | fan-out p99 | not at every node | CPU per create | idle CPU (heartbeats) | RSS synced / after / peak | exit on SIGTERM | streams ended | out of order | cut off |"
+        "| nodes | creates/s | fan-out p50 | fan-out p99 | not at every node | CPU per create | idle CPU (heartbeats) | RSS synced / after / peak | exit on SIGTERM | streams ended | out of order | cut off | watch connect retries |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!(
-            "| {} | {:.0} | {} | {} | {} | {:.2} ms | {:.1} ms/s | {} / {} / {} MiB | {} | {} | {} | {} |",
+            "| {} | {:.0} | {} | {} | {} | {:.2} ms | {:.1} ms/s | {} / {} / {} MiB | {} | {} | {} | {} | {} |",
             r.nodes,
             r.creates_per_s,
             ms(r.fanout_p50),
@@ -131,6 +132,7 @@ fn print_rows(rows: &[Row]) {
             r.streams_ended,
             r.out_of_order,
             r.cut_off,
+            r.retries,
         );
     }
 }
@@ -266,6 +268,8 @@ struct Fanout {
     stopping: AtomicBool,
     out_of_order: AtomicU64,
     cut_off: AtomicU64,
+    /// Watches that could not connect and were tried again.
+    retries: AtomicU64,
 }
 
 impl Fanout {
@@ -347,6 +351,7 @@ async fn run(a: &Args, n: usize) -> Result<Row> {
         stopping: AtomicBool::new(false),
         out_of_order: AtomicU64::new(0),
         cut_off: AtomicU64::new(0),
+        retries: AtomicU64::new(0),
     });
     // The nodes join and register (64 at a time), all of them before any watches: else each
     // registration is an event for every node already watching, N²/2 events at start.
@@ -526,6 +531,7 @@ async fn run(a: &Args, n: usize) -> Result<Row> {
         streams_ended: fan.ended.load(Ordering::Acquire),
         out_of_order: fan.out_of_order.load(Ordering::Acquire),
         cut_off: fan.cut_off.load(Ordering::Acquire),
+        retries: fan.retries.load(Ordering::Acquire),
     })
 }
 
@@ -540,12 +546,21 @@ async fn watch(http: &reqwest::Client, url: &str, token: &str, fan: &Fanout) -> 
             Some(r) => format!("{url}/api/v1/watch?revision={r}"),
             None => format!("{url}/api/v1/watch"),
         };
-        let resp = http
-            .get(path)
-            .header("x-auth-token", token)
-            .send()
-            .await?
-            .error_for_status()?;
+        // As agents do: a watch that cannot start (thousands connecting at once overflow the
+        // listen backlog) is tried again a second later.
+        let resp = match http.get(path).header("x-auth-token", token).send().await {
+            Ok(r) if r.status().is_success() => r,
+            Ok(r) if r.status() == 410 => {
+                resume = None;
+                continue;
+            }
+            Ok(r) => bail!("watch: {}", r.status()),
+            Err(_) => {
+                fan.retries.fetch_add(1, Ordering::AcqRel);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
         let mut body = resp.bytes_stream();
         let mut buf: Vec<u8> = Vec::new();
         let mut last_rev = 0u64;
