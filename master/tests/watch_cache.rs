@@ -49,7 +49,7 @@ async fn write_some(store: &dyn Store, round: usize) {
         .unwrap();
     let (k3, v3) = endpoint(&format!("e{round}"), "other");
     store.put(&k3, v3).await.unwrap();
-    if round % 2 == 0 {
+    if round.is_multiple_of(2) {
         store.delete(&ek).await.unwrap();
     }
 }
