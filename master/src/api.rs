@@ -1,7 +1,6 @@
 //! The HTTP API: Contiv's REST paths, inspect, the agent-facing endpoints and the watch stream.
 
 use crate::error::{ApiError, ApiResult};
-use crate::keys;
 use crate::ops::{Master, parse_body};
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -11,9 +10,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use futures::StreamExt;
 use model::Kind;
-use model::agent::{
-    EndpointRequest, Info, NodeRegistration, VersionInfo, WatchEvent, WatchEventType,
-};
+use model::agent::{EndpointRequest, Info, NodeRegistration, VersionInfo};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -602,98 +599,15 @@ struct WatchQuery {
     revision: Option<u64>,
 }
 
-/// Converts a store event to a watch event; None for keys agents do not see (allocation guards).
-fn to_watch_event(
-    kind: store::EventKind,
-    key: &str,
-    value: &[u8],
-    revision: u64,
-) -> Option<WatchEvent> {
-    let event_type = match kind {
-        store::EventKind::Put => WatchEventType::Put,
-        store::EventKind::Delete => WatchEventType::Delete,
-    };
-    let (k, name) = match keys::parse(key) {
-        keys::Parsed::Obj(k, name) => (k.name().to_string(), name),
-        keys::Parsed::Endpoint(id) => ("endpoint".to_string(), id),
-        keys::Parsed::Node(n) => ("node".to_string(), n),
-        keys::Parsed::Alloc | keys::Parsed::Unknown => return None,
-    };
-    let (mut v, mut st) = (None, None);
-    if event_type == WatchEventType::Put {
-        let parsed: serde_json::Value = serde_json::from_slice(value).ok()?;
-        if matches!(keys::parse(key), keys::Parsed::Obj(..)) {
-            let so: keys::StoredObject = serde_json::from_value(parsed).ok()?;
-            v = Some(so.config);
-            st = so.state;
-        } else {
-            v = Some(parsed);
-        }
-    }
-    Some(WatchEvent {
-        revision,
-        event_type,
-        kind: k,
-        key: name.to_string(),
-        value: v,
-        state: st,
-        error: None,
-    })
-}
-
-fn line(ev: &WatchEvent) -> Bytes {
-    let mut b = serde_json::to_vec(ev).expect("serializable");
-    b.push(b'\n');
-    Bytes::from(b)
-}
-
 /// `GET /api/v1/watch[?revision=N]`: newline-delimited JSON events. Without a revision: every
 /// current object as a `put`, a `synced` line, then live events. With one: the events from that
-/// revision on (inclusive), then live events; 410 when the revision has been compacted.
+/// revision on (inclusive), then live events; 410 when the revision is older than the watch
+/// cache keeps. Served from the watch cache (`crate::watch`): no store work per watcher.
 async fn watch(State(m): Shared, Query(q): Query<WatchQuery>) -> ApiResult<Response> {
-    let (initial, from) = match q.revision {
-        Some(r) => (Vec::new(), r.max(1)),
-        None => {
-            let (kvs, rev) = m.store.list(keys::ROOT).await?;
-            let mut lines: Vec<Bytes> = kvs
-                .iter()
-                .filter_map(|kv| {
-                    to_watch_event(store::EventKind::Put, &kv.key, &kv.value, kv.mod_revision)
-                })
-                .map(|e| line(&e))
-                .collect();
-            lines.push(line(&WatchEvent {
-                revision: rev,
-                event_type: WatchEventType::Synced,
-                kind: String::new(),
-                key: String::new(),
-                value: None,
-                state: None,
-                error: None,
-            }));
-            (lines, rev + 1)
-        }
-    };
-    let events = m.store.watch(keys::ROOT, from).await?;
-    let live = events.filter_map(|r| async move {
-        match r {
-            Ok(ev) => to_watch_event(ev.kind, &ev.kv.key, &ev.kv.value, ev.kv.mod_revision)
-                .map(|e| Ok::<Bytes, std::io::Error>(line(&e))),
-            Err(e) => Some(Ok(line(&WatchEvent {
-                revision: 0,
-                event_type: WatchEventType::Error,
-                kind: String::new(),
-                key: String::new(),
-                value: None,
-                state: None,
-                error: Some(e.to_string()),
-            }))),
-        }
-    });
-    let stream = futures::stream::iter(initial.into_iter().map(Ok)).chain(live);
+    let stream = m.watch.watch(q.revision).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(stream),
+        Body::from_stream(stream.map(Ok::<Bytes, std::io::Error>)),
     )
         .into_response())
 }

@@ -149,6 +149,42 @@ impl Master {
         }
     }
 
+    /// Gives up the leadership now, when stopping, so that another master takes it without
+    /// waiting for the lease to expire: deletes the leader key if it still holds this master's
+    /// record. Best effort and bounded: the lease expires anyway.
+    pub async fn resign(&self) {
+        let Some(fence) = self.leadership.fence() else {
+            return;
+        };
+        if !self.leadership.is_leader() {
+            return;
+        }
+        self.leadership.set(Role::Follower, None);
+        let txn = Txn::new().when(fence).then(Op::delete(keys::LEADER));
+        match tokio::time::timeout(Duration::from_secs(1), self.store.txn(txn)).await {
+            Ok(Ok(r)) if r.succeeded => tracing::info!("leadership released"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "release the leadership"),
+            Err(_) => tracing::warn!("release the leadership: the store did not answer in 1 s"),
+        }
+    }
+
+    /// Waits up to `limit` for the writes in flight (`api::detach_writes`) to finish.
+    pub async fn wait_writes(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self
+            .writes_in_flight
+            .load(std::sync::atomic::Ordering::Acquire)
+            > 0
+        {
+            if Instant::now() >= deadline {
+                tracing::warn!("writes still in flight when stopping");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The advertised URLs of the running masters (this one alone without election).
     pub async fn masters(&self) -> Result<Vec<String>, StoreError> {
         if self.leadership.options.is_none() {

@@ -14,5 +14,6 @@ pub mod ops;
 pub mod state;
 pub mod tls;
 pub mod views;
+pub mod watch;
 
 pub use ops::{Master, MasterOptions};

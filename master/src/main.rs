@@ -185,6 +185,15 @@ struct Opts {
     )]
     tls_san: Vec<String>,
 
+    /// Events the watch cache keeps: agents resume from a revision within them (older ones
+    /// list again), and a watcher that falls this many events behind is cut off and lists again.
+    #[arg(
+        long = "watch-history",
+        env = "CONTIV_NETMASTER_WATCH_HISTORY",
+        default_value_t = master::watch::DEFAULT_HISTORY
+    )]
+    watch_history: usize,
+
     /// Log level (error, warn, info, debug, trace), or a tracing filter.
     #[arg(
         long = "log-level",
@@ -366,6 +375,7 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
             }),
             node_grace: (opts.node_grace > 0).then(|| Duration::from_secs(opts.node_grace)),
             peer_ca: tls.as_ref().and_then(|t| t.peer_ca.clone()),
+            watch_history: opts.watch_history.max(1),
         },
     )
     .await
@@ -414,20 +424,46 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         write_ready_file(path, local)?;
     }
     tracing::info!(listen = %local, scheme, store = store_kind, at = %where_, "netmaster serving");
-    match tls {
-        Some(t) => {
-            let listener =
-                master::tls::TlsListener::new(listener, t.config).context("read listen address")?;
-            axum::serve(JsonParseErrors::new(listener, Shape::Error), router)
-                .with_graceful_shutdown(shutdown())
-                .await
-                .context("serve")?
+    // SIGTERM (or ^C): stop accepting, end every watch stream at once (agents resume on another
+    // master from their revision), let the requests in flight finish, release the leadership.
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let on_signal = {
+        let (master, stopping) = (master.clone(), stopping.clone());
+        async move {
+            shutdown().await;
+            tracing::info!(
+                watchers = master.watch.watchers(),
+                "stopping: ending the watch streams, finishing the writes in flight"
+            );
+            master.watch.close();
+            stopping.notify_one();
         }
-        None => axum::serve(JsonParseErrors::new(listener, Shape::Error), router)
-            .with_graceful_shutdown(shutdown())
-            .await
-            .context("serve")?,
+    };
+    let serve = async {
+        match tls {
+            Some(t) => {
+                let listener = master::tls::TlsListener::new(listener, t.config)
+                    .context("read listen address")?;
+                axum::serve(JsonParseErrors::new(listener, Shape::Error), router)
+                    .with_graceful_shutdown(on_signal)
+                    .await
+                    .context("serve")
+            }
+            None => axum::serve(JsonParseErrors::new(listener, Shape::Error), router)
+                .with_graceful_shutdown(on_signal)
+                .await
+                .context("serve"),
+        }
+    };
+    // The drain is bounded: a client that holds its connection open past it is cut.
+    tokio::select! {
+        r = serve => r?,
+        _ = async { stopping.notified().await; tokio::time::sleep(DRAIN).await } => {
+            tracing::warn!("connections still open {DRAIN:?} after the stop signal: closing them");
+        }
     }
+    master.wait_writes(DRAIN).await;
+    master.resign().await;
     for path in [&opts.listen_unix, &opts.ready_file].into_iter().flatten() {
         let _ = std::fs::remove_file(path);
     }
@@ -495,6 +531,10 @@ fn write_ready_file(path: &std::path::Path, local: std::net::SocketAddr) -> anyh
         .with_context(|| format!("write ready file {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("write ready file {}", path.display()))
 }
+
+/// How long a stopping netmaster waits for its connections to close, and then for its writes in
+/// flight to finish.
+const DRAIN: Duration = Duration::from_millis(700);
 
 async fn shutdown() {
     use tokio::signal::unix::{SignalKind, signal};

@@ -669,6 +669,48 @@ async fn watch_events_are_filtered_per_tenant() {
     );
     assert!(got.contains(&"put network/A:n2".to_string()), "{got:?}");
     assert!(got.contains(&"put endpoint/eA".to_string()), "{got:?}");
+
+    // Resuming right after the listing (from the watch cache's ring): the same events, still
+    // only A's; a node resuming there sees B's too.
+    let first = initial.last().unwrap()["revision"].as_u64().unwrap() + 1;
+    let resume = |token: String| {
+        let url = format!("{}/api/v1/watch?revision={first}", c.m.url);
+        async move {
+            let resp = reqwest::Client::new()
+                .get(url)
+                .header("x-auth-token", token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            let mut stream = resp.bytes_stream();
+            let mut buf = Vec::new();
+            watch_until(&mut stream, &mut buf, |v| {
+                v["type"] == "delete" && v["kind"] == "endpoint" && v["key"] == "eA"
+            })
+            .await
+        }
+    };
+    assert_eq!(resume(c.alice.clone()).await, live);
+    let node_saw: Vec<String> = resume(c.node.clone())
+        .await
+        .iter()
+        .map(|v| {
+            format!(
+                "{} {}",
+                v["kind"].as_str().unwrap(),
+                v["key"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        node_saw.contains(&"endpoint eB".to_string()),
+        "{node_saw:?}"
+    );
+    assert!(
+        node_saw.contains(&"network B:n2".to_string()),
+        "{node_saw:?}"
+    );
 }
 
 /// `--tls on` without a certificate: a local CA is made under the data dir; a client that trusts

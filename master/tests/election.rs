@@ -99,3 +99,37 @@ async fn a_deposed_leader_cannot_write_and_the_other_takes_over() {
     let e = now.create_endpoint(&ep("e3")).await.unwrap();
     assert_eq!(e.ip_address, "10.3.0.2");
 }
+
+/// A stopping leader releases the leadership at once: the other master leads long before the
+/// leader lease's TTL (60 s here) would have expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resigning_leader_hands_over_without_waiting_for_its_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(
+        store::EmbeddedStore::open(store::EmbeddedOptions::new(dir.path().join("s.redb"))).unwrap(),
+    );
+    let start_ttl = |name: &'static str| {
+        let store = store.clone();
+        async move {
+            let mut opts = MasterOptions::single(name, "embedded");
+            opts.election = Some(ElectionOptions {
+                ttl: Duration::from_secs(60),
+                advertise_url: format!("http://{name}"),
+            });
+            let m = Master::open(store, opts).await.unwrap();
+            tokio::spawn(m.clone().campaign());
+            m
+        }
+    };
+    let a = start_ttl("a:1").await;
+    wait_for("a to lead", || a.leadership.is_leader()).await;
+    let b = start_ttl("b:1").await;
+    wait_for("b to follow a", || {
+        b.leadership.leader().map(|l| l.url) == Some("http://a:1".into())
+    })
+    .await;
+    a.resign().await;
+    assert!(!a.leadership.is_leader());
+    // wait_for gives up after 10 s, far less than the 60 s TTL.
+    wait_for("b to lead", || b.leadership.is_leader()).await;
+}

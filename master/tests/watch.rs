@@ -280,3 +280,63 @@ async fn openapi_document_covers_every_collection() {
         "integer"
     );
 }
+
+/// SIGTERM with many watch streams open (each on its own connection): netmaster ends every
+/// stream (the watchers read their end, with no error line: agents resume elsewhere from their
+/// revision), and exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_every_watch_stream_and_exits() {
+    const WATCHERS: usize = 1000;
+    let mut m = Netmaster::start();
+    model::install_default_tls_provider();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let mut streams = Vec::new();
+    for _ in 0..WATCHERS {
+        let resp = http
+            .get(format!("{}/api/v1/watch", m.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        streams.push(resp.bytes_stream());
+    }
+    // Every watcher reads its listing up to `synced`, then the rest of its stream to its end.
+    let readers: Vec<_> = streams
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move {
+                let mut text = Vec::new();
+                while let Some(chunk) = s.next().await {
+                    match chunk {
+                        Ok(c) => text.extend_from_slice(&c),
+                        Err(e) => return Err(format!("the stream broke instead of ending: {e}")),
+                    }
+                }
+                Ok(String::from_utf8(text).unwrap())
+            })
+        })
+        .collect();
+    // Each got its response head: its stream is open in netmaster.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = tokio::task::spawn_blocking(move || {
+        let s = m.terminate(Duration::from_secs(30));
+        (s, m.log())
+    });
+    let (status, log) = status.await.unwrap();
+    let status = status.unwrap_or_else(|| panic!("netmaster did not exit within 30 s:\n{log}"));
+    assert!(status.success(), "{status}: {log}");
+    assert!(log.contains("netmaster stopped"), "{log}");
+    for r in readers {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let text = tokio::time::timeout(left.max(Duration::from_secs(1)), r)
+            .await
+            .expect("every stream ends")
+            .unwrap()
+            .unwrap();
+        assert!(text.contains("\"type\":\"synced\""), "{text}");
+        assert!(!text.contains("\"type\":\"error\""), "{text}");
+    }
+}

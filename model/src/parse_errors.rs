@@ -163,7 +163,25 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Conn<T> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 
-    // Not vectored: hyper then writes a head in one buffer, which is what is recognised.
+    /// Vectored when the connection is: hyper then queues the body's `Bytes` as they are
+    /// instead of copying them into a buffer of its own per connection (which kept up to
+    /// ~400 KB per watch stream, each holding a copy of its listing). A head is one slice of
+    /// its own in hyper's queue: a bare error head is recognised there.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let first: &[u8] = bufs.iter().find(|b| !b.is_empty()).map_or(&[], |b| b);
+        if self.replacing.is_some() || replacement(first, self.shape).is_some() {
+            return self.poll_write(cx, first);
+        }
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
 }
 
 #[cfg(test)]

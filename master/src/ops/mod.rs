@@ -45,6 +45,9 @@ pub struct MasterOptions {
     /// The CA file (PEM) the other masters' certificates are checked against, besides the
     /// system's, when this one forwards writes to the leader over https: the cluster CA's.
     pub peer_ca: Option<std::path::PathBuf>,
+    /// How many events the watch cache keeps for watchers to resume from (and to read at their
+    /// own pace before they are cut off).
+    pub watch_history: usize,
 }
 
 impl MasterOptions {
@@ -57,6 +60,7 @@ impl MasterOptions {
             election: None,
             node_grace: None,
             peer_ca: None,
+            watch_history: crate::watch::DEFAULT_HISTORY,
         }
     }
 }
@@ -97,6 +101,8 @@ pub struct Master {
     pub(crate) writes_in_flight: std::sync::atomic::AtomicU64,
     /// Nodes being unregistered explicitly: their key's delete event is not an expiry.
     pub(crate) departing: Mutex<std::collections::BTreeSet<String>>,
+    /// Serves every `GET /api/v1/watch` from one store watch.
+    pub watch: Arc<crate::watch::WatchCache>,
 }
 
 /// Marks the state for a reload from the store if dropped armed: held across the one await
@@ -183,6 +189,7 @@ impl Master {
         let (state, node_leases, _) = Self::load(store.as_ref()).await?;
         let leadership = crate::leader::Leadership::new(opts.election.clone(), &opts.listen);
         let forward = crate::api::forward_client(opts.peer_ca.as_deref())?;
+        let watch = crate::watch::WatchCache::start(store.clone(), opts.watch_history).await?;
         let m = Arc::new(Master {
             forward,
             store,
@@ -201,6 +208,7 @@ impl Master {
             resync_wanted: tokio::sync::Notify::new(),
             writes_in_flight: std::sync::atomic::AtomicU64::new(0),
             departing: Mutex::new(Default::default()),
+            watch,
         });
         m.ensure_defaults().await?;
         Ok(m)

@@ -151,6 +151,29 @@ impl Netmaster {
         }
     }
 
+    /// Sends SIGTERM and waits for the process to exit (up to `limit`, a hang detector); its
+    /// exit status, or None if it was still running then (it is killed).
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let sent = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {}", c.id());
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = c.try_wait().expect("wait for netmaster") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Stops the process hard (SIGKILL: no clean shutdown) and starts it again on the same data.
     pub fn restart(&mut self) {
         self.kill();

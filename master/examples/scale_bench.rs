@@ -1,0 +1,621 @@
+//! Benchmark: the control plane at N nodes (issue 26). For each N, one netmaster process (the
+//! release binary next to this example, or `--netmaster PATH`) on the embedded store, with
+//! authentication and TLS on (its defaults), and N simulated nodes that join with the join
+//! token, register, heartbeat and hold `GET /api/v1/watch`, parsing every line. Then E endpoint
+//! creates from C keep-alive clients. Prints per N: creates/s, fan-out p50/p99 (a create's
+//! answer → the last node to read its event), netmaster CPU per create and per heartbeat
+//! second, its RSS, and the time it takes to exit on SIGTERM with every node watching.
+//!
+//! `cargo build --release -p master --examples && target/release/examples/scale_bench --nodes 100,1000,5000`
+//! options: `--creates E` (500), `--clients C` (16), `--netmaster PATH`.
+
+use anyhow::{Context, Result, bail};
+use model::agent::{EndpointRequest, NodeLease, NodeRegistration};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+struct Args {
+    nodes: Vec<usize>,
+    creates: usize,
+    clients: usize,
+    netmaster: PathBuf,
+}
+
+fn args() -> Result<Args> {
+    let mut a = Args {
+        nodes: vec![100, 1000, 5000],
+        creates: 500,
+        clients: 16,
+        netmaster: std::env::current_exe()?
+            .parent()
+            .and_then(Path::parent)
+            .context("where this example lives")?
+            .join("netmaster"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} takes a value"));
+        match flag.as_str() {
+            "--nodes" => {
+                a.nodes = value()?
+                    .split(',')
+                    .map(|n| n.parse().context("--nodes N,N,..."))
+                    .collect::<Result<_>>()?
+            }
+            "--creates" => a.creates = value()?.parse().context("--creates E")?,
+            "--clients" => a.clients = value()?.parse().context("--clients C")?,
+            "--netmaster" => a.netmaster = value()?.into(),
+            other => bail!("unknown option {other}"),
+        }
+    }
+    Ok(a)
+}
+
+/// What one run measured.
+struct Row {
+    nodes: usize,
+    creates_per_s: f64,
+    fanout_p50: Option<Duration>,
+    fanout_p99: Option<Duration>,
+    /// Events that did not reach every node within the wait.
+    undelivered: usize,
+    cpu_per_create: Duration,
+    /// netmaster CPU per second with the nodes watching and heartbeating, before the creates.
+    idle_cpu_per_s: Duration,
+    /// Once every node has read its listing, before the creates.
+    synced_rss_mib: u64,
+    rss_mib: u64,
+    peak_rss_mib: u64,
+    exit: Option<Duration>,
+    streams_ended: usize,
+    out_of_order: u64,
+    cut_off: u64,
+    retries: u64,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let a = args()?;
+    raise_fd_limit()?;
+    model::install_default_tls_provider();
+    anyhow::ensure!(
+        a.netmaster.exists(),
+        "no netmaster binary at {} (cargo build --release -p master, or --netmaster PATH)",
+        a.netmaster.display()
+    );
+    println!(
+        "netmaster {} (embedded store, auth and TLS on); {} creates from {} clients",
+        a.netmaster.display(),
+        a.creates,
+        a.clients
+    );
+    let mut rows = Vec::new();
+    for &n in &a.nodes {
+        let row = run(&a, n)
+            .await
+            .with_context(|| format!("run with {n} nodes"))?;
+        print_rows(std::slice::from_ref(&row));
+        rows.push(row);
+    }
+    println!("\nall runs:");
+    print_rows(&rows);
+    Ok(())
+}
+
+fn print_rows(rows: &[Row]) {
+    let ms = |d: Option<Duration>| {
+        d.map(|d| format!("{:.0} ms", d.as_secs_f64() * 1e3))
+            .unwrap_or_else(|| "-".into())
+    };
+    println!(
+        "| nodes | creates/s | fan-out p50 | fan-out p99 | not at every node | CPU per create | idle CPU (heartbeats) | RSS synced / after / peak | exit on SIGTERM | streams ended | out of order | cut off | watch connect retries |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {:.0} | {} | {} | {} | {:.2} ms | {:.1} ms/s | {} / {} / {} MiB | {} | {} | {} | {} | {} |",
+            r.nodes,
+            r.creates_per_s,
+            ms(r.fanout_p50),
+            ms(r.fanout_p99),
+            r.undelivered,
+            r.cpu_per_create.as_secs_f64() * 1e3,
+            r.idle_cpu_per_s.as_secs_f64() * 1e3,
+            r.synced_rss_mib,
+            r.rss_mib,
+            r.peak_rss_mib,
+            ms(r.exit),
+            r.streams_ended,
+            r.out_of_order,
+            r.cut_off,
+            r.retries,
+        );
+    }
+}
+
+/// Thousands of connections need thousands of descriptors, here and in netmaster (which
+/// inherits the limit).
+fn raise_fd_limit() -> Result<()> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            bail!("getrlimit: {}", std::io::Error::last_os_error());
+        }
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            bail!("setrlimit: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The netmaster process, killed if still running when dropped.
+struct Netmaster {
+    child: Child,
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Netmaster {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Netmaster {
+    fn start(bin: &Path) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let ready = dir.path().join("ready");
+        let log = std::fs::File::create(dir.path().join("netmaster.log"))?;
+        let child = Command::new(bin)
+            .args(["--listen-url", "127.0.0.1:0", "--node-ttl", "30"])
+            .args(["--log-level", "warn"])
+            .arg("--ready-file")
+            .arg(&ready)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {}", bin.display()))?;
+        let mut m = Netmaster {
+            child,
+            url: String::new(),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(addr) = std::fs::read_to_string(&ready) {
+                m.url = format!("https://{}", addr.trim());
+                return Ok(m);
+            }
+            if m.child.try_wait()?.is_some() || Instant::now() > deadline {
+                bail!("netmaster did not start: {}", m.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("netmaster.log")).unwrap_or_default()
+    }
+
+    fn file(&self, name: &str) -> Result<String> {
+        let p = self.dir.path().join(name);
+        std::fs::read_to_string(&p).with_context(|| format!("read {}", p.display()))
+    }
+
+    /// User + system CPU time the process used so far.
+    fn cpu(&self) -> Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // The fields after the command name (which may hold spaces) are space-separated;
+        // utime and stime are the 14th and 15th fields of the line.
+        let rest = &stat[stat.rfind(')').context("/proc stat format")? + 2..];
+        let f: Vec<&str> = rest.split(' ').collect();
+        let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Ok(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+    }
+
+    /// (VmRSS, VmHWM) in MiB.
+    fn rss(&self) -> Result<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kib = |field: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok((kib("VmRSS:") / 1024, kib("VmHWM:") / 1024))
+    }
+
+    /// SIGTERM; how long until it exited (None: not within 30 s).
+    fn terminate(&mut self) -> Result<Option<Duration>> {
+        let asked = Instant::now();
+        // SAFETY: kill only sends a signal to our own child.
+        if unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) } != 0 {
+            bail!("kill: {}", std::io::Error::last_os_error());
+        }
+        while asked.elapsed() < Duration::from_secs(30) {
+            if self.child.try_wait()?.is_some() {
+                return Ok(Some(asked.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(None)
+    }
+}
+
+/// What the nodes share: per create, how many nodes read its event and when the last did.
+struct Fanout {
+    start: Instant,
+    received: Vec<AtomicU32>,
+    last: Vec<AtomicU64>,
+    synced: AtomicUsize,
+    ended: AtomicUsize,
+    stopping: AtomicBool,
+    out_of_order: AtomicU64,
+    cut_off: AtomicU64,
+    /// Watches that could not connect and were tried again.
+    retries: AtomicU64,
+}
+
+impl Fanout {
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+}
+
+/// The fields of a watch line the nodes look at; the value is skipped, not built.
+#[derive(Deserialize)]
+struct Line<'a> {
+    #[serde(rename = "type")]
+    t: &'a str,
+    #[serde(default)]
+    kind: &'a str,
+    #[serde(default)]
+    key: &'a str,
+    revision: u64,
+}
+
+async fn login(http: &reqwest::Client, url: &str, password: &str) -> Result<String> {
+    let v: serde_json::Value = http
+        .post(format!("{url}/api/v1/auth_proxy/login/"))
+        .json(&serde_json::json!({"username": "admin", "password": password}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(v["token"].as_str().context("login answer")?.to_string())
+}
+
+async fn join(http: &reqwest::Client, url: &str, host: &str, join_token: &str) -> Result<String> {
+    let v: serde_json::Value = http
+        .post(format!("{url}/api/v1/auth_proxy/join/"))
+        .json(&serde_json::json!({"hostname": host, "joinToken": join_token}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(v["token"].as_str().context("join answer")?.to_string())
+}
+
+fn http_client(ca: &Path) -> Result<reqwest::Client> {
+    let tls = model::https_tls_config(&model::ClientOptions {
+        ca_file: Some(ca.to_path_buf()),
+        ..Default::default()
+    })?;
+    Ok(reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(Duration::from_secs(600))
+        .build()?)
+}
+
+async fn run(a: &Args, n: usize) -> Result<Row> {
+    let mut m = Netmaster::start(&a.netmaster)?;
+    let ca = m.dir.path().join("tls").join("ca.pem");
+    let password: serde_json::Value = serde_json::from_str(&m.file("admin-credential.json")?)?;
+    let password = password["password"].as_str().context("admin password")?;
+    let join_token = m.file("join-token")?.trim().to_string();
+    let http = http_client(&ca)?;
+    let url = m.url.clone();
+    let admin = login(&http, &url, password).await?;
+    http.post(format!("{url}/api/v1/networks/default:bench/"))
+        .header("x-auth-token", &admin)
+        .json(&serde_json::json!({"tenantName": "default", "networkName": "bench", "encap": "vxlan", "subnet": "10.128.0.0/12"}))
+        .send()
+        .await?
+        .error_for_status()
+        .context("create the network")?;
+
+    let fan = Arc::new(Fanout {
+        start: Instant::now(),
+        received: (0..a.creates).map(|_| AtomicU32::new(0)).collect(),
+        last: (0..a.creates).map(|_| AtomicU64::new(0)).collect(),
+        synced: AtomicUsize::new(0),
+        ended: AtomicUsize::new(0),
+        stopping: AtomicBool::new(false),
+        out_of_order: AtomicU64::new(0),
+        cut_off: AtomicU64::new(0),
+        retries: AtomicU64::new(0),
+    });
+    // The nodes join and register (64 at a time), all of them before any watches: else each
+    // registration is an event for every node already watching, N²/2 events at start.
+    let gate = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut joining = Vec::new();
+    for i in 0..n {
+        let (http, url, jt, gate) = (http.clone(), url.clone(), join_token.clone(), gate.clone());
+        joining.push(tokio::spawn(async move {
+            let _g = gate.acquire().await?;
+            let host = format!("node-{i}");
+            let token = join(&http, &url, &host, &jt).await?;
+            let reg = NodeRegistration {
+                hostname: host.clone(),
+                vtep_ip: format!("10.{}.{}.{}", 16 + i / 65536, (i / 256) % 256, i % 256),
+                version: "bench".into(),
+            };
+            let lease: NodeLease = http
+                .put(format!("{url}/api/v1/nodes/{host}/"))
+                .header("x-auth-token", &token)
+                .json(&reg)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            Ok::<_, anyhow::Error>((token, reg, lease))
+        }));
+    }
+    let mut joined = Vec::new();
+    for j in joining {
+        joined.push(j.await??);
+    }
+    // Then every node watches and heartbeats.
+    let mut nodes = Vec::new();
+    for (i, (token, reg, lease)) in joined.into_iter().enumerate() {
+        let (http, url, fan) = (http.clone(), url.clone(), fan.clone());
+        nodes.push(tokio::spawn(async move {
+            let heartbeat = {
+                let (http, url, token, fan) =
+                    (http.clone(), url.clone(), token.clone(), fan.clone());
+                tokio::spawn(async move {
+                    let every = Duration::from_secs(lease.heartbeat_seconds.max(1));
+                    // Spread over the period, as agents started at different times are.
+                    tokio::time::sleep(every * (i % 100) as u32 / 100).await;
+                    while !fan.stopping.load(Ordering::Acquire) {
+                        let _ = http
+                            .put(format!("{url}/api/v1/nodes/{}/", reg.hostname))
+                            .header("x-auth-token", &token)
+                            .json(&reg)
+                            .send()
+                            .await;
+                        tokio::time::sleep(every).await;
+                    }
+                })
+            };
+            let r = watch(&http, &url, &token, &fan).await;
+            heartbeat.abort();
+            r
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while fan.synced.load(Ordering::Acquire) < n {
+        if Instant::now() > deadline {
+            bail!(
+                "only {} of {n} nodes synced in 600 s",
+                fan.synced.load(Ordering::Acquire)
+            );
+        }
+        if let Some(failed) = nodes.iter().position(|t| t.is_finished()) {
+            let r = nodes.remove(failed).await?;
+            bail!("a node stopped before the creates: {r:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // netmaster at rest with every node watching and heartbeating.
+    let synced_rss_mib = m.rss()?.0;
+    let idle_from = (m.cpu()?, Instant::now());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle_cpu_per_s = (m.cpu()? - idle_from.0).div_f64(idle_from.1.elapsed().as_secs_f64());
+
+    // The creates.
+    let acked: Arc<Vec<AtomicU64>> = Arc::new((0..a.creates).map(|_| AtomicU64::new(0)).collect());
+    let next = Arc::new(AtomicUsize::new(0));
+    let cpu_before = m.cpu()?;
+    let began = Instant::now();
+    let mut creators = Vec::new();
+    for _ in 0..a.clients {
+        // One keep-alive connection per client.
+        let http = http_client(&ca)?;
+        let (url, admin, next, acked, fan) = (
+            url.clone(),
+            admin.clone(),
+            next.clone(),
+            acked.clone(),
+            fan.clone(),
+        );
+        let creates = a.creates;
+        creators.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::AcqRel);
+                if i >= creates {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let req = EndpointRequest {
+                    endpoint_id: format!("bench-{i}"),
+                    tenant_name: "default".into(),
+                    network_name: "bench".into(),
+                    host: format!("node-{}", i % n),
+                    ..Default::default()
+                };
+                http.post(format!("{url}/api/v1/endpoints/"))
+                    .header("x-auth-token", &admin)
+                    .json(&req)
+                    .send()
+                    .await?
+                    .error_for_status()
+                    .with_context(|| format!("create endpoint bench-{i}"))?;
+                acked[i].store(fan.now(), Ordering::Release);
+            }
+        }));
+    }
+    for c in creators {
+        c.await??;
+    }
+    let creates_per_s = a.creates as f64 / began.elapsed().as_secs_f64();
+    // Every event at every node, or give up after a minute.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fan
+        .received
+        .iter()
+        .any(|r| (r.load(Ordering::Acquire) as usize) < n)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cpu_per_create = (m.cpu()? - cpu_before) / a.creates as u32;
+    let (rss_mib, peak_rss_mib) = m.rss()?;
+    let mut lat: Vec<Duration> = Vec::new();
+    let mut undelivered = 0;
+    for i in 0..a.creates {
+        if (fan.received[i].load(Ordering::Acquire) as usize) < n {
+            undelivered += 1;
+            continue;
+        }
+        let (last, ack) = (
+            fan.last[i].load(Ordering::Acquire),
+            acked[i].load(Ordering::Acquire),
+        );
+        lat.push(Duration::from_nanos(last.saturating_sub(ack)));
+    }
+    lat.sort();
+    let pct = |p: f64| (!lat.is_empty()).then(|| lat[((lat.len() - 1) as f64 * p) as usize]);
+
+    fan.stopping.store(true, Ordering::Release);
+    let exit = m.terminate()?;
+    // The nodes see their streams end.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fan.ended.load(Ordering::Acquire) < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for t in nodes {
+        t.abort();
+    }
+    Ok(Row {
+        nodes: n,
+        creates_per_s,
+        fanout_p50: pct(0.5),
+        fanout_p99: pct(0.99),
+        undelivered,
+        cpu_per_create,
+        idle_cpu_per_s,
+        synced_rss_mib,
+        rss_mib,
+        peak_rss_mib,
+        exit,
+        streams_ended: fan.ended.load(Ordering::Acquire),
+        out_of_order: fan.out_of_order.load(Ordering::Acquire),
+        cut_off: fan.cut_off.load(Ordering::Acquire),
+        retries: fan.retries.load(Ordering::Acquire),
+    })
+}
+
+/// A node's watch: lists, then follows; counts the bench's endpoint events. Relists after an
+/// error line (cut off), resumes after a broken stream, returns once the bench is stopping.
+async fn watch(http: &reqwest::Client, url: &str, token: &str, fan: &Fanout) -> Result<()> {
+    use futures::StreamExt;
+    let mut synced_once = false;
+    let mut resume: Option<u64> = None;
+    loop {
+        let path = match resume {
+            Some(r) => format!("{url}/api/v1/watch?revision={r}"),
+            None => format!("{url}/api/v1/watch"),
+        };
+        // As agents do: a watch that cannot start (thousands connecting at once overflow the
+        // listen backlog) is tried again a second later.
+        let resp = match http.get(path).header("x-auth-token", token).send().await {
+            Ok(r) if r.status().is_success() => r,
+            Ok(r) if r.status() == 410 => {
+                resume = None;
+                continue;
+            }
+            Ok(r) => bail!("watch: {}", r.status()),
+            Err(_) => {
+                fan.retries.fetch_add(1, Ordering::AcqRel);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let mut body = resp.bytes_stream();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut last_rev = 0u64;
+        // A listing comes in key order; only what follows it is in revision order.
+        let mut listing = resume.is_none();
+        let mut relist = false;
+        'stream: while let Some(chunk) = body.next().await {
+            let Ok(chunk) = chunk else { break };
+            buf.extend_from_slice(&chunk);
+            let mut start = 0;
+            while let Some(nl) = buf[start..].iter().position(|b| *b == b'\n') {
+                let line: Line = serde_json::from_slice(&buf[start..start + nl])?;
+                start += nl + 1;
+                match line.t {
+                    "synced" => {
+                        if !synced_once {
+                            synced_once = true;
+                            fan.synced.fetch_add(1, Ordering::AcqRel);
+                        }
+                        last_rev = line.revision;
+                        listing = false;
+                    }
+                    "error" => {
+                        fan.cut_off.fetch_add(1, Ordering::AcqRel);
+                        relist = true;
+                        break 'stream;
+                    }
+                    _ => {
+                        if !listing && line.revision < last_rev {
+                            fan.out_of_order.fetch_add(1, Ordering::AcqRel);
+                        }
+                        if !listing {
+                            last_rev = line.revision;
+                        }
+                        if line.t == "put"
+                            && line.kind == "endpoint"
+                            && let Some(i) = line
+                                .key
+                                .strip_prefix("bench-")
+                                .and_then(|i| i.parse::<usize>().ok())
+                            && i < fan.received.len()
+                        {
+                            fan.received[i].fetch_add(1, Ordering::AcqRel);
+                            fan.last[i].fetch_max(fan.now(), Ordering::AcqRel);
+                        }
+                    }
+                }
+            }
+            buf.drain(..start);
+        }
+        if fan.stopping.load(Ordering::Acquire) {
+            fan.ended.fetch_add(1, Ordering::AcqRel);
+            return Ok(());
+        }
+        resume = (!relist && last_rev > 0).then_some(last_rev + 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
