@@ -117,7 +117,7 @@ fn the_kubernetes_conflist_chains_portmap_bandwidth_and_tuning() {
     let p = Pod::new();
     // What kubelet gives the runtime for a pod with `hostPort: 30080` on its port 8080 and the
     // annotations kubernetes.io/ingress-bandwidth: 10M, egress-bandwidth: 20M (bits/s; the
-    // bursts as containerd sets them).
+    // bursts as Kubernetes' dockershim set them, 2^31-1 bits: no burst limit asked for).
     let capability_args = json!({
         "portMappings": [
             {"hostPort": HOST_PORT, "containerPort": POD_PORT, "protocol": "tcp"}
@@ -141,8 +141,40 @@ fn the_kubernetes_conflist_chains_portmap_bandwidth_and_tuning() {
     };
     // Before: nothing answers on the hostPort, the pod namespace has the kernel's default.
     assert_eq!(pod_sysctl(&p, "net.ipv4.conf.all.arp_notify"), "0");
+    assert_eq!(
+        ask(&o, &h.vtep, HOST_PORT),
+        None,
+        "the hostPort answers before ADD"
+    );
     let ifbs_before = ifbs(h);
 
+    let own_veths = !modes::skip_unless_own_veths(
+        "the_kubernetes_conflist_chains_portmap_bandwidth_and_tuning (bandwidth's qdiscs)",
+        "a trunked pod's interface is a macvlan with no veth peer in the host: bandwidth refuses it (docs/operations.md \"Chaining\")",
+        "a pooled pod's interface is a macvlan with no veth peer in the host: bandwidth refuses it (docs/operations.md \"Chaining\")",
+    );
+    if !own_veths {
+        // The ADD of a pod with bandwidth annotations fails in `bandwidth`; the runtime then
+        // DELs the list. The pod is made again without them.
+        let (plugin, out) = chain.add(&a).expect_err("bandwidth without a veth peer");
+        assert_eq!(plugin, "bandwidth");
+        assert!(out.msg().contains("veth peer"), "{}", out.stdout);
+        chain.del(&a, None).unwrap_or_else(|(plugin, out)| {
+            panic!(
+                "DEL after the failed ADD failed in {plugin}: {}",
+                out.stdout
+            )
+        });
+    }
+    let pod_args = if own_veths {
+        capability_args.clone()
+    } else {
+        json!({"portMappings": capability_args["portMappings"]})
+    };
+    let a = Attachment {
+        capability_args: &pod_args,
+        ..a
+    };
     let result = chain.add(&a).unwrap_or_else(|(plugin, out)| {
         panic!(
             "ADD failed in {plugin}: {} {} (agent log:\n{})",
@@ -180,11 +212,6 @@ fn the_kubernetes_conflist_chains_portmap_bandwidth_and_tuning() {
 
     // bandwidth: the pod's ingress shaped on the host-side veth, its egress on an ifb that the
     // veth's ingress is redirected to.
-    let own_veths = !modes::skip_unless_own_veths(
-        "the_kubernetes_conflist_chains_portmap_bandwidth_and_tuning (bandwidth's qdiscs)",
-        "a trunked pod's interface is a macvlan with no veth peer in the host: bandwidth refuses it (docs/compat.md)",
-        "a pooled pod's interface is a macvlan with no veth peer in the host: bandwidth refuses it (docs/compat.md)",
-    );
     let new_ifbs: Vec<String> = ifbs(h)
         .into_iter()
         .filter(|i| !ifbs_before.contains(i))
