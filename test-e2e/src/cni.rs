@@ -199,13 +199,16 @@ impl Chain {
     }
 
     /// ADD through the list: the last plugin's result, or the plugin type that failed and its
-    /// output.
-    pub fn add(&self, a: &Attachment) -> Result<Value, (String, CniOutput)> {
+    /// output (boxed: a large error).
+    pub fn add(&self, a: &Attachment) -> Result<Value, Box<(String, CniOutput)>> {
         let mut prev: Option<Value> = None;
         for p in self.plugins() {
             let out = self.call("ADD", &p, a, prev.as_ref());
             if !out.ok() {
-                return Err((p["type"].as_str().unwrap_or_default().to_string(), out));
+                return Err(Box::new((
+                    p["type"].as_str().unwrap_or_default().to_string(),
+                    out,
+                )));
             }
             prev = Some(out.json);
         }
@@ -225,11 +228,18 @@ impl Chain {
     }
 
     /// DEL through the list in reverse order, with the cached ADD result (if any).
-    pub fn del(&self, a: &Attachment, cached: Option<&Value>) -> Result<(), (String, CniOutput)> {
+    pub fn del(
+        &self,
+        a: &Attachment,
+        cached: Option<&Value>,
+    ) -> Result<(), Box<(String, CniOutput)>> {
         for p in self.plugins().iter().rev() {
             let out = self.call("DEL", p, a, cached);
             if !out.ok() {
-                return Err((p["type"].as_str().unwrap_or_default().to_string(), out));
+                return Err(Box::new((
+                    p["type"].as_str().unwrap_or_default().to_string(),
+                    out,
+                )));
             }
         }
         Ok(())

@@ -156,10 +156,11 @@ fn the_kubernetes_conflist_chains_portmap_bandwidth_and_tuning() {
     if !own_veths {
         // The ADD of a pod with bandwidth annotations fails in `bandwidth`; the runtime then
         // DELs the list. The pod is made again without them.
-        let (plugin, out) = chain.add(&a).expect_err("bandwidth without a veth peer");
+        let (plugin, out) = *chain.add(&a).expect_err("bandwidth without a veth peer");
         assert_eq!(plugin, "bandwidth");
         assert!(out.msg().contains("veth peer"), "{}", out.stdout);
-        chain.del(&a, None).unwrap_or_else(|(plugin, out)| {
+        chain.del(&a, None).unwrap_or_else(|e| {
+            let (plugin, out) = *e;
             panic!(
                 "DEL after the failed ADD failed in {plugin}: {}",
                 out.stdout
@@ -175,7 +176,8 @@ fn the_kubernetes_conflist_chains_portmap_bandwidth_and_tuning() {
         capability_args: &pod_args,
         ..a
     };
-    let result = chain.add(&a).unwrap_or_else(|(plugin, out)| {
+    let result = chain.add(&a).unwrap_or_else(|e| {
+        let (plugin, out) = *e;
         panic!(
             "ADD failed in {plugin}: {} {} (agent log:\n{})",
             out.stdout,
@@ -243,11 +245,10 @@ fn the_kubernetes_conflist_chains_portmap_bandwidth_and_tuning() {
     }
 
     // DEL in reverse order: nothing of the pod is left.
-    chain
-        .del(&a, Some(&result))
-        .unwrap_or_else(|(plugin, out)| {
-            panic!("DEL failed in {plugin}: {} {}", out.stdout, out.stderr)
-        });
+    chain.del(&a, Some(&result)).unwrap_or_else(|e| {
+        let (plugin, out) = *e;
+        panic!("DEL failed in {plugin}: {} {}", out.stdout, out.stderr)
+    });
     let rules = nat_rules(h);
     assert!(
         !rules.contains(&ip) && !rules.contains("CNI-DN-"),
@@ -269,12 +270,11 @@ fn the_kubernetes_conflist_chains_portmap_bandwidth_and_tuning() {
         "the hostPort still answers"
     );
     // A second DEL (the runtime retries) passes through every plugin.
-    chain
-        .del(&a, Some(&result))
-        .unwrap_or_else(|(plugin, out)| {
-            panic!(
-                "second DEL failed in {plugin}: {} {}",
-                out.stdout, out.stderr
-            )
-        });
+    chain.del(&a, Some(&result)).unwrap_or_else(|e| {
+        let (plugin, out) = *e;
+        panic!(
+            "second DEL failed in {plugin}: {} {}",
+            out.stdout, out.stderr
+        )
+    });
 }
