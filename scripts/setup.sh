@@ -15,7 +15,7 @@ PACKAGES=(
   etcd-client          # etcdctl, for tests and operators
   protobuf-compiler    # protoc: the etcd-client crate generates its gRPC code at build time
   libprotobuf-dev      # the well-known .proto files protoc needs for etcd's API
-  containernetworking-plugins # reference CNI plugins: loopback, and the bridge baseline in benchmarks
+  containernetworking-plugins # reference CNI plugins (/usr/lib/cni): portmap, bandwidth, tuning chained after contiv (test-e2e/tests/cni_chain.rs), the bridge baseline in benchmarks
   iperf3               # throughput checks between pods
   tcpdump              # what a pod received, in isolation tests
   podman               # a real CNI runtime for the end-to-end test (CNI backend, see test-e2e/tests/podman.rs)

@@ -20,7 +20,7 @@ mod process;
 mod underlay;
 
 pub use cluster::{Cluster, assert_dscp_46_in_tunnel, tunnels};
-pub use cni::{CniOutput, cni_call, cni_call_with};
+pub use cni::{Attachment, Chain, CniOutput, cni_call, cni_call_with};
 pub use host::{GRAVEYARD_GROUP, Host};
 pub use image::busybox_image_tar;
 pub use netmaster::Netmaster;
