@@ -164,7 +164,11 @@ fn the_systemd_units_verify_and_their_flags_parse() {
                 flags.contains(&flag.as_str()) || named,
                 "{name}.service neither sets {flag} on ExecStart nor names {} among the \
                  optional settings of its header comment: add it to conf/systemd/{name}.service",
-                if var.is_empty() { flag.as_str() } else { var.as_str() }
+                if var.is_empty() {
+                    flag.as_str()
+                } else {
+                    var.as_str()
+                }
             );
         }
     }
