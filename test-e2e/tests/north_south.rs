@@ -432,13 +432,15 @@ fn a_pod_that_asks_for_its_gateway_before_the_router_is_made_gets_an_answer() {
     let h = &c.hosts[0];
     // The tenant's first pod on the host: its router is made just after the ADD returns. The
     // pod pings the outside at once and asks for its gateway's MAC only once (so no second
-    // ARP request, a second later, hides a first one lost before the router port was there).
+    // ARP request, a second later, hides a first one lost before the router port was there),
+    // and keeps waiting for an answer for 20 s (however long a loaded machine takes to make
+    // the router): only the gateway's announcement can answer it.
     let p = Pod::new();
     let conf = h.conf("1.0.0", json!({"network": "net", "tenant": "default"}));
     let add = h.cni("ADD", &p.container_id, &p.netns_path(), "eth0", &conf);
     assert!(add.ok(), "ADD: {}", add.stdout);
     let script = format!(
-        "sysctl -qw net.ipv4.neigh.eth0.mcast_solicit=1 && ping -c 1 -W 3 {}",
+        "sysctl -qw net.ipv4.neigh.eth0.mcast_solicit=1 net.ipv4.neigh.eth0.retrans_time_ms=20000 && ping -c 1 -W 25 {}",
         Outside::HOST
     );
     let out = p.exec(&["sh", "-c", &script]);
