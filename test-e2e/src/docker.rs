@@ -11,6 +11,19 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 pub const STATE_ROOT: &str = "/tmp/cte-docker";
+
+/// A host `name` on `cluster`'s underlay whose agent also serves Docker (a plugin socket of
+/// its own), with a dockerd of its own: (the plugin, the host, dockerd). Declare them in this
+/// order: dockerd goes first on drop, then the host, then the socket.
+pub fn docker_host(cluster: &crate::Cluster, name: &str) -> (PluginSocket, Host, Dockerd) {
+    let plugin = PluginSocket::new();
+    let args = cluster.master.docker_agent_args(&plugin.path);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let h = Host::start_on_masters_with(&cluster.master.url(), &cluster.underlay, name, &args);
+    plugin.wait();
+    let docker = Dockerd::start(&h);
+    (plugin, h, docker)
+}
 pub const PLUGIN_DIR: &str = "/run/docker/plugins";
 
 /// A Docker plugin socket unique to this run, for an agent to serve (`--docker-socket`): its
@@ -256,6 +269,38 @@ impl Dockerd {
     }
 
     /// Runs docker; panics with its stderr and the logs when it fails.
+    /// `docker network create` of a Contiv network `name` in the default tenant (driver and
+    /// IPAM of `plugin`) with `subnet` and `gateway`.
+    pub fn contiv_network(
+        &self,
+        plugin: &PluginSocket,
+        name: &str,
+        subnet: &str,
+        gateway: &str,
+        host: &Host,
+    ) {
+        let d = &plugin.name;
+        let network = format!("network={name}");
+        self.ok(
+            &[
+                "network",
+                "create",
+                "-d",
+                d,
+                "--ipam-driver",
+                d,
+                "--subnet",
+                subnet,
+                "--gateway",
+                gateway,
+                "-o",
+                &network,
+                name,
+            ],
+            host,
+        );
+    }
+
     pub fn ok(&self, args: &[&str], host: &Host) -> String {
         let out = self.run(args);
         assert!(

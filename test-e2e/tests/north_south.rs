@@ -457,35 +457,12 @@ fn a_pod_that_asks_for_its_gateway_before_the_router_is_made_gets_an_answer() {
 
 #[test]
 fn a_docker_container_on_a_contiv_network_reaches_the_outside() {
-    use test_e2e::docker::{Dockerd, IMAGE, PluginSocket};
+    use test_e2e::docker::{IMAGE, docker_host};
     let c = Cluster::start(1, &[]);
     let o = Outside::new(&c.underlay);
-    let plugin = PluginSocket::new();
-    let args = c.master.docker_agent_args(&plugin.path);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let h = Host::start_on_masters_with(&c.master.url(), &c.underlay, "dock", &args);
-    plugin.wait();
+    let (plugin, h, docker) = docker_host(&c, "dock");
     o.route_from(&h);
-    let docker = Dockerd::start(&h);
-    let d = &plugin.name;
-    docker.ok(
-        &[
-            "network",
-            "create",
-            "-d",
-            d,
-            "--ipam-driver",
-            d,
-            "--subnet",
-            "10.73.0.0/24",
-            "--gateway",
-            "10.73.0.1",
-            "-o",
-            "network=dnet",
-            "dnet",
-        ],
-        &h,
-    );
+    docker.contiv_network(&plugin, "dnet", "10.73.0.0/24", "10.73.0.1", &h);
     docker.ok(
         &[
             "run",

@@ -483,35 +483,12 @@ fn published_rules(h: &Host) -> Vec<String> {
 
 #[test]
 fn a_docker_containers_published_port_serves_the_outside() {
-    use test_e2e::docker::{Dockerd, IMAGE, PluginSocket};
+    use test_e2e::docker::{IMAGE, docker_host};
     let c = Cluster::start(1, &[]);
     let o = Outside::new(&c.underlay);
-    let plugin = PluginSocket::new();
-    let args = c.master.docker_agent_args(&plugin.path);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut h = Host::start_on_masters_with(&c.master.url(), &c.underlay, "dock", &args);
-    plugin.wait();
+    let (plugin, mut h, docker) = docker_host(&c, "dock");
     o.route_from(&h);
-    let docker = Dockerd::start(&h);
-    let d = &plugin.name;
-    docker.ok(
-        &[
-            "network",
-            "create",
-            "-d",
-            d,
-            "--ipam-driver",
-            d,
-            "--subnet",
-            "10.74.0.0/24",
-            "--gateway",
-            "10.74.0.1",
-            "-o",
-            "network=pubnet",
-            "pubnet",
-        ],
-        &h,
-    );
+    docker.contiv_network(&plugin, "pubnet", "10.74.0.0/24", "10.74.0.1", &h);
     docker.ok(
         &[
             "run",
