@@ -279,17 +279,18 @@ impl PoolMode {
     /// whose holder was unknown after a restart). Whether it is gone (deleted, or by itself
     /// since the failed attempt).
     async fn delete_freed_pod_link(&self, pod: &Ns, ifname: &str) -> Result<bool, ManagerError> {
-        match pod.macvlan_lower(ifname).await? {
-            Some((lower, _)) if self.serves_nobody(lower).await? => {
-                if pod.delete(ifname).await? {
-                    tracing::info!(ifname, netns = %pod.path().display(), "deleted a removed endpoint's interface: it was in the way");
-                }
-                Ok(true)
+        if let Some((lower, _)) = pod.macvlan_lower(ifname).await?
+            && self.serves_nobody(lower).await?
+        {
+            if pod.delete(ifname).await? {
+                tracing::info!(ifname, netns = %pod.path().display(), "deleted a removed endpoint's interface: it was in the way");
             }
-            // Gone since the failed attempt (its port deleted by the reaper meanwhile).
-            None => Ok(pod.index(ifname).await?.is_none()),
-            _ => Ok(false),
+            return Ok(true);
         }
+        // Not a freed port's, or gone since the failed attempt or since the look at its port:
+        // the reaper may delete a surplus port (and the interface on it) at any moment, and
+        // gone is as good as deleted.
+        Ok(pod.index(ifname).await?.is_none())
     }
 
     /// Keeps the free ports beyond twice the pool's size out of it, for the reaper.

@@ -49,6 +49,9 @@ struct World {
     routes: BTreeMap<PathBuf, Vec<(IpAddr, u32)>>,
     /// Injected failures: (operation, errno), each used once.
     fail: Vec<(String, i32)>,
+    /// Links deleted just before a call: (operation, its argument, namespace, index), each
+    /// used once (what another task does between two of the agent's calls).
+    delete_before: Vec<(String, String, PathBuf, u32)>,
     calls: Vec<String>,
 }
 
@@ -191,6 +194,21 @@ impl FakeKernel {
         self.w().fail.push((op.to_string(), errno));
     }
 
+    /// Just before the next call of `op` with argument `what`, link `index` of namespace
+    /// `path` goes, with what dies with it (the reaper deleting a port meanwhile).
+    pub fn delete_before_next(&self, op: &str, what: &str, path: &str, index: u32) {
+        self.w()
+            .delete_before
+            .push((op.into(), what.into(), PathBuf::from(path), index));
+    }
+
+    /// A link made behind the agent's back (an earlier run's leftover); its index.
+    pub fn add_link(&self, path: &str, name: &str, kind: Kind) -> u32 {
+        let mut w = self.w();
+        let mac = w.new_mac();
+        w.add(Path::new(path), name, kind, mac, 1450)
+    }
+
     /// The names of the links of a namespace, sorted.
     pub fn links(&self, path: &str) -> Vec<String> {
         let w = self.w();
@@ -274,6 +292,14 @@ impl FakeNs {
     fn call(&self, op: &str, what: &str) -> Result<std::sync::MutexGuard<'_, World>, LinkError> {
         let mut w = self.world.lock().unwrap_or_else(|p| p.into_inner());
         w.calls.push(format!("{op} {what}"));
+        if let Some(i) = w
+            .delete_before
+            .iter()
+            .position(|(o, a, _, _)| o == op && a == what)
+        {
+            let (_, _, ns, index) = w.delete_before.remove(i);
+            w.delete(&ns, index);
+        }
         if let Some(errno) = w.take_fail(op) {
             return Err(LinkError::errno(format!("{op} {what}"), errno));
         }

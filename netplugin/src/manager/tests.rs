@@ -8,7 +8,7 @@ use super::*;
 use crate::kernel::MacVlanMode;
 use crate::kernel::fake::HOST;
 use crate::names::host_ifname;
-use crate::testing::{Rig, pool, trunks, veth};
+use crate::testing::{Rig, SIDE, pool, trunks, veth};
 
 #[tokio::test]
 async fn veth_add_check_del_and_reap() {
@@ -508,4 +508,31 @@ async fn an_interface_in_the_way_that_the_reaper_deletes_meanwhile_is_no_error()
         let a = r.m.add(&req).await.expect("ADD");
         r.assert_plumbed(&req, &a);
     }
+}
+
+/// Found by the chaos test (seed 1796322281069070869): the interface in the way sat on a pooled
+/// port that was neither free nor bound (a surplus port on its way to the reaper); the reaper
+/// deleted that port, and the interface with it, between the agent's look at the interface and
+/// its look at the port, and the ADD failed with EEXIST though nothing was in the way any more.
+#[tokio::test]
+async fn an_interface_in_the_way_whose_port_the_reaper_deletes_meanwhile_is_no_error() {
+    use crate::kernel::fake::Kind;
+    let r = Rig::new(|_| pool()).await;
+    let req = r.pod("g1");
+    let netns = req.netns.display().to_string();
+    let lower = r
+        .kernel
+        .add_link(SIDE, &crate::names::new_pool_ifname(), Kind::Other);
+    r.kernel.add_link(
+        &netns,
+        "eth0",
+        Kind::Macvlan {
+            lower: (SIDE.into(), lower),
+            mode: MacVlanMode::Passthrough,
+        },
+    );
+    r.kernel
+        .delete_before_next("name_and_group", &lower.to_string(), SIDE, lower);
+    let a = r.m.add(&req).await.expect("ADD");
+    r.assert_plumbed(&req, &a);
 }
