@@ -489,7 +489,19 @@ impl Manager {
                 "OVS port {port_name} of endpoint {ep_id} is missing from bridge {bridge}"
             ))
         })?;
-        if port.ofport.is_none() {
+        // ADD programs the number it asked for (`ofport_request`) without waiting for a busy
+        // ovs-vswitchd to write it back; pending is as ADD left it, a failure (its `error`, or
+        // another number) is not.
+        let pending =
+            port.ofport.is_none() && port.error.is_none() && port.ofport_request.is_some();
+        if let (Some(of), Some(asked)) = (port.ofport, port.ofport_request)
+            && of != asked
+        {
+            return Err(bad(format!(
+                "OVS port {port_name} has OpenFlow port {of}, not {asked} as its flows expect"
+            )));
+        }
+        if port.ofport.is_none() && !pending {
             return Err(bad(format!(
                 "OVS port {port_name} has no OpenFlow port: {}",
                 port.error.clone().unwrap_or_default()

@@ -39,8 +39,6 @@ pub struct Pair {
     pub ofport: u32,
     /// The host end's MAC address.
     pub host_mac: String,
-    /// Failed hand-overs (an earlier pod's interface still holds it); see [`PoolMode::hand_over`].
-    pub strikes: u32,
     /// The interface an earlier pod had on it, if it may still exist.
     pub last: Option<(PathBuf, String)>,
 }
@@ -210,7 +208,6 @@ impl PoolMode {
                 index,
                 ofport,
                 host_mac,
-                strikes: 0,
                 last: None,
             })
             .collect())
@@ -218,14 +215,19 @@ impl PoolMode {
 
     /// Takes a pooled port (or makes one when the pool is empty) and makes the pod's interface
     /// on it. A port an earlier pod's interface still holds (its namespace outlived its DEL) is
-    /// freed by deleting that interface if its namespace is known, else skipped; after three
-    /// such misses it is deleted (which frees it for good) by the reaper.
+    /// freed by deleting that interface if its namespace is known; else (an agent restart
+    /// forgot it) the port goes to the reaper at once, which deletes the stale interface with
+    /// it: skipping it would only meet it again, and an ADD must not fail while the pool can
+    /// make a port. Every free port is tried at most once, then a new one is made.
     async fn hand_over(&self, ifname: &str, mtu: u32, pod: &Ns) -> Result<Pair, ManagerError> {
         let create = |index: u32| {
             self.side
                 .create_macvlan(index, ifname, mtu, pod.as_ref(), MacVlanMode::Passthrough)
         };
-        for _ in 0..8 {
+        // Every free port once (each held one leaves the pool), a new one, and a few for ports
+        // that went back meanwhile (an interface in the way, deleted).
+        let attempts = self.st().free.len() + 8;
+        for _ in 0..attempts {
             let mut pair = match self.take() {
                 Some(p) => p,
                 None => self.make(1).await?.into_iter().next().ok_or_else(|| {
@@ -248,14 +250,8 @@ impl PoolMode {
             match r {
                 Ok(true) => return Ok(pair),
                 Ok(false) => {
-                    pair.strikes += 1;
-                    if pair.strikes < 3 {
-                        tracing::debug!(port = %pair.name, "pooled port still held by an earlier pod's interface: trying another");
-                        self.put_back(pair);
-                    } else {
-                        tracing::warn!(port = %pair.name, "pooled port still held by an earlier pod's interface: deleting it");
-                        self.host.reaper.queue("", &pair.name);
-                    }
+                    tracing::info!(port = %pair.name, "pooled port still held by an earlier pod's interface in an unknown namespace: deleting the port and that interface with it");
+                    self.host.reaper.queue("", &pair.name);
                 }
                 Err(e) => {
                     self.put_back(pair);
@@ -269,7 +265,7 @@ impl PoolMode {
         }
         Err(ManagerError::new(
             ErrorKind::TryAgain,
-            "no free pooled port: each is still held by an earlier pod's interface",
+            "no free pooled port: each is still held by an earlier pod's interface, and the ports made meanwhile were taken",
         ))
     }
 
@@ -468,7 +464,6 @@ impl Attach for PoolMode {
                 index: w.index,
                 ofport: of,
                 host_mac: self.host.ns.mac(&p.name).await?.unwrap_or_default(),
-                strikes: 0,
                 last: None,
             };
             let Some((ep_id, net)) = parse_alias(&w.alias) else {

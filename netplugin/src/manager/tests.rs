@@ -536,3 +536,37 @@ async fn an_interface_in_the_way_whose_port_the_reaper_deletes_meanwhile_is_no_e
     let a = r.m.add(&req).await.expect("ADD");
     r.assert_plumbed(&req, &a);
 }
+
+/// Found by the chaos test (e.g. seed 1796323752483907226): after an agent restart, the free
+/// pooled ports still held by released endpoints' interfaces (their namespaces kept) no longer
+/// say which namespace holds them; each ADD skipped them a few times before giving them up, so
+/// with more such ports than its attempts an ADD failed with "no free pooled port".
+#[tokio::test]
+async fn after_a_restart_ports_held_by_released_interfaces_do_not_refuse_an_add() {
+    let mut r = Rig::new(|_| pool()).await;
+    let pods: Vec<AddRequest> = (0..12).map(|i| r.pod(&format!("held{i}"))).collect();
+    for p in &pods {
+        r.m.add(p).await.expect("ADD");
+    }
+    for p in &pods {
+        r.m.del(&p.container_id, "eth0").await.expect("DEL");
+    }
+    r.restart().await;
+    let fresh = r.pod("fresh");
+    let a = r.m.add(&fresh).await.expect("ADD after the restart");
+    r.assert_plumbed(&fresh, &a);
+}
+
+/// Found by the chaos test (veth ports, e.g. seed 1796324102515335803): a CHECK right after ADD
+/// failed with "has no OpenFlow port" while a busy ovs-vswitchd had not yet written the number
+/// ADD asked for; pending is as ADD left it.
+#[tokio::test]
+async fn check_accepts_an_openflow_port_number_asked_for_and_not_yet_written() {
+    let r = Rig::new(|_| veth()).await;
+    let req = r.pod("v1");
+    let a = r.m.add(&req).await.expect("ADD");
+    r.switch.ofport_pending(&a.host_ifname);
+    r.m.check("v1", "eth0", &req.netns)
+        .await
+        .expect("CHECK with the number pending");
+}

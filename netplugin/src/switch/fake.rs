@@ -55,6 +55,14 @@ impl FakeSwitch {
         self.s().fail.push(op.to_string());
     }
 
+    /// Port `name`'s OpenFlow number is not written yet: ovs-vswitchd, busy, has not added the
+    /// interface (the number asked for stays).
+    pub fn ofport_pending(&self, name: &str) {
+        if let Some(p) = self.s().ports.get_mut(name) {
+            p.ofport = None;
+        }
+    }
+
     pub fn port_names(&self) -> Vec<String> {
         self.s().ports.keys().cloned().collect()
     }
