@@ -109,7 +109,8 @@ async fn dispatch(s: &CniServer, req: &AgentRequest) -> Result<Vec<u8>, CniError
             render_result(&result(&a, &conf), &conf.cni_version)
         }
         Command::Del => {
-            m.del(&req.container_id, &req.if_name)
+            let netns = (!req.netns.is_empty()).then(|| PathBuf::from(&req.netns));
+            m.del_in(&req.container_id, &req.if_name, netns.as_deref())
                 .await
                 .map_err(cni_error)?;
             Ok(Vec::new())

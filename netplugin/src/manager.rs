@@ -437,6 +437,22 @@ impl Manager {
             .await
     }
 
+    /// A CNI DEL, which names the pod's namespace when the runtime still has it: a pooled
+    /// port's interface whose namespace an agent restart forgot is then deleted at the next
+    /// lull too.
+    pub async fn del_in(
+        &self,
+        container_id: &str,
+        ifname: &str,
+        netns: Option<&Path>,
+    ) -> Result<(), ManagerError> {
+        let ep_id = endpoint_id(container_id, ifname);
+        if let (Some(m), Some(netns)) = (&self.cni, netns) {
+            m.learn_netns(&ep_id, netns);
+        }
+        self.del_endpoint(&ep_id, true).await
+    }
+
     /// Removes endpoint `ep_id`'s flows, port and interfaces, and with `release` its netmaster
     /// endpoint (its addresses). Docker releases addresses in a later, separate call, so its
     /// DeleteEndpoint keeps them. Nothing to remove is success.

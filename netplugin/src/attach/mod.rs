@@ -238,6 +238,9 @@ pub trait Attach: Send + Sync + 'static {
     /// Takes endpoint `ep_id` off the switch (its flows now; ports and links later, by the
     /// reaper). Whether this mode had it.
     async fn release(&self, ep_id: &str) -> Result<bool, ManagerError>;
+    /// The namespace endpoint `ep_id`'s interface is in, as a DEL names it: a mode that lost
+    /// it (an agent restart knows ports, not namespaces) learns it before `release`.
+    fn learn_netns(&self, _ep_id: &str, _netns: &std::path::Path) {}
     /// The port endpoint `ep_id` is on, if this mode holds it and its port carries no endpoint
     /// identity in OVS (a shared port).
     fn shared_port_of(&self, ep_id: &str) -> Option<String>;

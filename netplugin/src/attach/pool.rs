@@ -417,11 +417,19 @@ impl Attach for PoolMode {
         if let Err(e) = self.free(pair).await {
             tracing::warn!(port = %name, error = %e, "clear a pooled port's mark");
         }
-        if self.st().free.len() > 2 * self.target {
-            self.host.reaper.wake();
-        }
+        // At the next lull: the pod's interface, if its namespace outlives the DEL, and the
+        // surplus (`reap`).
+        self.host.reaper.wake();
         crate::steps::mark("release");
         Ok(true)
+    }
+
+    fn learn_netns(&self, ep_id: &str, netns: &std::path::Path) {
+        if let Some(b) = self.st().bound.get_mut(ep_id)
+            && b.netns.as_os_str().is_empty()
+        {
+            b.netns = netns.to_path_buf();
+        }
     }
 
     fn shared_port_of(&self, ep_id: &str) -> Option<String> {
@@ -511,7 +519,8 @@ impl Attach for PoolMode {
     }
 
     /// Pooled ports beyond twice what the pool keeps (a burst of pods has ended) go to the
-    /// reaper.
+    /// reaper; the interfaces released pods left on the others (their namespaces outlived the
+    /// DEL) are deleted, as a DEL would have, but at a lull and not in the DEL's time.
     async fn reap(&self) {
         let surplus = self.take_surplus();
         if !surplus.is_empty() {
@@ -519,6 +528,38 @@ impl Attach for PoolMode {
         }
         for p in surplus {
             self.host.reaper.queue("", &p.name);
+        }
+        // Out of the free list while their old interfaces go: no ADD can take one meanwhile and
+        // put a new interface on it that this would then delete.
+        let held: Vec<Pair> = {
+            let mut st = self.st();
+            let (held, free): (Vec<Pair>, Vec<Pair>) =
+                st.free.drain(..).partition(|p| p.last.is_some());
+            st.free = free.into();
+            held
+        };
+        let (mut deleted, tried) = (0usize, held.len());
+        for mut pair in held {
+            if let Some((netns, old)) = pair.last.take() {
+                let index = pair.index;
+                match delete_pod_link(self.host.kernel.as_ref(), &netns, &old, |l| l == index).await
+                {
+                    Ok(true) => deleted += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(ifname = %old, netns = %netns.display(), error = %e, "delete a released pod's interface; its port's next use deletes it");
+                        pair.last = Some((netns, old));
+                    }
+                }
+            }
+            self.put_back(pair);
+        }
+        if tried > 0 {
+            tracing::info!(
+                deleted,
+                gone = tried - deleted,
+                "interfaces released pods left on pooled ports"
+            );
         }
     }
 

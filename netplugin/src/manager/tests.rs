@@ -570,3 +570,42 @@ async fn check_accepts_an_openflow_port_number_asked_for_and_not_yet_written() {
         .await
         .expect("CHECK with the number pending");
 }
+
+/// Found by the chaos test (pool, seed 1796324839040307650): a pod's interface outlived its DEL
+/// (its namespace kept) on a pooled port kept free, until that port's next use, which may
+/// never come. The reaper deletes it at the next lull.
+#[tokio::test]
+async fn a_released_pods_interface_goes_at_the_next_lull() {
+    let r = Rig::new(|_| pool()).await;
+    let req = r.pod("kept");
+    r.m.add(&req).await.expect("ADD");
+    r.m.del("kept", "eth0").await.expect("DEL");
+    let netns = req.netns.display().to_string();
+    assert_eq!(
+        r.kernel.links(&netns),
+        ["eth0", "lo"],
+        "DEL leaves it to a lull"
+    );
+    r.m.reap_once().await;
+    assert_eq!(r.kernel.links(&netns), ["lo"]);
+    // The port serves the next pod.
+    let next = r.pod("next");
+    let a = r.m.add(&next).await.expect("ADD after the reap");
+    r.assert_plumbed(&next, &a);
+}
+
+/// Found by the chaos test (pool, seed 1796325444007546807): after an agent restart, a pod's
+/// port is known and its namespace is not, so the interface outlived the DEL for good. The DEL
+/// names the namespace.
+#[tokio::test]
+async fn after_a_restart_a_del_naming_the_namespace_lets_the_interface_go() {
+    let mut r = Rig::new(|_| pool()).await;
+    let req = r.pod("kept");
+    r.m.add(&req).await.expect("ADD");
+    r.restart().await;
+    r.m.del_in("kept", "eth0", Some(&req.netns))
+        .await
+        .expect("DEL");
+    r.m.reap_once().await;
+    assert_eq!(r.kernel.links(&req.netns.display().to_string()), ["lo"]);
+}
