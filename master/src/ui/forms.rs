@@ -328,7 +328,7 @@ fn render(s: &Session, v: &FormView) -> String {
                 }
                 for o in options {
                     let sel = if o == value { " selected" } else { "" };
-                    let _ = write!(h, "<option{sel}>{}</option>", esc(o));
+                    let _ = write!(h, "<option value=\"{0}\"{sel}>{0}</option>", esc(o));
                 }
                 h.push_str("</select>");
             }

@@ -356,7 +356,9 @@ fn security_headers(h: &mut HeaderMap) {
     );
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        // Not no-referrer: with it, browsers send `Origin: null` on form posts, which
+        // `same_origin` must refuse.
+        HeaderValue::from_static("same-origin"),
     );
 }
 
