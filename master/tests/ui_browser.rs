@@ -308,6 +308,11 @@ async fn the_ui_in_chromium() {
             json!({"tenantName": "B", "networkName": "secretnet", "encap": "vxlan", "subnet": "10.66.0.0/24"}),
         ),
         (
+            "/api/v1/endpoints/",
+            json!({"endpointID": "spy-eth0", "tenantName": "B", "networkName": "secretnet",
+                "host": "node1", "containerID": "spy", "containerName": "b-secret-pod"}),
+        ),
+        (
             "/api/v1/auth_proxy/local_users/",
             json!({"username": "alice", "password": "alice-secret-1", "role": "ops", "tenants": ["A"]}),
         ),
@@ -504,6 +509,47 @@ async fn run(ui: &Ui, m: &Netmaster, admin: &str, admin_pw: &str) {
         (json!(10), json!("tcp"), json!(80), json!("allow"))
     );
 
+    // Two nodes and a few pods on them, as agents would register and create them.
+    for (i, host) in ["node1", "node2"].iter().enumerate() {
+        let (s, v) = api(
+            m,
+            admin,
+            "PUT",
+            &format!("/api/v1/nodes/{host}/"),
+            Some(json!({"hostname": host, "vtepIP": format!("192.0.2.{}", 11 + i), "version": "0.1.0"})),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    for i in 0..4 {
+        let (s, v) = api(
+            m,
+            admin,
+            "POST",
+            "/api/v1/endpoints/",
+            Some(
+                json!({"endpointID": format!("c{i}-eth0"), "tenantName": "A", "networkName": "web",
+                "groupName": "frontend", "host": format!("node{}", i % 2 + 1),
+                "containerID": format!("c{i}"), "containerName": format!("web-{i}")}),
+            ),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    ui.goto("/ui/endpoints").await;
+    ui.fill(&[("q", "web-3"), ("field", "name")]).await;
+    ui.c.find(Locator::Css("form.search button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    ui.wait_path("/ui/endpoints?q=web-3&field=name").await;
+    ui.wait_text("#ep-count", "1 of 5 endpoints").await;
+    ui.goto("/ui/").await;
+    ui.wait_text("main table", "192.0.2.12").await;
+    ui.wait_text("#total-endpoints", "5").await;
+
     // Live: a network made elsewhere shows up in the open list without a reload.
     ui.goto("/ui/networks").await;
     let (s, v) = api(
@@ -560,6 +606,10 @@ async fn run(ui: &Ui, m: &Netmaster, admin: &str, admin_pw: &str) {
     ui.wait_path("/ui/networks").await;
     let page = ui.text().await;
     assert!(page.contains("10.1.0.0/24"), "{page}");
+    // The admin sees 5 endpoints; alice the 4 of tenant A.
+    ui.goto("/ui/endpoints").await;
+    ui.wait_text("#ep-count", "4 of 4 endpoints").await;
+    assert!(!ui.text().await.contains("b-secret-pod"));
     assert!(
         !page.contains("secretnet") && !page.contains("10.66.0.0"),
         "{page}"
