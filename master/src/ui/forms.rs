@@ -407,7 +407,7 @@ pub async fn new_form(
 ) -> Response {
     let s = match ui.session(&headers, &method, &format!("/ui/new/{coll}")) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some((kind, fields, name, back)) = spec(&coll) else {
         return ui.error_page(Some(&s), unknown(&coll));
@@ -439,7 +439,7 @@ pub async fn edit_form(
 ) -> Response {
     let s = match ui.session(&headers, &method, &format!("/ui/edit/{coll}/{key}")) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some((kind, fields, name, back)) = spec(&coll) else {
         return ui.error_page(Some(&s), unknown(&coll));
@@ -481,10 +481,10 @@ pub async fn save(
 ) -> Response {
     let s = match ui.session(&headers, &method, "/ui/save") {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Err(r) = ui.check_post(&s, &headers, &uri, &form) {
-        return r;
+        return *r;
     }
     let Some((kind, fields, name, back)) = spec(&coll) else {
         return ui.error_page(Some(&s), unknown(&coll));
@@ -500,18 +500,19 @@ pub async fn save(
         .join(":");
     let path = format!("/api/v1/{}/{}/", html::url(&coll), html::url(&key));
     let mut result = Ok(Value::Null);
-    if !editing && !kind.key_fields().iter().any(|k| body[*k].is_null()) {
-        if let Ok(_existing) = ui.call(&s, Method::GET, &path, None).await {
-            let field = kind.key_fields().last().copied().unwrap_or("name");
-            result = Err(ApiFail {
-                status: StatusCode::CONFLICT,
-                message: format!(
-                    "{field} '{}': {} {key} exists already; edit it instead",
-                    body[field].as_str().unwrap_or_default(),
-                    kind.name()
-                ),
-            });
-        }
+    if !editing
+        && !kind.key_fields().iter().any(|k| body[*k].is_null())
+        && ui.call(&s, Method::GET, &path, None).await.is_ok()
+    {
+        let field = kind.key_fields().last().copied().unwrap_or("name");
+        result = Err(ApiFail {
+            status: StatusCode::CONFLICT,
+            message: format!(
+                "{field} '{}': {} {key} exists already; edit it instead",
+                body[field].as_str().unwrap_or_default(),
+                kind.name()
+            ),
+        });
     }
     if result.is_ok() {
         result = ui.call(&s, Method::POST, &path, Some(&body)).await;
@@ -546,10 +547,10 @@ pub async fn delete(
 ) -> Response {
     let s = match ui.session(&headers, &method, "/ui/delete") {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Err(r) = ui.check_post(&s, &headers, &uri, &form) {
-        return r;
+        return *r;
     }
     let Some((_, _, _, back)) = spec(&coll) else {
         return ui.error_page(Some(&s), unknown(&coll));

@@ -134,7 +134,7 @@ impl Ui {
         headers: &HeaderMap,
         method: &Method,
         path: &str,
-    ) -> Result<Session, Response> {
+    ) -> Result<Session, Box<Response>> {
         let Some(auth) = &self.auth else {
             return Ok(Session {
                 token: String::new(),
@@ -153,18 +153,18 @@ impl Ui {
             }),
             Err(_) if *method == Method::GET => {
                 let why = if token.is_empty() { "" } else { "&expired=1" };
-                Err(
+                Err(Box::new(
                     Redirect::to(&format!("/ui/login?next={}{why}", html::url(path)))
                         .into_response(),
-                )
+                ))
             }
-            Err(e) => Err(self.error_page(
+            Err(e) => Err(Box::new(self.error_page(
                 None,
                 ApiFail {
                     status: StatusCode::UNAUTHORIZED,
                     message: format!("{e} (log in again at /ui/login)"),
                 },
-            )),
+            ))),
         }
     }
 
@@ -176,16 +176,16 @@ impl Ui {
         headers: &HeaderMap,
         uri: &Uri,
         form: &HashMap<String, String>,
-    ) -> Result<(), Response> {
+    ) -> Result<(), Box<Response>> {
         let given = form.get("_csrf").map(String::as_str).unwrap_or_default();
         if !same_origin(headers, uri) || !ring_eq(given.as_bytes(), s.csrf.as_bytes()) {
-            return Err(self.error_page(
+            return Err(Box::new(self.error_page(
                 Some(s),
                 ApiFail {
                     status: StatusCode::FORBIDDEN,
                     message: "the form's security token is missing or stale, or it was sent from another site: reload the page and try again".into(),
                 },
-            ));
+            )));
         }
         Ok(())
     }
@@ -389,7 +389,7 @@ async fn not_found(
 ) -> Response {
     let s = match ui.session(&headers, &method, uri.path()) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     ui.error_page(
         Some(&s),
@@ -525,7 +525,7 @@ async fn logout(
         Err(_) => return Redirect::to("/ui/login").into_response(),
     };
     if let Err(r) = ui.check_post(&s, &headers, &uri, &f) {
-        return r;
+        return *r;
     }
     let mut r = Redirect::to("/ui/login").into_response();
     set_cookie(&mut r, &ui, "", true);
@@ -538,7 +538,7 @@ async fn logout(
 async fn events(State(ui): St, method: Method, headers: HeaderMap) -> Response {
     let s = match ui.session(&headers, &method, "/ui/events") {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let resp = match ui.raw_call(&s, Method::GET, "/api/v1/watch", None).await {
         Ok(r) if r.status().is_success() => r,

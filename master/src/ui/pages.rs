@@ -27,7 +27,7 @@ macro_rules! page_handler {
             let here = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/ui/");
             let s = match ui.session(&headers, &method, here) {
                 Ok(s) => s,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             match $body(&ui, &s, &q).await {
                 Ok(b) => ui.page(&s, $title, $nav, &b),
