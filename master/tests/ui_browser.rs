@@ -536,6 +536,31 @@ async fn run(ui: &Ui, m: &Netmaster, admin: &str, admin_pw: &str) {
         .await;
         assert_eq!(s, 200, "{v}");
     }
+    // Rule counters as the agents report them (PUT .../rulestats/, what netplugin sends every
+    // 2 s from its switch): the page shows each host's and the total, and follows them.
+    let report = |host: &'static str, packets: u64| async move {
+        let (s, v) = api(
+            m,
+            admin,
+            "PUT",
+            &format!("/api/v1/nodes/{host}/rulestats/"),
+            Some(json!({"hostname": host, "rules": {"A:webpol:http": {"packets": packets, "bytes": packets * 100}}})),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+    };
+    report("node1", 42).await;
+    report("node2", 7).await;
+    // The first row is rule http (priority 10); column 9 the total, 10 the hosts.
+    let cell = |n: u8| format!("#policy-A\\:webpol tbody tr:first-child td:nth-child({n})");
+    ui.goto("/ui/policies").await;
+    ui.wait_text(&cell(9), "49").await;
+    ui.wait_text(&cell(10), "node1: 42\nnode2: 7").await;
+    report("node1", 1042).await;
+    ui.goto("/ui/policies").await;
+    ui.wait_text(&cell(9), "1049").await;
+    ui.wait_text(&cell(10), "node1: 1042\nnode2: 7").await;
+
     ui.goto("/ui/endpoints").await;
     ui.fill(&[("q", "web-3"), ("field", "name")]).await;
     ui.c.find(Locator::Css("form.search button"))
