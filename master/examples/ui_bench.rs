@@ -4,7 +4,8 @@
 //!
 //! `cargo run --release -p master --example ui_bench [-- --endpoints 1000 --rounds 20]`
 //!
-//! Prints, per page, the median and the slowest of `rounds` GETs and the page's size.
+//! Prints, per page, the median and the slowest of `rounds` GETs and the page's size, and the
+//! same for the API calls behind the heaviest pages.
 
 use master::{Master, MasterOptions, api};
 use model::agent::EndpointRequest;
@@ -147,6 +148,9 @@ async fn main() -> anyhow::Result<()> {
         "/ui/endpoints?q=10.3.&field=ip",
         "/ui/global",
         "/ui/edit/networks/A:n0",
+        // For comparison: the API calls the heaviest pages make.
+        "/api/v1/endpoints/",
+        "/api/v1/inspect/networks/A:n0/",
     ] {
         let mut times = Vec::new();
         let mut size = 0;
@@ -155,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
             let r = http
                 .get(format!("{url}{page}"))
                 .header("cookie", &cookie)
+                .header("x-auth-token", &admin)
                 .send()
                 .await?;
             anyhow::ensure!(r.status().is_success(), "{page}: {}", r.status());
