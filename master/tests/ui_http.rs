@@ -537,3 +537,49 @@ async fn bad_input_shows_the_api_s_message_beside_its_field_and_creates_nothing(
         "{field}"
     );
 }
+
+/// With `--auth off` (and `--tls off`) there is no login: pages answer at once, and forms still
+/// need the page's CSRF token.
+#[tokio::test]
+async fn without_authentication_pages_are_open_and_forms_still_checked() {
+    let m = Netmaster::start();
+    model::install_default_tls_provider();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = http
+        .get(format!("{}/ui/tenants", m.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let body = page.text().await.unwrap();
+    assert!(!body.contains("Log out"), "no session to end");
+    let at = body.find("name=\"_csrf\" value=\"").expect("a CSRF token") + 20;
+    let csrf = &body[at..at + body[at..].find('"').unwrap()];
+    let (s, _, _) = answer(
+        http.get(format!("{}/ui/login", m.url))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 303, "no login page without authentication");
+    for (token, want) in [("forged", 403), (csrf, 303)] {
+        let resp = http
+            .post(format!("{}/ui/save/tenants", m.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(encode(&[
+                ("_csrf", token),
+                ("_mode", "new"),
+                ("tenantName", "T"),
+            ]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), want, "token {token}");
+    }
+    let (s, v) = m.get("/api/v1/tenants/T/").await;
+    assert_eq!(s, 200, "{v}");
+}
