@@ -48,3 +48,20 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# The web UI's browser test (master/tests/ui_browser.rs) drives headless chromium through
+# chromedriver. Not fatal: without them that one test says it is skipped and why.
+BROWSER=(chromium chromium-driver)
+missing=()
+for p in "${BROWSER[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]} (the UI's browser test)"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }; then
+    echo "setup: could not install ${missing[*]}: the UI's browser test will be skipped" >&2
+  fi
+fi

@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod ops;
 pub mod state;
 pub mod tls;
+pub mod ui;
 pub mod views;
 pub mod watch;
 

@@ -392,12 +392,14 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         )
         .await
         .context("set up authentication")?;
-        master::auth::http::protect(api::router(master.clone()), auth, master.clone())
+        let api =
+            master::auth::http::protect(api::router(master.clone()), auth.clone(), master.clone());
+        master::ui::router(api, Some(auth), tls.is_some())
     } else {
         tracing::warn!(
             "authentication is off (--auth off): anyone who reaches the API may read and change every tenant's objects and register nodes"
         );
-        api::router(master.clone())
+        master::ui::router(api::router(master.clone()), None, tls.is_some())
     };
     tokio::spawn(master.clone().follow_node_expiry());
     tokio::spawn(master.clone().campaign());
