@@ -101,6 +101,8 @@ pub struct Master {
     pub(crate) departing: Mutex<std::collections::BTreeSet<String>>,
     /// Serves every `GET /api/v1/watch` from one store watch.
     pub watch: Arc<crate::watch::WatchCache>,
+    /// What `--metrics-listen` serves (`crate::metrics`).
+    pub(crate) metrics: crate::metrics::MasterMetrics,
 }
 
 /// Marks the state for a reload from the store if dropped armed: held across the one await
@@ -206,6 +208,7 @@ impl Master {
             writes_in_flight: std::sync::atomic::AtomicU64::new(0),
             departing: Mutex::new(Default::default()),
             watch,
+            metrics: Default::default(),
         });
         m.ensure_defaults().await?;
         Ok(m)
@@ -276,8 +279,10 @@ impl Master {
             master: self,
             armed: true,
         };
+        let started = std::time::Instant::now();
         let r = self.store.txn(txn).await;
         guard.settle();
+        self.metrics.txn(started.elapsed(), r.is_err());
         r.inspect_err(|e| self.note_store_error(e))
     }
 
