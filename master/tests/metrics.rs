@@ -4,7 +4,7 @@
 
 mod common;
 use common::Netmaster;
-use model::metrics::testing::{Sample, parse, value};
+use model::metrics::testing::{Sample, Scrape, logged_url, parse, value};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -12,19 +12,10 @@ use std::time::{Duration, Instant};
 /// metrics listener is bound, so the line is there once the harness has started it.
 fn metrics_url(m: &Netmaster) -> String {
     let log = m.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("serving metrics at "))
-        .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"));
-    let url = line
-        .split("serving metrics at ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .expect("an address after 'serving metrics at'");
-    url.to_string()
+    logged_url(&log).unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"))
 }
 
-async fn scrape(url: &str) -> Vec<Sample> {
+async fn scrape(url: &str) -> Scrape {
     model::install_default_tls_provider();
     let r = reqwest::get(url).await.expect("scrape netmaster's metrics");
     assert_eq!(r.status(), 200);

@@ -87,18 +87,34 @@ pub mod testing {
         pub value: f64,
     }
 
+    /// A parsed scrape: its samples (it derefs to them), and every family it declares with
+    /// its type, those without samples too.
+    #[derive(Debug, Clone, Default, serde::Deserialize)]
+    pub struct Scrape {
+        pub families: BTreeMap<String, String>,
+        pub samples: Vec<Sample>,
+    }
+
+    impl std::ops::Deref for Scrape {
+        type Target = [Sample];
+        fn deref(&self) -> &[Sample] {
+            &self.samples
+        }
+    }
+
     const PARSER: &str = r#"
 import json, sys
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
-out = []
+out = {"families": {}, "samples": []}
 for fam in text_string_to_metric_families(sys.stdin.read()):
+    out["families"][fam.name] = fam.type
     for s in fam.samples:
-        out.append({"family": fam.name, "type": fam.type, "name": s.name, "labels": s.labels, "value": s.value})
+        out["samples"].append({"family": fam.name, "type": fam.type, "name": s.name, "labels": s.labels, "value": s.value})
 print(json.dumps(out))
 "#;
 
     /// Parses `text` as OpenMetrics; the parser's complaint on failure.
-    pub fn parse(text: &str) -> Result<Vec<Sample>, String> {
+    pub fn parse(text: &str) -> Result<Scrape, String> {
         let mut child = Command::new("/usr/bin/python3")
             .args(["-c", PARSER])
             .stdin(Stdio::piped())
@@ -122,6 +138,32 @@ print(json.dumps(out))
             ));
         }
         serde_json::from_slice(&out.stdout).map_err(|e| format!("parser output: {e}"))
+    }
+
+    /// The metrics URL a daemon's log (its latest start) says it serves: the daemons log
+    /// `serving metrics at http://ADDRESS/metrics` once bound (port 0 in tests).
+    pub fn logged_url(log: &str) -> Option<String> {
+        log.lines()
+            .rev()
+            .filter_map(|l| l.split("serving metrics at ").nth(1))
+            .find_map(|s| s.split_whitespace().next())
+            .map(str::to_string)
+    }
+
+    /// Fetches `url` with curl (run as `run` says: in a network namespace, or not) and parses
+    /// the answer; panics with the reason on failure.
+    pub fn scrape_with_curl(
+        url: &str,
+        run: impl FnOnce(&[&str]) -> std::process::Output,
+    ) -> Scrape {
+        let out = run(&["curl", "-sS", "--fail", "--max-time", "20", url]);
+        assert!(
+            out.status.success(),
+            "scrape {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
     }
 
     /// The value of the sample named `name` whose labels include `labels`.

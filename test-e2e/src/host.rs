@@ -432,22 +432,11 @@ impl Host {
     /// The agent's metrics (started with `--metrics-listen 127.0.0.1:0`: the address is the
     /// one its latest start logged), scraped over HTTP inside the host's namespace and parsed
     /// as OpenMetrics by the Prometheus client's parser (a parse failure panics).
-    pub fn metrics(&self) -> Vec<model::metrics::testing::Sample> {
+    pub fn metrics(&self) -> model::metrics::testing::Scrape {
         let log = self.agent_log();
-        let url = log
-            .lines()
-            .filter_map(|l| l.split("serving metrics at ").nth(1))
-            .filter_map(|s| s.split_whitespace().next())
-            .last()
+        let url = model::metrics::testing::logged_url(&log)
             .unwrap_or_else(|| panic!("the agent logged no metrics address:\n{log}"));
-        let out = self.exec(&["curl", "-sS", "--fail", "--max-time", "20", url]);
-        assert!(
-            out.status.success(),
-            "scrape {url}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        model::metrics::testing::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+        model::metrics::testing::scrape_with_curl(&url, |args| self.exec(args))
     }
 
     /// Runs a command inside the host's namespace.
