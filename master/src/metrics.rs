@@ -20,6 +20,8 @@ pub struct MasterMetrics {
     registry: Registry,
     txn_duration: Histogram,
     txn_errors: Counter,
+    /// The highest store revision this master loaded or wrote.
+    revision: std::sync::atomic::AtomicU64,
     snapshot: Arc<Mutex<Snapshot>>,
 }
 
@@ -50,17 +52,28 @@ impl Default for MasterMetrics {
             registry,
             txn_duration,
             txn_errors,
+            revision: Default::default(),
             snapshot,
         }
     }
 }
 
 impl MasterMetrics {
-    pub(crate) fn txn(&self, took: Duration, failed: bool) {
+    /// A transaction sent: its time, and the revision it wrote (`None`: a store error).
+    pub(crate) fn txn(&self, took: Duration, revision: Option<u64>) {
         self.txn_duration.observe(took.as_secs_f64());
-        if failed {
-            self.txn_errors.inc();
+        match revision {
+            Some(r) => self.saw_revision(r),
+            None => {
+                self.txn_errors.inc();
+            }
         }
+    }
+
+    /// The store is at `revision` at least (loaded, written).
+    pub(crate) fn saw_revision(&self, revision: u64) {
+        self.revision
+            .fetch_max(revision, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -90,7 +103,8 @@ impl Master {
         let mut snap = Snapshot {
             watchers: self.watch.watchers() as u64,
             revision: self
-                .last_commit
+                .metrics
+                .revision
                 .load(std::sync::atomic::Ordering::Relaxed)
                 .max(*self.applied.borrow()),
             leader: self.leadership.is_leader(),
@@ -203,7 +217,7 @@ impl Collector for SnapshotCollector {
             ),
             (
                 "contiv_store_revision",
-                "The store revision this master has committed or applied",
+                "The store revision this master has loaded, written or applied",
                 s.revision,
             ),
             (

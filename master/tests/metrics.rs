@@ -58,6 +58,11 @@ async fn pools_endpoints_and_transactions_follow_an_endpoint() {
     let n1 = [("tenant", "default"), ("network", "n1")];
     assert_eq!(value(&before, "contiv_network_endpoints", &n1), Some(0.0));
     assert_eq!(value(&before, "contiv_leader", &[]), Some(1.0));
+    let revision = |s: &[Sample]| value(s, "contiv_store_revision", &[]).unwrap();
+    assert!(
+        revision(&before) > 0.0,
+        "the network's write has a revision"
+    );
     let txns = |s: &[Sample]| value(s, "contiv_store_txn_duration_seconds_count", &[]).unwrap();
 
     let (s, v) = m
@@ -80,6 +85,7 @@ async fn pools_endpoints_and_transactions_follow_an_endpoint() {
         txns(&after_add) > txns(&before),
         "the endpoint's store transaction is counted"
     );
+    assert!(revision(&after_add) > revision(&before));
     // The histogram's buckets are cumulative and end with +Inf = count.
     let inf = value(
         &after_add,

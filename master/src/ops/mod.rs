@@ -186,7 +186,7 @@ fn stored_config<T: Object>(obj: &T) -> Value {
 impl Master {
     /// Loads the state from the store and writes the defaults a fresh cluster needs.
     pub async fn open(store: Arc<dyn Store>, opts: MasterOptions) -> anyhow::Result<Arc<Master>> {
-        let (state, node_leases, _) = Self::load(store.as_ref()).await?;
+        let (state, node_leases, loaded) = Self::load(store.as_ref()).await?;
         let leadership = crate::leader::Leadership::new(opts.election.clone(), &opts.listen);
         let forward = crate::api::forward_client(opts.peer_ca.as_deref())?;
         let watch = crate::watch::WatchCache::start(store.clone(), opts.watch_history).await?;
@@ -210,6 +210,7 @@ impl Master {
             watch,
             metrics: Default::default(),
         });
+        m.metrics.saw_revision(loaded);
         m.ensure_defaults().await?;
         Ok(m)
     }
@@ -282,7 +283,8 @@ impl Master {
         let started = std::time::Instant::now();
         let r = self.store.txn(txn).await;
         guard.settle();
-        self.metrics.txn(started.elapsed(), r.is_err());
+        self.metrics
+            .txn(started.elapsed(), r.as_ref().ok().map(|r| r.revision));
         r.inspect_err(|e| self.note_store_error(e))
     }
 
