@@ -444,3 +444,56 @@ impl Collector for SnapshotCollector {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scrape_shows_only_endpoints_and_rules_still_here() {
+        let m = Metrics::new();
+        let st = DatapathState {
+            local: ["a".to_string()].into(),
+            endpoints: [(("t".to_string(), "n".to_string()), 1)].into(),
+            flows: [(0, 4), (24, 2)].into(),
+            rule_directions: [("t:p:1".to_string(), "in".to_string())].into(),
+            ovsdb_connections: 1,
+            openflow_connections: 2,
+        };
+        let rules = [
+            (
+                "t:p:1".to_string(),
+                RuleCounters {
+                    packets: 7,
+                    bytes: 420,
+                },
+            ),
+            // A rule deleted since the counters were read.
+            (
+                "t:p:gone".to_string(),
+                RuleCounters {
+                    packets: 1,
+                    bytes: 60,
+                },
+            ),
+        ]
+        .into();
+        // "b" was deleted since the counters were read.
+        let spoofed = [("a".to_string(), 3), ("b".to_string(), 5)].into();
+        *m.snapshot.lock().unwrap() = Snapshot::of(st, &rules, &spoofed);
+        let text = model::metrics::encode(&m.registry);
+        for want in [
+            "contiv_spoofed_packets_total{endpoint=\"a\"} 3\n",
+            "contiv_rule_packets_total{tenant=\"t\",policy=\"p\",rule=\"1\",direction=\"in\"} 7\n",
+            "contiv_rule_bytes_total{tenant=\"t\",policy=\"p\",rule=\"1\",direction=\"in\"} 420\n",
+            "contiv_endpoints{tenant=\"t\",network=\"n\"} 1\n",
+            "contiv_flows{table=\"24\",name=\"ingress\"} 2\n",
+            "contiv_openflow_connections_total 2\n",
+        ] {
+            assert!(text.contains(want), "{want} missing from:\n{text}");
+        }
+        assert!(!text.contains("endpoint=\"b\""), "{text}");
+        assert!(!text.contains("rule=\"gone\""), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}
