@@ -22,6 +22,7 @@ PACKAGES=(
   runc                 # podman's OCI runtime here (crun fails on this kernel's hybrid cgroups)
   systemd              # systemd-analyze, to verify the units in conf/systemd
   docker.io            # dockerd for the Docker driver end-to-end test (test-e2e/tests/docker.rs)
+  python3-prometheus-client # the OpenMetrics parser the metrics tests check the daemons' /metrics with (model::metrics::testing)
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -95,6 +95,11 @@ pub trait Backend: Send + Sync + 'static {
         r: RequestAddressRequest,
     ) -> DriverResult<RequestAddressResponse>;
     async fn release_address(&self, r: ReleaseAddressRequest) -> DriverResult<()>;
+
+    /// Told of every call of the protocol once answered (`call` is its name, `ok` whether it
+    /// succeeded): the agent's metrics. Unknown calls are not told, so `call` takes a bounded set
+    /// of values.
+    fn observe(&self, _call: &str, _took: std::time::Duration, _ok: bool) {}
 }
 
 /// Request bodies larger than this are refused: libnetwork's calls are a few KiB at most.
@@ -230,6 +235,7 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     tracing::debug!(call = %call, body = %String::from_utf8_lossy(&body), "docker plugin call");
+    let started = std::time::Instant::now();
     macro_rules! run {
         ($f:ident) => {
             match decode(&call, &body) {
@@ -277,6 +283,7 @@ async fn handle(
             );
         }
     };
+    b.observe(&call, started.elapsed(), resp.status() == StatusCode::OK);
     if resp.status() == StatusCode::OK {
         tracing::debug!(call = %call, "docker plugin call done");
     } else {

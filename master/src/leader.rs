@@ -69,6 +69,8 @@ pub struct Leadership {
     /// Bumped on every change of role or leader, for tasks that must react (follow the store,
     /// requests waiting for a leader).
     changed: tokio::sync::watch::Sender<u64>,
+    /// Times the leader changed, as this master saw it (a metric).
+    leader_changes: std::sync::atomic::AtomicU64,
 }
 
 impl Leadership {
@@ -99,7 +101,14 @@ impl Leadership {
             options,
             me,
             changed: tokio::sync::watch::channel(0).0,
+            leader_changes: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Times the leader changed, as this master saw it.
+    pub fn leader_changes(&self) -> u64 {
+        self.leader_changes
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn view(&self) -> std::sync::MutexGuard<'_, View> {
@@ -138,6 +147,10 @@ impl Leadership {
         let changed = v.role != role || v.leader != leader;
         if v.role != role {
             v.epoch += 1;
+        }
+        if v.leader != leader {
+            self.leader_changes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         v.role = role;
         v.leader = leader;

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod error;
 pub mod keys;
 pub mod leader;
+pub mod metrics;
 pub mod migrate;
 pub mod notices;
 pub mod openapi;

@@ -194,6 +194,17 @@ struct Opts {
     )]
     watch_history: usize,
 
+    /// Serve Prometheus/OpenMetrics metrics at http://ADDRESS/metrics (plain HTTP, no
+    /// authentication, apart from the API: keep it on localhost or a management network;
+    /// docs/security.md "Metrics"), or `off`. Port 0 takes a free port; the address bound is
+    /// logged.
+    #[arg(
+        long = "metrics-listen",
+        env = "CONTIV_NETMASTER_METRICS_LISTEN",
+        default_value = "off"
+    )]
+    metrics_listen: String,
+
     /// Log level (error, warn, info, debug, trace), or a tracing filter.
     #[arg(
         long = "log-level",
@@ -381,6 +392,9 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     .await
     .context("load state")?;
     tokio::spawn(master.clone().keep_in_sync());
+    if let Some(addr) = model::metrics::listen_address(&opts.metrics_listen) {
+        serve_metrics(addr, master.clone()).await?;
+    }
     let router = if opts.auth == "on" {
         let auth = master::auth::Auth::open(
             store,
@@ -470,6 +484,25 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(path);
     }
     tracing::info!("netmaster stopped");
+    Ok(())
+}
+
+/// Binds the metrics address (a mistake in it stops netmaster at start) and serves it.
+async fn serve_metrics(addr: &str, master: Arc<Master>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("listen for metrics on {addr} (in use? set --metrics-listen, or off)")
+    })?;
+    let bound = listener.local_addr().context("read the metrics address")?;
+    let render: model::metrics::Render = Arc::new(move || {
+        let master = master.clone();
+        Box::pin(async move { master.render_metrics() })
+    });
+    tokio::spawn(async move {
+        if let Err(e) = model::metrics::serve(listener, render).await {
+            tracing::error!(error = %e, listen = %bound, "serve metrics");
+        }
+    });
+    tracing::info!(listen = %bound, "serving metrics at http://{bound}/metrics");
     Ok(())
 }
 

@@ -3,6 +3,8 @@
 
 pub mod agent;
 pub mod client;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod names;
 pub mod net;
 pub mod objects;

@@ -113,6 +113,7 @@ pub async fn report_counters(
         tokio::time::sleep(COUNTERS_EVERY).await;
         match dp.spoof_counters().await {
             Ok(endpoints) => {
+                crate::metrics::get().set_spoof_counters(&endpoints);
                 warn_spoofing(&endpoints, &spoofed);
                 spoofed.clone_from(&endpoints);
                 let empty = endpoints.is_empty();
@@ -130,6 +131,7 @@ pub async fn report_counters(
         }
         match dp.rule_counters().await {
             Ok(rules) => {
+                crate::metrics::get().set_rule_counters(&rules);
                 let empty = rules.is_empty();
                 rules_sent
                     .offer(rules, empty, "rule counters", async |r| {
@@ -225,6 +227,7 @@ pub async fn follow(
             }
         };
         let mut stream = Box::pin(stream);
+        crate::metrics::get().watch_connected(from.is_none());
         if from.is_none() {
             *view.lock().unwrap_or_else(|p| p.into_inner()) = ClusterView::default();
         }
@@ -236,6 +239,7 @@ pub async fn follow(
                     break;
                 }
                 Ok(e) => {
+                    crate::metrics::get().watch_event(e.revision);
                     view.lock().unwrap_or_else(|p| p.into_inner()).apply(e);
                     changed.notify_one();
                 }
@@ -374,17 +378,28 @@ pub async fn reconcile(
         // may be handed out again at once). Events already received land first; whatever
         // arrives while flows are applied is coalesced into the next round.
         tokio::task::yield_now().await;
+        let metrics = crate::metrics::get();
+        // Every event received before the view is read below is in this round.
+        let oldest = metrics.watch_round();
         let inputs = view
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .inputs_for(&me);
-        let Some(inputs) = inputs else { continue };
+        let Some(inputs) = inputs else {
+            metrics.watch_requeue(oldest);
+            continue;
+        };
         if last.as_ref() == Some(&inputs) {
+            metrics.watch_applied(oldest);
             continue;
         }
         match dp.set_cluster(inputs.clone()).await {
-            Ok(()) => last = Some(inputs),
+            Ok(()) => {
+                metrics.watch_applied(oldest);
+                last = Some(inputs)
+            }
             Err(e) => {
+                metrics.watch_requeue(oldest);
                 tracing::warn!(error = %e, "apply cluster changes; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 changed.notify_one();

@@ -85,6 +85,12 @@ async fn handle(
     );
     let (r, steps) =
         tracing::Instrument::instrument(crate::steps::record(dispatch(&s, &req)), span).await;
+    crate::metrics::get().cni_call(
+        req.command.as_str(),
+        started.elapsed(),
+        &steps,
+        r.as_ref().err().map(|e| e.code),
+    );
     match &r {
         Ok(_) => {
             tracing::info!(command = %req.command, container = %req.container_id, ifname = %req.if_name, ms = started.elapsed().as_millis() as u64, steps = %steps, "CNI call done")

@@ -719,6 +719,10 @@ fn short(id: &str) -> &str {
 
 #[async_trait::async_trait]
 impl Backend for DockerDriver {
+    fn observe(&self, call: &str, took: std::time::Duration, ok: bool) {
+        crate::metrics::get().docker_call(call, took, ok);
+    }
+
     fn capabilities(&self) -> CapabilitiesResponse {
         CapabilitiesResponse {
             scope: self.scope.clone(),

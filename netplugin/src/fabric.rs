@@ -30,6 +30,23 @@ pub mod table {
     pub const L2: u8 = 30;
     /// Out of the port chosen by L2 (register 2).
     pub const OUTPUT: u8 = 50;
+
+    /// The table's name in docs/ovs-pipeline.md, for metrics and traces.
+    pub fn name(table: u8) -> &'static str {
+        match table {
+            CLASSIFY => "classify",
+            TUNNEL => "tunnel",
+            ARP => "arp",
+            POLICY => "policy",
+            CT_STATE => "ct_state",
+            EGRESS => "egress",
+            INGRESS => "ingress",
+            COMMIT => "commit",
+            L2 => "l2",
+            OUTPUT => "output",
+            _ => "other",
+        }
+    }
 }
 
 /// Register 0 says where a packet entered.

@@ -14,6 +14,7 @@ pub mod fabric;
 pub mod k8s;
 pub mod kernel;
 pub mod manager;
+pub mod metrics;
 pub mod names;
 pub mod netlink;
 pub mod northsouth;

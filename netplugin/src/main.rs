@@ -206,6 +206,15 @@ struct Opts {
     /// Default: the agent's host name (--host).
     #[arg(long = "k8s-node-name", env = "CONTIV_NETPLUGIN_K8S_NODE_NAME")]
     k8s_node_name: Option<String>,
+    /// Serve Prometheus/OpenMetrics metrics at http://ADDRESS/metrics (plain HTTP, no
+    /// authentication: keep it on localhost or a management network; docs/security.md
+    /// "Metrics"), or `off`. Port 0 takes a free port; the address bound is logged.
+    #[arg(
+        long = "metrics-listen",
+        env = "CONTIV_NETPLUGIN_METRICS_LISTEN",
+        default_value = "off"
+    )]
+    metrics_listen: String,
     /// Log level, or a tracing filter.
     #[arg(
         long = "log-level",
@@ -472,6 +481,9 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         );
     }
     let dp = Arc::new(dp);
+    if let Some(addr) = model::metrics::listen_address(&opts.metrics_listen) {
+        serve_metrics(addr, dp.clone()).await?;
+    }
     let m = Arc::new(
         Manager::new(
             client.clone(),
@@ -594,6 +606,25 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         // Docker must not find a socket nobody answers on.
         let _ = std::fs::remove_file(&opts.docker_socket);
     }
+    Ok(())
+}
+
+/// Binds the metrics address (a mistake in it stops the agent at start) and serves it.
+async fn serve_metrics(addr: &str, dp: Arc<Datapath>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("listen for metrics on {addr} (in use? set --metrics-listen, or off)")
+    })?;
+    let bound = listener.local_addr().context("read the metrics address")?;
+    let render: model::metrics::Render = Arc::new(move || {
+        let dp = dp.clone();
+        Box::pin(async move { netplugin::metrics::get().render(&dp).await })
+    });
+    tokio::spawn(async move {
+        if let Err(e) = model::metrics::serve(listener, render).await {
+            tracing::error!(error = %e, listen = %bound, "serve metrics");
+        }
+    });
+    tracing::info!(listen = %bound, "serving metrics at http://{bound}/metrics");
     Ok(())
 }
 

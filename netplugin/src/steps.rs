@@ -1,7 +1,8 @@
 //! Where a call's time goes. The endpoint manager and the datapath mark the end of each step of
 //! an ADD or DEL; the CNI server logs the marks with the call (`CNI call done ... ms=7
 //! steps=lock:0.01,master:1.20,...`), which is what `cni_bench` reads to show the agent's time
-//! step by step: the real code path, not a replica of it.
+//! step by step: the real code path, not a replica of it. The same marks feed the
+//! `contiv_cni_step_duration_seconds` histograms (`crate::metrics`).
 //!
 //! Marks made outside a recording task (the Docker driver, start-up) cost one thread-local
 //! lookup and are dropped.
@@ -19,9 +20,26 @@ struct Recorder {
     marks: Vec<(&'static str, f64)>,
 }
 
-/// Runs `f`, recording the steps it marks; returns its output and the steps rendered as
-/// `name:ms,name:ms` (ms with two decimals, in the order they ran).
-pub async fn record<F: Future>(f: F) -> (F::Output, String) {
+/// The steps a call marked, in the order they ran. Displayed as `name:ms,name:ms` (ms with two
+/// decimals), the log line's form that [`parse`] reads back.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Steps(Vec<(&'static str, f64)>);
+
+impl Steps {
+    /// Each step's name and milliseconds.
+    pub fn marks(&self) -> impl Iterator<Item = (&'static str, f64)> + '_ {
+        self.0.iter().copied()
+    }
+}
+
+impl std::fmt::Display for Steps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&render(&self.0))
+    }
+}
+
+/// Runs `f`, recording the steps it marks; returns its output and the steps.
+pub async fn record<F: Future>(f: F) -> (F::Output, Steps) {
     let rec = RefCell::new(Recorder {
         at: Instant::now(),
         marks: Vec::new(),
@@ -29,7 +47,7 @@ pub async fn record<F: Future>(f: F) -> (F::Output, String) {
     STEPS
         .scope(rec, async {
             let out = f.await;
-            let steps = STEPS.with(|r| render(&r.borrow().marks));
+            let steps = STEPS.with(|r| Steps(std::mem::take(&mut r.borrow_mut().marks)));
             (out, steps)
         })
         .await
@@ -79,6 +97,7 @@ mod tests {
             mark("second");
         })
         .await;
+        let s = s.to_string();
         let p = parse(&s);
         assert_eq!(
             p.iter().map(|(n, _)| *n).collect::<Vec<_>>(),

@@ -258,6 +258,12 @@ pub trait FlowProgrammer: Send + Sync {
         bridge: &str,
         filter: Option<CookieMask>,
     ) -> Result<Vec<FlowStats>, FlowError>;
+
+    /// Connections made to the switch so far, over all bridges (for metrics: more than one per
+    /// bridge means reconnects). Programmers that keep no connection say 0.
+    fn connections(&self) -> u64 {
+        0
+    }
 }
 
 /// A [`FlowProgrammer`] that runs `ovs-ofctl`, one process and one OpenFlow 1.4 bundle per call.

@@ -29,6 +29,8 @@ pub struct OfProgrammer {
     timeout: Duration,
     conns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<UnixStream>>>>>,
     xid: AtomicU32,
+    /// Connections made (see [`FlowProgrammer::connections`]).
+    connects: std::sync::atomic::AtomicU64,
 }
 
 /// One message to send, and what to say about it if the switch refuses it.
@@ -47,6 +49,7 @@ impl OfProgrammer {
             timeout,
             conns: Mutex::new(HashMap::new()),
             xid: AtomicU32::new(1),
+            connects: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -76,6 +79,7 @@ impl OfProgrammer {
             source,
         };
         let mut s = UnixStream::connect(&socket).await.map_err(io)?;
+        self.connects.fetch_add(1, Ordering::Relaxed);
         s.write_all(&w::simple(w::OFPT_HELLO, self.next_xid()))
             .await
             .map_err(io)?;
@@ -374,6 +378,10 @@ fn meter_mod_result(action: String, bridge: &str, errors: Vec<String>) -> Result
 
 #[async_trait]
 impl FlowProgrammer for OfProgrammer {
+    fn connections(&self) -> u64 {
+        self.connects.load(Ordering::Relaxed)
+    }
+
     async fn add_flows(&self, bridge: &str, flows: &[Flow]) -> Result<(), FlowError> {
         let action = format!("add {} flows", flows.len());
         if let Some(f) = flows.iter().find(|f| f.actions.trim().is_empty()) {

@@ -429,6 +429,16 @@ impl Host {
         std::fs::read_to_string(self.dir.join("netplugin.log")).unwrap_or_default()
     }
 
+    /// The agent's metrics (started with `--metrics-listen 127.0.0.1:0`: the address is the
+    /// one its latest start logged), scraped over HTTP inside the host's namespace and parsed
+    /// as OpenMetrics by the Prometheus client's parser (a parse failure panics).
+    pub fn metrics(&self) -> model::metrics::testing::Scrape {
+        let log = self.agent_log();
+        let url = model::metrics::testing::logged_url(&log)
+            .unwrap_or_else(|| panic!("the agent logged no metrics address:\n{log}"));
+        model::metrics::testing::scrape_with_curl(&url, |args| self.exec(args))
+    }
+
     /// Runs a command inside the host's namespace.
     pub fn exec(&self, args: &[&str]) -> Output {
         run(Command::new("ip")

@@ -323,6 +323,16 @@ impl Netmaster {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("netmaster.log")).unwrap_or_default()
     }
+
+    /// Its metrics (started with `--metrics-listen 127.0.0.1:0`), parsed as OpenMetrics.
+    pub fn metrics(&self) -> model::metrics::testing::Scrape {
+        let log = self.log();
+        let url = model::metrics::testing::logged_url(&log)
+            .unwrap_or_else(|| panic!("netmaster logged no metrics address:\n{log}"));
+        model::metrics::testing::scrape_with_curl(&url, |args| {
+            crate::run(std::process::Command::new(args[0]).args(&args[1..]))
+        })
+    }
 }
 
 impl Drop for Netmaster {

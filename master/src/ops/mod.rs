@@ -101,6 +101,8 @@ pub struct Master {
     pub(crate) departing: Mutex<std::collections::BTreeSet<String>>,
     /// Serves every `GET /api/v1/watch` from one store watch.
     pub watch: Arc<crate::watch::WatchCache>,
+    /// What `--metrics-listen` serves (`crate::metrics`).
+    pub(crate) metrics: crate::metrics::MasterMetrics,
 }
 
 /// Marks the state for a reload from the store if dropped armed: held across the one await
@@ -184,7 +186,7 @@ fn stored_config<T: Object>(obj: &T) -> Value {
 impl Master {
     /// Loads the state from the store and writes the defaults a fresh cluster needs.
     pub async fn open(store: Arc<dyn Store>, opts: MasterOptions) -> anyhow::Result<Arc<Master>> {
-        let (state, node_leases, _) = Self::load(store.as_ref()).await?;
+        let (state, node_leases, loaded) = Self::load(store.as_ref()).await?;
         let leadership = crate::leader::Leadership::new(opts.election.clone(), &opts.listen);
         let forward = crate::api::forward_client(opts.peer_ca.as_deref())?;
         let watch = crate::watch::WatchCache::start(store.clone(), opts.watch_history).await?;
@@ -206,7 +208,9 @@ impl Master {
             writes_in_flight: std::sync::atomic::AtomicU64::new(0),
             departing: Mutex::new(Default::default()),
             watch,
+            metrics: Default::default(),
         });
+        m.metrics.saw_revision(loaded);
         m.ensure_defaults().await?;
         Ok(m)
     }
@@ -276,8 +280,11 @@ impl Master {
             master: self,
             armed: true,
         };
+        let started = std::time::Instant::now();
         let r = self.store.txn(txn).await;
         guard.settle();
+        self.metrics
+            .txn(started.elapsed(), r.as_ref().ok().map(|r| r.revision));
         r.inspect_err(|e| self.note_store_error(e))
     }
 

@@ -339,6 +339,33 @@ impl Datapath {
         Ok(out)
     }
 
+    /// What a metrics scrape shows of the datapath: read from the agent's own records (what it
+    /// installed), so a scrape costs the switch nothing.
+    pub async fn metrics_state(&self) -> crate::metrics::DatapathState {
+        let st = self.fabric.lock().await;
+        let mut out = crate::metrics::DatapathState::default();
+        for (id, (_, ep)) in &st.inputs.local {
+            *out.endpoints
+                .entry((ep.tenant_name.clone(), ep.network_name.clone()))
+                .or_default() += 1;
+            out.local.insert(id.clone());
+        }
+        for f in st.applied.values().flatten().flatten() {
+            *out.flows.entry(f.table).or_default() += 1;
+        }
+        out.rule_directions = st
+            .inputs
+            .policy
+            .rules
+            .iter()
+            .map(|(k, r)| (k.clone(), r.direction.clone()))
+            .collect();
+        drop(st);
+        out.ovsdb_connections = self.vs.client().state().borrow().generation;
+        out.openflow_connections = self.flows.connections();
+        out
+    }
+
     /// Whether the switch holds as many flows as the agent installed (a cheap check that a
     /// restarting ovs-vswitchd did not drop flows installed while it was still starting).
     pub async fn flows_intact(&self) -> Result<bool, DatapathError> {
