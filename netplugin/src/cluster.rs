@@ -516,6 +516,70 @@ mod report_tests {
 }
 
 #[cfg(test)]
+mod view_tests {
+    use super::*;
+
+    fn ep(id: &str, net: &str, host: &str, revision: u64) -> WatchEvent {
+        WatchEvent {
+            revision,
+            event_type: WatchEventType::Put,
+            kind: "endpoint".into(),
+            key: id.into(),
+            value: Some(serde_json::json!({"endpointID": id, "tenantName": "t",
+                "networkName": net, "host": host})),
+            state: None,
+            error: None,
+        }
+    }
+
+    fn delete(id: &str, revision: u64) -> WatchEvent {
+        WatchEvent {
+            revision,
+            event_type: WatchEventType::Delete,
+            kind: "endpoint".into(),
+            key: id.into(),
+            value: None,
+            state: None,
+            error: None,
+        }
+    }
+
+    fn ids(v: &ClusterView) -> Vec<&str> {
+        v.objects["endpoint"].keys().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn a_filtered_view_drops_a_network_when_its_last_own_endpoint_goes() {
+        for filtered in [true, false] {
+            let mut v = ClusterView {
+                filtered_for: filtered.then(|| "me".to_string()),
+                ..Default::default()
+            };
+            for (i, e) in [
+                ep("a1", "a", "me", 1),
+                ep("a2", "a", "me", 2),
+                ep("ax", "a", "h2", 3),
+                ep("b1", "b", "me", 4),
+                ep("bx", "b", "h2", 5),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                assert_eq!(e.revision, i as u64 + 1);
+                v.apply(e);
+            }
+            v.apply(delete("a1", 6));
+            assert_eq!(ids(&v), ["a2", "ax", "b1", "bx"], "a2 is still here");
+            v.apply(delete("bx", 7));
+            v.apply(delete("a2", 8));
+            let want: &[&str] = if filtered { &["b1"] } else { &["ax", "b1"] };
+            assert_eq!(ids(&v), want, "filtered: {filtered}");
+            assert_eq!(v.revision, 8);
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     //! The follower against a real netmaster in the test process: what the watch stream
     //! carries becomes the inputs of this node's flows, and changes follow.
