@@ -37,7 +37,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{FutureExt, Stream, StreamExt};
 use model::agent::{WatchEvent, WatchEventType};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use store::{EventKind, Revision, Store, StoreError};
@@ -192,6 +192,9 @@ struct Inner {
     /// Bumped when the cache lost the store's history and listed again: a watcher that started
     /// before cannot go on without a gap.
     epoch: u64,
+    /// The sequence number of the latest event every watcher reads (not an endpoint's) that
+    /// left the ring.
+    common_trimmed: Option<u64>,
 }
 
 impl Inner {
@@ -214,24 +217,34 @@ struct Snapshot {
     synced: Bytes,
 }
 
+/// How a publish reaches one per-node watcher.
+struct Waker {
+    notify: Notify,
+    /// The lowest sequence number of an event for this watcher it may not have read (u64::MAX:
+    /// none). Lowered by publish, raised by the watcher's reads, both under the cache's lock:
+    /// a quiet watcher whose cursor the ring passed by loses nothing it needed and moves on
+    /// instead of being cut off.
+    unread: AtomicU64,
+}
+
 /// Which per-node watchers to wake for which endpoint events.
 #[derive(Default)]
 struct Registry {
     next: u64,
-    by_net: HashMap<Arc<str>, HashMap<u64, Arc<Notify>>>,
-    by_host: HashMap<Arc<str>, HashMap<u64, Arc<Notify>>>,
+    by_net: HashMap<Arc<str>, HashMap<u64, Arc<Waker>>>,
+    by_host: HashMap<Arc<str>, HashMap<u64, Arc<Waker>>>,
 }
 
 fn enrol(
-    m: &mut HashMap<Arc<str>, HashMap<u64, Arc<Notify>>>,
+    m: &mut HashMap<Arc<str>, HashMap<u64, Arc<Waker>>>,
     k: &Arc<str>,
     id: u64,
-    n: &Arc<Notify>,
+    n: &Arc<Waker>,
 ) {
     m.entry(k.clone()).or_default().insert(id, n.clone());
 }
 
-fn leave(m: &mut HashMap<Arc<str>, HashMap<u64, Arc<Notify>>>, k: &str, id: u64) {
+fn leave(m: &mut HashMap<Arc<str>, HashMap<u64, Arc<Waker>>>, k: &str, id: u64) {
     if let Some(w) = m.get_mut(k) {
         w.remove(&id);
         if w.is_empty() {
@@ -249,26 +262,30 @@ struct Filter {
     /// Network → how many of `own` are in it.
     nets: HashMap<Arc<str>, usize>,
     /// Woken by a publish of an endpoint event of one of `nets` or of `node`.
-    notify: Arc<Notify>,
+    waker: Arc<Waker>,
     /// Sent by a publish of events every watcher reads (not endpoints), by close and reload.
     common: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Filter {
-    fn new(cache: &WatchCache, node: &str, own: HashMap<String, Arc<str>>) -> Filter {
+    /// `unread`: where the watcher starts reading, or u64::MAX when nothing is there yet.
+    fn new(cache: &WatchCache, node: &str, own: HashMap<String, Arc<str>>, unread: u64) -> Filter {
         let mut nets: HashMap<Arc<str>, usize> = HashMap::new();
         for n in own.values() {
             *nets.entry(n.clone()).or_default() += 1;
         }
         let node: Arc<str> = node.into();
-        let notify = Arc::new(Notify::new());
+        let waker = Arc::new(Waker {
+            notify: Notify::new(),
+            unread: AtomicU64::new(unread),
+        });
         let id = {
             let mut r = cache.registry();
             r.next += 1;
             let id = r.next;
-            enrol(&mut r.by_host, &node, id, &notify);
+            enrol(&mut r.by_host, &node, id, &waker);
             for n in nets.keys() {
-                enrol(&mut r.by_net, n, id, &notify);
+                enrol(&mut r.by_net, n, id, &waker);
             }
             id
         };
@@ -277,7 +294,7 @@ impl Filter {
             node,
             own,
             nets,
-            notify,
+            waker,
             common: cache.common.subscribe(),
         }
     }
@@ -314,7 +331,7 @@ impl Filter {
             let n = self.nets.entry(p.net.clone()).or_default();
             *n += 1;
             if *n == 1 {
-                enrol(&mut lock(registry).by_net, &p.net, self.id, &self.notify);
+                enrol(&mut lock(registry).by_net, &p.net, self.id, &self.waker);
                 joined = Some(p.net);
             }
         }
@@ -392,6 +409,7 @@ impl WatchCache {
                 first_seq: 0,
                 floor: from,
                 epoch: 0,
+                common_trimmed: None,
             }),
             snapshot: Mutex::new(None),
             head: tokio::sync::watch::channel(0).0,
@@ -457,7 +475,12 @@ impl WatchCache {
                 let (snap, listed) = self.snapshot(|snap, inner| {
                     let node = node?;
                     let own = inner.eps.by_host.get(node).cloned().unwrap_or_default();
-                    let filter = Filter::new(self, node, own);
+                    let unread = if snap.seq == inner.next_seq() {
+                        u64::MAX
+                    } else {
+                        snap.seq
+                    };
+                    let filter = Filter::new(self, node, own, unread);
                     let mut chunks: Vec<Bytes> = snap.common.to_vec();
                     let mut buf = BytesMut::new();
                     for n in filter.nets.keys() {
@@ -509,7 +532,12 @@ impl WatchCache {
                                 own.insert(c.key.clone(), p.net.clone());
                             }
                         }
-                        Filter::new(self, node, own)
+                        let unread = if idx == inner.ring.len() {
+                            u64::MAX
+                        } else {
+                            cursor.seq
+                        };
+                        Filter::new(self, node, own, unread)
                     });
                     (cursor, inner.revision, filter)
                 };
@@ -606,6 +634,15 @@ impl WatchCache {
                 "netmaster lost the store's history and listed it again: re-list".into(),
             );
         }
+        if cursor.seq < inner.first_seq
+            && let Some(f) = filter.as_deref()
+            && f.waker.unread.load(Ordering::Acquire) >= inner.first_seq
+            && inner.common_trimmed.is_none_or(|c| c < cursor.seq)
+        {
+            // A per-node watcher with nothing for it among the events gone (its networks
+            // were quiet): it goes on from the ring's start.
+            cursor.seq = inner.first_seq;
+        }
         if cursor.seq < inner.first_seq {
             return Read::Cut(format!(
                 "this watch fell more than {} events behind (revision {} is no longer kept): re-list",
@@ -656,6 +693,15 @@ impl WatchCache {
             }
         }
         cursor.seq = inner.first_seq + end as u64;
+        if let Some(f) = filter.as_deref() {
+            // Everything before the cursor is read; past the ring's end nothing is there yet.
+            let unread = if end == inner.ring.len() {
+                u64::MAX
+            } else {
+                cursor.seq
+            };
+            f.waker.unread.store(unread, Ordering::Release);
+        }
         if let Some(buf) = backlogs {
             return Read::Lines(buf.freeze());
         }
@@ -778,6 +824,7 @@ impl WatchCache {
                 first_seq: next_seq,
                 floor: revision + 1,
                 epoch: inner.epoch + 1,
+                common_trimmed: None,
             };
             next_seq
         };
@@ -804,10 +851,11 @@ impl WatchCache {
             })
             .collect();
         let mut common = false;
-        let mut nets: BTreeSet<Arc<str>> = BTreeSet::new();
-        let mut hosts: BTreeSet<Arc<str>> = BTreeSet::new();
+        let mut wake: Vec<Arc<Waker>> = Vec::new();
         let next_seq = {
             let mut inner = self.write();
+            // Under the cache's lock: the watchers' reads (which raise `unread`) are not.
+            let registry = self.registry();
             for (ev, line, ep) in converted {
                 let rev = ev.kv.mod_revision;
                 let Some(line) = line else {
@@ -830,11 +878,21 @@ impl WatchCache {
                         inner.eps.set(&c.key, c.after.clone());
                     }
                 }
+                let seq = inner.next_seq();
                 match &ep {
                     Some(c) => {
                         for p in c.before.iter().chain(c.after.iter()) {
-                            nets.insert(p.net.clone());
-                            hosts.insert(p.host.clone());
+                            let watchers = registry
+                                .by_net
+                                .get(&p.net)
+                                .into_iter()
+                                .chain(registry.by_host.get(&p.host))
+                                .flat_map(|w| w.values());
+                            for w in watchers {
+                                if w.unread.fetch_min(seq, Ordering::AcqRel) == u64::MAX {
+                                    wake.push(w.clone());
+                                }
+                            }
                         }
                     }
                     None => common = true,
@@ -846,8 +904,12 @@ impl WatchCache {
                     ep,
                 });
             }
+            drop(registry);
             while inner.ring.len() > self.capacity {
                 let gone = inner.ring.pop_front().expect("the ring is over capacity");
+                if gone.ep.is_none() {
+                    inner.common_trimmed = Some(inner.first_seq);
+                }
                 inner.first_seq += 1;
                 inner.floor = inner.floor.max(gone.revision + 1);
             }
@@ -857,17 +919,8 @@ impl WatchCache {
         if common {
             self.common.send_replace(next_seq);
         }
-        if !nets.is_empty() {
-            let r = self.registry();
-            let wake = nets
-                .iter()
-                .filter_map(|n| r.by_net.get(n))
-                .chain(hosts.iter().filter_map(|h| r.by_host.get(h)));
-            for watchers in wake {
-                for n in watchers.values() {
-                    n.notify_one();
-                }
-            }
+        for w in wake {
+            w.notify.notify_one();
         }
     }
 
@@ -950,7 +1003,7 @@ impl Watcher {
                         // A permit stored by a publish since the last wait is taken at once.
                         tokio::select! {
                             r = f.common.changed() => if r.is_err() { return None },
-                            _ = f.notify.notified() => {}
+                            _ = f.waker.notify.notified() => {}
                         }
                     }
                 },
