@@ -300,6 +300,9 @@ struct Fanout {
     retries: AtomicU64,
     /// Streams that broke and were resumed from their revision.
     resumes: AtomicU64,
+    /// Per node: which creates it read (a bit each), and how often its stream was started.
+    seen: Vec<Vec<AtomicU64>>,
+    connects: Vec<AtomicU32>,
 }
 
 impl Fanout {
@@ -414,6 +417,10 @@ async fn run(a: &Args, n: usize) -> Result<Row> {
         cut_off: AtomicU64::new(0),
         retries: AtomicU64::new(0),
         resumes: AtomicU64::new(0),
+        seen: (0..n)
+            .map(|_| (0..a.creates.div_ceil(64)).map(|_| AtomicU64::new(0)).collect())
+            .collect(),
+        connects: (0..n).map(|_| AtomicU32::new(0)).collect(),
     });
     // The nodes join and register (64 at a time), all of them before any watches: else each
     // registration is an event for every node already watching, N²/2 events at start.
@@ -500,7 +507,7 @@ async fn run(a: &Args, n: usize) -> Result<Row> {
                 })
             };
             let node = filter.then(|| format!("node-{i}"));
-            let r = watch(&http, &url, &token, node.as_deref(), &fan).await;
+            let r = watch(&http, &url, &token, i, node.as_deref(), &fan).await;
             heartbeat.abort();
             r
         }));
@@ -589,9 +596,19 @@ async fn run(a: &Args, n: usize) -> Result<Row> {
     let (rss_mib, peak_rss_mib) = m.rss()?;
     let mut lat: Vec<Duration> = Vec::new();
     let mut undelivered = 0;
+    // Who missed what: the nodes an event was for that did not read it, and how often their
+    // streams were started (1: never broke, so a miss is not a resume's gap).
+    let mut missing: std::collections::BTreeMap<usize, usize> = Default::default();
     for i in 0..a.creates {
         if fan.received[i].load(Ordering::Acquire) < interested[i] {
             undelivered += 1;
+            let (net, _) = plan[i];
+            let for_nodes: Vec<usize> = if a.filter { members[net].clone() } else { (0..n).collect() };
+            for node in for_nodes {
+                if fan.seen[node][i / 64].load(Ordering::Acquire) & (1 << (i % 64)) == 0 {
+                    *missing.entry(node).or_default() += 1;
+                }
+            }
             continue;
         }
         let (last, ack) = (
@@ -603,6 +620,20 @@ async fn run(a: &Args, n: usize) -> Result<Row> {
     lat.sort();
     let pct = |p: f64| (!lat.is_empty()).then(|| lat[((lat.len() - 1) as f64 * p) as usize]);
 
+    if !missing.is_empty() {
+        let connects: Vec<u32> = missing
+            .keys()
+            .map(|n| fan.connects[*n].load(Ordering::Acquire))
+            .collect();
+        let once = connects.iter().filter(|c| **c == 1).count();
+        println!(
+            "{} nodes missed events ({} misses); of them {once} never reconnected; connects per such node: max {}, first ones {:?}",
+            missing.len(),
+            missing.values().sum::<usize>(),
+            connects.iter().max().unwrap_or(&0),
+            missing.iter().take(10).collect::<Vec<_>>()
+        );
+    }
     fan.stopping.store(true, Ordering::Release);
     let exit = m.terminate()?;
     // The nodes see their streams end.
@@ -641,6 +672,7 @@ async fn watch(
     http: &reqwest::Client,
     url: &str,
     token: &str,
+    me: usize,
     node: Option<&str>,
     fan: &Fanout,
 ) -> Result<()> {
@@ -665,6 +697,7 @@ async fn watch(
             .get(path)
             .header("x-auth-token", token)
             .timeout(Duration::from_secs(86_400));
+        fan.connects[me].fetch_add(1, Ordering::AcqRel);
         let resp = match req.send().await {
             Ok(r) if r.status().is_success() => r,
             Ok(r) if r.status() == 410 => {
@@ -721,7 +754,10 @@ async fn watch(
                                 .and_then(|i| i.parse::<usize>().ok())
                             && i < fan.received.len()
                         {
-                            fan.received[i].fetch_add(1, Ordering::AcqRel);
+                            let bit = 1u64 << (i % 64);
+                            if fan.seen[me][i / 64].fetch_or(bit, Ordering::AcqRel) & bit == 0 {
+                                fan.received[i].fetch_add(1, Ordering::AcqRel);
+                            }
                             fan.last[i].fetch_max(fan.now(), Ordering::AcqRel);
                         }
                     }
