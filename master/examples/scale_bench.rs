@@ -418,7 +418,11 @@ async fn run(a: &Args, n: usize) -> Result<Row> {
         retries: AtomicU64::new(0),
         resumes: AtomicU64::new(0),
         seen: (0..n)
-            .map(|_| (0..a.creates.div_ceil(64)).map(|_| AtomicU64::new(0)).collect())
+            .map(|_| {
+                (0..a.creates.div_ceil(64))
+                    .map(|_| AtomicU64::new(0))
+                    .collect()
+            })
             .collect(),
         connects: (0..n).map(|_| AtomicU32::new(0)).collect(),
     });
@@ -603,7 +607,11 @@ async fn run(a: &Args, n: usize) -> Result<Row> {
         if fan.received[i].load(Ordering::Acquire) < interested[i] {
             undelivered += 1;
             let (net, _) = plan[i];
-            let for_nodes: Vec<usize> = if a.filter { members[net].clone() } else { (0..n).collect() };
+            let for_nodes: Vec<usize> = if a.filter {
+                members[net].clone()
+            } else {
+                (0..n).collect()
+            };
             for node in for_nodes {
                 if fan.seen[node][i / 64].load(Ordering::Acquire) & (1 << (i % 64)) == 0 {
                     *missing.entry(node).or_default() += 1;
