@@ -6,8 +6,15 @@
 //! answer → the last node to read its event), netmaster CPU per create and per heartbeat
 //! second, its RSS, and the time it takes to exit on SIGTERM with every node watching.
 //!
+//! Each node has endpoints ("home") on K of M networks (`--networks M`, `--per-node K`), made
+//! before the nodes watch; the creates are spread over the M networks, each on a host that is a
+//! member of its network. Nodes watch their own per-node stream (`?node=`, with their own
+//! credentials), so an event is for the members of its network only (`--filter off`: the full
+//! stream, every event for every node). Fan-out is measured to the nodes the event is for.
+//!
 //! `cargo build --release -p master --examples && target/release/examples/scale_bench --nodes 100,1000,5000`
-//! options: `--creates E` (500), `--clients C` (16), `--netmaster PATH`.
+//! options: `--creates E` (500), `--clients C` (16), `--networks M` (100), `--per-node K` (2),
+//! `--filter on|off` (on), `--netmaster PATH`.
 
 use anyhow::{Context, Result, bail};
 use model::agent::{EndpointRequest, NodeLease, NodeRegistration};
@@ -22,6 +29,9 @@ struct Args {
     nodes: Vec<usize>,
     creates: usize,
     clients: usize,
+    networks: usize,
+    per_node: usize,
+    filter: bool,
     netmaster: PathBuf,
 }
 
@@ -30,6 +40,9 @@ fn args() -> Result<Args> {
         nodes: vec![100, 1000, 5000],
         creates: 500,
         clients: 16,
+        networks: 100,
+        per_node: 2,
+        filter: true,
         netmaster: std::env::current_exe()?
             .parent()
             .and_then(Path::parent)
@@ -48,6 +61,9 @@ fn args() -> Result<Args> {
             }
             "--creates" => a.creates = value()?.parse().context("--creates E")?,
             "--clients" => a.clients = value()?.parse().context("--clients C")?,
+            "--networks" => a.networks = value()?.parse().context("--networks M")?,
+            "--per-node" => a.per_node = value()?.parse().context("--per-node K")?,
+            "--filter" => a.filter = value()? != "off",
             "--netmaster" => a.netmaster = value()?.into(),
             other => bail!("unknown option {other}"),
         }
@@ -75,6 +91,9 @@ struct Row {
     out_of_order: u64,
     cut_off: u64,
     retries: u64,
+    resumes: u64,
+    /// Average number of nodes an event is for.
+    interested: f64,
 }
 
 #[tokio::main]
@@ -87,11 +106,18 @@ async fn main() -> Result<()> {
         "no netmaster binary at {} (cargo build --release -p master, or --netmaster PATH)",
         a.netmaster.display()
     );
+    anyhow::ensure!(
+        a.networks >= 1 && (1..=a.networks).contains(&a.per_node),
+        "--per-node K must be within 1..=M"
+    );
     println!(
-        "netmaster {} (embedded store, auth and TLS on); {} creates from {} clients",
+        "netmaster {} (embedded store, auth and TLS on); {} creates from {} clients over {} networks, each node on {} of them; {} streams",
         a.netmaster.display(),
         a.creates,
-        a.clients
+        a.clients,
+        a.networks,
+        a.per_node,
+        if a.filter { "per-node" } else { "full" }
     );
     let mut rows = Vec::new();
     for &n in &a.nodes {
@@ -112,13 +138,14 @@ fn print_rows(rows: &[Row]) {
             .unwrap_or_else(|| "-".into())
     };
     println!(
-        "| nodes | creates/s | fan-out p50 | fan-out p99 | not at every node | CPU per create | idle CPU (heartbeats) | RSS synced / after / peak | exit on SIGTERM | streams ended | out of order | cut off | watch connect retries |"
+        "| nodes | nodes per event | creates/s | fan-out p50 | fan-out p99 | not at every node | CPU per create | idle CPU (heartbeats) | RSS synced / after / peak | exit on SIGTERM | streams ended | out of order | cut off | watch connect retries | resumes |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!(
-            "| {} | {:.0} | {} | {} | {} | {:.2} ms | {:.1} ms/s | {} / {} / {} MiB | {} | {} | {} | {} | {} |",
+            "| {} | {:.0} | {:.0} | {} | {} | {} | {:.2} ms | {:.1} ms/s | {} / {} / {} MiB | {} | {} | {} | {} | {} | {} |",
             r.nodes,
+            r.interested,
             r.creates_per_s,
             ms(r.fanout_p50),
             ms(r.fanout_p99),
@@ -133,6 +160,7 @@ fn print_rows(rows: &[Row]) {
             r.out_of_order,
             r.cut_off,
             r.retries,
+            r.resumes,
         );
     }
 }
@@ -270,6 +298,11 @@ struct Fanout {
     cut_off: AtomicU64,
     /// Watches that could not connect and were tried again.
     retries: AtomicU64,
+    /// Streams that broke and were resumed from their revision.
+    resumes: AtomicU64,
+    /// Per node: which creates it read (a bit each), and how often its stream was started.
+    seen: Vec<Vec<AtomicU64>>,
+    connects: Vec<AtomicU32>,
 }
 
 impl Fanout {
@@ -334,13 +367,44 @@ async fn run(a: &Args, n: usize) -> Result<Row> {
     let http = http_client(&ca)?;
     let url = m.url.clone();
     let admin = login(&http, &url, password).await?;
-    http.post(format!("{url}/api/v1/networks/default:bench/"))
-        .header("x-auth-token", &admin)
-        .json(&serde_json::json!({"tenantName": "default", "networkName": "bench", "encap": "vxlan", "subnet": "10.128.0.0/12"}))
-        .send()
-        .await?
-        .error_for_status()
-        .context("create the network")?;
+    for net in 0..a.networks {
+        http.post(format!("{url}/api/v1/networks/default:bench{net}/"))
+            .header("x-auth-token", &admin)
+            .json(&serde_json::json!({"tenantName": "default", "networkName": format!("bench{net}"), "encap": "vxlan",
+                "subnet": format!("10.{}.{}.0/20", 64 + net / 16, (net % 16) * 16)}))
+            .send()
+            .await?
+            .error_for_status()
+            .context("create the networks")?;
+    }
+    // Node i is a member of networks (i*K + j) mod M, j < K.
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); a.networks];
+    for i in 0..n {
+        for j in 0..a.per_node {
+            members[(i * a.per_node + j) % a.networks].push(i);
+        }
+    }
+    anyhow::ensure!(
+        members.iter().all(|m| !m.is_empty()),
+        "every network needs a member: more nodes or fewer networks"
+    );
+    // The creates: create i in network i mod M, on one of its members.
+    let plan: Vec<(usize, usize)> = (0..a.creates)
+        .map(|i| {
+            let net = i % a.networks;
+            (net, members[net][(i / a.networks) % members[net].len()])
+        })
+        .collect();
+    let interested: Vec<u32> = plan
+        .iter()
+        .map(|(net, _)| {
+            if a.filter {
+                members[*net].len() as u32
+            } else {
+                n as u32
+            }
+        })
+        .collect();
 
     let fan = Arc::new(Fanout {
         start: Instant::now(),
@@ -352,6 +416,15 @@ async fn run(a: &Args, n: usize) -> Result<Row> {
         out_of_order: AtomicU64::new(0),
         cut_off: AtomicU64::new(0),
         retries: AtomicU64::new(0),
+        resumes: AtomicU64::new(0),
+        seen: (0..n)
+            .map(|_| {
+                (0..a.creates.div_ceil(64))
+                    .map(|_| AtomicU64::new(0))
+                    .collect()
+            })
+            .collect(),
+        connects: (0..n).map(|_| AtomicU32::new(0)).collect(),
     });
     // The nodes join and register (64 at a time), all of them before any watches: else each
     // registration is an event for every node already watching, N²/2 events at start.
@@ -384,10 +457,40 @@ async fn run(a: &Args, n: usize) -> Result<Row> {
     for j in joining {
         joined.push(j.await??);
     }
+    // Every node's home endpoints, before any watches.
+    let mut homes = Vec::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(a.clients));
+    for i in 0..n {
+        for j in 0..a.per_node {
+            let (http, url, admin, gate) = (http.clone(), url.clone(), admin.clone(), gate.clone());
+            let net = (i * a.per_node + j) % a.networks;
+            homes.push(tokio::spawn(async move {
+                let _g = gate.acquire().await?;
+                let req = EndpointRequest {
+                    endpoint_id: format!("home-{i}-{j}"),
+                    tenant_name: "default".into(),
+                    network_name: format!("bench{net}"),
+                    host: format!("node-{i}"),
+                    ..Default::default()
+                };
+                http.post(format!("{url}/api/v1/endpoints/"))
+                    .header("x-auth-token", &admin)
+                    .json(&req)
+                    .send()
+                    .await?
+                    .error_for_status()
+                    .context("create a home endpoint")?;
+                Ok::<_, anyhow::Error>(())
+            }));
+        }
+    }
+    for h in homes {
+        h.await??;
+    }
     // Then every node watches and heartbeats.
     let mut nodes = Vec::new();
     for (i, (token, reg, lease)) in joined.into_iter().enumerate() {
-        let (http, url, fan) = (http.clone(), url.clone(), fan.clone());
+        let (http, url, fan, filter) = (http.clone(), url.clone(), fan.clone(), a.filter);
         nodes.push(tokio::spawn(async move {
             let heartbeat = {
                 let (http, url, token, fan) =
@@ -407,7 +510,8 @@ async fn run(a: &Args, n: usize) -> Result<Row> {
                     }
                 })
             };
-            let r = watch(&http, &url, &token, &fan).await;
+            let node = filter.then(|| format!("node-{i}"));
+            let r = watch(&http, &url, &token, i, node.as_deref(), &fan).await;
             heartbeat.abort();
             r
         }));
@@ -436,18 +540,20 @@ async fn run(a: &Args, n: usize) -> Result<Row> {
     // The creates.
     let acked: Arc<Vec<AtomicU64>> = Arc::new((0..a.creates).map(|_| AtomicU64::new(0)).collect());
     let next = Arc::new(AtomicUsize::new(0));
+    let plan = Arc::new(plan);
     let cpu_before = m.cpu()?;
     let began = Instant::now();
     let mut creators = Vec::new();
     for _ in 0..a.clients {
         // One keep-alive connection per client.
         let http = http_client(&ca)?;
-        let (url, admin, next, acked, fan) = (
+        let (url, admin, next, acked, fan, plan) = (
             url.clone(),
             admin.clone(),
             next.clone(),
             acked.clone(),
             fan.clone(),
+            plan.clone(),
         );
         let creates = a.creates;
         creators.push(tokio::spawn(async move {
@@ -456,11 +562,12 @@ async fn run(a: &Args, n: usize) -> Result<Row> {
                 if i >= creates {
                     return Ok::<_, anyhow::Error>(());
                 }
+                let (net, host) = plan[i];
                 let req = EndpointRequest {
                     endpoint_id: format!("bench-{i}"),
                     tenant_name: "default".into(),
-                    network_name: "bench".into(),
-                    host: format!("node-{}", i % n),
+                    network_name: format!("bench{net}"),
+                    host: format!("node-{host}"),
                     ..Default::default()
                 };
                 http.post(format!("{url}/api/v1/endpoints/"))
@@ -483,7 +590,8 @@ async fn run(a: &Args, n: usize) -> Result<Row> {
     while fan
         .received
         .iter()
-        .any(|r| (r.load(Ordering::Acquire) as usize) < n)
+        .zip(&interested)
+        .any(|(r, want)| r.load(Ordering::Acquire) < *want)
         && Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -492,9 +600,23 @@ async fn run(a: &Args, n: usize) -> Result<Row> {
     let (rss_mib, peak_rss_mib) = m.rss()?;
     let mut lat: Vec<Duration> = Vec::new();
     let mut undelivered = 0;
+    // Who missed what: the nodes an event was for that did not read it, and how often their
+    // streams were started (1: never broke, so a miss is not a resume's gap).
+    let mut missing: std::collections::BTreeMap<usize, usize> = Default::default();
     for i in 0..a.creates {
-        if (fan.received[i].load(Ordering::Acquire) as usize) < n {
+        if fan.received[i].load(Ordering::Acquire) < interested[i] {
             undelivered += 1;
+            let (net, _) = plan[i];
+            let for_nodes: Vec<usize> = if a.filter {
+                members[net].clone()
+            } else {
+                (0..n).collect()
+            };
+            for node in for_nodes {
+                if fan.seen[node][i / 64].load(Ordering::Acquire) & (1 << (i % 64)) == 0 {
+                    *missing.entry(node).or_default() += 1;
+                }
+            }
             continue;
         }
         let (last, ack) = (
@@ -506,6 +628,20 @@ async fn run(a: &Args, n: usize) -> Result<Row> {
     lat.sort();
     let pct = |p: f64| (!lat.is_empty()).then(|| lat[((lat.len() - 1) as f64 * p) as usize]);
 
+    if !missing.is_empty() {
+        let connects: Vec<u32> = missing
+            .keys()
+            .map(|n| fan.connects[*n].load(Ordering::Acquire))
+            .collect();
+        let once = connects.iter().filter(|c| **c == 1).count();
+        println!(
+            "{} nodes missed events ({} misses); of them {once} never reconnected; connects per such node: max {}, first ones {:?}",
+            missing.len(),
+            missing.values().sum::<usize>(),
+            connects.iter().max().unwrap_or(&0),
+            missing.iter().take(10).collect::<Vec<_>>()
+        );
+    }
     fan.stopping.store(true, Ordering::Release);
     let exit = m.terminate()?;
     // The nodes see their streams end.
@@ -532,23 +668,45 @@ async fn run(a: &Args, n: usize) -> Result<Row> {
         out_of_order: fan.out_of_order.load(Ordering::Acquire),
         cut_off: fan.cut_off.load(Ordering::Acquire),
         retries: fan.retries.load(Ordering::Acquire),
+        resumes: fan.resumes.load(Ordering::Acquire),
+        interested: interested.iter().map(|x| *x as f64).sum::<f64>()
+            / interested.len().max(1) as f64,
     })
 }
 
 /// A node's watch: lists, then follows; counts the bench's endpoint events. Relists after an
 /// error line (cut off), resumes after a broken stream, returns once the bench is stopping.
-async fn watch(http: &reqwest::Client, url: &str, token: &str, fan: &Fanout) -> Result<()> {
+async fn watch(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    me: usize,
+    node: Option<&str>,
+    fan: &Fanout,
+) -> Result<()> {
     use futures::StreamExt;
     let mut synced_once = false;
     let mut resume: Option<u64> = None;
     loop {
-        let path = match resume {
+        let mut path = match resume {
             Some(r) => format!("{url}/api/v1/watch?revision={r}"),
-            None => format!("{url}/api/v1/watch"),
+            None => format!("{url}/api/v1/watch?"),
         };
+        if let Some(node) = node {
+            path.push_str(&format!("&node={node}"));
+        }
+        if resume.is_some() {
+            fan.resumes.fetch_add(1, Ordering::AcqRel);
+        }
         // As agents do: a watch that cannot start (thousands connecting at once overflow the
         // listen backlog) is tried again a second later.
-        let resp = match http.get(path).header("x-auth-token", token).send().await {
+        // No overall deadline on a stream (the client's is for the other requests).
+        let req = http
+            .get(path)
+            .header("x-auth-token", token)
+            .timeout(Duration::from_secs(86_400));
+        fan.connects[me].fetch_add(1, Ordering::AcqRel);
+        let resp = match req.send().await {
             Ok(r) if r.status().is_success() => r,
             Ok(r) if r.status() == 410 => {
                 resume = None;
@@ -595,7 +753,8 @@ async fn watch(http: &reqwest::Client, url: &str, token: &str, fan: &Fanout) -> 
                         if !listing {
                             last_rev = line.revision;
                         }
-                        if line.t == "put"
+                        if !listing
+                            && line.t == "put"
                             && line.kind == "endpoint"
                             && let Some(i) = line
                                 .key
@@ -603,7 +762,10 @@ async fn watch(http: &reqwest::Client, url: &str, token: &str, fan: &Fanout) -> 
                                 .and_then(|i| i.parse::<usize>().ok())
                             && i < fan.received.len()
                         {
-                            fan.received[i].fetch_add(1, Ordering::AcqRel);
+                            let bit = 1u64 << (i % 64);
+                            if fan.seen[me][i / 64].fetch_or(bit, Ordering::AcqRel) & bit == 0 {
+                                fan.received[i].fetch_add(1, Ordering::AcqRel);
+                            }
                             fan.last[i].fetch_max(fan.now(), Ordering::AcqRel);
                         }
                     }

@@ -578,19 +578,32 @@ async fn delete_endpoint(
 }
 
 #[derive(Deserialize)]
-struct WatchQuery {
-    revision: Option<u64>,
+pub struct WatchQuery {
+    pub revision: Option<u64>,
+    /// The per-node stream of this node (see `crate::watch`).
+    pub node: Option<String>,
 }
 
-/// `GET /api/v1/watch[?revision=N]`: newline-delimited JSON events. Without a revision: every
-/// current object as a `put`, a `synced` line, then live events. With one: the events from that
-/// revision on (inclusive), then live events; 410 when the revision is older than the watch
-/// cache keeps. Served from the watch cache (`crate::watch`): no store work per watcher.
+/// The header a per-node watch stream answers with (the node's name): an agent drops the
+/// endpoints of a network it left only when the stream is filtered for it.
+pub use model::client::WATCH_NODE_HEADER;
+
+/// `GET /api/v1/watch[?revision=N][&node=H]`: newline-delimited JSON events. Without a
+/// revision: every current object as a `put`, a `synced` line, then live events. With one: the
+/// events from that revision on (inclusive), then live events; 410 when the revision is older
+/// than the watch cache keeps. With a node: only what concerns that node (every object but
+/// endpoints, and the endpoints of the networks where it has one). Served from the watch cache
+/// (`crate::watch`): no store work per watcher.
 async fn watch(State(m): Shared, Query(q): Query<WatchQuery>) -> ApiResult<Response> {
-    let stream = m.watch.watch(q.revision).await?;
-    Ok((
+    let node = q.node.filter(|n| !n.is_empty());
+    let stream = m.watch.watch_for(q.revision, node.as_deref()).await?;
+    let mut resp = (
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(stream.map(Ok::<Bytes, std::io::Error>)),
     )
-        .into_response())
+        .into_response();
+    if let Some(n) = node.and_then(|n| header::HeaderValue::from_str(&n).ok()) {
+        resp.headers_mut().insert(WATCH_NODE_HEADER, n);
+    }
+    Ok(resp)
 }

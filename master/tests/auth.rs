@@ -758,3 +758,45 @@ async fn login_then_commands_over_https_with_the_generated_ca() {
         .unwrap_err();
     assert!(e.to_string().contains("--cacert"), "{e}");
 }
+
+/// A node asks for its own per-node watch stream only; the full stream stays open to it (older
+/// agents), and admin may read any node's.
+#[tokio::test]
+async fn a_node_watches_only_its_own_node_stream() {
+    let c = Cluster::start().await;
+    model::install_default_tls_provider();
+    let get = |token: String, query: &'static str| {
+        let url = format!("{}/api/v1/watch{query}", c.m.url);
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("x-auth-token", token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = get(c.node.clone(), "?node=h2").await;
+    assert_eq!(r.status(), 403);
+    let e: Value = r.json().await.unwrap();
+    let e = e["error"].as_str().unwrap_or_default().to_string();
+    assert!(
+        e.contains("role node") && e.contains("h2") && e.contains("only for itself"),
+        "{e}"
+    );
+    for (token, query, node) in [
+        (c.node.clone(), "?node=h1", Some("h1")),
+        (c.node.clone(), "", None),
+        (c.admin.clone(), "?node=h2", Some("h2")),
+    ] {
+        let r = get(token, query).await;
+        assert_eq!(r.status(), 200, "{query}");
+        assert_eq!(
+            r.headers()
+                .get("x-contiv-watch-node")
+                .map(|v| v.to_str().unwrap()),
+            node,
+            "{query}"
+        );
+    }
+}

@@ -294,3 +294,60 @@ async fn closing_ends_every_stream_and_refuses_new_ones() {
         Some(StoreError::Unavailable(_))
     ));
 }
+
+fn placed(id: &str, net: &str, host: &str) -> (String, Vec<u8>) {
+    let v = json!({"endpointID": id, "tenantName": "t", "networkName": net, "host": host});
+    (keys::ep(id), serde_json::to_vec(&v).unwrap())
+}
+
+/// Per-node streams over a small ring: a node whose networks are quiet while the ring turns
+/// over many times is not cut off (nothing it needed went), and gets its network's next event;
+/// a node that does not read while events of its network pass the ring is cut off and lists
+/// again, as an unfiltered watcher is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_node_is_not_cut_off_a_slow_one_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let cache = WatchCache::start(store.clone(), 8).await.unwrap();
+    let from = store.revision().await.unwrap() + 1;
+    for (id, net, host) in [("q1", "quiet", "q"), ("s1", "busy", "s")] {
+        let (k, v) = placed(id, net, host);
+        store.put(&k, v).await.unwrap();
+    }
+    let mut quiet = Lines::new(cache.watch_for(Some(from), Some("q")).await.unwrap());
+    let mut slow = Lines::new(cache.watch_for(Some(from), Some("s")).await.unwrap());
+    let mut all = Lines::new(cache.watch_for(Some(from), None).await.unwrap());
+    assert_eq!(parse(&quiet.take(1).await[0]).key, "q1");
+    assert_eq!(parse(&slow.take(1).await[0]).key, "s1");
+    all.take(2).await;
+
+    // 40 events of the busy network (5 times the ring), read by no one.
+    for i in 0..40 {
+        let (k, v) = placed(&format!("b{i}"), "busy", "other");
+        store.put(&k, v).await.unwrap();
+    }
+    let (k, v) = placed("q2", "quiet", "elsewhere");
+    store.put(&k, v).await.unwrap();
+    let got = parse(&quiet.take(1).await[0]);
+    assert_eq!(
+        (got.event_type, got.key.as_str()),
+        (WatchEventType::Put, "q2"),
+        "{got:?}"
+    );
+    for w in [&mut slow, &mut all] {
+        let cut = parse(&w.take(1).await[0]);
+        assert_eq!(cut.event_type, WatchEventType::Error, "{cut:?}");
+        assert!(w.next_line().await.is_none());
+    }
+
+    // A non-endpoint event every node reads passing the ring cuts the quiet node off too.
+    store.put(&tenant("x").0, tenant("x").1).await.unwrap();
+    for i in 40..60 {
+        let (k, v) = placed(&format!("b{i}"), "busy", "other");
+        store.put(&k, v).await.unwrap();
+    }
+    let (k, v) = placed("q3", "quiet", "elsewhere");
+    store.put(&k, v).await.unwrap();
+    let cut = parse(&quiet.take(1).await[0]);
+    assert_eq!(cut.event_type, WatchEventType::Error, "{cut:?}");
+}

@@ -788,9 +788,35 @@ impl Client {
         &self,
         from: Option<u64>,
     ) -> Result<impl Stream<Item = Result<WatchEvent, ClientError>> + use<>, ClientError> {
-        let path = match from {
-            Some(r) => format!("/api/v1/watch?revision={r}"),
-            None => "/api/v1/watch".to_string(),
+        Ok(self.watch_for(from, None).await?.1)
+    }
+
+    /// [`Self::watch`], or with `node`, the stream of what concerns that node (every object but
+    /// endpoints, and the endpoints of the networks where it has one). The flag says whether
+    /// netmaster filtered it (a netmaster that does not know `node` sends everything).
+    pub async fn watch_for(
+        &self,
+        from: Option<u64>,
+        node: Option<&str>,
+    ) -> Result<
+        (
+            bool,
+            impl Stream<Item = Result<WatchEvent, ClientError>> + use<>,
+        ),
+        ClientError,
+    > {
+        let mut query = Vec::new();
+        if let Some(r) = from {
+            query.push(format!("revision={r}"));
+        }
+        if let Some(n) = node {
+            // Node names are Contiv names (letters, digits, `-`, `_`, `.`): nothing to escape.
+            query.push(format!("node={n}"));
+        }
+        let path = if query.is_empty() {
+            "/api/v1/watch".to_string()
+        } else {
+            format!("/api/v1/watch?{}", query.join("&"))
         };
         let (url, resp) = self.send(reqwest::Method::GET, &path, None, None).await?;
         let status = resp.status();
@@ -804,14 +830,22 @@ impl Client {
                 message,
             });
         }
+        let filtered = node.is_some_and(|n| {
+            resp.headers()
+                .get(WATCH_NODE_HEADER)
+                .is_some_and(|v| v.as_bytes() == n.as_bytes())
+        });
         let url2 = url.clone();
         let bytes = resp.bytes_stream().map_err(move |e| ClientError::Decode {
             url: url2.clone(),
             reason: root_cause(&e),
         });
-        Ok(ndjson(bytes, url))
+        Ok((filtered, ndjson(bytes, url)))
     }
 }
+
+/// The header a per-node watch stream answers with: the node's name.
+pub const WATCH_NODE_HEADER: &str = "x-contiv-watch-node";
 
 /// Splits a byte stream into lines and parses each as a [`WatchEvent`].
 fn ndjson(

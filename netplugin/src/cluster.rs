@@ -171,6 +171,11 @@ fn warn_spoofing(now: &BTreeMap<String, u64>, seen: &BTreeMap<String, u64>) {
 pub struct ClusterView {
     pub revision: u64,
     pub synced: bool,
+    /// The node the stream is filtered for (netmaster's per-node stream), None for the full
+    /// stream. A per-node stream carries a network's endpoints only while the node has one
+    /// there: when its last one goes, the view drops that network's endpoints (they would not
+    /// be kept up to date; they come again, in full, when the node joins the network again).
+    pub filtered_for: Option<String>,
     /// kind -> key -> (value, state)
     pub objects: BTreeMap<String, BTreeMap<String, (serde_json::Value, Option<serde_json::Value>)>>,
 }
@@ -186,8 +191,11 @@ impl ClusterView {
                 self.revision = self.revision.max(e.revision);
             }
             WatchEventType::Delete => {
-                if let Some(m) = self.objects.get_mut(&e.kind) {
-                    m.remove(&e.key);
+                let gone = self.objects.get_mut(&e.kind).and_then(|m| m.remove(&e.key));
+                if e.kind == "endpoint"
+                    && let Some((v, _)) = gone
+                {
+                    self.left_network_if_last(&v);
                 }
                 self.revision = self.revision.max(e.revision);
             }
@@ -200,20 +208,74 @@ impl ClusterView {
     }
 }
 
+impl ClusterView {
+    /// After the delete of endpoint `gone`: when it was the filtered-for node's last endpoint in
+    /// its network, forgets that network's endpoints.
+    fn left_network_if_last(&mut self, gone: &serde_json::Value) {
+        let Some(me) = self.filtered_for.as_deref() else {
+            return;
+        };
+        let field = |v: &serde_json::Value, f: &str| {
+            v.get(f)
+                .and_then(|x| x.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        if field(gone, "host") != me {
+            return;
+        }
+        let net = (field(gone, "tenantName"), field(gone, "networkName"));
+        let Some(eps) = self.objects.get_mut("endpoint") else {
+            return;
+        };
+        let in_net =
+            |v: &serde_json::Value| (field(v, "tenantName"), field(v, "networkName")) == net;
+        if eps
+            .values()
+            .any(|(v, _)| in_net(v) && field(v, "host") == me)
+        {
+            return;
+        }
+        eps.retain(|_, (v, _)| !in_net(v));
+    }
+}
+
 /// Follows the watch stream for as long as the agent runs, resuming from the last revision after
 /// a disconnect and re-listing when that revision is gone.
+///
+/// With `node`, it asks for that node's stream (what concerns it: netmaster sends a network's
+/// endpoints only to the nodes that have one there). A stream of the other kind than the view
+/// was built from (a netmaster that does not filter, then one that does) is listed afresh.
 pub async fn follow(
     client: model::Client,
+    node: Option<String>,
     view: Arc<Mutex<ClusterView>>,
     changed: Arc<tokio::sync::Notify>,
 ) {
     loop {
-        let from = {
+        let (from, was_for) = {
             let v = view.lock().unwrap_or_else(|p| p.into_inner());
-            v.synced.then_some(v.revision + 1)
+            (v.synced.then_some(v.revision + 1), v.filtered_for.clone())
         };
-        let stream = match client.watch(from).await {
-            Ok(s) => s,
+        let stream = match client.watch_for(from, node.as_deref()).await {
+            Ok((filtered, s)) => {
+                let now_for = node.clone().filter(|_| filtered);
+                if from.is_some() && now_for != was_for {
+                    tracing::info!(
+                        filtered,
+                        "netmaster's watch stream changed kind: re-listing"
+                    );
+                    *view.lock().unwrap_or_else(|p| p.into_inner()) = ClusterView::default();
+                    continue;
+                }
+                if from.is_none() {
+                    *view.lock().unwrap_or_else(|p| p.into_inner()) = ClusterView {
+                        filtered_for: now_for,
+                        ..Default::default()
+                    };
+                }
+                s
+            }
             Err(e) => {
                 if e.status() == Some(410) {
                     tracing::warn!("watch revision compacted: re-listing");
@@ -228,9 +290,6 @@ pub async fn follow(
         };
         let mut stream = Box::pin(stream);
         crate::metrics::get().watch_connected(from.is_none());
-        if from.is_none() {
-            *view.lock().unwrap_or_else(|p| p.into_inner()) = ClusterView::default();
-        }
         while let Some(ev) = stream.next().await {
             match ev {
                 Ok(e) if e.event_type == WatchEventType::Error => {
@@ -472,6 +531,70 @@ mod report_tests {
 }
 
 #[cfg(test)]
+mod view_tests {
+    use super::*;
+
+    fn ep(id: &str, net: &str, host: &str, revision: u64) -> WatchEvent {
+        WatchEvent {
+            revision,
+            event_type: WatchEventType::Put,
+            kind: "endpoint".into(),
+            key: id.into(),
+            value: Some(serde_json::json!({"endpointID": id, "tenantName": "t",
+                "networkName": net, "host": host})),
+            state: None,
+            error: None,
+        }
+    }
+
+    fn delete(id: &str, revision: u64) -> WatchEvent {
+        WatchEvent {
+            revision,
+            event_type: WatchEventType::Delete,
+            kind: "endpoint".into(),
+            key: id.into(),
+            value: None,
+            state: None,
+            error: None,
+        }
+    }
+
+    fn ids(v: &ClusterView) -> Vec<&str> {
+        v.objects["endpoint"].keys().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn a_filtered_view_drops_a_network_when_its_last_own_endpoint_goes() {
+        for filtered in [true, false] {
+            let mut v = ClusterView {
+                filtered_for: filtered.then(|| "me".to_string()),
+                ..Default::default()
+            };
+            for (i, e) in [
+                ep("a1", "a", "me", 1),
+                ep("a2", "a", "me", 2),
+                ep("ax", "a", "h2", 3),
+                ep("b1", "b", "me", 4),
+                ep("bx", "b", "h2", 5),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                assert_eq!(e.revision, i as u64 + 1);
+                v.apply(e);
+            }
+            v.apply(delete("a1", 6));
+            assert_eq!(ids(&v), ["a2", "ax", "b1", "bx"], "a2 is still here");
+            v.apply(delete("bx", 7));
+            v.apply(delete("a2", 8));
+            let want: &[&str] = if filtered { &["b1"] } else { &["ax", "b1"] };
+            assert_eq!(ids(&v), want, "filtered: {filtered}");
+            assert_eq!(v.revision, 8);
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     //! The follower against a real netmaster in the test process: what the watch stream
     //! carries becomes the inputs of this node's flows, and changes follow.
@@ -530,7 +653,12 @@ mod tests {
             "nothing before sync"
         );
         let changed = Arc::new(tokio::sync::Notify::new());
-        let follower = tokio::spawn(follow(c.clone(), view.clone(), changed.clone()));
+        let follower = tokio::spawn(follow(
+            c.clone(),
+            Some("node1".into()),
+            view.clone(),
+            changed.clone(),
+        ));
 
         let i = inputs_when(&view, "node1", "the peer and its endpoint", |i| {
             i.remote.contains_key("theirs-eth0")

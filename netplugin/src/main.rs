@@ -522,9 +522,14 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         });
     }
     {
-        let (view, changed) = (view.clone(), changed.clone());
+        let (view, changed, me) = (view.clone(), changed.clone(), node.clone());
         supervise::forever("follow netmaster", move || {
-            cluster::follow(client.clone(), view.clone(), changed.clone())
+            cluster::follow(
+                client.clone(),
+                Some(me.clone()),
+                view.clone(),
+                changed.clone(),
+            )
         });
     }
     {

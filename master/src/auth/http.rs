@@ -127,6 +127,13 @@ async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
             return resp;
         }
     };
+    if route == Route::Watch {
+        let q = axum::extract::Query::<crate::api::WatchQuery>::try_from_uri(req.uri());
+        let node = q.as_ref().ok().and_then(|q| q.node.as_deref());
+        if let Decision::Deny(m) = policy::decide_watch_node(&claims, node) {
+            return forbidden(m);
+        }
+    }
     match policy::decide(&claims, req.method(), &route) {
         Decision::Allow => next.run(req).await,
         Decision::Deny(m) => forbidden(m),

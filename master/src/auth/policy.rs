@@ -255,6 +255,18 @@ fn decide_ops(c: &Claims, method: &Method, route: &Route) -> Decision {
     }
 }
 
+/// Whether a principal may read the watch stream of `node` (`?node=`): a node only its own
+/// (the unfiltered stream stays open to it, for older agents); others any.
+pub fn decide_watch_node(c: &Claims, node: Option<&str>) -> Decision {
+    match node {
+        Some(n) if c.role == Role::Node && !n.is_empty() && n != c.sub => deny(
+            c,
+            format!("read the watch stream of node {n}: a node watches only for itself"),
+        ),
+        _ => Decision::Allow,
+    }
+}
+
 /// Whether a watch event (`kind`, `key`, and the `tenantName` of its value, if any) is shown to
 /// an ops principal. Endpoint events are decided by the caller, which tracks endpoint tenants.
 pub fn ops_sees_event(c: &Claims, kind: &str, key: &str) -> bool {
