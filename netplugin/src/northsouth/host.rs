@@ -560,6 +560,11 @@ impl NorthSouth {
             }
         }
         self.made.retain(|t, _| d.tenants.contains_key(t));
+        // The host's routes back to the pods before the flows that make a router the pods'
+        // gateway (and before its announcement): a pod sends what it queued for its gateway
+        // the moment it learns the router MAC, and the replies from the outside come back
+        // through the host to the pod's own address.
+        self.fix_host_routes(&host_routes).await?;
         self.dp.set_routers(routers).await?;
         // The new gateways' flows are in: tell the pods that asked for them too early. A few
         // times: the switch may start reading a port just added a moment after its flows are
@@ -578,7 +583,6 @@ impl NorthSouth {
                 }
             });
         }
-        self.fix_host_routes(&host_routes).await?;
         self.remove_departed(d, &ports_wanted).await?;
         Ok(())
     }
