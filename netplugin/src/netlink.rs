@@ -240,6 +240,37 @@ impl Netns {
         self.fd.as_raw_fd()
     }
 
+    /// [`Netns::run`] without holding up the caller's runtime thread while `f` runs: awaits
+    /// the fresh thread's result, so a caller can bound the wait (a thread that enters a
+    /// namespace must not go back to a pool, hence no `spawn_blocking`).
+    pub async fn run_async<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, String> + Send + 'static,
+    ) -> Result<T, LinkError> {
+        let fd = self.fd.try_clone().map_err(|source| LinkError::Netns {
+            path: self.path.clone(),
+            source,
+        })?;
+        let path = self.path.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let r = nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("enter namespace: {e}"))
+                .and_then(|()| f());
+            // The caller may have given up waiting: nothing to tell then.
+            let _ = tx.send(r);
+        });
+        rx.await
+            .map_err(|_| LinkError::Netns {
+                path: path.clone(),
+                source: std::io::Error::other("worker thread panicked"),
+            })?
+            .map_err(|reason| LinkError::Netns {
+                path,
+                source: std::io::Error::other(reason),
+            })
+    }
+
     /// Runs `f` on a fresh OS thread inside this namespace.
     pub fn run<T: Send + 'static>(
         &self,

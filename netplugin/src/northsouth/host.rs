@@ -41,6 +41,34 @@ pub enum NsError {
     Link(#[from] LinkError),
     #[error("{0}")]
     Datapath(#[from] DatapathError),
+    #[error(
+        "{step}: no answer after {after:?} (a kernel, ovs-vswitchd or process call that never returned); given up, retrying"
+    )]
+    Stuck { step: String, after: Duration },
+}
+
+/// How long one step of making a tenant router (its rules, its switch ports, its links) may
+/// take. Each is done in a few tens of milliseconds, a few seconds on a loaded machine; a step
+/// that never ends must not hold the way out of every later pod silently: it is given up
+/// (with a warning naming it) and the whole router is made again.
+const STEP_LIMIT: Duration = Duration::from_secs(15);
+
+/// How long one pass over the host side may take (several routers, the host's routes).
+const APPLY_LIMIT: Duration = Duration::from_secs(60);
+
+/// `f`, given up as [`NsError::Stuck`] after `limit`.
+async fn bounded<T>(
+    step: impl Into<String>,
+    limit: Duration,
+    f: impl std::future::Future<Output = Result<T, NsError>>,
+) -> Result<T, NsError> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(r) => r,
+        Err(_) => Err(NsError::Stuck {
+            step: step.into(),
+            after: limit,
+        }),
+    }
 }
 
 /// Runs `program args` (with `stdin`), returns its standard output.
@@ -167,7 +195,7 @@ async fn sysctls(
         Ok(())
     };
     match ns {
-        Some(n) => n.run(write)?,
+        Some(n) => n.run_async(write).await?,
         None => tokio::task::spawn_blocking(write)
             .await
             .map_err(|e| LinkError::other("write host sysctls", e))?
@@ -309,7 +337,7 @@ async fn prepare(
         Ok(())
     };
     match ns {
-        Some(n) => n.run(f)?,
+        Some(n) => n.run_async(f).await?,
         None => tokio::task::spawn_blocking(f)
             .await
             .map_err(|e| LinkError::other("prepare host links", e))?
@@ -517,7 +545,9 @@ impl NorthSouth {
             if let Some(i) = inputs {
                 let want = super::desired(&i);
                 if self.applied.as_ref() != Some(&want) {
-                    match self.apply(&want).await {
+                    let r =
+                        bounded("set up the tenant routers", APPLY_LIMIT, self.apply(&want)).await;
+                    match r {
                         Ok(()) => self.applied = Some(want),
                         Err(e) => {
                             tracing::warn!(error = %e, "set up the tenant routers (the way out of the networks); retrying");
@@ -677,6 +707,7 @@ impl NorthSouth {
             Ok(ns) => (ns, false),
             Err(_) => (Netns::open_or_create(&path)?, true),
         };
+        tracing::debug!(%tenant, fresh, "tenant router: namespace open");
         sysctls(Some(&ns), NO_DAD).await?;
         let inner = Netlink::in_netns(&ns)?;
         let inside: BTreeSet<String> = if fresh {
@@ -722,6 +753,7 @@ impl NorthSouth {
                 made.push(vr.clone());
             }
         }
+        tracing::debug!(%tenant, made = ?made, "tenant router: veths there");
         // TX checksums off where the kernel hands packets towards the userspace datapath; no
         // IPv6 on the bridge's side of a router port (a switch port only). Before the switch
         // opens the ports.
@@ -761,7 +793,23 @@ impl NorthSouth {
             Ok::<_, NsError>(out)
         };
         let links = self.router_links(host, &inner, &ns, tenant, t, tr, &inside, fresh);
-        let (rules, ports, links) = tokio::join!(rules, ports, links);
+        let (rules, ports, links) = tokio::join!(
+            bounded(
+                format!("write tenant {tenant}'s router rules"),
+                STEP_LIMIT,
+                rules
+            ),
+            bounded(
+                format!("add tenant {tenant}'s router ports to the switch"),
+                STEP_LIMIT,
+                ports
+            ),
+            bounded(
+                format!("set up tenant {tenant}'s router links"),
+                STEP_LIMIT,
+                links
+            ),
+        );
         rules?;
         links?;
         let ports = ports?;
