@@ -983,3 +983,30 @@ impl NorthSouth {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_router_step_that_never_returns_is_given_up_naming_the_step() {
+        let limit = Duration::from_millis(20);
+        let stuck = bounded(
+            "set up tenant blue's router links",
+            limit,
+            std::future::pending::<Result<(), NsError>>(),
+        )
+        .await;
+        let e = stuck.expect_err("a step that never returns is given up");
+        assert!(matches!(e, NsError::Stuck { after, .. } if after == limit));
+        let text = e.to_string();
+        assert!(
+            text.starts_with("set up tenant blue's router links: no answer after")
+                && text.ends_with("retrying"),
+            "{text}"
+        );
+        // A step that ends in time keeps its own result.
+        let done = bounded("write the rules", limit, async { Ok::<_, NsError>(7) }).await;
+        assert_eq!(done.ok(), Some(7));
+    }
+}
