@@ -663,9 +663,9 @@ impl NorthSouth {
         // through the host to the pod's own address.
         self.fix_host_routes(&host_routes).await?;
         self.dp.set_routers(routers).await?;
-        // The new gateways' flows are in: tell the pods that asked for them too early. A few
-        // times: the switch may start reading a port just added a moment after its flows are
-        // in (the userspace datapath), and what it has not read yet is lost.
+        // The new gateways' flows are in (on ports ovs-vswitchd reads, see
+        // `Datapath::add_router_port`): tell the pods that asked for them too early. A few
+        // times, in case a frame is lost on the way.
         for (tenant, gateways) in announce {
             let path = PathBuf::from("/run/netns").join(router_netns(&self.bridge, &tenant));
             tokio::spawn(async move {
