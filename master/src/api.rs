@@ -52,6 +52,14 @@ pub fn router(master: Arc<Master>) -> Router {
             axum::routing::put(report_spoof_stats),
         )
         .route(
+            "/api/v1/nodes/{name}/hostaccess/",
+            axum::routing::put(report_host_access),
+        )
+        .route(
+            "/api/v1/nodes/{name}/hostaccess",
+            axum::routing::put(report_host_access),
+        )
+        .route(
             "/api/v1/endpoints/",
             get(list_endpoints).post(create_endpoint),
         )
@@ -301,7 +309,7 @@ async fn route_writes(
     use axum::http::Method;
     // A policy's inspect shows the rule counters the agents report, which only the leader
     // holds (they are not written to the store): it is served by the leader too.
-    // So does an endpoint's, for its anti-spoofing drops.
+    // So does an endpoint's, for its anti-spoofing drops and private address.
     let leaders_read = ["/api/v1/inspect/policys/", "/api/v1/inspect/endpoints/"]
         .iter()
         .any(|p| req.uri().path().starts_with(p));
@@ -542,6 +550,15 @@ async fn report_spoof_stats(
     body: Bytes,
 ) -> ApiResult<Json<serde_json::Value>> {
     m.report_spoof_stats(&name, parse_body(&body)?)?;
+    Ok(Json(serde_json::Value::String(name)))
+}
+
+async fn report_host_access(
+    State(m): Shared,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    m.report_host_access(&name, parse_body(&body)?)?;
     Ok(Json(serde_json::Value::String(name)))
 }
 

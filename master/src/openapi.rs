@@ -97,6 +97,7 @@ pub fn document() -> Value {
     add::<RuleCounters>(&mut schemas);
     add::<RuleStatsOper>(&mut schemas);
     add::<SpoofStatsReport>(&mut schemas);
+    add::<HostAccessReport>(&mut schemas);
     add::<EndpointRequest>(&mut schemas);
     add::<Endpoint>(&mut schemas);
     add::<NetworkState>(&mut schemas);
@@ -167,6 +168,9 @@ pub fn document() -> Value {
     }));
     paths.insert("/api/v1/nodes/{name}/spoofstats/".into(), json!({
         "put": { "tags": ["agent"], "summary": "report how many frames each of the node's endpoints sent under an identity not its own (replaces its previous report; kept in the leader's memory, shown in an endpoint's inspect as spoofedPackets)", "parameters": name_param, "requestBody": { "required": true, "content": { "application/json": { "schema": r("SpoofStatsReport") } } }, "responses": responses(ok("the name", json!({"type":"string"})), &["400", "503"]) },
+    }));
+    paths.insert("/api/v1/nodes/{name}/hostaccess/".into(), json!({
+        "put": { "tags": ["agent"], "summary": "report the private (host-access) address of each of the node's endpoints (replaces its previous report; kept in the leader's memory, shown in an endpoint's inspect as privateIPAddress)", "parameters": name_param, "requestBody": { "required": true, "content": { "application/json": { "schema": r("HostAccessReport") } } }, "responses": responses(ok("the name", json!({"type":"string"})), &["400", "503"]) },
     }));
     paths.insert("/api/v1/watch".into(), json!({ "get": { "tags": ["agent"], "summary": "the change stream, newline-delimited JSON WatchEvents: without revision, a listing then 'synced' then live events; with revision, events from it (inclusive)",
         "parameters": [{ "name": "revision", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 1 } }],

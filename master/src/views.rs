@@ -285,8 +285,9 @@ pub fn endpoint_oper(s: &State, ep: &Endpoint) -> EndpointOper {
             .get(&ep.host)
             .map(|n| n.vtep_ip.clone())
             .unwrap_or_default(),
-        // Only an endpoint's own inspect shows it (`inspect_endpoint`).
+        // Only an endpoint's own inspect shows these (`inspect_endpoint`).
         spoofed_packets: None,
+        private_ip_address: String::new(),
     }
 }
 
@@ -531,8 +532,13 @@ pub fn inspect(s: &State, kind: Kind, key: &str) -> Option<Value> {
 
 /// `GET /api/v1/inspect/endpoints/<id>/`: the first endpoint (by id) whose id, container id or
 /// container name contains `needle`.
-/// Its `spoofedPackets` come from `spoofed`.
-pub fn inspect_endpoint(s: &State, spoofed: &SpoofStats, needle: &str) -> Option<Value> {
+/// Its `spoofedPackets` come from `spoofed`, its `privateIPAddress` from `access`.
+pub fn inspect_endpoint(
+    s: &State,
+    spoofed: &SpoofStats,
+    access: &HostAccess,
+    needle: &str,
+) -> Option<Value> {
     let ep = s.endpoints.values().find(|e| {
         e.endpoint_id.contains(needle)
             || e.container_id.contains(needle)
@@ -540,7 +546,23 @@ pub fn inspect_endpoint(s: &State, spoofed: &SpoofStats, needle: &str) -> Option
     })?;
     let mut oper = endpoint_oper(s, ep);
     oper.spoofed_packets = Some(spoofed_packets(s, spoofed, ep));
+    oper.private_ip_address = own_report(s, access, ep).cloned().unwrap_or_default();
     Some(json!({ "Oper": oper }))
+}
+
+/// The private address each node reported of its endpoints: host -> endpoint id -> address.
+pub type HostAccess = BTreeMap<String, BTreeMap<String, String>>;
+
+/// What endpoint `ep`'s own host, while registered, reported of it in `reports`.
+fn own_report<'a, V>(
+    s: &State,
+    reports: &'a BTreeMap<String, BTreeMap<String, V>>,
+    ep: &Endpoint,
+) -> Option<&'a V> {
+    if !s.nodes.contains_key(&ep.host) {
+        return None;
+    }
+    reports.get(&ep.host)?.get(&ep.endpoint_id)
 }
 
 /// The latest anti-spoofing drops each node reported: host -> endpoint id -> frames.
@@ -551,14 +573,7 @@ pub type SpoofStats = BTreeMap<String, BTreeMap<String, u64>>;
 /// and may lie about others'). 0 while its host reported none, or is not registered (its
 /// switch may be gone; it reports again when it comes back).
 pub fn spoofed_packets(s: &State, stats: &SpoofStats, ep: &Endpoint) -> u64 {
-    if !s.nodes.contains_key(&ep.host) {
-        return 0;
-    }
-    stats
-        .get(&ep.host)
-        .and_then(|m| m.get(&ep.endpoint_id))
-        .copied()
-        .unwrap_or(0)
+    own_report(s, stats, ep).copied().unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -695,10 +710,46 @@ mod tests {
         stats.insert("h2".into(), BTreeMap::from([("b".into(), 2)]));
         assert_eq!(got(&stats, "b"), 2);
         // Endpoint inspect carries it, always (0 included); other views' lists do not.
-        let v = inspect_endpoint(&s, &stats, "a").unwrap();
+        let v = inspect_endpoint(&s, &stats, &HostAccess::new(), "a").unwrap();
         assert_eq!(v["Oper"]["spoofedPackets"], json!(4));
-        let v = inspect_endpoint(&s, &SpoofStats::new(), "a").unwrap();
+        let v = inspect_endpoint(&s, &SpoofStats::new(), &HostAccess::new(), "a").unwrap();
         assert_eq!(v["Oper"]["spoofedPackets"], json!(0));
         assert_eq!(endpoint_oper(&s, &s.endpoints["a"]).spoofed_packets, None);
+    }
+
+    #[test]
+    fn the_private_address_comes_from_the_endpoints_own_live_host() {
+        let mut s = State::new();
+        for (id, host) in [("a", "h1"), ("b", "h2")] {
+            s.endpoints.insert(
+                id.into(),
+                Endpoint {
+                    endpoint_id: id.into(),
+                    host: host.into(),
+                    ..Default::default()
+                },
+            );
+        }
+        s.nodes.insert(
+            "h1".into(),
+            Node {
+                hostname: "h1".into(),
+                ..Default::default()
+            },
+        );
+        // h1 reports its own, and claims one for h2's endpoint (h2 is not registered either).
+        let access = HostAccess::from([(
+            "h1".into(),
+            BTreeMap::from([
+                ("a".into(), "172.19.0.2".into()),
+                ("b".into(), "172.19.0.9".into()),
+            ]),
+        )]);
+        let v = inspect_endpoint(&s, &SpoofStats::new(), &access, "a").unwrap();
+        assert_eq!(v["Oper"]["privateIPAddress"], json!("172.19.0.2"));
+        let v = inspect_endpoint(&s, &SpoofStats::new(), &access, "b").unwrap();
+        assert!(v["Oper"].get("privateIPAddress").is_none(), "{v}");
+        // Not in other views' endpoint lists.
+        assert_eq!(endpoint_oper(&s, &s.endpoints["a"]).private_ip_address, "");
     }
 }

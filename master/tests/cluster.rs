@@ -7,7 +7,8 @@
 mod common;
 use common::{Netmaster, err};
 use model::agent::{
-    EndpointRequest, NodeRegistration, RuleCounters, RuleStatsReport, SpoofStatsReport,
+    EndpointRequest, HostAccessReport, NodeRegistration, RuleCounters, RuleStatsReport,
+    SpoofStatsReport,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -586,6 +587,60 @@ async fn spoof_counters_show_in_every_masters_endpoint_inspect() {
         err(&v),
         "spoof stats of node 'h1' sent to the path of node 'h2'"
     );
+}
+
+/// Issue 19: the private addresses an agent reports, given to a follower, show in every
+/// master's endpoint inspect as `privateIPAddress`, only for the reporting node's own
+/// endpoints, and a deleted endpoint's goes with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_addresses_show_in_every_masters_endpoint_inspect() {
+    let cluster = Cluster::start(1).await;
+    let ms = [master_on(&cluster, &[]), master_on(&cluster, &[])];
+    let l = wait_leader(&ms.iter().collect::<Vec<_>>(), Duration::from_secs(20)).await;
+    let (s, v) = ms[l]
+        .post(
+            "/api/v1/networks/default:n/",
+            json!({"tenantName":"default","networkName":"n","encap":"vxlan","subnet":"10.8.0.0/24"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let c = ms[1 - l].client();
+    for h in ["h1", "h2"] {
+        c.register_node(&reg(h)).await.unwrap();
+    }
+    c.create_endpoint(&ep_req("mine", "h1")).await.unwrap();
+    c.create_endpoint(&ep_req("theirs", "h2")).await.unwrap();
+    // h1 also claims an address for h2's endpoint.
+    c.report_host_access(&HostAccessReport {
+        hostname: "h1".into(),
+        endpoints: [("mine", "172.19.0.2"), ("theirs", "172.19.0.3")]
+            .iter()
+            .map(|(id, a)| (id.to_string(), a.to_string()))
+            .collect(),
+    })
+    .await
+    .unwrap();
+    let private = |v: &Value| v["Oper"]["privateIPAddress"].clone();
+    for m in &ms {
+        let (s, v) = m.get("/api/v1/inspect/endpoints/mine/").await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(private(&v), json!("172.19.0.2"), "{v}");
+        let (_, v) = m.get("/api/v1/inspect/endpoints/theirs/").await;
+        assert_eq!(private(&v), Value::Null, "h1 speaks for h2's endpoint: {v}");
+    }
+    // Deleted and made again under the same id: none until its host reports again.
+    c.delete_endpoint("mine").await.unwrap();
+    c.create_endpoint(&ep_req("mine", "h1")).await.unwrap();
+    let (_, v) = ms[l].get("/api/v1/inspect/endpoints/mine/").await;
+    assert_eq!(private(&v), Value::Null, "{v}");
+    let (s, v) = ms[1 - l]
+        .req(
+            "PUT",
+            "/api/v1/nodes/h2/hostaccess/",
+            Some(json!({"hostname": "h1", "endpoints": {}})),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
 }
 
 #[tokio::test]

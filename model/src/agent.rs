@@ -75,6 +75,18 @@ pub struct SpoofStatsReport {
     pub endpoints: BTreeMap<String, u64>,
 }
 
+/// `PUT /api/v1/nodes/{hostname}/hostaccess/`: the private (host-access) address of each of
+/// the node's endpoints, from `global.pvtSubnet` (docs/decisions.md "North-south"): the host
+/// reaches the pod at it whatever its tenant. Each report replaces the node's previous one;
+/// endpoints without one are left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HostAccessReport {
+    pub hostname: String,
+    /// Endpoint id -> its private IPv4 address on the node.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, String>,
+}
+
 /// `POST /api/v1/endpoints/`: create an endpoint (idempotent for the same `endpointID`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EndpointRequest {

@@ -1,8 +1,8 @@
 //! A typed client of the netmaster REST API, used by netctl, the agent and the tests.
 
 use crate::agent::{
-    Endpoint, EndpointRequest, ErrorBody, Info, NodeLease, NodeRegistration, RuleStatsReport,
-    SpoofStatsReport, VersionInfo, WatchEvent,
+    Endpoint, EndpointRequest, ErrorBody, HostAccessReport, Info, NodeLease, NodeRegistration,
+    RuleStatsReport, SpoofStatsReport, VersionInfo, WatchEvent,
 };
 use crate::objects::Object;
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -729,6 +729,10 @@ impl Client {
     /// Reports the node's per-endpoint anti-spoofing drops (replacing its previous report).
     pub async fn report_spoof_stats(&self, r: &SpoofStatsReport) -> Result<(), ClientError> {
         self.report_counters(&r.hostname, "spoofstats", r).await
+    }
+
+    pub async fn report_host_access(&self, r: &HostAccessReport) -> Result<(), ClientError> {
+        self.report_counters(&r.hostname, "hostaccess", r).await
     }
 
     /// `PUT /api/v1/nodes/<host>/<what>/`: one of a node's counter reports.

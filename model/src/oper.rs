@@ -82,6 +82,15 @@ pub struct EndpointOper {
         skip_serializing_if = "Option::is_none"
     )]
     pub spoofed_packets: Option<u64>,
+    /// The endpoint's private (host-access) address on its host, from `global.pvtSubnet`:
+    /// what the host reaches the pod at whatever its tenant (docs/decisions.md "North-south").
+    /// Only in an endpoint's own inspect, as its host last reported it.
+    #[serde(
+        rename = "privateIPAddress",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub private_ip_address: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

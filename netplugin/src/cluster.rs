@@ -4,7 +4,8 @@
 use crate::datapath::ClusterInputs;
 use futures::StreamExt;
 use model::agent::{
-    Endpoint, Node, NodeRegistration, RuleStatsReport, SpoofStatsReport, WatchEvent, WatchEventType,
+    Endpoint, HostAccessReport, Node, NodeRegistration, RuleStatsReport, SpoofStatsReport,
+    WatchEvent, WatchEventType,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -98,9 +99,10 @@ impl<T: PartialEq> Reported<T> {
 }
 
 /// Reports this node's counters to netmaster, for as long as the agent runs: the per-rule
-/// packet counters (`rulestats`) and the per-endpoint anti-spoofing drops (`spoofstats`), each
-/// when it changes, and again every [`COUNTERS_RESEND`]. A restarted agent's counters start
-/// from 0: it replaces the flows it finds, and their counts with them.
+/// packet counters (`rulestats`), the per-endpoint anti-spoofing drops (`spoofstats`) and the
+/// endpoints' private addresses (`hostaccess`, for endpoint inspect), each when it changes,
+/// and again every [`COUNTERS_RESEND`]. A restarted agent's counters start from 0: it replaces
+/// the flows it finds, and their counts with them.
 pub async fn report_counters(
     dp: Arc<crate::datapath::Datapath>,
     client: model::Client,
@@ -108,6 +110,7 @@ pub async fn report_counters(
 ) {
     let mut rules_sent = Reported::new(Instant::now());
     let mut spoof_sent = Reported::new(Instant::now());
+    let mut access_sent = Reported::new(Instant::now());
     let mut spoofed = BTreeMap::new();
     loop {
         tokio::time::sleep(COUNTERS_EVERY).await;
@@ -128,6 +131,23 @@ pub async fn report_counters(
                     .await;
             }
             Err(e) => tracing::debug!(error = %e, "read anti-spoofing counters"),
+        }
+        // None until the agent knows its endpoints: nothing to say yet.
+        if let Some(inputs) = dp.northsouth_inputs().await {
+            let addresses: BTreeMap<String, String> = crate::northsouth::private_addresses(&inputs)
+                .into_iter()
+                .map(|(id, a)| (id, a.to_string()))
+                .collect();
+            let empty = addresses.is_empty();
+            access_sent
+                .offer(addresses, empty, "private addresses", async |a| {
+                    let report = HostAccessReport {
+                        hostname: me.clone(),
+                        endpoints: a.clone(),
+                    };
+                    client.report_host_access(&report).await
+                })
+                .await;
         }
         match dp.rule_counters().await {
             Ok(rules) => {

@@ -11,6 +11,7 @@ pub use netlink_packet_route::link::MacVlanMode;
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkMessage,
 };
+use netlink_packet_route::route::RouteMessage;
 use rtnetlink::{
     Handle, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
@@ -102,6 +103,28 @@ fn nl(action: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
     move |e| match &e {
         rtnetlink::Error::NetlinkError(m) => LinkError::errno(action, m.raw_code().abs()),
         other => LinkError::other(action, other),
+    }
+}
+
+/// The main routing table's number (`ip route`'s table "main").
+const MAIN_TABLE: u32 = 254;
+
+/// A default route via `gw` on link `dev_index`, in `table` (None: the main table).
+fn default_route(gw: IpAddr, dev_index: u32, table: Option<u32>) -> RouteMessage {
+    let table = table.unwrap_or(MAIN_TABLE);
+    match gw {
+        IpAddr::V4(g) => RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
+            .gateway(g)
+            .output_interface(dev_index)
+            .table_id(table)
+            .build(),
+        IpAddr::V6(g) => RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(Ipv6Addr::UNSPECIFIED, 0)
+            .gateway(g)
+            .output_interface(dev_index)
+            .table_id(table)
+            .build(),
     }
 }
 
@@ -215,6 +238,37 @@ impl Netns {
 
     pub fn raw_fd(&self) -> i32 {
         self.fd.as_raw_fd()
+    }
+
+    /// [`Netns::run`] without holding up the caller's runtime thread while `f` runs: awaits
+    /// the fresh thread's result, so a caller can bound the wait (a thread that enters a
+    /// namespace must not go back to a pool, hence no `spawn_blocking`).
+    pub async fn run_async<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, String> + Send + 'static,
+    ) -> Result<T, LinkError> {
+        let fd = self.fd.try_clone().map_err(|source| LinkError::Netns {
+            path: self.path.clone(),
+            source,
+        })?;
+        let path = self.path.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let r = nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("enter namespace: {e}"))
+                .and_then(|()| f());
+            // The caller may have given up waiting: nothing to tell then.
+            let _ = tx.send(r);
+        });
+        rx.await
+            .map_err(|_| LinkError::Netns {
+                path: path.clone(),
+                source: std::io::Error::other("worker thread panicked"),
+            })?
+            .map_err(|reason| LinkError::Netns {
+                path,
+                source: std::io::Error::other(reason),
+            })
     }
 
     /// Runs `f` on a fresh OS thread inside this namespace.
@@ -647,22 +701,120 @@ impl Netlink {
     }
 
     pub async fn add_default_route(&self, gw: IpAddr, dev_index: u32) -> Result<(), LinkError> {
-        let msg = match gw {
-            IpAddr::V4(g) => RouteMessageBuilder::<Ipv4Addr>::new()
-                .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
-                .gateway(g)
-                .output_interface(dev_index)
-                .build(),
-            IpAddr::V6(g) => RouteMessageBuilder::<Ipv6Addr>::new()
-                .destination_prefix(Ipv6Addr::UNSPECIFIED, 0)
-                .gateway(g)
-                .output_interface(dev_index)
-                .build(),
-        };
+        let msg = default_route(gw, dev_index, None);
         match self.handle.route().add(msg).execute().await {
             Ok(()) => Ok(()),
             Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::EEXIST => Ok(()),
             Err(e) => Err(nl(format!("add default route via {gw}"))(e)),
+        }
+    }
+
+    /// Makes the default route of `gw`'s family go via `gw` on link `dev_index`, replacing any
+    /// other default route of that family (`ip route replace default`).
+    pub async fn replace_default_route(
+        &self,
+        gw: IpAddr,
+        dev_index: u32,
+        table: Option<u32>,
+    ) -> Result<(), LinkError> {
+        let msg = default_route(gw, dev_index, table);
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .map_err(nl(format!(
+                "set the default route via {gw} (table {})",
+                table.unwrap_or(MAIN_TABLE)
+            )))
+    }
+
+    /// Sets link `name` (index `index`): its MAC if given, its MTU, and up.
+    pub async fn set_mac_mtu_up(
+        &self,
+        name: &str,
+        index: u32,
+        mac: Option<[u8; 6]>,
+        mtu: u32,
+    ) -> Result<(), LinkError> {
+        let mut b = LinkMessageBuilder::<LinkUnspec>::new()
+            .index(index)
+            .mtu(mtu)
+            .up();
+        if let Some(mac) = mac {
+            b = b.address(mac.to_vec());
+        }
+        self.set_link(b.build(), format!("set link {name} up with MTU {mtu}"))
+            .await
+    }
+
+    /// Writes a permanent neighbour entry `ip` -> `mac` on link `index` (`ip neigh replace ...
+    /// nud permanent`).
+    pub async fn replace_neighbour(
+        &self,
+        name: &str,
+        index: u32,
+        ip: IpAddr,
+        mac: [u8; 6],
+    ) -> Result<(), LinkError> {
+        self.handle
+            .neighbours()
+            .add(index, ip)
+            .link_layer_address(&mac)
+            .replace()
+            .execute()
+            .await
+            .map_err(nl(format!("write the neighbour entry {ip} on {name}")))
+    }
+
+    /// The addresses of the permanent neighbour entries of link `index`.
+    pub async fn permanent_neighbours(&self, index: u32) -> Result<Vec<IpAddr>, LinkError> {
+        use netlink_packet_route::neighbour::{
+            NeighbourAddress, NeighbourAttribute, NeighbourState,
+        };
+        let mut s = self.handle.neighbours().get().execute();
+        let mut out = Vec::new();
+        while let Some(m) = s.try_next().await.map_err(nl("list neighbours"))? {
+            if m.header.ifindex != index || m.header.state != NeighbourState::Permanent {
+                continue;
+            }
+            for a in &m.attributes {
+                match a {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => {
+                        out.push(IpAddr::V4(*ip))
+                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => {
+                        out.push(IpAddr::V6(*ip))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes the neighbour entry `ip` of link `index`; one that is not there is not an error.
+    pub async fn del_neighbour(&self, name: &str, index: u32, ip: IpAddr) -> Result<(), LinkError> {
+        use netlink_packet_route::neighbour::{
+            NeighbourAddress, NeighbourAttribute, NeighbourMessage,
+        };
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = Self::family(&ip);
+        msg.header.ifindex = index;
+        msg.attributes
+            .push(NeighbourAttribute::Destination(match ip {
+                IpAddr::V4(a) => NeighbourAddress::Inet(a),
+                IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+            }));
+        match self.handle.neighbours().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(m))
+                if [libc::ENOENT, libc::ENODEV].contains(&m.raw_code().abs()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(nl(format!("remove the neighbour entry {ip} on {name}"))(e)),
         }
     }
 

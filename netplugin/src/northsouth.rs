@@ -266,12 +266,27 @@ fn router_net(ep: &Endpoint) -> Option<RouterNet> {
     })
 }
 
+/// Each local endpoint's private address (endpoint id -> address): endpoints of networks with
+/// a gateway (the others get no router) and a port of their own (trunk-mates share one port
+/// number: docs/compat.md).
+pub fn private_addresses(i: &NsInputs) -> BTreeMap<String, Ipv4Addr> {
+    let pvt = pvt_subnet(&i.pvt_subnet);
+    i.local
+        .iter()
+        .filter(|(_, (_, ep, shared))| {
+            !shared && router_net(ep).is_some() && ep.ip_address.parse::<Ipv4Addr>().is_ok()
+        })
+        .filter_map(|(id, (ofport, _, _))| Some((id.clone(), private_address(pvt, *ofport)?)))
+        .collect()
+}
+
 /// The host side as it should be.
 pub fn desired(i: &NsInputs) -> Desired {
     let pvt = pvt_subnet(&i.pvt_subnet);
     let mut tenants: BTreeMap<String, TenantRouter> = BTreeMap::new();
+    let privates = private_addresses(i);
     let mut published = Vec::new();
-    for (ofport, ep, shared) in i.local.values() {
+    for (id, (_, ep, _)) in &i.local {
         let Some(net) = router_net(ep) else {
             tracing::debug!(endpoint = %ep.endpoint_id, network = %ep.network_name, tenant = %ep.tenant_name, "network without a gateway: no router, no way out");
             continue;
@@ -282,18 +297,15 @@ pub fn desired(i: &NsInputs) -> Desired {
             t.local_ips.insert(ip);
         }
         // Trunk-mates share one port number: no private address of theirs (docs/compat.md).
-        let private = (!shared)
-            .then(|| private_address(pvt, *ofport))
-            .flatten()
-            .zip(ep.ip_address.parse().ok());
-        if let Some((p, ip)) = private {
+        let private = privates.get(id).copied();
+        if let (Some(p), Ok(ip)) = (private, ep.ip_address.parse()) {
             t.private.insert(p, ip);
         }
         if let Some(list) = i.published.get(&ep.endpoint_id) {
             let target = if ep.tenant_name == DEFAULT_TENANT {
                 ep.ip_address.parse().ok()
             } else {
-                private.map(|(p, _)| p)
+                private
             };
             match target {
                 Some(to) => published.extend(list.iter().map(|p| (p.clone(), to))),
@@ -530,6 +542,63 @@ pub fn gratuitous_arp(mac: [u8; 6], ip: Ipv4Addr) -> [u8; 42] {
     f
 }
 
+/// The IPv6 twin of [`gratuitous_arp`]: an unsolicited neighbour advertisement from `mac` for
+/// `ip` to all nodes (`ff02::1`), with the router and override flags and `mac` as the target's
+/// link-layer address. A pod that asked for its IPv6 gateway before the router port existed
+/// holds an incomplete entry; the kernel fills it from this and sends what it queued, instead
+/// of asking again a second later.
+pub fn unsolicited_na(mac: [u8; 6], ip: Ipv6Addr) -> [u8; 86] {
+    const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+    let mut f = [0u8; 86];
+    f[0..6].copy_from_slice(&[0x33, 0x33, 0, 0, 0, 1]);
+    f[6..12].copy_from_slice(&mac);
+    f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+    // IPv6: version 6, payload 32 bytes of ICMPv6, hop limit 255 (receivers drop ND with any
+    // other: it proves the sender is on the link).
+    f[14] = 0x60;
+    f[18..20].copy_from_slice(&32u16.to_be_bytes());
+    f[20] = 58;
+    f[21] = 255;
+    f[22..38].copy_from_slice(&ip.octets());
+    f[38..54].copy_from_slice(&ALL_NODES.octets());
+    // ICMPv6 neighbour advertisement: type 136, code 0, flags router and override.
+    let m = &mut f[54..86];
+    m[0] = 136;
+    m[4] = 0xa0;
+    m[8..24].copy_from_slice(&ip.octets());
+    // Option: target link-layer address (type 2, 1 unit of 8 bytes).
+    m[24] = 2;
+    m[25] = 1;
+    m[26..32].copy_from_slice(&mac);
+    let sum = icmp6_checksum(ip, ALL_NODES, &f[54..86]);
+    f[56..58].copy_from_slice(&sum.to_be_bytes());
+    f
+}
+
+/// The ICMPv6 checksum of `msg` (its checksum field zero) from `src` to `dst` (RFC 4443 2.3:
+/// over the pseudo-header and the message).
+fn icmp6_checksum(src: Ipv6Addr, dst: Ipv6Addr, msg: &[u8]) -> u16 {
+    let mut pseudo = Vec::with_capacity(40 + msg.len());
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 58]);
+    pseudo.extend_from_slice(msg);
+    !ones_complement_sum(&pseudo)
+}
+
+/// The 16-bit one's complement sum of `b` (odd lengths padded with a zero byte).
+fn ones_complement_sum(b: &[u8]) -> u16 {
+    let mut sum: u32 = b
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -668,6 +737,18 @@ mod tests {
         assert_eq!(
             d.tenants["default"].private,
             BTreeMap::from([("172.19.0.2".parse().unwrap(), "10.1.2.2".parse().unwrap())])
+        );
+        // What endpoint inspect shows: by endpoint, the same addresses.
+        let by_endpoint: Vec<(String, String)> = private_addresses(&i)
+            .into_iter()
+            .map(|(id, a)| (id, a.to_string()))
+            .collect();
+        assert_eq!(
+            by_endpoint,
+            [
+                ("a".to_string(), "172.19.0.2".to_string()),
+                ("b".to_string(), "172.19.0.3".to_string())
+            ]
         );
     }
 
@@ -822,6 +903,40 @@ mod tests {
             !v6.contains("CONTIV-DNAT"),
             "no published ports over IPv6: {v6}"
         );
+    }
+
+    #[test]
+    fn an_unsolicited_neighbour_advertisement_announces_the_ipv6_gateway() {
+        let mac = [2, 0, 0, 0x11, 0x11, 0x11];
+        let gw: Ipv6Addr = "fd00:1::1".parse().unwrap();
+        let f = unsolicited_na(mac, gw);
+        assert_eq!(f[0..6], [0x33, 0x33, 0, 0, 0, 1], "to all nodes' MAC");
+        assert_eq!(f[6..12], mac);
+        assert_eq!(f[12..14], [0x86, 0xdd]);
+        assert_eq!(
+            (f[14] >> 4, f[20], f[21]),
+            (6, 58, 255),
+            "IPv6, ICMPv6, hop limit 255"
+        );
+        assert_eq!(u16::from_be_bytes([f[18], f[19]]), 32, "payload length");
+        assert_eq!(f[22..38], gw.octets(), "from the gateway");
+        assert_eq!(
+            Ipv6Addr::from(<[u8; 16]>::try_from(&f[38..54]).unwrap()),
+            "ff02::1".parse::<Ipv6Addr>().unwrap()
+        );
+        let icmp = &f[54..86];
+        assert_eq!((icmp[0], icmp[1]), (136, 0), "a neighbour advertisement");
+        assert_eq!(icmp[4], 0xa0, "router and override, not solicited");
+        assert_eq!(icmp[8..24], gw.octets(), "about the gateway");
+        assert_eq!(icmp[24..32], [2, 1, 2, 0, 0, 0x11, 0x11, 0x11], "its MAC");
+        // A receiver's check: the sum over pseudo-header and message, checksum included, is
+        // all ones.
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&f[22..54]);
+        pseudo.extend_from_slice(&[0, 0, 0, 32, 0, 0, 0, 58]);
+        pseudo.extend_from_slice(icmp);
+        assert_eq!(ones_complement_sum(&pseudo), 0xffff, "checksum");
+        assert_ne!(icmp[2..4], [0, 0]);
     }
 
     #[test]

@@ -316,7 +316,9 @@ impl OfctlProgrammer {
     pub async fn wait_for_bridge(&self, bridge: &str, timeout: Duration) -> Result<(), FlowError> {
         let socket = self.mgmt_socket(bridge);
         let deadline = tokio::time::Instant::now() + timeout;
-        while !socket.exists() {
+        // The socket's file appears when ovs-vswitchd binds it, a moment before it listens
+        // (a connection in between is refused): ready once a connection is accepted.
+        while tokio::net::UnixStream::connect(&socket).await.is_err() {
             if tokio::time::Instant::now() >= deadline {
                 return Err(FlowError::NotReady {
                     bridge: bridge.to_string(),

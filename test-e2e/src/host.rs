@@ -669,6 +669,22 @@ pub(crate) fn link_names_in(ns: &str) -> Vec<String> {
 impl Drop for Host {
     fn drop(&mut self) {
         kill_child(&mut self.agent);
+        // A failed test's agent log outlives the test's directory (what the agent did before a
+        // failure is rarely all in the assertion's message).
+        if std::thread::panicking() {
+            let keep = std::env::temp_dir().join("contiv-e2e-failed");
+            let name = self
+                .dir
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            let to = keep.join(format!("{name}.netplugin.log"));
+            if std::fs::create_dir_all(&keep).is_ok()
+                && std::fs::copy(self.dir.join("netplugin.log"), &to).is_ok()
+            {
+                eprintln!("{}: agent log kept in {}", self.name, to.display());
+            }
+        }
         kill_pidfile(&self.dir.join("vswitchd.pid"));
         kill_pidfile(&self.dir.join("ovsdb.pid"));
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();

@@ -27,7 +27,7 @@ pub enum Route {
     Info,
     /// `/api/v1/<collection>/[<key>]` and `/api/v1/inspect/<collection>/<key>`.
     Object { kind: Kind, key: Option<String> },
-    /// `/api/v1/nodes/[<name>[/rulestats|/spoofstats]]`.
+    /// `/api/v1/nodes/[<name>[/rulestats|/spoofstats|/hostaccess]]`.
     Nodes { name: Option<String> },
     /// `/api/v1/endpoints/[<id>]`.
     Endpoints { id: Option<String> },
@@ -55,11 +55,16 @@ pub fn classify(path: &str) -> Route {
         ["api", "v1", "auth_proxy", ..] => Route::Credentials,
         ["api", "v1", "watch"] => Route::Watch,
         ["api", "v1", "nodes"] => Route::Nodes { name: None },
-        ["api", "v1", "nodes", name] | ["api", "v1", "nodes", name, "rulestats" | "spoofstats"] => {
-            Route::Nodes {
-                name: Some(name.to_string()),
-            }
-        }
+        ["api", "v1", "nodes", name]
+        | [
+            "api",
+            "v1",
+            "nodes",
+            name,
+            "rulestats" | "spoofstats" | "hostaccess",
+        ] => Route::Nodes {
+            name: Some(name.to_string()),
+        },
         ["api", "v1", "endpoints"] => Route::Endpoints { id: None },
         ["api", "v1", "endpoints", id] => Route::Endpoints {
             id: Some(id.to_string()),
@@ -320,6 +325,12 @@ mod tests {
         );
         assert_eq!(
             classify("/api/v1/nodes/h1/spoofstats/"),
+            Route::Nodes {
+                name: Some("h1".into())
+            }
+        );
+        assert_eq!(
+            classify("/api/v1/nodes/h1/hostaccess/"),
             Route::Nodes {
                 name: Some("h1".into())
             }

@@ -92,7 +92,7 @@ impl Master {
             }
         }
         self.commit(plan).await?;
-        self.forget_spoof_stats(&ep.host, id);
+        self.forget_endpoint_reports(&ep.host, id);
         tracing::debug!(endpoint = %id, "endpoint deleted");
         Ok(())
     }

@@ -89,6 +89,8 @@ pub struct Master {
     rule_stats: Mutex<crate::views::RuleStats>,
     /// The latest per-endpoint anti-spoofing drops of each node, kept like `rule_stats`.
     spoof_stats: Mutex<crate::views::SpoofStats>,
+    /// The private addresses each node reported of its endpoints: host -> endpoint id -> address.
+    host_access: Mutex<crate::views::HostAccess>,
     /// Bumped each time an endpoint create settles (committed or given up), so that a second
     /// create of the same id can wait for the first one's outcome.
     pub(crate) endpoint_settled: tokio::sync::watch::Sender<u64>,
@@ -203,6 +205,7 @@ impl Master {
             applied: tokio::sync::watch::channel(0).0,
             rule_stats: Mutex::new(BTreeMap::new()),
             spoof_stats: Mutex::new(BTreeMap::new()),
+            host_access: Mutex::new(BTreeMap::new()),
             endpoint_settled: tokio::sync::watch::channel(0).0,
             resync_wanted: tokio::sync::Notify::new(),
             writes_in_flight: std::sync::atomic::AtomicU64::new(0),
@@ -496,11 +499,13 @@ impl Master {
         Ok(v)
     }
 
-    /// `GET /api/v1/inspect/endpoints/<needle>/`, with the endpoint's anti-spoofing drops.
+    /// `GET /api/v1/inspect/endpoints/<needle>/`, with the endpoint's anti-spoofing drops and
+    /// private address.
     pub fn inspect_endpoint(&self, needle: &str) -> ApiResult<Value> {
         let s = self.state();
         let spoofed = self.spoof_stats.lock().unwrap_or_else(|p| p.into_inner());
-        crate::views::inspect_endpoint(&s, &spoofed, needle).ok_or_else(|| {
+        let access = self.host_access.lock().unwrap_or_else(|p| p.into_inner());
+        crate::views::inspect_endpoint(&s, &spoofed, &access, needle).ok_or_else(|| {
             ApiError::not_found(format!(
                 "no endpoint whose id, container id or container name contains '{needle}'"
             ))

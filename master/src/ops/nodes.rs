@@ -1,10 +1,13 @@
 //! The node registry: registrations and their heartbeats on store leases, expiry, and the
-//! counters nodes report (per rule, and per endpoint for anti-spoofing drops).
+//! counters nodes report (per rule, and per endpoint for anti-spoofing drops), and their
+//! endpoints' private addresses.
 
 use super::Master;
 use crate::error::{ApiError, ApiResult};
 use crate::keys;
-use model::agent::{Node, NodeLease, NodeRegistration, RuleStatsReport, SpoofStatsReport};
+use model::agent::{
+    HostAccessReport, Node, NodeLease, NodeRegistration, RuleStatsReport, SpoofStatsReport,
+};
 use model::names;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,16 +38,26 @@ impl Master {
         Ok(())
     }
 
-    /// Forgets the anti-spoofing drops of a deleted endpoint: a new endpoint of the same id
-    /// starts from 0, not from its predecessor's count.
-    pub(super) fn forget_spoof_stats(&self, host: &str, id: &str) {
-        let mut stats = self.spoof_stats.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(m) = stats.get_mut(host) {
-            m.remove(id);
-            if m.is_empty() {
-                stats.remove(host);
-            }
-        }
+    /// Keeps a node's latest private (host-access) addresses of its endpoints (an empty report
+    /// forgets the node's); as for spoof stats, only the node's own endpoints are kept.
+    pub fn report_host_access(&self, host: &str, r: HostAccessReport) -> ApiResult<()> {
+        check_reporter(host, &r.hostname, "host-access addresses")?;
+        let own: BTreeMap<String, String> = {
+            let s = self.state();
+            r.endpoints
+                .into_iter()
+                .filter(|(id, _)| s.endpoints.get(id).is_some_and(|e| e.host == host))
+                .collect()
+        };
+        keep_report(&self.host_access, host, own);
+        Ok(())
+    }
+
+    /// Forgets what a deleted endpoint's host reported of it (anti-spoofing drops, private
+    /// address): a new endpoint of the same id starts from 0, not from its predecessor's.
+    pub(super) fn forget_endpoint_reports(&self, host: &str, id: &str) {
+        forget(&self.spoof_stats, host, id);
+        forget(&self.host_access, host, id);
     }
 
     /// Registers a node, or renews its registration (the heartbeat).
@@ -249,6 +262,21 @@ fn check_reporter(path_host: &str, body_host: &str, what: &str) -> ApiResult<()>
         )));
     }
     Ok(())
+}
+
+/// Drops endpoint `id` from `host`'s report of one kind.
+fn forget<V>(
+    reports: &std::sync::Mutex<BTreeMap<String, BTreeMap<String, V>>>,
+    host: &str,
+    id: &str,
+) {
+    let mut reports = reports.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(m) = reports.get_mut(host) {
+        m.remove(id);
+        if m.is_empty() {
+            reports.remove(host);
+        }
+    }
 }
 
 /// Replaces a node's report of one kind of counters; an empty one forgets the node's.

@@ -30,6 +30,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// How long ovs-vswitchd may take to open a new router port (a loaded machine).
+const ROUTER_PORT_WAIT: Duration = Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
     #[error("{0}")]
@@ -257,6 +260,12 @@ impl Datapath {
             .external_id(keys::ROUTER_ZONE, net.zone.to_string())
             .external_id(keys::ROUTER_GATEWAY, net.gateway.to_string());
         let of = self.add_numbered_port(spec, known).await?;
+        // Only once ovs-vswitchd has opened the port (it writes the number then) does what the
+        // router sends reach the pods: its gateway announcements, sent after the flows, must
+        // not go to a port the switch does not read yet, and the flows must not send pods'
+        // packets to it before (docs/ovs-pipeline.md "The tenant router's port").
+        // Past the wait, making the router fails and is retried (with a warning).
+        self.vs.wait_ofport(name, ROUTER_PORT_WAIT).await?;
         self.port_index()
             .routers
             .insert(name.to_string(), (net.nid, net.port(of)));

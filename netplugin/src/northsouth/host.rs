@@ -14,7 +14,7 @@ use crate::names::{
     ROUTER_UPLINK, is_transit_ifname, router_gw_ifname, router_netns, router_netns_prefix,
     router_port_ifname, transit_ifname,
 };
-use crate::netlink::{LinkError, Netns};
+use crate::netlink::{LinkError, Netlink, Netns};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -41,12 +41,67 @@ pub enum NsError {
     Link(#[from] LinkError),
     #[error("{0}")]
     Datapath(#[from] DatapathError),
+    #[error(
+        "{step}: no answer after {after:?} (a kernel, ovs-vswitchd or process call that never returned); given up, retrying"
+    )]
+    Stuck { step: String, after: Duration },
+}
+
+/// How long one step of making a tenant router (its rules, its switch ports, its links) may
+/// take. Each is done in a few tens of milliseconds, a few seconds on a loaded machine; a step
+/// that never ends must not hold the way out of every later pod silently: it is given up
+/// (with a warning naming it) and the whole router is made again.
+const STEP_LIMIT: Duration = Duration::from_secs(15);
+
+/// How long one pass over the host side may take (several routers, the host's routes).
+const APPLY_LIMIT: Duration = Duration::from_secs(60);
+
+/// `f`, given up as [`NsError::Stuck`] after `limit`.
+async fn bounded<T>(
+    step: impl Into<String>,
+    limit: Duration,
+    f: impl std::future::Future<Output = Result<T, NsError>>,
+) -> Result<T, NsError> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(r) => r,
+        Err(_) => Err(NsError::Stuck {
+            step: step.into(),
+            after: limit,
+        }),
+    }
 }
 
 /// Runs `program args` (with `stdin`), returns its standard output.
 async fn run(what: &str, program: &str, args: &[&str], stdin: &str) -> Result<String, NsError> {
+    run_in(what, None, program, args, stdin).await
+}
+
+/// [`run`], the program in network namespace `ns` when given: entered between fork and exec
+/// (no `ip netns exec`, whose extra process, mount namespace and /sys remount cost
+/// milliseconds on the way to a new tenant's first packet).
+async fn run_in(
+    what: &str,
+    ns: Option<&Netns>,
+    program: &str,
+    args: &[&str],
+    stdin: &str,
+) -> Result<String, NsError> {
     use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new(program)
+    let mut cmd = tokio::process::Command::new(program);
+    if let Some(ns) = ns {
+        let fd = ns.raw_fd();
+        // SAFETY: between fork and exec only setns(2), async-signal-safe, on a descriptor
+        // `ns` keeps open until the child is spawned (the call below awaits that).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd
         .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -107,24 +162,16 @@ async fn ip_json(what: &str, ns: Option<&str>, args: &[&str]) -> Result<Vec<Valu
     Ok(serde_json::from_str::<Vec<Value>>(&out).unwrap_or_default())
 }
 
-async fn link_names(ns: Option<&str>) -> Result<BTreeSet<String>, NsError> {
-    Ok(ip_json("list links", ns, &["link", "show"])
-        .await?
-        .iter()
-        .filter_map(|l| l["ifname"].as_str().map(str::to_string))
-        .collect())
-}
-
 /// Runs an iptables-restore of `family` (4 or 6): in `ns` (a router: `flush`es its tables
 /// whole) or in the host namespace (`--noflush`: only the chains named).
-async fn restore(what: &str, ns: Option<&str>, v6: bool, rules: &str) -> Result<(), NsError> {
+async fn restore(what: &str, ns: Option<&Netns>, v6: bool, rules: &str) -> Result<(), NsError> {
     let bin = if v6 {
         "ip6tables-restore"
     } else {
         "iptables-restore"
     };
     match ns {
-        Some(n) => run(what, "ip", &["netns", "exec", n, bin], rules).await?,
+        Some(n) => run_in(what, Some(n), bin, &["-w"], rules).await?,
         None => run(what, bin, &["--noflush"], rules).await?,
     };
     Ok(())
@@ -132,7 +179,7 @@ async fn restore(what: &str, ns: Option<&str>, v6: bool, rules: &str) -> Result<
 
 /// Writes sysctls (path under /proc/sys/net, value) in namespace `ns` (None: the agent's).
 async fn sysctls(
-    ns: Option<Netns>,
+    ns: Option<&Netns>,
     values: &'static [(&'static str, &'static str)],
 ) -> Result<(), NsError> {
     let write = move || -> Result<(), String> {
@@ -148,7 +195,7 @@ async fn sysctls(
         Ok(())
     };
     match ns {
-        Some(n) => n.run(write)?,
+        Some(n) => n.run_async(write).await?,
         None => tokio::task::spawn_blocking(write)
             .await
             .map_err(|e| LinkError::other("write host sysctls", e))?
@@ -157,25 +204,17 @@ async fn sysctls(
     Ok(())
 }
 
-/// Sends a gratuitous ARP for each (gateway interface, gateway address) from inside the
-/// router namespace `ns` (see [`super::gratuitous_arp`]).
-fn announce_gateways(ns: &Netns, gateways: Vec<(String, Ipv4Addr)>) -> Result<(), LinkError> {
-    let mac: Vec<u8> = ROUTER_MAC
-        .split(':')
-        .filter_map(|b| u8::from_str_radix(b, 16).ok())
-        .collect();
-    let mac: [u8; 6] = mac.try_into().unwrap_or([2, 0, 0, 0x11, 0x11, 0x11]);
+/// Frames to send, each with the interface to send it on.
+type Frames = Vec<(String, Vec<u8>)>;
+
+/// Sends each (gateway interface, frame) from inside the router namespace `ns`: the
+/// announcements of its gateways ([`super::gratuitous_arp`], [`super::unsolicited_na`]).
+fn announce_gateways(ns: &Netns, frames: Frames) -> Result<(), LinkError> {
     ns.run(move || {
         use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-        let proto = (libc::ETH_P_ARP as u16).to_be();
+        // Protocol 0: a socket that sends only (the frames carry their own EtherType).
         // SAFETY: plain socket(2); the descriptor is owned (and closed) by `fd` at once.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                proto as i32,
-            )
-        };
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if raw < 0 {
             return Err(format!(
                 "open a packet socket: {}",
@@ -184,24 +223,22 @@ fn announce_gateways(ns: &Netns, gateways: Vec<(String, Ipv4Addr)>) -> Result<()
         }
         // SAFETY: `raw` is a fresh descriptor nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        for (ifname, gw) in gateways {
+        for (ifname, frame) in frames {
             let name = std::ffi::CString::new(ifname.as_str()).map_err(|e| e.to_string())?;
             // SAFETY: a valid NUL-terminated name alive for the call.
             let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
             if index == 0 {
-                return Err(format!(
-                    "find {ifname}: {}",
-                    std::io::Error::last_os_error()
-                ));
+                // Gone again (its network's last pod left, or the router is being made
+                // again): nothing to announce there.
+                continue;
             }
             // SAFETY: all-zero is a valid sockaddr_ll; the fields that matter are set below.
             let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
             to.sll_family = libc::AF_PACKET as u16;
-            to.sll_protocol = proto;
+            to.sll_protocol = u16::from_be_bytes([frame[12], frame[13]]).to_be();
             to.sll_ifindex = index as i32;
             to.sll_halen = 6;
-            to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-            let frame = super::gratuitous_arp(mac, gw);
+            to.sll_addr[..6].copy_from_slice(&frame[0..6]);
             // SAFETY: `frame` and `to` are alive and sized as passed.
             let sent = unsafe {
                 libc::sendto(
@@ -215,7 +252,7 @@ fn announce_gateways(ns: &Netns, gateways: Vec<(String, Ipv4Addr)>) -> Result<()
             };
             if sent < 0 {
                 return Err(format!(
-                    "send a gratuitous ARP for {gw} on {ifname}: {}",
+                    "announce a gateway on {ifname}: {}",
                     std::io::Error::last_os_error()
                 ));
             }
@@ -224,7 +261,60 @@ fn announce_gateways(ns: &Netns, gateways: Vec<(String, Ipv4Addr)>) -> Result<()
     })
 }
 
+/// The transit links' MTU (a veth's default; the host's routing takes it from there).
+const TRANSIT_MTU: u32 = 1500;
+
+/// The cluster-wide router MAC, as bytes.
+fn router_mac() -> [u8; 6] {
+    crate::netlink::parse_mac(ROUTER_MAC).expect("a valid MAC")
+}
+
+/// The MAC of a router's end of its transit link: locally administered, from its transit
+/// address (unique on the host, stable across restarts).
+fn transit_mac(router: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = router.octets();
+    [0x02, 0x00, a, b, c, d]
+}
+
+/// The frames that announce a new router's gateways (IPv4 and IPv6) on their interfaces.
+fn announcements(ports: &[(RouterNet, u32)]) -> Frames {
+    let mut out = Vec::new();
+    for (n, _) in ports {
+        let vg = router_gw_ifname(&n.key());
+        out.push((
+            vg.clone(),
+            super::gratuitous_arp(router_mac(), n.gateway).to_vec(),
+        ));
+        if let Some((g6, _)) = n.gateway6 {
+            out.push((vg, super::unsolicited_na(router_mac(), g6).to_vec()));
+        }
+    }
+    out
+}
+
+/// The index of link `name`, which was just made or found.
+async fn index_of(nl: &Netlink, name: &str) -> Result<u32, NsError> {
+    nl.index(name).await?.ok_or_else(|| {
+        LinkError::other(
+            format!("set up link {name} of a tenant router"),
+            "it disappeared while being set up (removed by someone else?); retrying",
+        )
+        .into()
+    })
+}
+
+/// A router's forwarding, turned on once its rules are in (a network's traffic never crosses
+/// to another network of the tenant, not even while a new router is being made).
 const FORWARDING: &[(&str, &str)] = &[("ipv4/ip_forward", "1"), ("ipv6/conf/all/forwarding", "1")];
+
+/// No duplicate address detection in a router, written before its links are made (they take
+/// the `default` values): its link-local addresses are usable at once (the gateway and transit
+/// addresses are added `nodad`), and nothing else can hold them on these point-to-point links
+/// and this router-owned gateway port.
+const NO_DAD: &[(&str, &str)] = &[
+    ("ipv6/conf/default/accept_dad", "0"),
+    ("ipv6/conf/all/accept_dad", "0"),
+];
 
 /// The host's IPv4 forwarding. IPv6 forwarding is turned on only once a dual-stack network
 /// needs it ([`FORWARDING6`]): it makes the host stop accepting router advertisements on
@@ -236,7 +326,7 @@ const FORWARDING6: &[(&str, &str)] = &[("ipv6/conf/all/forwarding", "1")];
 /// of `no_ipv6`: a packet the kernel leaves to "hardware" to checksum reaches the userspace
 /// datapath, which never fills it in.
 async fn prepare(
-    ns: Option<Netns>,
+    ns: Option<&Netns>,
     names: Vec<String>,
     no_ipv6: Vec<String>,
 ) -> Result<(), NsError> {
@@ -247,7 +337,7 @@ async fn prepare(
         Ok(())
     };
     match ns {
-        Some(n) => n.run(f)?,
+        Some(n) => n.run_async(f).await?,
         None => tokio::task::spawn_blocking(f)
             .await
             .map_err(|e| LinkError::other("prepare host links", e))?
@@ -411,6 +501,8 @@ pub struct NorthSouth {
     /// Each tenant router as last made, with its transit and port numbers: a change elsewhere
     /// (another tenant's pod) leaves it alone while its links are there.
     made: BTreeMap<String, Made>,
+    /// A netlink connection in the agent's namespace (made on first use, in the runtime).
+    host: Option<Netlink>,
 }
 
 impl NorthSouth {
@@ -424,6 +516,7 @@ impl NorthSouth {
             node: None,
             forwarding6: false,
             made: BTreeMap::new(),
+            host: None,
         }
     }
 
@@ -436,6 +529,13 @@ impl NorthSouth {
         self
     }
 
+    fn host_netlink(&mut self) -> Result<Netlink, NsError> {
+        if self.host.is_none() {
+            self.host = Some(Netlink::host()?);
+        }
+        Ok(self.host.clone().expect("just made"))
+    }
+
     /// Follows the datapath: at every change of its inputs, makes the host side match.
     pub async fn run(mut self) {
         let mut changes = self.dp.subscribe();
@@ -445,7 +545,9 @@ impl NorthSouth {
             if let Some(i) = inputs {
                 let want = super::desired(&i);
                 if self.applied.as_ref() != Some(&want) {
-                    match self.apply(&want).await {
+                    let r =
+                        bounded("set up the tenant routers", APPLY_LIMIT, self.apply(&want)).await;
+                    match r {
                         Ok(()) => self.applied = Some(want),
                         Err(e) => {
                             tracing::warn!(error = %e, "set up the tenant routers (the way out of the networks); retrying");
@@ -477,26 +579,20 @@ impl NorthSouth {
             sysctls(None, FORWARDING6).await?;
             self.forwarding6 = true;
         }
+        let host = self.host_netlink()?;
         // Transit numbers the links already have (an agent restart keeps them).
         let mut have = BTreeMap::new();
         for t in d.tenants.keys() {
             let name = transit_ifname(t);
-            for a in ip_json(
-                "read transit address",
-                None,
-                &["-4", "addr", "show", "dev", &name],
-            )
-            .await
-            .unwrap_or_default()
-            {
-                for info in a["addr_info"].as_array().into_iter().flatten() {
-                    if let Some(i) = info["local"]
-                        .as_str()
-                        .and_then(|x| x.parse::<Ipv4Addr>().ok())
-                        .and_then(|x| super::transit_index(pvt, x))
-                    {
-                        have.insert(t.clone(), i);
-                    }
+            let Some(i) = host.index(&name).await? else {
+                continue;
+            };
+            for (a, _) in host.addresses(i).await? {
+                if let Some(n) = match a {
+                    std::net::IpAddr::V4(a) => super::transit_index(pvt, a),
+                    std::net::IpAddr::V6(_) => None,
+                } {
+                    have.insert(t.clone(), n);
                 }
             }
         }
@@ -504,8 +600,13 @@ impl NorthSouth {
         let mut routers: BTreeMap<u64, RouterPort> = BTreeMap::new();
         let mut host_routes: Vec<String> = Vec::new();
         let mut ports_wanted = BTreeSet::new();
-        let mut announce: Vec<(String, Vec<(String, Ipv4Addr)>)> = Vec::new();
-        let root_links = link_names(None).await?;
+        let mut announce: Vec<(String, Frames)> = Vec::new();
+        let root_links: BTreeSet<String> = host
+            .link_names()
+            .await?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         for (tenant, t) in &d.tenants {
             let Some(tr) = index.get(tenant).and_then(|i| super::transit(pvt, *i)) else {
                 tracing::warn!(%tenant, private_subnet = %pvt, "no transit address left in the private subnet's upper half: the tenant gets no router here (set a larger --private-subnet)");
@@ -520,14 +621,10 @@ impl NorthSouth {
                     ports.clone()
                 }
                 _ => {
-                    let ports = self.ensure_router(tenant, t, tr, &root_links).await?;
-                    announce.push((
-                        tenant.clone(),
-                        ports
-                            .iter()
-                            .map(|(n, _)| (router_gw_ifname(&n.key()), n.gateway))
-                            .collect(),
-                    ));
+                    let ports = self
+                        .ensure_router(&host, tenant, t, tr, &root_links)
+                        .await?;
+                    announce.push((tenant.clone(), announcements(&ports)));
                     self.made
                         .insert(tenant.clone(), (t.clone(), tr, ports.clone()));
                     ports
@@ -560,10 +657,15 @@ impl NorthSouth {
             }
         }
         self.made.retain(|t, _| d.tenants.contains_key(t));
+        // The host's routes back to the pods before the flows that make a router the pods'
+        // gateway (and before its announcement): a pod sends what it queued for its gateway
+        // the moment it learns the router MAC, and the replies from the outside come back
+        // through the host to the pod's own address.
+        self.fix_host_routes(&host_routes).await?;
         self.dp.set_routers(routers).await?;
-        // The new gateways' flows are in: tell the pods that asked for them too early. A few
-        // times: the switch may start reading a port just added a moment after its flows are
-        // in (the userspace datapath), and what it has not read yet is lost.
+        // The new gateways' flows are in (on ports ovs-vswitchd reads, see
+        // `Datapath::add_router_port`): tell the pods that asked for them too early. A few
+        // times, in case a frame is lost on the way.
         for (tenant, gateways) in announce {
             let path = PathBuf::from("/run/netns").join(router_netns(&self.bridge, &tenant));
             tokio::spawn(async move {
@@ -578,101 +680,163 @@ impl NorthSouth {
                 }
             });
         }
-        self.fix_host_routes(&host_routes).await?;
         self.remove_departed(d, &ports_wanted).await?;
         Ok(())
     }
 
     /// One tenant router: its namespace, transit, a port per network, neighbours and rules.
     /// Returns the networks' port numbers.
+    ///
+    /// A new tenant's first pod waits for this (its first packet out needs the router), so it
+    /// goes over netlink rather than through processes, and what does not depend on the rest
+    /// runs beside it: the rules (iptables-restore, IPv4 and IPv6) and the switch ports go while
+    /// the links are set up.
     async fn ensure_router(
         &self,
+        host: &Netlink,
         tenant: &str,
         t: &TenantRouter,
         tr: Transit,
         root_links: &BTreeSet<String>,
     ) -> Result<Vec<(RouterNet, u32)>, NsError> {
-        let name = router_netns(&self.bridge, tenant);
-        let path = PathBuf::from("/run/netns").join(&name);
-        // Made if missing (bind-mounted like `ip netns add`: it outlives the agent).
-        let ns = Netns::open_or_create(&path)?;
-        sysctls(Some(ns), FORWARDING).await?;
-        let inside = link_names(Some(&name)).await?;
+        let started = std::time::Instant::now();
+        let path = PathBuf::from("/run/netns").join(router_netns(&self.bridge, tenant));
+        // Made if missing (bind-mounted like `ip netns add`: it outlives the agent). A new one
+        // holds nothing stale to look for.
+        let (ns, fresh) = match Netns::open(&path) {
+            Ok(ns) => (ns, false),
+            Err(_) => (Netns::open_or_create(&path)?, true),
+        };
+        tracing::debug!(%tenant, fresh, "tenant router: namespace open");
+        sysctls(Some(&ns), NO_DAD).await?;
+        let inner = Netlink::in_netns(&ns)?;
+        let inside: BTreeSet<String> = if fresh {
+            BTreeSet::new()
+        } else {
+            inner
+                .link_names()
+                .await?
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect()
+        };
+        // The veths first (the switch ports and everything else need them), born down.
         let up = transit_ifname(tenant);
-        let mut root = Vec::new();
-        let mut router = vec!["link set lo up".to_string()];
-        let mut fresh = Vec::new();
-        if !root_links.contains(&up) {
-            if inside.contains(ROUTER_UPLINK) {
-                router.push(format!("link del dev {ROUTER_UPLINK}"));
-                ip_batch("remove a stale transit", Some(&name), &router).await?;
-                router.clear();
+        let mut made = Vec::new();
+        // A pair is made again unless both ends are there. A host end alone is what a router
+        // removed a moment ago leaves behind: its namespace is gone from /run/netns at once,
+        // but the kernel tears it (and the peers in it) down a little later.
+        if !(root_links.contains(&up) && inside.contains(ROUTER_UPLINK)) {
+            if root_links.contains(&up) {
+                host.delete(&up).await?;
             }
-            ip_batch(
-                "make a tenant router's transit",
-                None,
-                &[format!(
-                    "link add name {up} type veth peer name {ROUTER_UPLINK} netns {name}"
-                )],
-            )
-            .await?;
-            fresh.push(up.clone());
+            if inside.contains(ROUTER_UPLINK) {
+                inner.delete(ROUTER_UPLINK).await?;
+            }
+            host.create_veth(&up, ROUTER_UPLINK, transit_mac(tr.router), TRANSIT_MTU, &ns)
+                .await?;
+            made.push(up.clone());
         }
-        let mut gw_links = Vec::new();
-        let mut out = Vec::new();
         for net in t.networks.values() {
             let (vr, vg) = (router_port_ifname(&net.key()), router_gw_ifname(&net.key()));
-            if !root_links.contains(&vr) {
-                if inside.contains(&vg) {
-                    ip_batch(
-                        "remove a stale router port",
-                        Some(&name),
-                        &[format!("link del dev {vg}")],
-                    )
-                    .await?;
+            if !(root_links.contains(&vr) && inside.contains(&vg)) {
+                if root_links.contains(&vr) {
+                    // The switch port goes with it, to be made again on the new link.
+                    self.dp.remove_port(&vr).await?;
+                    host.delete(&vr).await?;
                 }
-                ip_batch(
-                    "make a router port",
-                    None,
-                    &[format!(
-                        "link add name {vr} mtu {m} type veth peer name {vg} mtu {m} netns {name}",
-                        m = self.mtu
-                    )],
-                )
-                .await?;
-                fresh.push(vr.clone());
-            }
-            gw_links.push(vg.clone());
-            root.push(format!("link set {vr} mtu {} up", self.mtu));
-            router.push(format!(
-                "link set {vg} address {ROUTER_MAC} mtu {} up",
-                self.mtu
-            ));
-            router.push(format!(
-                "addr replace {}/{} dev {vg}",
-                net.gateway,
-                net.subnet.prefix_len()
-            ));
-            if let Some((g6, s6)) = net.gateway6 {
-                router.push(format!(
-                    "addr replace {g6}/{} dev {vg} nodad",
-                    s6.prefix_len()
-                ));
-            }
-            for (ip, mac) in &net.neighbours {
-                router.push(format!(
-                    "neigh replace {ip} lladdr {mac} dev {vg} nud permanent"
-                ));
+                if inside.contains(&vg) {
+                    inner.delete(&vg).await?;
+                }
+                host.create_veth(&vr, &vg, router_mac(), self.mtu, &ns)
+                    .await?;
+                made.push(vr.clone());
             }
         }
+        tracing::debug!(%tenant, made = ?made, "tenant router: veths there");
         // TX checksums off where the kernel hands packets towards the userspace datapath; no
-        // IPv6 on the bridge's side of a router port (a switch port only).
-        let fresh_ports: Vec<String> = fresh
+        // IPv6 on the bridge's side of a router port (a switch port only). Before the switch
+        // opens the ports.
+        let made_ports: Vec<String> = made
             .iter()
             .filter(|n| n.starts_with("vr"))
             .cloned()
             .collect();
-        prepare(None, fresh.clone(), fresh_ports).await?;
+        prepare(None, made, made_ports).await?;
+        let rules4 = super::router_rules_v4(t, tr, self.node, tenant == super::DEFAULT_TENANT);
+        let rules6 = super::router_rules_v6(tr);
+        let rules = async {
+            let (v4, v6) = tokio::join!(
+                restore("write a tenant router's rules", Some(&ns), false, &rules4),
+                restore(
+                    "write a tenant router's rules (IPv6)",
+                    Some(&ns),
+                    true,
+                    &rules6
+                ),
+            );
+            v4?;
+            v6?;
+            ensure_reply_rules(&router_netns(&self.bridge, tenant)).await?;
+            // Forwarding only under the rules that keep the tenant's networks apart.
+            sysctls(Some(&ns), FORWARDING).await
+        };
+        let ports = async {
+            let mut out = Vec::new();
+            for net in t.networks.values() {
+                let of = self
+                    .dp
+                    .add_router_port(&router_port_ifname(&net.key()), net)
+                    .await?;
+                out.push((net.clone(), of));
+            }
+            Ok::<_, NsError>(out)
+        };
+        let links = self.router_links(host, &inner, &ns, tenant, t, tr, &inside, fresh);
+        let (rules, ports, links) = tokio::join!(
+            bounded(
+                format!("write tenant {tenant}'s router rules"),
+                STEP_LIMIT,
+                rules
+            ),
+            bounded(
+                format!("add tenant {tenant}'s router ports to the switch"),
+                STEP_LIMIT,
+                ports
+            ),
+            bounded(
+                format!("set up tenant {tenant}'s router links"),
+                STEP_LIMIT,
+                links
+            ),
+        );
+        rules?;
+        links?;
+        let ports = ports?;
+        tracing::debug!(%tenant, fresh, ms = started.elapsed().as_secs_f64() * 1e3, "tenant router made");
+        Ok(ports)
+    }
+
+    /// A tenant router's links made ready: offloads, addresses, up, routes, neighbours; what
+    /// left it (neighbours of departed endpoints, ports of departed networks) removed unless
+    /// the namespace is `fresh` (`inside`: the links it had).
+    #[allow(clippy::too_many_arguments)]
+    async fn router_links(
+        &self,
+        host: &Netlink,
+        inner: &Netlink,
+        ns: &Netns,
+        tenant: &str,
+        t: &TenantRouter,
+        tr: Transit,
+        inside: &BTreeSet<String>,
+        fresh: bool,
+    ) -> Result<(), NsError> {
+        let gw_links: Vec<String> = t
+            .networks
+            .values()
+            .map(|n| router_gw_ifname(&n.key()))
+            .collect();
         let mut in_router = gw_links.clone();
         in_router.push(ROUTER_UPLINK.to_string());
         // A network without IPv6: none on its gateway either (no MLD reports or DAD flooded
@@ -683,86 +847,71 @@ impl NorthSouth {
             .filter(|n| n.gateway6.is_none())
             .map(|n| router_gw_ifname(&n.key()))
             .collect();
-        prepare(Some(Netns::open(&path)?), in_router, v4_only).await?;
+        prepare(Some(ns), in_router, v4_only).await?;
+        // The host's side.
+        for net in t.networks.values() {
+            let vr = router_port_ifname(&net.key());
+            host.set_mac_mtu_up(&vr, index_of(host, &vr).await?, None, self.mtu)
+                .await?;
+        }
+        let up = transit_ifname(tenant);
+        let ui = index_of(host, &up).await?;
         let host6 = super::transit6(tr.host);
-        root.push(format!("addr replace {}/30 dev {up}", tr.host));
-        root.push(format!("addr replace {host6}/126 dev {up} nodad"));
-        root.push(format!("link set {up} up"));
-        router.push(format!("addr replace {}/30 dev {ROUTER_UPLINK}", tr.router));
-        router.push(format!(
-            "addr replace {}/126 dev {ROUTER_UPLINK} nodad",
-            super::transit6(tr.router)
-        ));
-        router.push(format!("link set {ROUTER_UPLINK} up"));
-        router.push(format!(
-            "route replace default via {} dev {ROUTER_UPLINK}",
-            tr.host
-        ));
-        router.push(format!(
-            "route replace default via {host6} dev {ROUTER_UPLINK}"
-        ));
-        // Replies to what came in from the host go back to it (`super::REPLY_TABLE`).
-        let table = super::REPLY_TABLE;
-        router.push(format!(
-            "route replace default via {} dev {ROUTER_UPLINK} table {table}",
-            tr.host
-        ));
-        router.push(format!(
-            "route replace default via {host6} dev {ROUTER_UPLINK} table {table}"
-        ));
-        ip_batch("set up the host side of a tenant router", None, &root).await?;
-        ip_batch("set up a tenant router", Some(&name), &router).await?;
-        // Neighbour entries of endpoints that left, and networks that left this router.
-        let mut stale = Vec::new();
-        for vg in &gw_links {
-            for n in ip_json(
-                "read router neighbours",
-                Some(&name),
-                &["neigh", "show", "dev", vg, "nud", "permanent"],
-            )
-            .await?
-            {
-                let Some(dst) = n["dst"].as_str() else {
-                    continue;
-                };
-                let keep = t.networks.values().any(|net| {
-                    router_gw_ifname(&net.key()) == *vg
-                        && dst.parse().is_ok_and(|a| net.neighbours.contains_key(&a))
-                });
-                if !keep {
-                    stale.push(format!("neigh del {dst} dev {vg}"));
+        host.add_address(&up, ui, tr.host.into(), 30).await?;
+        host.add_address(&up, ui, host6.into(), 126).await?;
+        host.set_up(&up, ui).await?;
+        // The router's: gateways, transit, default routes, neighbours.
+        for net in t.networks.values() {
+            let vg = router_gw_ifname(&net.key());
+            let gi = index_of(inner, &vg).await?;
+            inner
+                .set_mac_mtu_up(&vg, gi, Some(router_mac()), self.mtu)
+                .await?;
+            inner
+                .add_address(&vg, gi, net.gateway.into(), net.subnet.prefix_len())
+                .await?;
+            if let Some((g6, s6)) = net.gateway6 {
+                inner
+                    .add_address(&vg, gi, g6.into(), s6.prefix_len())
+                    .await?;
+            }
+            if !fresh {
+                for ip in inner.permanent_neighbours(gi).await? {
+                    if !net.neighbours.contains_key(&ip) {
+                        inner.del_neighbour(&vg, gi, ip).await?;
+                    }
                 }
             }
-        }
-        for l in &inside {
-            if l.starts_with("vg") && l.len() == 14 && !gw_links.contains(l) {
-                stale.push(format!("link del dev {l}"));
+            for (ip, mac) in &net.neighbours {
+                let Some(m) = crate::netlink::parse_mac(mac) else {
+                    tracing::warn!(%ip, %mac, "an endpoint's MAC does not parse: no neighbour entry for it in its tenant router");
+                    continue;
+                };
+                inner.replace_neighbour(&vg, gi, *ip, m).await?;
             }
         }
-        ip_batch("remove what left a tenant router", Some(&name), &stale).await?;
-        restore(
-            "write a tenant router's rules",
-            Some(&name),
-            false,
-            &super::router_rules_v4(t, tr, self.node, tenant == super::DEFAULT_TENANT),
-        )
-        .await?;
-        ensure_reply_rules(&name).await?;
-        restore(
-            "write a tenant router's rules (IPv6)",
-            Some(&name),
-            true,
-            &super::router_rules_v6(tr),
-        )
-        .await?;
-        for net in t.networks.values() {
-            let of = self
-                .dp
-                .add_router_port(&router_port_ifname(&net.key()), net)
+        let ri = index_of(inner, ROUTER_UPLINK).await?;
+        inner
+            .add_address(ROUTER_UPLINK, ri, tr.router.into(), 30)
+            .await?;
+        inner
+            .add_address(ROUTER_UPLINK, ri, super::transit6(tr.router).into(), 126)
+            .await?;
+        inner.set_up(ROUTER_UPLINK, ri).await?;
+        // Replies to what came in from the host go back to it (`super::REPLY_TABLE`).
+        for table in [None, Some(super::REPLY_TABLE)] {
+            inner
+                .replace_default_route(tr.host.into(), ri, table)
                 .await?;
-            out.push((net.clone(), of));
+            inner.replace_default_route(host6.into(), ri, table).await?;
         }
-        Ok(out)
+        // Networks that left this router.
+        for l in inside {
+            if l.starts_with("vg") && l.len() == 14 && !gw_links.contains(l) {
+                inner.delete(l).await?;
+            }
+        }
+        Ok(())
     }
 
     /// The host's routes into the tenant routers: `want` (ip batch lines) made, any other
@@ -832,5 +981,32 @@ impl NorthSouth {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_router_step_that_never_returns_is_given_up_naming_the_step() {
+        let limit = Duration::from_millis(20);
+        let stuck = bounded(
+            "set up tenant blue's router links",
+            limit,
+            std::future::pending::<Result<(), NsError>>(),
+        )
+        .await;
+        let e = stuck.expect_err("a step that never returns is given up");
+        assert!(matches!(e, NsError::Stuck { after, .. } if after == limit));
+        let text = e.to_string();
+        assert!(
+            text.starts_with("set up tenant blue's router links: no answer after")
+                && text.ends_with("retrying"),
+            "{text}"
+        );
+        // A step that ends in time keeps its own result.
+        let done = bounded("write the rules", limit, async { Ok::<_, NsError>(7) }).await;
+        assert_eq!(done.ok(), Some(7));
     }
 }
