@@ -16,6 +16,7 @@ pub mod kernel;
 pub mod manager;
 pub mod names;
 pub mod netlink;
+pub mod netpol;
 pub mod northsouth;
 pub mod policy;
 pub mod steps;
