@@ -658,5 +658,58 @@ pub fn flows(
     out
 }
 
+/// Keeps this node's NetworkPolicy flows in line with the Kubernetes caches: resolves again
+/// at every watch event (events arriving meanwhile coalesce into the next pass) and installs
+/// what changed; a pass costs one resolution and, when a pod's allowances changed, one bundle
+/// replacing that pod's flows. Each problem a policy has is logged once, when it appears.
+pub async fn follow(
+    kube: crate::k8s::KubeClient,
+    dp: Arc<crate::datapath::Datapath>,
+    node: String,
+) {
+    let mut changes = kube.changes();
+    let mut installed: Option<BTreeMap<String, PodPolicy>> = None;
+    let mut reported: BTreeSet<String> = BTreeSet::new();
+    loop {
+        changes.borrow_and_update();
+        if let Some((policies, pods, namespaces)) = kube.policy_view() {
+            let (want, warnings) = resolve(
+                &Cluster {
+                    policies: &policies,
+                    pods: &pods,
+                    namespaces: &namespaces,
+                },
+                &node,
+            );
+            let warnings: BTreeSet<String> = warnings.into_iter().collect();
+            for w in warnings.difference(&reported) {
+                tracing::warn!(problem = %w, "NetworkPolicy not fully enforceable: the part named is ignored, the pods it selects stay isolated");
+            }
+            reported = warnings;
+            if installed.as_ref() != Some(&want) {
+                let selected = want.len();
+                match dp.set_netpol(want.clone()).await {
+                    Ok(()) => {
+                        tracing::info!(
+                            policies = policies.len(),
+                            selected,
+                            "NetworkPolicy installed for this node's pods"
+                        );
+                        installed = Some(want);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "install NetworkPolicy flows; retrying");
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        continue;
+                    }
+                }
+            }
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;
