@@ -357,9 +357,7 @@ enum Dir {
 /// egress (an address block's pods are those of the cluster with an address in it).
 fn rule_allows(
     c: &Cluster,
-    ns: &str,
-    dir: Dir,
-    own: &Pod,
+    (ns, dir, own): (&str, Dir, &Pod),
     peers: Option<&Vec<NetworkPolicyPeer>>,
     ports: Option<&Vec<NetworkPolicyPort>>,
     warn: &mut Vec<String>,
@@ -497,9 +495,7 @@ pub fn resolve(c: &Cluster, node: &str) -> (BTreeMap<String, PodPolicy>, Vec<Str
                 for r in spec.ingress.iter().flatten() {
                     rule_allows(
                         c,
-                        ns,
-                        Dir::Ingress,
-                        own,
+                        (ns, Dir::Ingress, own),
                         r.from.as_ref(),
                         r.ports.as_ref(),
                         &mut warn,
@@ -512,9 +508,7 @@ pub fn resolve(c: &Cluster, node: &str) -> (BTreeMap<String, PodPolicy>, Vec<Str
                 for r in spec.egress.iter().flatten() {
                     rule_allows(
                         c,
-                        ns,
-                        Dir::Egress,
-                        own,
+                        (ns, Dir::Egress, own),
                         r.to.as_ref(),
                         r.ports.as_ref(),
                         &mut warn,

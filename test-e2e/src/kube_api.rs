@@ -347,6 +347,14 @@ impl KubeApi {
         });
     }
 
+    /// The pod as stored, if it exists.
+    pub fn pod_object(&self, namespace: &str, name: &str) -> Option<Pod> {
+        let s = self.shared.state.lock().unwrap();
+        s.pods
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
     /// Replaces a pod's labels (it must exist); the rest of it stays.
     pub fn set_pod_labels(&self, namespace: &str, name: &str, labels: &[(&str, &str)]) {
         let mut pod = {

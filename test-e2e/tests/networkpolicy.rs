@@ -524,6 +524,16 @@ fn network_policies_match_the_upstream_reachability_matrices() {
         only_xa(f, t, &|f| f.starts_with("y/") || f.starts_with("z/"))
     });
     w.api.put_namespace("z", &[("ns", "z")], &[]);
+    // A pod removed from the API is no peer any more; added back, it is again.
+    let saved = w.api.pod_object("y", "c").expect("y/c in the API");
+    w.api.delete_pod("y", "c");
+    w.expect("pod y/c removed", tcp80, false, |f, t| {
+        only_xa(f, t, &|f| f.starts_with("y/") && f != "y/c")
+    });
+    w.api.put_pod_object(saved);
+    w.expect("pod y/c added back", tcp80, false, |f, t| {
+        only_xa(f, t, &|f| f.starts_with("y/"))
+    });
     w.api.delete_network_policy("x", "allow-from-y");
 
     // Both selectors in one peer: pods b of namespace y only. A second policy adds pods c of
