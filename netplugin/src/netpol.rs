@@ -44,6 +44,21 @@ pub struct NetpolInputs {
     pub synced: bool,
     /// Local pods (`namespace/name`, the endpoint's container name) selected by some policy.
     pub pods: BTreeMap<String, PodPolicy>,
+    /// `global.pvtSubnet` (empty: Contiv's default): its transit range is the source this
+    /// host's own traffic has in the pod networks ([`node_sources`]).
+    pub pvt_subnet: String,
+}
+
+/// The sources of this host's own traffic to its pods, as its tenant routers deliver it: the
+/// host-side transit addresses (`crate::northsouth`), host-local by construction (other hosts'
+/// traffic arrives source-NATed to their node address). Upstream lets traffic from a pod's own
+/// node through whatever the policies say (kubelet's probes).
+pub fn node_sources(pvt_subnet: &str) -> [String; 2] {
+    let pvt = crate::northsouth::pvt_subnet(pvt_subnet);
+    [
+        format!("ip,nw_src={}", crate::northsouth::transit_range(pvt)),
+        format!("ipv6,ipv6_src={}", crate::northsouth::TRANSIT6_PREFIX),
+    ]
 }
 
 /// What one pod may do; `None`: no policy of that direction selects it (open).
@@ -639,6 +654,17 @@ pub fn flows(
                         tbl,
                         100,
                         format!("{m},{own}"),
+                        format!("resubmit(,{next})"),
+                    ));
+                }
+            }
+            if tbl == table::NP_INGRESS {
+                // From this host itself, through its tenant router.
+                for m in node_sources(&np.pvt_subnet) {
+                    f.push(Flow::new(
+                        tbl,
+                        100,
+                        format!("{m},dl_src={},{own}", crate::fabric::ROUTER_MAC),
                         format!("resubmit(,{next})"),
                     ));
                 }

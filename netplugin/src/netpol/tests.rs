@@ -239,6 +239,7 @@ fn flows_judge_the_pod_by_its_mac_and_drop_the_rest_of_its_ip() {
     let np = NetpolInputs {
         enabled: true,
         synced: true,
+        pvt_subnet: String::new(),
         pods: BTreeMap::from([(
             "x/a".to_string(),
             PodPolicy {
@@ -269,6 +270,19 @@ fn flows_judge_the_pod_by_its_mac_and_drop_the_rest_of_its_ip() {
                 t,
                 100,
                 format!("tcp,tp_dst=0x50/0xfffe,nw_src=10.0.0.2,{own}"),
+                next.clone()
+            ),
+            // This host's own traffic (its transit addresses, through its router) passes.
+            (
+                t,
+                100,
+                format!("ip,nw_src=172.19.128.0/17,dl_src=02:00:00:11:11:11,{own}"),
+                next.clone()
+            ),
+            (
+                t,
+                100,
+                format!("ipv6,ipv6_src=fd63:6f6e:7469:76::/64,dl_src=02:00:00:11:11:11,{own}"),
                 next.clone()
             ),
             (t, 10, format!("ip,{own}"), "drop".into()),
