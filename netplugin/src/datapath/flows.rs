@@ -97,8 +97,11 @@ impl Datapath {
             cookie::BASE => true,
             cookie::ENDPOINT => st.locals_loaded,
             // NetworkPolicy flows wait for the Kubernetes caches: isolated pods stay isolated
-            // by the flows found in the switch while a restarted agent lists.
-            cookie::NETPOL => st.locals_loaded && st.inputs.netpol.synced,
+            // by the flows found in the switch while a restarted agent lists. An agent started
+            // without enforcement removes what an earlier run left.
+            cookie::NETPOL => {
+                st.locals_loaded && (st.inputs.netpol.synced || !st.inputs.netpol.enabled)
+            }
             _ => st.locals_loaded && st.synced,
         };
         let mut sets: Vec<(u64, Vec<Flow>)> = Vec::new();
