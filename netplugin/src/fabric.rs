@@ -22,8 +22,13 @@ pub mod table {
     pub const CT_STATE: u8 = 21;
     /// `out` rules of the source's group (source on this host).
     pub const EGRESS: u8 = 22;
+    /// Kubernetes NetworkPolicy egress of pods on this host (`crate::netpol`), after Contiv's
+    /// `out` rules allowed.
+    pub const NP_EGRESS: u8 = 23;
     /// `in` rules of the destination's group (destination on this host).
     pub const INGRESS: u8 = 24;
+    /// Kubernetes NetworkPolicy ingress of pods on this host, after Contiv's `in` rules allowed.
+    pub const NP_INGRESS: u8 = 25;
     /// An allowed new connection is committed to conntrack.
     pub const COMMIT: u8 = 26;
     /// Layer-2 forwarding inside a network: to a local port, a tunnel, or flooded.
@@ -69,6 +74,8 @@ pub mod cookie {
     pub const TUNNEL: u64 = 0x05 << CLASS_SHIFT;
     /// One policy rule (by rule key).
     pub const RULE: u64 = 0x06 << CLASS_SHIFT;
+    /// The Kubernetes NetworkPolicy flows of one local endpoint (by endpoint id).
+    pub const NETPOL: u64 = 0x07 << CLASS_SHIFT;
 
     fn hashed(class: u64, id: &str) -> u64 {
         class | (crate::names::fnv1a(id.as_bytes()) & !CLASS_MASK)
@@ -88,6 +95,9 @@ pub mod cookie {
     }
     pub fn rule(key: &str) -> u64 {
         hashed(RULE, key)
+    }
+    pub fn netpol(endpoint_id: &str) -> u64 {
+        hashed(NETPOL, endpoint_id)
     }
     pub fn class(c: u64) -> u64 {
         c & CLASS_MASK
@@ -131,6 +141,8 @@ pub struct Inputs {
     pub arp_proxy: bool,
     /// Groups, policies and rules.
     pub policy: crate::policy::PolicyInputs,
+    /// Kubernetes NetworkPolicy, resolved for this host's pods.
+    pub netpol: crate::netpol::NetpolInputs,
     /// Network profiles by the group that uses them (`tenant:group`).
     pub profiles: BTreeMap<String, Profile>,
     /// OpenFlow ports that are network trunks (`crate::attach::trunk`): several local endpoints share
@@ -221,8 +233,14 @@ pub fn desired(i: &Inputs) -> BTreeMap<u64, Vec<Flow>> {
         .filter(|g| *g != 0)
         .collect();
     let rules = crate::policy::compile(&i.policy, &local_groups);
-    out.insert(cookie::BASE, base_flows(!rules.is_empty()));
+    // With NetworkPolicy enforced, everything is tracked from the start: a connection made
+    // before a policy selects its pod is established when it does, and stays.
+    out.insert(
+        cookie::BASE,
+        base_flows(!rules.is_empty() || i.netpol.enabled),
+    );
     out.extend(rules);
+    out.extend(crate::netpol::flows(&i.netpol, &i.local));
 
     // Networks that have an endpoint here: only they need tunnel, remote and flood flows.
     type Net<'a> = (bool, BTreeSet<u32>, BTreeSet<&'a str>, u32);
@@ -512,10 +530,22 @@ pub fn base_flows(policies: bool) -> Vec<Flow> {
                 table::EGRESS,
                 0,
                 "",
+                format!("resubmit(,{})", table::NP_EGRESS),
+            ),
+            Flow::new(
+                table::NP_EGRESS,
+                0,
+                "",
                 format!("resubmit(,{})", table::INGRESS),
             ),
             Flow::new(
                 table::INGRESS,
+                0,
+                "",
+                format!("resubmit(,{})", table::NP_INGRESS),
+            ),
+            Flow::new(
+                table::NP_INGRESS,
                 0,
                 "",
                 format!("resubmit(,{})", table::COMMIT),

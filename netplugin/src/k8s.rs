@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::Api;
 use kube::config::{
     AuthInfo, Cluster, Context, KubeConfigOptions, Kubeconfig, NamedAuthInfo, NamedCluster,
@@ -225,7 +226,7 @@ fn explain(e: &kube::Error) -> String {
             "; the API server refused the token: check --k8s-token-file (in a pod: its service account's token)"
         }
         kube::Error::Api(st) if st.code == 403 => {
-            "; the account lacks rights: it needs get, list and watch on pods and namespaces (conf/kubernetes/rbac.yaml)"
+            "; the account lacks rights: it needs get, list and watch on pods and namespaces, and list and watch on networkpolicies with --k8s-network-policy (conf/kubernetes/rbac.yaml)"
         }
         kube::Error::Service(_) | kube::Error::HyperError(_) => {
             "; check that the API server is reachable there and, for https, that --k8s-ca-file (or the kubeconfig's CA) is the CA that signed its certificate"
@@ -317,8 +318,11 @@ pub struct KubeClient {
 struct Inner {
     client: kube::Client,
     api: String,
+    /// This node's pods, or every pod when NetworkPolicy is enforced (peers live anywhere).
     pods: Cache<Pod>,
     namespaces: Cache<Namespace>,
+    /// The NetworkPolicies (with `--k8s-network-policy` only).
+    policies: Option<Cache<NetworkPolicy>>,
     changed: tokio::sync::watch::Receiver<u64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -336,10 +340,46 @@ fn trim<K: kube::Resource>(o: &mut K) {
     o.meta_mut().managed_fields = None;
 }
 
+/// A pod as the agent needs it: placement reads labels; NetworkPolicy reads labels, node,
+/// host networking, named container ports, addresses and phase. The rest (annotations,
+/// volumes, conditions...) would cost memory for every pod of the cluster.
+fn trim_pod(p: &mut Pod) {
+    p.metadata.managed_fields = None;
+    p.metadata.annotations = None;
+    if let Some(spec) = &mut p.spec {
+        *spec = k8s_openapi::api::core::v1::PodSpec {
+            node_name: spec.node_name.take(),
+            host_network: spec.host_network,
+            containers: std::mem::take(&mut spec.containers)
+                .into_iter()
+                .map(|c| k8s_openapi::api::core::v1::Container {
+                    name: c.name,
+                    ports: c.ports,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+    }
+    if let Some(st) = &mut p.status {
+        *st = k8s_openapi::api::core::v1::PodStatus {
+            phase: st.phase.take(),
+            pod_ip: st.pod_ip.take(),
+            pod_ips: st.pod_ips.take(),
+            ..Default::default()
+        };
+    }
+}
+
 impl KubeClient {
     /// Connects (lazily: nothing is sent yet) and starts the watches of `node`'s pods and of the
-    /// namespaces. Needs a tokio runtime.
-    pub async fn start(source: &ApiSource, node: &str) -> Result<Self, KubeError> {
+    /// namespaces; with `network_policy`, of every pod (a policy's peers live on any node) and
+    /// of the NetworkPolicies too. Needs a tokio runtime.
+    pub async fn start(
+        source: &ApiSource,
+        node: &str,
+        network_policy: bool,
+    ) -> Result<Self, KubeError> {
         // model builds rustls with no default crypto provider: install ring.
         model::install_default_tls_provider();
         let api = source.describe();
@@ -357,29 +397,49 @@ impl KubeClient {
         })?;
         let (tx, rx) = tokio::sync::watch::channel(0u64);
         let mut tasks = Vec::new();
+        let pod_config = if network_policy {
+            watcher::Config::default()
+        } else {
+            watcher::Config::default().fields(&format!("spec.nodeName={node}"))
+        };
         let pods = Cache::start(
             Api::<Pod>::all(client.clone()),
-            watcher::Config::default().fields(&format!("spec.nodeName={node}")),
+            pod_config,
             "pods",
             tx.clone(),
             &mut tasks,
-            trim::<Pod>,
+            trim_pod,
         );
         let namespaces = Cache::start(
             Api::<Namespace>::all(client.clone()),
             watcher::Config::default(),
             "namespaces",
-            tx,
+            tx.clone(),
             &mut tasks,
             trim::<Namespace>,
         );
-        tracing::info!(%api, node, "watching this node's pods and the namespaces in the Kubernetes API");
+        let policies = network_policy.then(|| {
+            Cache::start(
+                Api::<NetworkPolicy>::all(client.clone()),
+                watcher::Config::default(),
+                "networkpolicies",
+                tx,
+                &mut tasks,
+                trim::<NetworkPolicy>,
+            )
+        });
+        if network_policy {
+            tracing::info!(%api, node, "watching every pod, the namespaces and the NetworkPolicies in the Kubernetes API");
+        } else {
+            tracing::info!(%api, node, "watching this node's pods and the namespaces in the Kubernetes API");
+        }
         Ok(KubeClient {
             inner: Arc::new(Inner {
                 client,
                 api,
                 pods,
                 namespaces,
+                policies,
                 changed: rx,
                 tasks,
             }),
@@ -453,9 +513,31 @@ impl KubeClient {
             .map_err(|e| KubeError::request(format!("namespace {name}"), &self.inner.api, e))
     }
 
-    /// How many of this node's pods the cache holds (for logs and tests).
+    /// How many pods the cache holds (for logs and tests).
     pub fn cached_pods(&self) -> usize {
         self.inner.pods.store.len()
+    }
+
+    /// Wakes at every event of any watch (`borrow_and_update` then `changed`).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.changed.clone()
+    }
+
+    /// What NetworkPolicy resolution reads: (policies, pods, namespaces), once all three caches
+    /// are listed; None before, or without `--k8s-network-policy`.
+    #[allow(clippy::type_complexity)]
+    pub fn policy_view(
+        &self,
+    ) -> Option<(Vec<Arc<NetworkPolicy>>, Vec<Arc<Pod>>, Vec<Arc<Namespace>>)> {
+        let policies = self.inner.policies.as_ref()?;
+        if !(policies.usable() && self.inner.pods.usable() && self.inner.namespaces.usable()) {
+            return None;
+        }
+        Some((
+            policies.store.state(),
+            self.inner.pods.store.state(),
+            self.inner.namespaces.store.state(),
+        ))
     }
 }
 

@@ -17,6 +17,7 @@ pub mod manager;
 pub mod metrics;
 pub mod names;
 pub mod netlink;
+pub mod netpol;
 pub mod northsouth;
 pub mod policy;
 pub mod steps;

@@ -202,6 +202,15 @@ struct Opts {
     /// PEM file of the CA that signed the Kubernetes API server's certificate.
     #[arg(long = "k8s-ca-file", env = "CONTIV_NETPLUGIN_K8S_CA_FILE", value_parser = path_or_empty())]
     k8s_ca_file: Option<PathBuf>,
+    /// Enforce Kubernetes NetworkPolicy (networking.k8s.io/v1) on this node's pods: the agent
+    /// then watches every pod and the NetworkPolicies (RBAC: conf/kubernetes/rbac.yaml) and
+    /// tracks every connection. Needs a Kubernetes API (--k8s-in-cluster, --kubeconfig or
+    /// --k8s-api).
+    #[arg(
+        long = "k8s-network-policy",
+        env = "CONTIV_NETPLUGIN_K8S_NETWORK_POLICY"
+    )]
+    k8s_network_policy: bool,
     /// This node's name in Kubernetes (the pods' spec.nodeName), whose pods the agent watches.
     /// Default: the agent's host name (--host).
     #[arg(long = "k8s-node-name", env = "CONTIV_NETPLUGIN_K8S_NODE_NAME")]
@@ -323,16 +332,17 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         .unwrap_or_else(hostname);
     // Before touching anything: bad Kubernetes settings or files are mistakes to report at once
     // (the watches start now and sync while the agent waits for netmaster).
+    let k8s_node = opts.k8s_node_name.clone().unwrap_or_else(|| node.clone());
     let kube = match kube_source(&opts)? {
+        None if opts.k8s_network_policy => anyhow::bail!(
+            "--k8s-network-policy without a Kubernetes API: give --k8s-in-cluster, --kubeconfig or --k8s-api as well"
+        ),
         None => None,
-        Some(source) => {
-            let k8s_node = opts.k8s_node_name.clone().unwrap_or_else(|| node.clone());
-            Some(
-                netplugin::k8s::KubeClient::start(&source, &k8s_node)
-                    .await
-                    .context("set up the Kubernetes API client")?,
-            )
-        }
+        Some(source) => Some(
+            netplugin::k8s::KubeClient::start(&source, &k8s_node, opts.k8s_network_policy)
+                .await
+                .context("set up the Kubernetes API client")?,
+        ),
     };
     // a bad token file is a mistake to report at once.
     let docker_token = match &opts.docker_token_file {
@@ -484,6 +494,10 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     if let Some(addr) = model::metrics::listen_address(&opts.metrics_listen) {
         serve_metrics(addr, dp.clone()).await?;
     }
+    if opts.k8s_network_policy {
+        // Before the first flows: every connection is tracked from the start.
+        dp.enable_netpol().await;
+    }
     let m = Arc::new(
         Manager::new(
             client.clone(),
@@ -579,6 +593,14 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
                     }
                 }
             }
+        });
+    }
+    if opts.k8s_network_policy
+        && let Some(kube) = &kube
+    {
+        let (kube, dp, node) = (kube.clone(), dp.clone(), k8s_node.clone());
+        supervise::forever("enforce NetworkPolicy", move || {
+            netplugin::netpol::follow(kube.clone(), dp.clone(), node.clone())
         });
     }
     if kind == DatapathType::Userspace {

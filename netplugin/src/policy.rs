@@ -149,13 +149,14 @@ pub fn compile(p: &PolicyInputs, local_groups: &BTreeSet<u32>) -> BTreeMap<u64, 
             group = format!(",{peer_reg}={g}");
         }
         let (tbl, own_reg, when, next) = if inbound {
-            (table::INGRESS, "reg3", "reg5=1", table::COMMIT)
+            (table::INGRESS, "reg3", "reg5=1", table::NP_INGRESS)
         } else {
             (
                 table::EGRESS,
                 "reg1",
                 &*format!("reg0={FROM_ENDPOINT}"),
-                table::INGRESS,
+                // Kubernetes NetworkPolicy judges too: both must allow.
+                table::NP_EGRESS,
             )
         };
         let action = if r.action == "deny" {
@@ -272,7 +273,7 @@ mod tests {
         let allow = &f[&cookie::rule("default:p:2")][0];
         assert_eq!(allow.priority, 110);
         assert_eq!(allow.matches, "tcp,tp_dst=8000,reg5=1,reg3=7");
-        assert_eq!(allow.actions, format!("resubmit(,{})", table::COMMIT));
+        assert_eq!(allow.actions, format!("resubmit(,{})", table::NP_INGRESS));
         let out = &f[&cookie::rule("default:p:3")][0];
         assert_eq!(out.table, table::EGRESS);
         assert_eq!(out.matches, "udp,tp_dst=53,reg0=1,reg1=7,reg3=8");

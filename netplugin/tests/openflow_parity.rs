@@ -129,6 +129,34 @@ fn inputs() -> Inputs {
     let mut v6net = rule("9", "out", 15, "tcp", 443, "allow");
     v6net.to_network = "net".into();
     p.rules.insert("default:p:9".into(), v6net);
+    // Kubernetes NetworkPolicy on pod "a" (its container name): both directions, every kind of
+    // allowance (anyone, prefixes of both families, port ranges as masks, SCTP, all protocols).
+    use netplugin::netpol::{Allow, PodPolicy, Proto};
+    use std::collections::BTreeSet;
+    i.local.get_mut("a").unwrap().1.container_name = "x/a".into();
+    let allow = |peer: Option<&str>, proto, ports| Allow {
+        peer: peer.map(|p| p.parse().unwrap()),
+        proto,
+        ports,
+    };
+    i.netpol.enabled = true;
+    i.netpol.synced = true;
+    i.netpol.pods.insert(
+        "x/a".into(),
+        PodPolicy {
+            ingress: Some(BTreeSet::from([
+                allow(Some("10.1.2.4/32"), None, None),
+                allow(Some("fd00::1:4/128"), Some(Proto::Tcp), Some((80, 80))),
+                allow(None, Some(Proto::Sctp), Some((8000, 8080))),
+                allow(Some("192.168.0.0/17"), Some(Proto::Udp), None),
+            ])),
+            egress: Some(BTreeSet::from([allow(
+                Some("10.1.2.0/24"),
+                Some(Proto::Tcp),
+                Some((1024, 65535)),
+            )])),
+        },
+    );
     i
 }
 

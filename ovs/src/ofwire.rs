@@ -189,6 +189,8 @@ static FIELDS: &[Field] = &[
     f(&["tcp_dst"], OXM, 14, 2, Kind::Int, true),
     f(&["udp_src"], OXM, 15, 2, Kind::Int, true),
     f(&["udp_dst"], OXM, 16, 2, Kind::Int, true),
+    f(&["sctp_src"], OXM, 17, 2, Kind::Int, true),
+    f(&["sctp_dst"], OXM, 18, 2, Kind::Int, true),
     f(&["icmp_type"], OXM, 19, 1, Kind::Int, false),
     f(&["icmp_code"], OXM, 20, 1, Kind::Int, false),
     f(&["arp_op"], OXM, 21, 2, Kind::Int, false),
@@ -443,9 +445,11 @@ fn parse_match(text: &str) -> Result<Match, String> {
             "tcp" => (0x0800, Some(6)),
             "udp" => (0x0800, Some(17)),
             "icmp" => (0x0800, Some(1)),
+            "sctp" => (0x0800, Some(132)),
             "tcp6" => (0x86dd, Some(6)),
             "udp6" => (0x86dd, Some(17)),
             "icmp6" => (0x86dd, Some(58)),
+            "sctp6" => (0x86dd, Some(132)),
             _ => (0, None),
         };
         if eth != 0 {
@@ -474,7 +478,9 @@ fn parse_match(text: &str) -> Result<Match, String> {
             (Some(6), _) => "tcp_dst",
             (Some(17), "tp_src") => "udp_src",
             (Some(17), _) => "udp_dst",
-            _ => return Err(format!("{name} needs tcp or udp")),
+            (Some(132), "tp_src") => "sctp_src",
+            (Some(132), _) => "sctp_dst",
+            _ => return Err(format!("{name} needs tcp, udp or sctp")),
         };
         let (_, fd) = field(real).expect("port fields are in the table");
         let (v, mask) = parse_value(fd, value).map_err(|e| format!("{name}={value}: {e}"))?;
@@ -1068,7 +1074,7 @@ mod tests {
         let e = |m: &str, a: &str| flow_add(1, &Flow::new(0, 1, m, a)).unwrap_err();
         assert!(e("nosuch=1", "drop").contains("nosuch"));
         assert!(e("", "mod_vlan_vid:5").contains("mod_vlan_vid:5"));
-        assert!(e("tp_dst=80", "drop").contains("tp_dst needs tcp or udp"));
+        assert!(e("tp_dst=80", "drop").contains("tp_dst needs tcp, udp or sctp"));
         assert!(e("", "ct(nat)").contains("nat"));
         assert!(e("in_port=5/1", "drop").contains("takes no mask"));
         assert!(e("ct_state=+trk+bogus", "drop").contains("bogus"));

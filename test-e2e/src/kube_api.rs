@@ -1,8 +1,8 @@
 //! A stand-in for the Kubernetes API server (none can run on these machines), good enough that
 //! the agent's client (kube-rs) cannot tell: HTTPS with a test CA, a bearer token check (401
 //! otherwise), real `k8s-openapi` objects serialized as the API server does, GET of a pod or a
-//! namespace, list and watch of pods (field selectors `spec.nodeName` / `metadata.name`) and
-//! namespaces with resourceVersions, BOOKMARK events when asked (`allowWatchBookmarks`), and 410
+//! namespace, list and watch of pods (field selectors `spec.nodeName` / `metadata.name`),
+//! namespaces and NetworkPolicies (networking.k8s.io/v1) with resourceVersions, BOOKMARK events when asked (`allowWatchBookmarks`), and 410
 //! Gone (an ERROR event, as the watch cache sends it) for a resourceVersion older than the kept
 //! history. It can be stopped and started again on the same port with its state (an API server
 //! restart), and counts what it served for tests to assert on.
@@ -18,6 +18,7 @@ use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
 use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, ObjectMeta, Status, WatchEvent};
 use tokio_stream::StreamExt as _;
 
@@ -31,6 +32,7 @@ const BOOKMARK_EVERY: Duration = Duration::from_millis(300);
 enum Obj {
     Pod(Box<Pod>),
     Ns(Box<Namespace>),
+    NetPol(Box<NetworkPolicy>),
 }
 
 impl Obj {
@@ -41,6 +43,7 @@ impl Obj {
                 .name
                 .as_ref()
                 .is_none_or(|x| n.metadata.name.as_ref() == Some(x)),
+            (Obj::NetPol(_), Kind::NetPol) => true,
             _ => false,
         }
     }
@@ -50,6 +53,7 @@ impl Obj {
 enum Kind {
     Pod,
     Ns,
+    NetPol,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -72,6 +76,8 @@ pub struct Served {
     pub pod_selectors: Vec<String>,
     pub namespace_lists: u32,
     pub namespace_watches: u32,
+    pub policy_lists: u32,
+    pub policy_watches: u32,
     pub pod_bookmarks: u32,
     /// 410 Gone answers (expired resourceVersions).
     pub gone: u32,
@@ -84,6 +90,7 @@ struct State {
     rv: u64,
     pods: BTreeMap<(String, String), Pod>,
     namespaces: BTreeMap<String, Namespace>,
+    policies: BTreeMap<(String, String), NetworkPolicy>,
     /// Every change, in order: (resourceVersion, type, object as of then).
     history: Vec<(u64, EventType, Obj)>,
     /// Watches from a resourceVersion below this get 410 Gone.
@@ -109,6 +116,8 @@ pub struct KubeApi {
     shared: Arc<Shared>,
     rt: tokio::runtime::Runtime,
     server: Option<tokio::task::JoinHandle<()>>,
+    /// Listeners in other namespaces ([`KubeApi::serve_in`]).
+    extra: Vec<tokio::task::JoinHandle<()>>,
     tls: Arc<rustls::ServerConfig>,
     netns: String,
     pub port: u16,
@@ -164,6 +173,7 @@ impl KubeApi {
             }),
             rt,
             server: None,
+            extra: Vec::new(),
             tls: Arc::new(tls),
             netns: netns.to_string(),
             port: 0,
@@ -197,14 +207,31 @@ impl KubeApi {
     }
 
     fn serve(&mut self) {
-        let want = self.port;
+        let listener = self.bind(&self.netns.clone(), self.port);
+        self.port = listener.local_addr().unwrap().port();
+        self.server = Some(self.spawn_server(listener));
+    }
+
+    /// Serves the same objects on 127.0.0.1 inside another network namespace too (each
+    /// simulated host reaches "the API server" on its own loopback); returns that port. It
+    /// stops when the stand-in is dropped, not at [`KubeApi::stop`].
+    pub fn serve_in(&mut self, netns: &str) -> u16 {
+        let listener = self.bind(netns, 0);
+        let port = listener.local_addr().unwrap().port();
+        let h = self.spawn_server(listener);
+        self.extra.push(h);
+        port
+    }
+
+    fn bind(&self, netns: &str, want: u16) -> std::net::TcpListener {
         let mut listener = None;
+        let netns = netns.to_string();
         // The old listener may take a moment to go; the port is ours meanwhile.
         wait_for(
             "the Kubernetes API stand-in to bind",
             Duration::from_secs(10),
             || {
-                let l = in_netns(&self.netns, move || {
+                let l = in_netns(&netns, move || {
                     std::net::TcpListener::bind(("127.0.0.1", want))
                 });
                 match l {
@@ -217,10 +244,13 @@ impl KubeApi {
             },
         );
         let listener = listener.unwrap();
-        self.port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
+        listener
+    }
+
+    fn spawn_server(&self, listener: std::net::TcpListener) -> tokio::task::JoinHandle<()> {
         let (shared, tls) = (self.shared.clone(), self.tls.clone());
-        self.server = Some(self.rt.spawn(async move {
+        self.rt.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             let acceptor = tokio_rustls::TlsAcceptor::from(tls);
             // Owned here: aborting the server drops every connection with it.
@@ -244,7 +274,7 @@ impl KubeApi {
                 });
                 while conns.try_join_next().is_some() {}
             }
-        }));
+        })
     }
 
     pub fn url(&self) -> String {
@@ -273,35 +303,41 @@ impl KubeApi {
 
     /// Creates or replaces a pod bound to `node` with `labels`.
     pub fn put_pod(&self, namespace: &str, name: &str, node: &str, labels: &[(&str, &str)]) {
-        let labels: BTreeMap<String, String> = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let (namespace, name, node) = (namespace.to_string(), name.to_string(), node.to_string());
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                namespace: Some(namespace.to_string()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                node_name: Some(node.to_string()),
+                containers: vec![k8s_openapi::api::core::v1::Container {
+                    name: "c".into(),
+                    image: Some("busybox".into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            status: None,
+        };
+        self.put_pod_object(pod);
+    }
+
+    /// Creates or replaces a pod as given (its status included: kubelet's `podIPs`); the
+    /// server sets uid and resourceVersion.
+    pub fn put_pod_object(&self, mut pod: Pod) {
         self.change(move |s| {
-            let key = (namespace.clone(), name.clone());
-            let existed = s.pods.contains_key(&key);
-            let pod = Pod {
-                metadata: ObjectMeta {
-                    name: Some(name.clone()),
-                    namespace: Some(namespace.clone()),
-                    uid: Some(format!("uid-{namespace}-{name}")),
-                    resource_version: Some(s.rv.to_string()),
-                    labels: Some(labels),
-                    ..Default::default()
-                },
-                spec: Some(PodSpec {
-                    node_name: Some(node),
-                    containers: vec![k8s_openapi::api::core::v1::Container {
-                        name: "c".into(),
-                        image: Some("busybox".into()),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-                status: None,
-            };
-            s.pods.insert(key, pod.clone());
+            let namespace = pod.metadata.namespace.clone().unwrap();
+            let name = pod.metadata.name.clone().unwrap();
+            pod.metadata.uid = Some(format!("uid-{namespace}-{name}"));
+            pod.metadata.resource_version = Some(s.rv.to_string());
+            let existed = s.pods.insert((namespace, name), pod.clone()).is_some();
             let t = if existed {
                 EventType::Modified
             } else {
@@ -311,14 +347,54 @@ impl KubeApi {
         });
     }
 
-    /// Replaces a pod's labels (it must exist).
+    /// The pod as stored, if it exists.
+    pub fn pod_object(&self, namespace: &str, name: &str) -> Option<Pod> {
+        let s = self.shared.state.lock().unwrap();
+        s.pods
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// Replaces a pod's labels (it must exist); the rest of it stays.
     pub fn set_pod_labels(&self, namespace: &str, name: &str, labels: &[(&str, &str)]) {
-        let node = {
+        let mut pod = {
             let s = self.shared.state.lock().unwrap();
-            let p = &s.pods[&(namespace.to_string(), name.to_string())];
-            p.spec.as_ref().unwrap().node_name.clone().unwrap()
+            s.pods[&(namespace.to_string(), name.to_string())].clone()
         };
-        self.put_pod(namespace, name, &node, labels);
+        pod.metadata.labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        self.put_pod_object(pod);
+    }
+
+    /// Creates or replaces a NetworkPolicy (its metadata names its namespace and name).
+    pub fn put_network_policy(&self, mut np: NetworkPolicy) {
+        self.change(move |s| {
+            let namespace = np.metadata.namespace.clone().unwrap();
+            let name = np.metadata.name.clone().unwrap();
+            np.metadata.uid = Some(format!("uid-np-{namespace}-{name}"));
+            np.metadata.resource_version = Some(s.rv.to_string());
+            let existed = s.policies.insert((namespace, name), np.clone()).is_some();
+            let t = if existed {
+                EventType::Modified
+            } else {
+                EventType::Added
+            };
+            s.record(t, Obj::NetPol(Box::new(np)));
+        });
+    }
+
+    pub fn delete_network_policy(&self, namespace: &str, name: &str) {
+        let key = (namespace.to_string(), name.to_string());
+        self.change(move |s| {
+            if let Some(mut np) = s.policies.remove(&key) {
+                np.metadata.resource_version = Some(s.rv.to_string());
+                s.record(EventType::Deleted, Obj::NetPol(Box::new(np)));
+            }
+        });
     }
 
     pub fn delete_pod(&self, namespace: &str, name: &str) {
@@ -338,7 +414,9 @@ impl KubeApi {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect()
         };
-        let (labels, annotations, name) = (map(labels), map(annotations), name.to_string());
+        let (mut labels, annotations, name) = (map(labels), map(annotations), name.to_string());
+        // As the API server does for every namespace.
+        labels.insert("kubernetes.io/metadata.name".into(), name.clone());
         self.change(move |s| {
             let existed = s.namespaces.contains_key(&name);
             let ns = Namespace {
@@ -374,6 +452,9 @@ impl KubeApi {
 
 impl Drop for KubeApi {
     fn drop(&mut self) {
+        for h in self.extra.drain(..) {
+            h.abort();
+        }
         self.stop();
     }
 }
@@ -469,6 +550,9 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
     match path.as_slice() {
         ["api", "v1", "pods"] => collection(shared, Kind::Pod, &query, sel),
         ["api", "v1", "namespaces"] => collection(shared, Kind::Ns, &query, sel),
+        ["apis", "networking.k8s.io", "v1", "networkpolicies"] => {
+            collection(shared, Kind::NetPol, &query, sel)
+        }
         ["api", "v1", "namespaces", ns, "pods", name] => {
             let mut s = shared.state.lock().unwrap();
             s.served.pod_gets += 1;
@@ -525,6 +609,17 @@ fn collection(
                 },
             )
         }
+        Kind::NetPol => {
+            s.served.policy_lists += 1;
+            let items = s.policies.values().cloned().collect();
+            json(
+                StatusCode::OK,
+                &k8s_openapi::List::<NetworkPolicy> {
+                    items,
+                    metadata: meta,
+                },
+            )
+        }
         Kind::Ns => {
             s.served.namespace_lists += 1;
             let items = s
@@ -555,6 +650,7 @@ fn event_line(t: EventType, o: &Obj) -> Bytes {
     let mut v = match o {
         Obj::Pod(p) => serde_json::to_vec(&ev(t, p.as_ref())),
         Obj::Ns(n) => serde_json::to_vec(&ev(t, n.as_ref())),
+        Obj::NetPol(n) => serde_json::to_vec(&ev(t, n.as_ref())),
     }
     .unwrap();
     v.push(b'\n');
@@ -610,6 +706,7 @@ fn watch(
                 s.served.pod_watch_versions.push(from);
             }
             Kind::Ns => s.served.namespace_watches += 1,
+            Kind::NetPol => s.served.policy_watches += 1,
         }
         // "0" (any version) starts from now; older than the kept history is gone.
         let gone = from != 0 && from < s.oldest;
@@ -664,6 +761,7 @@ fn watch(
                         let b = match kind {
                             Kind::Pod => bookmark::<Pod>(rv),
                             Kind::Ns => bookmark::<Namespace>(rv),
+                            Kind::NetPol => bookmark::<NetworkPolicy>(rv),
                         };
                         if tx.send(b).await.is_err() {
                             return;

@@ -176,12 +176,23 @@ fn the_settings_are_real_flags_and_the_agent_has_what_it_needs() {
         "{init:?}"
     );
 
-    // Least rights: read pods and namespaces, nothing more.
+    assert_eq!(data["CONTIV_NETPLUGIN_K8S_NETWORK_POLICY"], "true");
+
+    // Least rights: read pods and namespaces, list and watch NetworkPolicies, nothing more.
     let role: ClusterRole = find("ClusterRole", "contiv-netplugin");
     let rules = role.rules.unwrap();
-    assert_eq!(rules.len(), 1);
+    assert_eq!(rules.len(), 2);
     let mut res = rules[0].resources.clone().unwrap();
     res.sort();
     assert_eq!(res, ["namespaces", "pods"]);
     assert_eq!(rules[0].verbs, ["get", "list", "watch"]);
+    assert_eq!(
+        rules[1].api_groups.as_deref(),
+        Some(&["networking.k8s.io".to_string()][..])
+    );
+    assert_eq!(
+        rules[1].resources.as_deref(),
+        Some(&["networkpolicies".to_string()][..])
+    );
+    assert_eq!(rules[1].verbs, ["list", "watch"]);
 }

@@ -96,6 +96,12 @@ impl Datapath {
         let ours = |c: u64| match cookie::class(c) {
             cookie::BASE => true,
             cookie::ENDPOINT => st.locals_loaded,
+            // NetworkPolicy flows wait for the Kubernetes caches: isolated pods stay isolated
+            // by the flows found in the switch while a restarted agent lists. An agent started
+            // without enforcement removes what an earlier run left.
+            cookie::NETPOL => {
+                st.locals_loaded && (st.inputs.netpol.synced || !st.inputs.netpol.enabled)
+            }
             _ => st.locals_loaded && st.synced,
         };
         let mut sets: Vec<(u64, Vec<Flow>)> = Vec::new();
@@ -171,7 +177,7 @@ impl Datapath {
             .map(|(id, ep)| (id.clone(), Tracked::of(ep)))
             .collect();
         let old = std::mem::replace(&mut st.tracked, now);
-        if st.inputs.policy.rules.is_empty() {
+        if st.inputs.policy.rules.is_empty() && !st.inputs.netpol.enabled {
             return;
         }
         // Only zones of networks with members here hold entries on this switch (the others
@@ -205,6 +211,25 @@ impl Datapath {
                 tracing::warn!(endpoint = %id, error = %e, "forget the connections of a departed endpoint");
             }
         }
+    }
+
+    /// Turns Kubernetes NetworkPolicy enforcement on: from the next apply every unicast IP
+    /// packet is tracked. Called once at start, before the endpoints are loaded.
+    pub async fn enable_netpol(&self) {
+        self.fabric.lock().await.inputs.netpol.enabled = true;
+    }
+
+    /// Installs what NetworkPolicy allows this host's pods (`crate::netpol`); only the
+    /// endpoints whose allowances changed get new flows.
+    pub async fn set_netpol(
+        &self,
+        pods: BTreeMap<String, crate::netpol::PodPolicy>,
+    ) -> Result<(), DatapathError> {
+        self.change_locals(|st| {
+            st.inputs.netpol.pods = pods;
+            st.inputs.netpol.synced = true;
+        })
+        .await
     }
 
     /// Installs (replaces) the flows of one local endpoint and of its network.

@@ -85,6 +85,7 @@ impl Datapath {
             st.inputs.vteps = c.peers.clone();
             st.peers = c.peers.clone();
             st.pvt_subnet = c.pvt_subnet.clone();
+            st.inputs.netpol.pvt_subnet = c.pvt_subnet.clone();
             st.synced = true;
             self.apply(&mut st).await?;
         }
