@@ -209,13 +209,16 @@ impl Ui {
 
     /// Waits (up to 20 s) for `css` to match an element whose text contains `text`.
     pub async fn wait_text(&self, css: &str, text: &str) {
-        self.wait_texts(css, &format!("an element whose text contains {text:?}"), false, |t| {
-            t.iter().any(|t| t.contains(text))
-        })
+        self.wait_texts(
+            css,
+            &format!("an element whose text contains {text:?}"),
+            false,
+            |t| t.iter().any(|t| t.contains(text)),
+        )
         .await;
     }
 
-    /// Waits (up to `timeout`) for the texts of what `css` matches to satisfy `ok`, reloading
+    /// Waits (up to 20 s) for the texts of what `css` matches to satisfy `ok`, reloading
     /// the page before each look when `reload` is set (for what changes without a watch event,
     /// such as the agents' counters); returns them.
     pub async fn wait_texts(

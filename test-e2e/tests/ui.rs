@@ -87,7 +87,8 @@ async fn ui_objects_seen_by_netctl_and_rule_counters_moved_by_real_traffic() {
     if !have_browser() {
         return;
     }
-    let c = Cluster::start(2, &[]);
+    // Logins are what this test is about: authentication on even under CONTIV_E2E_AUTH=0.
+    let c = Cluster::start(2, &["--auth", "on"]);
     let cred: Value = serde_json::from_slice(
         &std::fs::read(c.master.dir.join("data/admin-credential.json")).unwrap(),
     )
@@ -200,7 +201,7 @@ async fn ui_objects_seen_by_netctl_and_rule_counters_moved_by_real_traffic() {
     ui.goto("/ui/policies").await;
     let before = ui.texts(cells).await;
     assert!(
-        matches!(before[0].as_str(), "0" | "no report"),
+        matches!(before.first().map(String::as_str), Some("0" | "no report")),
         "the rule counted before any traffic: {before:?}"
     );
 
@@ -250,7 +251,10 @@ async fn ui_objects_seen_by_netctl_and_rule_counters_moved_by_real_traffic() {
         .find(|l| l.starts_with("block "))
         .and_then(|l| l.split_whitespace().rev().nth(1)?.parse().ok())
         .unwrap_or_else(|| panic!("no packet count for rule block:\n{counted}"));
-    assert!(packets >= total, "netctl counts {packets}, the page {total}");
+    assert!(
+        packets >= total,
+        "netctl counts {packets}, the page {total}"
+    );
     ui.goto("/ui/endpoints").await;
     ui.wait_text("#ep-count", "3 of 3 endpoints").await;
     ui.shot("cluster-endpoints").await;
