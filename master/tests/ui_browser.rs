@@ -1,10 +1,7 @@
 //! The web UI in a real browser: headless Debian `chromium` driven through `chromedriver`
-//! (WebDriver, the fantoccini crate), against a real netmaster with authentication and TLS on.
-//!
-//! Chromium is started with `--ignore-certificate-errors`, in this test only: the netmaster's
-//! certificate is issued by the CA it made at its first start (in its temp data dir), which
-//! chromium could trust only through an NSS database of its own. Everything else (the `__Host-`
-//! Secure cookie, the https origin) is as a user's browser sees it.
+//! (test-browser, the pieces the browser tests share), against a real netmaster with
+//! authentication and TLS on. test-e2e/tests/ui.rs drives the same UI against the simulated
+//! cluster (netctl, real traffic and its rule counters).
 //!
 //! Needs `chromium` and `chromium-driver` (scripts/setup.sh installs them); without them the
 //! test says so and passes without running (`CONTIV_UI_BROWSER=require` makes that a failure).
@@ -13,260 +10,9 @@
 
 mod common;
 use common::Netmaster;
-use fantoccini::{Client, Locator};
 use serde_json::{Value, json};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-
-/// chromedriver on a loopback port, killed on drop.
-struct Driver {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Driver {
-    /// Kills chromedriver's whole process group: the chromium processes it started too, even
-    /// when the test failed before closing the session.
-    fn drop(&mut self) {
-        // SAFETY: a plain kill(2) of the group this test made (chromedriver leads it).
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
-}
-
-impl Driver {
-    /// Starts chromedriver on a free port (asked of the kernel, then given to chromedriver; if
-    /// another process takes it in between, chromedriver exits and another port is tried).
-    fn start() -> Driver {
-        let dir = tempfile::tempdir().unwrap();
-        for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let log = std::fs::File::create(dir.path().join("chromedriver.log")).unwrap();
-            let mut child = Command::new(CHROMEDRIVER)
-                .arg(format!("--port={port}"))
-                .process_group(0)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start chromedriver");
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Driver {
-                        child,
-                        url: format!("http://127.0.0.1:{port}"),
-                        _dir: dir,
-                    };
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            // SAFETY: as in Drop.
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-            let _ = child.wait();
-        }
-        panic!(
-            "chromedriver did not start; log:\n{}",
-            std::fs::read_to_string(dir.path().join("chromedriver.log")).unwrap_or_default()
-        );
-    }
-
-    async fn browser(&self, profile: &Path) -> Client {
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": CHROMIUM,
-                "args": [
-                    "--headless=new",
-                    // As root (tests run as root here), chromium needs this.
-                    "--no-sandbox",
-                    "--disable-dev-shm-usage",
-                    "--disable-gpu",
-                    "--window-size=1280,800",
-                    // The netmaster's own CA: see the top of this file.
-                    "--ignore-certificate-errors",
-                    format!("--user-data-dir={}", profile.display()),
-                ],
-            }),
-        );
-        fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&self.url)
-            .await
-            .expect("a chromium session through chromedriver")
-    }
-}
-
-fn have_browser() -> bool {
-    let ok = Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists();
-    if !ok {
-        let msg = format!(
-            "{CHROMIUM} or {CHROMEDRIVER} is missing: install Debian's chromium and chromium-driver (scripts/setup.sh does)"
-        );
-        if std::env::var("CONTIV_UI_BROWSER").is_ok_and(|v| v == "require") {
-            panic!("{msg}");
-        }
-        eprintln!("SKIPPED the browser test: {msg}");
-    }
-    ok
-}
-
-fn screenshot_dir() -> PathBuf {
-    let dir = std::env::var_os("CONTIV_UI_SCREENSHOTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// The browser, the netmaster's https URL, and where screenshots go.
-struct Ui {
-    c: Client,
-    base: String,
-    shots: PathBuf,
-}
-
-impl Ui {
-    async fn goto(&self, path: &str) {
-        self.c.goto(&format!("{}{path}", self.base)).await.unwrap();
-    }
-
-    async fn path(&self) -> String {
-        let u = self.c.current_url().await.unwrap();
-        match u.query() {
-            Some(q) => format!("{}?{q}", u.path()),
-            None => u.path().to_string(),
-        }
-    }
-
-    /// Waits (up to 20 s) for the page to be at `path` (a click's navigation has landed).
-    async fn wait_path(&self, path: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let now = self.path().await;
-            if now == path {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the browser is at {now}, not {path}; page:\n{}",
-                self.c.source().await.unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Waits (up to 20 s) for `css` to match an element whose text contains `text`.
-    async fn wait_text(&self, css: &str, text: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let mut seen = Vec::new();
-            for e in self.c.find_all(Locator::Css(css)).await.unwrap_or_default() {
-                let t = e.text().await.unwrap_or_default();
-                if t.contains(text) {
-                    return;
-                }
-                seen.push(t);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {css} contains {text:?}; seen: {seen:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn fill(&self, fields: &[(&str, &str)]) {
-        for (name, value) in fields {
-            let e = self
-                .c
-                .find(Locator::Css(&format!("[name=\"{name}\"]")))
-                .await
-                .unwrap_or_else(|e| panic!("field {name}: {e}"));
-            if e.tag_name().await.unwrap() == "select" {
-                e.select_by_value(value).await.unwrap();
-            } else {
-                e.clear().await.unwrap();
-                e.send_keys(value).await.unwrap();
-            }
-        }
-    }
-
-    async fn submit(&self) {
-        self.c
-            .find(Locator::Css("main form.edit button[type=submit]"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-    }
-
-    async fn text(&self) -> String {
-        self.c
-            .find(Locator::Css("main"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-
-    async fn shot(&self, name: &str) {
-        let png = self.c.screenshot().await.unwrap();
-        std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
-    }
-
-    /// Every visible form control has a label (usability: screen readers, click targets).
-    async fn all_fields_labelled(&self) {
-        let unlabelled = self
-            .c
-            .execute(
-                "return Array.from(document.querySelectorAll('input:not([type=hidden]),select'))\
-                 .filter(e => !e.labels || e.labels.length === 0).map(e => e.name || e.id);",
-                vec![],
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            unlabelled,
-            json!([]),
-            "fields without a label on {}",
-            self.path().await
-        );
-    }
-
-    /// The page does not scroll sideways (wide tables scroll inside their own box).
-    async fn fits_width(&self) {
-        let v = self
-            .c
-            .execute(
-                "return [document.documentElement.scrollWidth, window.innerWidth];",
-                vec![],
-            )
-            .await
-            .unwrap();
-        let (w, inner) = (v[0].as_f64().unwrap(), v[1].as_f64().unwrap());
-        assert!(
-            w <= inner + 1.0,
-            "page {} is {w} px wide in a {inner} px window",
-            self.path().await
-        );
-    }
-}
+use std::path::Path;
+use test_browser::{Locator, Ui, have_browser, screenshot_dir};
 
 async fn api(
     m: &Netmaster,
@@ -321,15 +67,10 @@ async fn the_ui_in_chromium() {
         assert!((200..300).contains(&s), "{path}: {v}");
     }
 
-    let driver = Driver::start();
-    let profile = tempfile::tempdir().unwrap();
-    let ui = Ui {
-        c: driver.browser(profile.path()).await,
-        base: m.url.clone(),
-        shots: screenshot_dir(),
-    };
+    let shots = screenshot_dir(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots"));
+    let ui = Ui::open(&m.url, shots).await;
     run(&ui, &m, &admin, &admin_pw).await;
-    let _ = ui.c.clone().close().await;
+    ui.close().await;
 }
 
 async fn run(ui: &Ui, m: &Netmaster, admin: &str, admin_pw: &str) {
@@ -338,11 +79,7 @@ async fn run(ui: &Ui, m: &Netmaster, admin: &str, admin_pw: &str) {
     ui.wait_path("/ui/login?next=%2Fui%2Fnetworks").await;
     ui.all_fields_labelled().await;
     ui.shot("login").await;
-    ui.fill(&[("username", "admin"), ("password", admin_pw)])
-        .await;
-    ui.submit().await;
-    ui.wait_path("/ui/networks").await;
-    ui.wait_text("#who", "admin").await;
+    ui.log_in("admin", admin_pw, "/ui/networks").await;
 
     // The keyboard: the first Tab stop is the skip link, which moves focus to the content.
     let first = ui
@@ -625,10 +362,7 @@ async fn run(ui: &Ui, m: &Netmaster, admin: &str, admin_pw: &str) {
     ui.wait_path("/ui/login?next=%2Fui%2Fnetworks").await;
 
     // An ops user on tenant A: sees A, not B, in the pages and through the API.
-    ui.fill(&[("username", "alice"), ("password", "alice-secret-1")])
-        .await;
-    ui.submit().await;
-    ui.wait_path("/ui/networks").await;
+    ui.log_in("alice", "alice-secret-1", "/ui/networks").await;
     let page = ui.text().await;
     assert!(page.contains("10.1.0.0/24"), "{page}");
     // The admin sees 5 endpoints; alice the 4 of tenant A.
