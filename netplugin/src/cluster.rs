@@ -201,6 +201,14 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
+    /// The revision a broken stream resumes from: the last one seen, again, not the next. The
+    /// events of one store transaction share a revision, and a stream cut between two of them
+    /// resumed at the next revision would miss the rest; replaying a revision is harmless
+    /// (`apply` of an event already applied changes nothing). None before the first listing.
+    fn resume_from(&self) -> Option<u64> {
+        self.synced.then_some(self.revision)
+    }
+
     fn apply(&mut self, e: WatchEvent) {
         match e.event_type {
             WatchEventType::Put => {
@@ -275,7 +283,7 @@ pub async fn follow(
     loop {
         let (from, was_for) = {
             let v = view.lock().unwrap_or_else(|p| p.into_inner());
-            (v.synced.then_some(v.revision + 1), v.filtered_for.clone())
+            (v.resume_from(), v.filtered_for.clone())
         };
         let stream = match client.watch_for(from, node.as_deref()).await {
             Ok((filtered, s)) => {
@@ -611,6 +619,36 @@ mod view_tests {
             assert_eq!(ids(&v), want, "filtered: {filtered}");
             assert_eq!(v.revision, 8);
         }
+    }
+
+    /// Events of one transaction share a revision: a stream cut after the first of two resumes
+    /// at that revision, so the second comes (it would be skipped from the next revision), and
+    /// the first, applied again, changes nothing.
+    #[test]
+    fn a_stream_cut_inside_a_revision_resumes_at_that_revision_and_replays_it_harmlessly() {
+        for filtered in [true, false] {
+            let mut v = ClusterView {
+                filtered_for: filtered.then(|| "me".to_string()),
+                synced: true,
+                ..Default::default()
+            };
+            v.apply(ep("a1", "a", "me", 1));
+            v.apply(ep("ax", "a", "h2", 2));
+            // Revision 3: a2 and ay in one transaction; the stream breaks after a2.
+            v.apply(ep("a2", "a", "me", 3));
+            assert_eq!(v.resume_from(), Some(3));
+            // The resumed stream: all of revision 3, then 4.
+            for e in [
+                ep("a2", "a", "me", 3),
+                ep("ay", "a", "h2", 3),
+                delete("ax", 4),
+            ] {
+                v.apply(e);
+            }
+            assert_eq!(ids(&v), ["a1", "a2", "ay"], "filtered: {filtered}");
+            assert_eq!(v.resume_from(), Some(4));
+        }
+        assert_eq!(ClusterView::default().resume_from(), None, "not listed yet");
     }
 }
 
