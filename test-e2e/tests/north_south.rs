@@ -252,6 +252,11 @@ fn dual_stack_pods_reach_the_ipv6_gateway_and_outside() {
             "{} pings its pod over IPv6",
             me.name
         );
+        assert!(
+            host_reaches(me, &p.ip),
+            "{} pings its dual-stack pod over IPv4",
+            me.name
+        );
     }
 }
 
