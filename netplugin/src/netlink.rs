@@ -247,28 +247,10 @@ impl Netns {
         &self,
         f: impl FnOnce() -> Result<T, String> + Send + 'static,
     ) -> Result<T, LinkError> {
-        let fd = self.fd.try_clone().map_err(|source| LinkError::Netns {
-            path: self.path.clone(),
-            source,
-        })?;
-        let path = self.path.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            let r = nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| format!("enter namespace: {e}"))
-                .and_then(|()| f());
-            // The caller may have given up waiting: nothing to tell then.
-            let _ = tx.send(r);
-        });
-        rx.await
-            .map_err(|_| LinkError::Netns {
-                path: path.clone(),
-                source: std::io::Error::other("worker thread panicked"),
-            })?
-            .map_err(|reason| LinkError::Netns {
-                path,
-                source: std::io::Error::other(reason),
-            })
+        // The caller may have given up waiting: nothing to tell then.
+        self.spawn_in(f, move |r| drop(tx.send(r)))?;
+        self.outcome(rx.await.ok())
     }
 
     /// Runs `f` on a fresh OS thread inside this namespace.
@@ -276,25 +258,40 @@ impl Netns {
         &self,
         f: impl FnOnce() -> Result<T, String> + Send + 'static,
     ) -> Result<T, LinkError> {
+        // A std channel: a blocking wait is allowed from a runtime thread, as a join was.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.spawn_in(f, move |r| drop(tx.send(r)))?;
+        self.outcome(rx.recv().ok())
+    }
+
+    /// Starts `f` on a fresh OS thread that entered this namespace and hands its result to
+    /// `done` (which never runs if the thread panicked: the sender drops unused).
+    fn spawn_in<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, String> + Send + 'static,
+        done: impl FnOnce(Result<T, String>) + Send + 'static,
+    ) -> Result<(), LinkError> {
         let fd = self.fd.try_clone().map_err(|source| LinkError::Netns {
             path: self.path.clone(),
             source,
         })?;
-        let path = self.path.clone();
         std::thread::spawn(move || {
-            nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| format!("enter namespace: {e}"))?;
-            f()
-        })
-        .join()
-        .map_err(|_| LinkError::Netns {
-            path: path.clone(),
-            source: std::io::Error::other("worker thread panicked"),
-        })?
-        .map_err(|reason| LinkError::Netns {
-            path,
+            done(
+                nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| format!("enter namespace: {e}"))
+                    .and_then(|()| f()),
+            )
+        });
+        Ok(())
+    }
+
+    fn outcome<T>(&self, r: Option<Result<T, String>>) -> Result<T, LinkError> {
+        let err = |reason: String| LinkError::Netns {
+            path: self.path.clone(),
             source: std::io::Error::other(reason),
-        })
+        };
+        r.ok_or_else(|| err("worker thread panicked".into()))?
+            .map_err(err)
     }
 }
 

@@ -89,6 +89,18 @@ fn filter_note(q: &Q, page: &str) -> String {
     }
 }
 
+/// The top of a per-tenant list: the filter note, and a link to the form for a new object of
+/// collection `coll`, in the page's tenant when it shows one.
+fn list_head(q: &Q, page: &str, coll: &str, text: &str) -> String {
+    let tenant = q
+        .get("tenant")
+        .map(|t| format!("?tenantName={}", html::url(t)))
+        .unwrap_or_default();
+    let mut h = filter_note(q, page);
+    h.push_str(&new_link(&format!("/ui/new/{coll}{tenant}"), text));
+    h
+}
+
 fn new_link(href: &str, text: &str) -> String {
     format!(
         "<p class=\"actions\"><a class=\"button\" href=\"{}\">{}</a></p>",
@@ -364,15 +376,7 @@ async fn networks_body(ui: &Ui, s: &Session, q: &Q) -> Body {
             ]
         })
         .collect();
-    let mut h = filter_note(q, "/ui/networks");
-    let tenant = q
-        .get("tenant")
-        .map(|t| format!("?tenantName={}", html::url(t)))
-        .unwrap_or_default();
-    h.push_str(&new_link(
-        &format!("/ui/new/networks{tenant}"),
-        "New network",
-    ));
+    let mut h = list_head(q, "/ui/networks", "networks", "New network");
     h.push_str("<div data-live>");
     h.push_str(&table(
         "Networks",
@@ -456,15 +460,7 @@ async fn groups_body(ui: &Ui, s: &Session, q: &Q) -> Body {
             ]
         })
         .collect();
-    let mut h = filter_note(q, "/ui/groups");
-    let tenant = q
-        .get("tenant")
-        .map(|t| format!("?tenantName={}", html::url(t)))
-        .unwrap_or_default();
-    h.push_str(&new_link(
-        &format!("/ui/new/endpointGroups{tenant}"),
-        "New group",
-    ));
+    let mut h = list_head(q, "/ui/groups", "endpointGroups", "New group");
     h.push_str("<div data-live>");
     h.push_str(&table(
         "Endpoint groups",
@@ -507,12 +503,7 @@ async fn policies_body(ui: &Ui, s: &Session, q: &Q) -> Body {
         async move { ui.call(s, Method::GET, &path, None).await }
     }))
     .await;
-    let mut h = filter_note(q, "/ui/policies");
-    let tenant = q
-        .get("tenant")
-        .map(|t| format!("?tenantName={}", html::url(t)))
-        .unwrap_or_default();
-    h.push_str(&new_link(&format!("/ui/new/policys{tenant}"), "New policy"));
+    let mut h = list_head(q, "/ui/policies", "policys", "New policy");
     h.push_str("<div data-live>");
     if policies.is_empty() {
         h.push_str("<p class=\"muted\">No policies.</p>");
